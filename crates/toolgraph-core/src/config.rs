@@ -1,0 +1,168 @@
+//! [`ParallelExecutorConfig`]: every knob of an execution, as data.
+//!
+//! Field names follow the seed's `ParallelExecutorConfig` so its users feel at home.
+//! Unknown keys are rejected (`deny_unknown_fields`), and [`ParallelExecutorConfig::validate`]
+//! checks values once, at the edge.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// How transient failures of idempotent tools are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 = never retry).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles each time.
+    pub base_delay_ms: u64,
+    /// Upper bound of one delay.
+    pub max_delay_ms: u64,
+    /// Randomise each delay (full jitter) so retries of many calls do not align.
+    pub jitter: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_attempts: 3, base_delay_ms: 100, max_delay_ms: 5_000, jitter: true }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `next_attempt` (2 = first retry), before jitter.
+    pub fn backoff_ms(&self, next_attempt: u32) -> u64 {
+        let exp = next_attempt.saturating_sub(2).min(30);
+        self.base_delay_ms.saturating_mul(1u64 << exp).min(self.max_delay_ms)
+    }
+}
+
+/// Limits and policies of a [`ParallelExecutor`](../toolgraph_engine/struct.ParallelExecutor.html).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParallelExecutorConfig {
+    /// Calls running at once, at most.
+    pub max_parallel_calls: usize,
+    /// Per tool name: calls of that tool running at once, at most (wins over the tool's own).
+    pub per_tool_parallel_limits: BTreeMap<String, usize>,
+    /// Per resource key (`host:example.com`) or kind (`host`): calls touching it at once.
+    pub per_resource_parallel_limits: BTreeMap<String, usize>,
+    /// Timeout of a call when neither the call nor its tool sets one; 0 = none.
+    pub default_timeout_ms: u64,
+    /// False runs calls one at a time in dependency order.
+    pub enable_parallel: bool,
+    /// Keep per-tool latency history and execution statistics.
+    pub track_performance: bool,
+    /// Order calls by resource hazards and run exclusive tools alone. Turning it off trusts
+    /// the model's batch to be free of conflicts.
+    pub validate_thread_safety: bool,
+    /// CPU units that running calls may declare in all (None = unlimited).
+    pub resource_limit_cpu: Option<f64>,
+    /// Memory (MiB) that running calls may declare in all (None = unlimited).
+    pub resource_limit_memory_mb: Option<u64>,
+    /// Retries of transient failures, for idempotent tools only.
+    pub retry: RetryPolicy,
+    /// Cancel everything at the first failure.
+    pub fail_fast: bool,
+}
+
+impl Default for ParallelExecutorConfig {
+    fn default() -> Self {
+        ParallelExecutorConfig {
+            max_parallel_calls: 16,
+            per_tool_parallel_limits: BTreeMap::new(),
+            per_resource_parallel_limits: BTreeMap::new(),
+            default_timeout_ms: 30_000,
+            enable_parallel: true,
+            track_performance: true,
+            validate_thread_safety: true,
+            resource_limit_cpu: None,
+            resource_limit_memory_mb: None,
+            retry: RetryPolicy::default(),
+            fail_fast: false,
+        }
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {field}: {message}")]
+pub struct ConfigError {
+    /// The field, e.g. `per_tool_parallel_limits.fetch`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ParallelExecutorConfig {
+    /// Checks every value; the first bad one is reported.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: String, message: &str| Err(ConfigError { field, message: message.into() });
+        if self.max_parallel_calls == 0 {
+            return bad("max_parallel_calls".into(), "must be at least 1");
+        }
+        for (name, limit) in &self.per_tool_parallel_limits {
+            if *limit == 0 {
+                return bad(format!("per_tool_parallel_limits.{name}"), "must be at least 1");
+            }
+        }
+        for (key, limit) in &self.per_resource_parallel_limits {
+            if *limit == 0 {
+                return bad(format!("per_resource_parallel_limits.{key}"), "must be at least 1");
+            }
+        }
+        if let Some(cpu) = self.resource_limit_cpu {
+            if !(cpu.is_finite() && cpu > 0.0) {
+                return bad("resource_limit_cpu".into(), "must be a positive number");
+            }
+        }
+        if self.resource_limit_memory_mb == Some(0) {
+            return bad("resource_limit_memory_mb".into(), "must be at least 1");
+        }
+        if self.retry.max_attempts == 0 {
+            return bad("retry.max_attempts".into(), "must be at least 1 (1 = no retries)");
+        }
+        Ok(())
+    }
+
+    /// The limit for a resource key: the key's own, else its kind's (the part before `:`).
+    pub fn resource_limit(&self, key: &str) -> Option<usize> {
+        self.per_resource_parallel_limits.get(key).copied().or_else(|| {
+            let kind = key.split_once(':').map(|(k, _)| k)?;
+            self.per_resource_parallel_limits.get(kind).copied()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = serde_json::from_str::<ParallelExecutorConfig>(r#"{"max_paralel_calls": 3}"#).expect_err("typo");
+        assert!(err.to_string().contains("max_paralel_calls"), "{err}");
+    }
+
+    #[test]
+    fn zero_limits_are_invalid() {
+        let mut c = ParallelExecutorConfig::default();
+        c.per_tool_parallel_limits.insert("fetch".into(), 0);
+        assert_eq!(c.validate().map_err(|e| e.field), Err("per_tool_parallel_limits.fetch".into()));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let p = RetryPolicy { max_attempts: 9, base_delay_ms: 100, max_delay_ms: 350, jitter: false };
+        assert_eq!([p.backoff_ms(2), p.backoff_ms(3), p.backoff_ms(4)], [100, 200, 350]);
+    }
+
+    #[test]
+    fn resource_limits_fall_back_to_the_kind() {
+        let mut c = ParallelExecutorConfig::default();
+        c.per_resource_parallel_limits.insert("host".into(), 2);
+        c.per_resource_parallel_limits.insert("host:slow.example".into(), 1);
+        assert_eq!(c.resource_limit("host:a.example"), Some(2));
+        assert_eq!(c.resource_limit("host:slow.example"), Some(1));
+        assert_eq!(c.resource_limit("file:a"), None);
+    }
+}

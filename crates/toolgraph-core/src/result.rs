@@ -1,0 +1,188 @@
+//! What an execution returns: one [`CallResult`] per call, in input order, and the
+//! measurements of the whole ([`ParallelExecutionResult`]).
+//!
+//! Results convert to the messages providers expect back: OpenAI `role: tool` messages and
+//! an Anthropic user message of `tool_result` blocks.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallStatus {
+    /// The tool returned an output.
+    Ok,
+    /// The tool failed, panicked, or its arguments could not be built.
+    Error,
+    /// The call ran past its timeout and was cancelled.
+    Timeout,
+    /// Not run: a call it depends on did not succeed.
+    Skipped,
+    /// Not finished: the execution was cancelled (fail-fast or by the caller).
+    Cancelled,
+}
+
+impl CallStatus {
+    /// The lowercase name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Ok => "ok",
+            CallStatus::Error => "error",
+            CallStatus::Timeout => "timeout",
+            CallStatus::Skipped => "skipped",
+            CallStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Why a call did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The tool returned an error it called transient.
+    Transient,
+    /// The tool returned an error it called permanent.
+    Permanent,
+    /// The tool panicked.
+    Panic,
+    /// The call timed out.
+    Timeout,
+    /// A `${...}` reference did not resolve.
+    Reference,
+    /// The arguments (after references resolved) break the tool's schema.
+    Schema,
+    /// A dependency did not succeed.
+    Dependency,
+    /// The execution was cancelled.
+    Cancelled,
+    /// The call can never fit the configured limits.
+    Unschedulable,
+}
+
+/// A call's error: its kind and a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallError {
+    /// The kind.
+    pub kind: ErrorKind,
+    /// The message.
+    pub message: String,
+}
+
+/// The result of one call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallResult {
+    /// The call's id.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// How it ended.
+    pub status: CallStatus,
+    /// The tool's output (when `ok`).
+    pub output: Option<Value>,
+    /// The error (when not `ok`).
+    pub error: Option<CallError>,
+    /// Attempts made (0 when the call never ran).
+    pub attempts: u32,
+    /// Time from ready (all dependencies done) to start, in ms.
+    pub queued_ms: f64,
+    /// Start, in ms since the execution began (absent when it never ran).
+    pub started_ms: Option<f64>,
+    /// End, in ms since the execution began.
+    pub finished_ms: Option<f64>,
+    /// Measured run time (all attempts), in ms.
+    pub duration_ms: f64,
+    /// Dependency level (0 = no dependencies).
+    pub level: u32,
+}
+
+impl CallResult {
+    /// True when the call succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.status == CallStatus::Ok
+    }
+
+    /// The text a model should read for this call.
+    pub fn content_text(&self) -> String {
+        match (&self.status, &self.output, &self.error) {
+            (CallStatus::Ok, Some(Value::String(s)), _) => s.clone(),
+            (CallStatus::Ok, Some(v), _) => v.to_string(),
+            (CallStatus::Ok, None, _) => String::new(),
+            (status, _, Some(e)) => format!("{}: {}", status.as_str(), e.message),
+            (status, _, None) => status.as_str().to_owned(),
+        }
+    }
+}
+
+/// The timing of one dependency level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchReport {
+    /// The level.
+    pub level: u32,
+    /// Its calls' ids.
+    pub call_ids: Vec<String>,
+    /// First start among its calls that ran, in ms since the execution began.
+    pub started_ms: Option<f64>,
+    /// Last end among them.
+    pub finished_ms: Option<f64>,
+    /// `finished_ms - started_ms`.
+    pub duration_ms: f64,
+}
+
+/// Everything an execution returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParallelExecutionResult {
+    /// True when every call succeeded.
+    pub success: bool,
+    /// One result per call, in input order.
+    pub results: Vec<CallResult>,
+    /// Makespan of the whole execution (planning included), in ms.
+    pub total_time_ms: f64,
+    /// From the first call's start to the last call's end, in ms.
+    pub parallel_time_ms: f64,
+    /// Sum of the measured durations: what one-at-a-time would have cost.
+    pub sequential_time_estimate_ms: f64,
+    /// `sequential_time_estimate_ms / parallel_time_ms` (1.0 in sequential mode).
+    pub speedup: f64,
+    /// Measured durations along the longest dependency chain: no schedule can beat it.
+    pub critical_path_ms: f64,
+    /// `critical_path_ms / total_time_ms`: 1.0 means the schedule was optimal.
+    pub efficiency: f64,
+    /// Dependency levels with their timing.
+    pub batches: Vec<BatchReport>,
+    /// One line per call that did not succeed.
+    pub errors: Vec<String>,
+    /// Execution mode, limits, counts, peak concurrency.
+    pub metadata: Map<String, Value>,
+}
+
+impl ParallelExecutionResult {
+    /// OpenAI Chat Completions `role: tool` messages, one per call, in call order.
+    pub fn to_openai_messages(&self) -> Vec<Value> {
+        self.results
+            .iter()
+            .map(|r| json!({"role": "tool", "tool_call_id": r.id, "content": r.content_text()}))
+            .collect()
+    }
+
+    /// One Anthropic `user` message holding a `tool_result` block per call, in call order.
+    pub fn to_anthropic_message(&self) -> Value {
+        let blocks: Vec<Value> = self
+            .results
+            .iter()
+            .map(|r| {
+                let mut block = json!({"type": "tool_result", "tool_use_id": r.id, "content": r.content_text()});
+                if !r.is_ok() {
+                    block["is_error"] = Value::Bool(true);
+                }
+                block
+            })
+            .collect();
+        json!({"role": "user", "content": blocks})
+    }
+
+    /// The result of one call, by id.
+    pub fn get(&self, id: &str) -> Option<&CallResult> {
+        self.results.iter().find(|r| r.id == id)
+    }
+}

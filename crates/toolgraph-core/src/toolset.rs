@@ -1,0 +1,191 @@
+//! [`ToolSet`]: the registry of tools an executor can run, by name.
+//!
+//! Registration compiles each tool's parameter schema once, so validating a batch costs one
+//! schema check per call and nothing for tools that accept any object.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::tool::{CallContext, FnTool, Tool, ToolError, ToolSpec};
+
+/// Why a tool could not be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ToolSetError {
+    /// Another tool has that name.
+    #[error("a tool named \"{0}\" is already registered")]
+    Duplicate(String),
+    /// The name is empty.
+    #[error("a tool needs a non-empty name")]
+    EmptyName,
+    /// The parameter schema does not compile.
+    #[error("tool \"{name}\": invalid parameter schema: {message}")]
+    InvalidSchema {
+        /// The tool.
+        name: String,
+        /// The compiler's message.
+        message: String,
+    },
+}
+
+/// One registered tool.
+#[derive(Clone)]
+pub struct ToolEntry {
+    /// The tool.
+    pub tool: Arc<dyn Tool>,
+    validator: Option<Arc<jsonschema::Validator>>,
+}
+
+impl ToolEntry {
+    /// The schema violations of `args`: `(JSON pointer, message)` pairs. Empty when valid.
+    pub fn schema_violations(&self, args: &Value) -> Vec<(String, String)> {
+        let Some(v) = &self.validator else { return Vec::new() };
+        v.iter_errors(args).map(|e| (e.instance_path().to_string(), e.to_string())).collect()
+    }
+
+    /// True when the tool declares a schema stricter than "any object".
+    pub fn has_schema(&self) -> bool {
+        self.validator.is_some()
+    }
+}
+
+/// The tools an executor can run.
+#[derive(Clone, Default)]
+pub struct ToolSet {
+    entries: Vec<ToolEntry>,
+    by_name: HashMap<String, usize>,
+}
+
+impl ToolSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a tool.
+    pub fn register(&mut self, tool: impl Tool) -> Result<&mut Self, ToolSetError> {
+        self.register_arc(Arc::new(tool))
+    }
+
+    /// Registers a shared tool.
+    pub fn register_arc(&mut self, tool: Arc<dyn Tool>) -> Result<&mut Self, ToolSetError> {
+        let spec = tool.spec();
+        let name = spec.name.clone();
+        if name.is_empty() {
+            return Err(ToolSetError::EmptyName);
+        }
+        if self.by_name.contains_key(&name) {
+            return Err(ToolSetError::Duplicate(name));
+        }
+        let validator = if accepts_any_object(&spec.parameters) {
+            None
+        } else {
+            let compiled = jsonschema::validator_for(&spec.parameters).map_err(|e| {
+                ToolSetError::InvalidSchema { name: name.clone(), message: e.to_string() }
+            })?;
+            Some(Arc::new(compiled))
+        };
+        self.by_name.insert(name, self.entries.len());
+        self.entries.push(ToolEntry { tool, validator });
+        Ok(self)
+    }
+
+    /// Registers an async closure as a parallel-safe tool taking any object.
+    ///
+    /// ```
+    /// # use toolgraph_core::ToolSet;
+    /// let mut tools = ToolSet::new();
+    /// tools.register_fn("add", |args, _ctx| async move { Ok(serde_json::json!(args["a"].as_i64().unwrap_or(0) + 1)) }).unwrap();
+    /// assert!(tools.get("add").is_some());
+    /// ```
+    pub fn register_fn<F, Fut>(&mut self, name: &str, f: F) -> Result<&mut Self, ToolSetError>
+    where
+        F: Fn(Value, CallContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, ToolError>> + Send + 'static,
+    {
+        self.register(FnTool::new(ToolSpec::new(name), f))
+    }
+
+    /// The tool's position, by name.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The tool by name.
+    pub fn get(&self, name: &str) -> Option<&ToolEntry> {
+        self.index_of(name).map(|i| &self.entries[i])
+    }
+
+    /// The tool at a position.
+    pub fn entry(&self, index: usize) -> &ToolEntry {
+        &self.entries[index]
+    }
+
+    /// Every tool, in registration order.
+    pub fn entries(&self) -> &[ToolEntry] {
+        &self.entries
+    }
+
+    /// The number of tools.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no tool is registered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The tool names, in registration order.
+    pub fn names(&self) -> Vec<&str> {
+        self.entries.iter().map(|e| e.tool.spec().name.as_str()).collect()
+    }
+}
+
+/// True for schemas that accept any object (nothing to check beyond "is an object").
+fn accepts_any_object(schema: &Value) -> bool {
+    let Some(obj) = schema.as_object() else { return false };
+    obj.iter().all(|(k, v)| match k.as_str() {
+        "type" => v == "object",
+        "title" | "description" | "$schema" | "$id" => true,
+        "properties" => v.as_object().is_some_and(|p| p.is_empty()),
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn duplicate_names_and_bad_schemas_are_refused() {
+        let mut set = ToolSet::new();
+        set.register_fn("a", |_, _| async { Ok(Value::Null) }).expect("first");
+        assert_eq!(
+            set.register_fn("a", |_, _| async { Ok(Value::Null) }).err(),
+            Some(ToolSetError::Duplicate("a".into()))
+        );
+        let bad = FnTool::new(ToolSpec::new("b").parameters(json!({"type": 12})), |_, _| async { Ok(Value::Null) });
+        assert!(matches!(set.register(bad), Err(ToolSetError::InvalidSchema { .. })));
+    }
+
+    #[test]
+    fn schema_violations_name_the_path() {
+        let mut set = ToolSet::new();
+        let spec = ToolSpec::new("t").parameters(json!({
+            "type": "object",
+            "properties": {"ms": {"type": "integer", "minimum": 0}},
+            "required": ["ms"]
+        }));
+        set.register(FnTool::new(spec, |_, _| async { Ok(Value::Null) })).expect("ok");
+        let entry = set.get("t").expect("registered");
+        assert!(entry.schema_violations(&json!({"ms": 5})).is_empty());
+        let v = entry.schema_violations(&json!({"ms": "slow"}));
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].0, "/ms", "{v:?}");
+        assert!(!entry.schema_violations(&json!({})).is_empty());
+    }
+}

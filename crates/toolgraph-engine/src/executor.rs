@@ -1,0 +1,176 @@
+//! [`ParallelExecutor`]: the public face of the engine, with the seed's vocabulary.
+//!
+//! It owns the tools, the live configuration and the performance history; each
+//! `execute_parallel` plans the batch, runs the scheduler and assembles the result.
+
+use std::sync::{Arc, Mutex};
+use tokio::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use toolgraph_core::{
+    ConfigError, Event, EventSink, InputError, ParallelExecutionResult, ParallelExecutorConfig,
+    ToolCall, ToolSet,
+};
+
+use crate::plan::{DependencyGraph, Plan};
+use crate::report;
+use crate::schedule::{ConfigCell, Scheduler};
+use crate::stats::{History, PerformanceStats};
+
+/// Runs batches of tool calls in parallel where safe, in order where not.
+///
+/// ```
+/// use toolgraph_core::{ToolCall, ToolSet, ParallelExecutorConfig};
+/// use toolgraph_engine::ParallelExecutor;
+/// use serde_json::json;
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let mut tools = ToolSet::new();
+/// tools.register_fn("double", |args, _ctx| async move { Ok(json!(args["n"].as_i64().unwrap_or(0) * 2)) }).unwrap();
+/// let executor = ParallelExecutor::new(tools, ParallelExecutorConfig::default()).unwrap();
+/// let result = executor
+///     .execute_parallel(vec![
+///         ToolCall::new("a", "double", json!({"n": 21})),
+///         ToolCall::new("b", "double", json!({"n": "${a}"})),
+///     ])
+///     .await
+///     .unwrap();
+/// assert!(result.success);
+/// assert_eq!(result.results[1].output, Some(json!(84)));
+/// # });
+/// ```
+pub struct ParallelExecutor {
+    tools: ToolSet,
+    config: ConfigCell,
+    history: Mutex<History>,
+    sink: Option<Arc<dyn EventSink>>,
+}
+
+impl ParallelExecutor {
+    /// An executor for `tools` with `config` (validated here).
+    pub fn new(tools: ToolSet, config: ParallelExecutorConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(ParallelExecutor {
+            tools,
+            config: ConfigCell::new(config),
+            history: Mutex::new(History::default()),
+            sink: None,
+        })
+    }
+
+    /// Sends every execution's events to `sink` (progress displays, recorders).
+    pub fn with_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// The registered tools.
+    pub fn tools(&self) -> &ToolSet {
+        &self.tools
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<ParallelExecutorConfig> {
+        self.config.load()
+    }
+
+    /// Replaces the configuration; running executions apply the new limits at their next
+    /// admission.
+    pub fn update_config(&self, config: ParallelExecutorConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        self.config.store(config);
+        Ok(())
+    }
+
+    /// Checks a batch and builds its dependency graph without running anything.
+    pub fn plan(&self, calls: Vec<ToolCall>) -> Result<Plan, InputError> {
+        Plan::build(calls, &self.tools, &self.config.load())
+    }
+
+    /// Runs a batch. Bad input is rejected before anything runs.
+    pub async fn execute_parallel(&self, calls: Vec<ToolCall>) -> Result<ParallelExecutionResult, InputError> {
+        self.execute_with_cancel(calls, CancellationToken::new()).await
+    }
+
+    /// Runs a batch until it ends or `cancel` fires (then unfinished calls end `cancelled`).
+    /// Dropping the returned future aborts every call it started.
+    pub async fn execute_with_cancel(
+        &self,
+        calls: Vec<ToolCall>,
+        cancel: CancellationToken,
+    ) -> Result<ParallelExecutionResult, InputError> {
+        let origin = Instant::now();
+        let plan = self.plan(calls)?;
+        Ok(self.run(&plan, origin, &cancel).await)
+    }
+
+    /// Runs an already checked plan.
+    pub async fn execute_plan(&self, plan: &Plan, cancel: CancellationToken) -> ParallelExecutionResult {
+        self.run(plan, Instant::now(), &cancel).await
+    }
+
+    async fn run(&self, plan: &Plan, origin: Instant, cancel: &CancellationToken) -> ParallelExecutionResult {
+        let planned_at = Instant::now();
+        if let Some(sink) = &self.sink {
+            sink.on_event(&Event::ExecutionStarted { calls: plan.len(), edges: plan.edges().len() });
+        }
+        let estimates = self.latency_estimates();
+        let scheduler = Scheduler::new(plan, &self.tools, &self.config, self.sink.as_deref(), |i| {
+            estimates[plan.calls()[i].tool]
+        });
+        let run = scheduler.run(cancel).await;
+        let track = run.config.track_performance;
+        let result = report::assemble(plan, run, origin, planned_at, Instant::now());
+        if track {
+            self.with_history(|h| h.record(&result));
+        }
+        if let Some(sink) = &self.sink {
+            sink.on_event(&Event::ExecutionFinished { success: result.success });
+        }
+        result
+    }
+
+    /// Expected run time per tool position: its mean so far, else the median of the known
+    /// means, else 1 (all equal).
+    fn latency_estimates(&self) -> Vec<f64> {
+        let known: Vec<Option<f64>> = self.with_history(|h| {
+            self.tools.entries().iter().map(|e| h.mean_ms(&e.tool.spec().name)).collect()
+        });
+        let mut means: Vec<f64> = known.iter().flatten().copied().collect();
+        means.sort_by(f64::total_cmp);
+        let fallback = means.get(means.len() / 2).copied().unwrap_or(1.0);
+        known.into_iter().map(|m| m.unwrap_or(fallback)).collect()
+    }
+
+    fn with_history<T>(&self, f: impl FnOnce(&mut History) -> T) -> T {
+        match self.history.lock() {
+            Ok(mut h) => f(&mut h),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// Statistics over every execution of this executor.
+    pub fn get_performance_stats(&self) -> PerformanceStats {
+        self.with_history(|h| h.snapshot())
+    }
+
+    /// Positions of calls with no dependency in or out (seed API).
+    pub fn identify_independent_calls(&self, calls: &[ToolCall]) -> Result<Vec<usize>, InputError> {
+        Ok(self.plan(calls.to_vec())?.independent())
+    }
+
+    /// Positions of calls with at least one dependency in or out (seed API).
+    pub fn identify_dependent_calls(&self, calls: &[ToolCall]) -> Result<Vec<usize>, InputError> {
+        Ok(self.plan(calls.to_vec())?.dependent())
+    }
+
+    /// The dependency graph, by id, with every edge's reason (seed API).
+    pub fn build_dependency_graph(&self, calls: &[ToolCall]) -> Result<DependencyGraph, InputError> {
+        Ok(DependencyGraph::of(&self.plan(calls.to_vec())?))
+    }
+
+    /// Positions grouped by level, e.g. `[[0,1,2],[3,4],[5]]` (seed API).
+    pub fn topological_sort(&self, calls: &[ToolCall]) -> Result<Vec<Vec<usize>>, InputError> {
+        Ok(self.plan(calls.to_vec())?.level_groups())
+    }
+}

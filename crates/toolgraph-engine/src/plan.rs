@@ -1,0 +1,527 @@
+//! Planning: from a batch of calls to a dependency graph, in linear time, without running
+//! anything.
+//!
+//! Edges come from `depends_on`, from `${call_id}` references, and from resource hazards
+//! (two calls touching one resource, at least one writing, are ordered as emitted; readers
+//! stay parallel). Exclusive tools write the universal resource that every call reads, so
+//! they run alone, in emitted order. Every edge keeps its reason. Every problem is reported
+//! at once, each naming its call; a cycle is reported with the ids on it.
+//!
+//! Invariant: pure — no I/O, no clock, no runtime. O(calls + edges + argument size).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::Serialize;
+use toolgraph_core::reference::{self, ArgumentTemplate, Part, StringTemplate, pointer};
+use toolgraph_core::{
+    Access, InputError, ParallelExecutorConfig, Problem, ToolCall, ToolSet,
+};
+
+/// A read-after-write, write-after-read or write-after-write conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hazard {
+    /// The later call reads what the earlier one writes.
+    ReadAfterWrite,
+    /// The later call writes what the earlier one reads.
+    WriteAfterRead,
+    /// Both write.
+    WriteAfterWrite,
+}
+
+/// Why one call waits for another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EdgeReason {
+    /// Named in `depends_on`.
+    DependsOn,
+    /// An argument references the earlier call's output.
+    Reference {
+        /// The reference as written.
+        text: String,
+    },
+    /// Both touch one resource and one writes.
+    Hazard {
+        /// The resource key.
+        resource: String,
+        /// The conflict.
+        hazard: Hazard,
+    },
+    /// One of the two is an exclusive tool.
+    Exclusive {
+        /// Why the call counts as exclusive.
+        why: String,
+    },
+}
+
+impl EdgeReason {
+    /// Data edges carry success: a dependant of a failed call is skipped. Ordering edges
+    /// (hazards, exclusivity) only wait for the earlier call to end.
+    pub fn is_data(&self) -> bool {
+        matches!(self, EdgeReason::DependsOn | EdgeReason::Reference { .. })
+    }
+}
+
+impl fmt::Display for EdgeReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EdgeReason::DependsOn => f.write_str("depends_on"),
+            EdgeReason::Reference { text } => write!(f, "reference {text}"),
+            EdgeReason::Hazard { resource, hazard } => {
+                let h = match hazard {
+                    Hazard::ReadAfterWrite => "read-after-write",
+                    Hazard::WriteAfterRead => "write-after-read",
+                    Hazard::WriteAfterWrite => "write-after-write",
+                };
+                write!(f, "{h} on {resource}")
+            }
+            EdgeReason::Exclusive { why } => write!(f, "exclusive: {why}"),
+        }
+    }
+}
+
+/// One dependency: `to` starts only after `from` ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Edge {
+    /// Position of the earlier call.
+    pub from: usize,
+    /// Position of the later call.
+    pub to: usize,
+    /// Why.
+    pub reason: EdgeReason,
+}
+
+/// One call, checked and ready to schedule.
+#[derive(Debug, Clone)]
+pub struct PlannedCall {
+    /// The call as given.
+    pub call: ToolCall,
+    /// Position of its tool in the [`ToolSet`].
+    pub tool: usize,
+    /// Its references, bound to positions.
+    pub template: ArgumentTemplate,
+    /// Resource keys it touches (for per-resource limits).
+    pub resources: Vec<String>,
+}
+
+/// A checked batch and its dependency graph.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    calls: Vec<PlannedCall>,
+    edges: Vec<Edge>,
+    /// CSR: dependants of call `i` are `out[out_start[i]..out_start[i + 1]]`.
+    out_start: Vec<u32>,
+    out: Vec<(u32, bool)>,
+    in_degree: Vec<u32>,
+    levels: Vec<u32>,
+    order: Vec<u32>,
+    level_count: u32,
+}
+
+
+#[derive(Default)]
+struct ResourceState {
+    last_writer: Option<u32>,
+    readers: Vec<u32>,
+}
+
+impl Plan {
+    /// Checks `calls` against `tools` and builds the graph.
+    pub fn build(
+        calls: Vec<ToolCall>,
+        tools: &ToolSet,
+        config: &ParallelExecutorConfig,
+    ) -> Result<Plan, InputError> {
+        let n = calls.len();
+        let mut problems = Vec::new();
+        if n >= u32::MAX as usize {
+            return Err(InputError::single(Problem::input("too many calls in one batch")));
+        }
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(n);
+        for (pos, call) in calls.iter().enumerate() {
+            if call.id.is_empty() {
+                problems.push(Problem::position(pos, "missing \"id\""));
+            } else if index.insert(call.id.as_str(), pos).is_some() {
+                problems.push(Problem::call(pos, &call.id, "duplicate call id"));
+            }
+        }
+
+        let mut planned_tools = Vec::with_capacity(n);
+        let mut templates = Vec::with_capacity(n);
+        let mut edges: Vec<Edge> = Vec::new();
+        let mut incoming_stamp = vec![u32::MAX; n];
+        let mut universal = ResourceState::default();
+        let mut resources: HashMap<String, ResourceState> = HashMap::new();
+        let mut call_resources = Vec::with_capacity(n);
+
+        for (pos, call) in calls.iter().enumerate() {
+            let id = call.id.as_str();
+            let problem = |m: String| Problem::call(pos, id, m);
+            let mut add_edge = |edges: &mut Vec<Edge>, from: usize, reason: EdgeReason| {
+                if incoming_stamp[from] != pos as u32 {
+                    incoming_stamp[from] = pos as u32;
+                    edges.push(Edge { from, to: pos, reason });
+                }
+            };
+
+            let tool = tools.index_of(&call.name);
+            if tool.is_none() {
+                let known = tools.names().join(", ");
+                problems.push(problem(format!("unknown tool \"{}\" (known: {known})", call.name)));
+            }
+            if !call.arguments.is_object() {
+                problems.push(problem(format!(
+                    "arguments must be a JSON object, got {}",
+                    toolgraph_core::call::json_type(&call.arguments)
+                )));
+            }
+
+            for dep in &call.depends_on {
+                match index.get(dep.as_str()) {
+                    Some(&from) if from == pos => problems.push(problem("depends on itself".into())),
+                    Some(&from) => add_edge(&mut edges, from, EdgeReason::DependsOn),
+                    None => problems.push(problem(format!("depends_on names unknown call \"{dep}\""))),
+                }
+            }
+
+            let template = match reference::find_references(&call.arguments) {
+                Ok(raw) => {
+                    let mut strings = Vec::with_capacity(raw.len());
+                    for t in raw {
+                        let mut parts = Vec::with_capacity(t.parts.len());
+                        for part in t.parts {
+                            match part {
+                                Part::Literal(s) => parts.push(Part::Literal(s)),
+                                Part::Ref(r) => match reference::bind(&r, |id| index.get(id).copied()) {
+                                    Some(b) if b.call == pos => {
+                                        problems.push(problem(format!("{} references the call itself", b.text)))
+                                    }
+                                    Some(b) => {
+                                        add_edge(&mut edges, b.call, EdgeReason::Reference { text: b.text.clone() });
+                                        parts.push(Part::Ref(b));
+                                    }
+                                    None => problems.push(problem(format!(
+                                        "reference ${{{}}} at {} names no call in this batch",
+                                        r.0,
+                                        pointer(&t.location)
+                                    ))),
+                                },
+                            }
+                        }
+                        strings.push(StringTemplate { location: t.location, parts });
+                    }
+                    ArgumentTemplate { strings }
+                }
+                Err(errors) => {
+                    problems.extend(errors.into_iter().map(&problem));
+                    ArgumentTemplate::default()
+                }
+            };
+
+            let mut touched = Vec::new();
+            if let Some(t) = tool {
+                let entry = tools.entry(t);
+                for (path, message) in entry.schema_violations(&call.arguments) {
+                    let from_reference = template
+                        .strings
+                        .iter()
+                        .any(|s| is_within(&path, &pointer(&s.location)));
+                    if !from_reference {
+                        let at = if path.is_empty() { String::new() } else { format!(" at {path}") };
+                        problems.push(problem(format!("arguments break the schema of \"{}\"{at}: {message}", call.name)));
+                    }
+                }
+
+                if config.validate_thread_safety {
+                    let spec = entry.tool.spec();
+                    let mut accesses = entry.tool.resources(&call.arguments);
+                    let unknown = accesses.iter().find(|a| a.key.contains("${")).map(|a| a.key.clone());
+                    let exclusive_why = if !spec.traits.parallel_safe {
+                        Some(format!("tool {} runs alone", spec.name))
+                    } else {
+                        unknown.map(|k| format!("resource {k} is unknown until its references resolve"))
+                    };
+                    if let Some(why) = exclusive_why {
+                        accesses.clear();
+                        // Writes the universal resource: after every earlier call, before every later one.
+                        if universal.readers.is_empty() {
+                            if let Some(w) = universal.last_writer {
+                                add_edge(&mut edges, w as usize, EdgeReason::Exclusive { why: why.clone() });
+                            }
+                        }
+                        for r in universal.readers.drain(..) {
+                            add_edge(&mut edges, r as usize, EdgeReason::Exclusive { why: why.clone() });
+                        }
+                        universal.last_writer = Some(pos as u32);
+                    } else {
+                        if let Some(w) = universal.last_writer {
+                            let why = format!("tool {} runs alone", calls[w as usize].name);
+                            add_edge(&mut edges, w as usize, EdgeReason::Exclusive { why });
+                        }
+                        universal.readers.push(pos as u32);
+                    }
+                    // One access per key; a write wins over a read of the same key.
+                    accesses.sort_by(|a, b| a.key.cmp(&b.key).then((b.access == Access::Write).cmp(&(a.access == Access::Write))));
+                    accesses.dedup_by(|a, b| a.key == b.key);
+                    for access in &accesses {
+                        let state = resources.entry(access.key.clone()).or_default();
+                        match access.access {
+                            Access::Read => {
+                                if let Some(w) = state.last_writer {
+                                    add_edge(&mut edges, w as usize, hazard(&access.key, Hazard::ReadAfterWrite));
+                                }
+                                state.readers.push(pos as u32);
+                            }
+                            Access::Write => {
+                                if state.readers.is_empty() {
+                                    if let Some(w) = state.last_writer {
+                                        add_edge(&mut edges, w as usize, hazard(&access.key, Hazard::WriteAfterWrite));
+                                    }
+                                }
+                                for r in state.readers.drain(..) {
+                                    add_edge(&mut edges, r as usize, hazard(&access.key, Hazard::WriteAfterRead));
+                                }
+                                state.last_writer = Some(pos as u32);
+                            }
+                        }
+                    }
+                    touched = accesses.into_iter().map(|a| a.key).collect();
+                }
+            }
+            planned_tools.push(tool.unwrap_or(usize::MAX));
+            templates.push(template);
+            call_resources.push(touched);
+        }
+        drop(resources);
+        drop(universal);
+        drop(index);
+        if !problems.is_empty() {
+            return Err(InputError { problems });
+        }
+
+        let calls: Vec<PlannedCall> = calls
+            .into_iter()
+            .zip(planned_tools)
+            .zip(templates)
+            .zip(call_resources)
+            .map(|(((call, tool), template), resources)| PlannedCall { call, tool, template, resources })
+            .collect();
+        Plan::from_edges(calls, edges)
+    }
+
+    fn from_edges(calls: Vec<PlannedCall>, edges: Vec<Edge>) -> Result<Plan, InputError> {
+        let n = calls.len();
+        let mut out_start = vec![0u32; n + 1];
+        let mut in_degree = vec![0u32; n];
+        for e in &edges {
+            out_start[e.from + 1] += 1;
+            in_degree[e.to] += 1;
+        }
+        for i in 0..n {
+            out_start[i + 1] += out_start[i];
+        }
+        let mut fill = out_start.clone();
+        let mut out = vec![(0u32, false); edges.len()];
+        for e in &edges {
+            let slot = &mut fill[e.from];
+            out[*slot as usize] = (e.to as u32, e.reason.is_data());
+            *slot += 1;
+        }
+
+        // Kahn's algorithm: topological order and levels (longest path from a source).
+        let mut remaining = in_degree.clone();
+        let mut levels = vec![0u32; n];
+        let mut order: Vec<u32> = (0..n as u32).filter(|&i| remaining[i as usize] == 0).collect();
+        let mut head = 0;
+        while head < order.len() {
+            let i = order[head] as usize;
+            head += 1;
+            for &(to, _) in &out[out_start[i] as usize..out_start[i + 1] as usize] {
+                let to = to as usize;
+                levels[to] = levels[to].max(levels[i] + 1);
+                remaining[to] -= 1;
+                if remaining[to] == 0 {
+                    order.push(to as u32);
+                }
+            }
+        }
+        if order.len() < n {
+            return Err(InputError { problems: cycle_problems(&calls, &edges, &remaining) });
+        }
+        let level_count = levels.iter().max().map_or(0, |m| m + 1);
+        Ok(Plan { calls, edges, out_start, out, in_degree, levels, order, level_count })
+    }
+
+    /// The calls, in input order.
+    pub fn calls(&self) -> &[PlannedCall] {
+        &self.calls
+    }
+
+    /// Every edge, with its reason (one per pair of calls; data reasons first).
+    pub fn edges(&self) -> &[Edge] {
+        &self.edges
+    }
+
+    /// Number of calls.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// True for an empty batch.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Dependants of call `i`, with whether the edge carries data.
+    pub fn dependants(&self, i: usize) -> &[(u32, bool)] {
+        &self.out[self.out_start[i] as usize..self.out_start[i + 1] as usize]
+    }
+
+    /// Number of calls `i` waits for.
+    pub fn in_degree(&self, i: usize) -> u32 {
+        self.in_degree[i]
+    }
+
+    /// Level of each call: 0 without dependencies, else one more than its deepest dependency.
+    pub fn levels(&self) -> &[u32] {
+        &self.levels
+    }
+
+    /// A topological order of the positions.
+    pub fn order(&self) -> &[u32] {
+        &self.order
+    }
+
+    /// Positions grouped by level, e.g. `[[0,1,2],[3,4],[5]]` (the seed's `topological_sort`).
+    pub fn level_groups(&self) -> Vec<Vec<usize>> {
+        let mut groups = vec![Vec::new(); self.level_count as usize];
+        for (i, &l) in self.levels.iter().enumerate() {
+            groups[l as usize].push(i);
+        }
+        groups
+    }
+
+    /// Calls with no edge in or out: they can run in any order beside anything.
+    pub fn independent(&self) -> Vec<usize> {
+        (0..self.len()).filter(|&i| self.in_degree[i] == 0 && self.dependants(i).is_empty()).collect()
+    }
+
+    /// Calls with at least one edge in or out.
+    pub fn dependent(&self) -> Vec<usize> {
+        (0..self.len()).filter(|&i| self.in_degree[i] != 0 || !self.dependants(i).is_empty()).collect()
+    }
+
+    /// For each call, the longest chain of `weight`s from it to the end of the graph,
+    /// its own weight included (the scheduler's "remaining critical path").
+    pub fn remaining_path(&self, weight: impl Fn(usize) -> f64) -> Vec<f64> {
+        let mut rank = vec![0.0f64; self.len()];
+        for &i in self.order.iter().rev() {
+            let i = i as usize;
+            let tail = self.dependants(i).iter().map(|&(d, _)| rank[d as usize]).fold(0.0, f64::max);
+            rank[i] = weight(i) + tail;
+        }
+        rank
+    }
+
+    /// The longest chain of `weight`s through the graph (e.g. measured durations).
+    pub fn critical_path(&self, weight: impl Fn(usize) -> f64) -> f64 {
+        self.remaining_path(weight).into_iter().fold(0.0, f64::max)
+    }
+}
+
+fn hazard(resource: &str, hazard: Hazard) -> EdgeReason {
+    EdgeReason::Hazard { resource: resource.to_owned(), hazard }
+}
+
+/// True when JSON pointer `path` is `base` or below it.
+fn is_within(path: &str, base: &str) -> bool {
+    path == base || (path.starts_with(base) && path.as_bytes().get(base.len()) == Some(&b'/'))
+}
+
+/// Names the cycles among the calls Kahn's algorithm could not order.
+fn cycle_problems(calls: &[PlannedCall], edges: &[Edge], remaining: &[u32]) -> Vec<Problem> {
+    let n = calls.len();
+    // A predecessor of each stuck call that is itself stuck: following it must loop.
+    let mut stuck_pred: Vec<Option<(usize, &EdgeReason)>> = vec![None; n];
+    for e in edges {
+        if remaining[e.to] > 0 && remaining[e.from] > 0 && stuck_pred[e.to].is_none() {
+            stuck_pred[e.to] = Some((e.from, &e.reason));
+        }
+    }
+    let mut walk_of = vec![usize::MAX; n];
+    let mut problems = Vec::new();
+    for start in 0..n {
+        if remaining[start] == 0 || walk_of[start] != usize::MAX {
+            continue;
+        }
+        let mut path = Vec::new();
+        let mut at = start;
+        while walk_of[at] == usize::MAX {
+            walk_of[at] = start;
+            path.push(at);
+            match stuck_pred[at] {
+                Some((p, _)) => at = p,
+                None => break,
+            }
+        }
+        if walk_of[at] != start {
+            continue; // reached a cycle found by an earlier walk
+        }
+        let Some(from) = path.iter().position(|&p| p == at) else { continue };
+        // path runs against the edges; reverse it to read in execution order.
+        let mut cycle: Vec<usize> = path[from..].to_vec();
+        cycle.reverse();
+        let mut text = String::new();
+        for (k, &c) in cycle.iter().enumerate() {
+            let next = cycle[(k + 1) % cycle.len()];
+            let reason = stuck_pred[next].map(|(_, r)| r.to_string()).unwrap_or_default();
+            text.push_str(&format!("{} → ({reason}) ", calls[c].call.id));
+        }
+        text.push_str(&calls[cycle[0]].call.id);
+        let first = cycle.iter().copied().min().unwrap_or(at);
+        problems.push(Problem::call(first, &calls[first].call.id, format!("dependency cycle: {text}")));
+    }
+    problems
+}
+
+/// The dependency graph as plain data, by call id (the seed's `build_dependency_graph`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DependencyGraph {
+    /// Call ids grouped by level.
+    pub levels: Vec<Vec<String>>,
+    /// Every edge with its reason.
+    pub edges: Vec<GraphEdge>,
+    /// Calls with no edge in or out.
+    pub independent: Vec<String>,
+    /// Calls with at least one edge.
+    pub dependent: Vec<String>,
+}
+
+/// One edge of a [`DependencyGraph`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GraphEdge {
+    /// The earlier call's id.
+    pub from: String,
+    /// The later call's id.
+    pub to: String,
+    /// Why, in words (`depends_on`, `reference ${a}`, `write-after-read on file:x`, ...).
+    pub reason: String,
+}
+
+impl DependencyGraph {
+    /// The graph of a plan.
+    pub fn of(plan: &Plan) -> Self {
+        let id = |i: usize| plan.calls[i].call.id.clone();
+        DependencyGraph {
+            levels: plan.level_groups().iter().map(|g| g.iter().map(|&i| id(i)).collect()).collect(),
+            edges: plan
+                .edges
+                .iter()
+                .map(|e| GraphEdge { from: id(e.from), to: id(e.to), reason: e.reason.to_string() })
+                .collect(),
+            independent: plan.independent().into_iter().map(id).collect(),
+            dependent: plan.dependent().into_iter().map(id).collect(),
+        }
+    }
+}

@@ -1,0 +1,833 @@
+//! The event-driven scheduler: runs a [`Plan`] under every limit, as fast as its
+//! dependencies allow.
+//!
+//! One coordinator loop owns all state (no locks): an in-degree count per call, a ready
+//! queue ordered by priority then remaining critical path, and counters for the global,
+//! per-tool, per-resource and CPU/memory limits. Each admitted call runs as its own tokio
+//! task (blocking tools on the blocking pool); the loop wakes only when a task ends, then
+//! releases its dependants and admits whatever now fits. A call blocked by one limit waits
+//! in a queue of that limit and returns to the ready queue when the limit frees a slot, so
+//! no scan is ever repeated over waiting calls.
+//!
+//! Invariants: no limit is ever exceeded; a call starts only after every call it depends on
+//! ended; every call ends exactly once; dropping the scheduler aborts every task it started.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use futures_util::FutureExt;
+use serde_json::Value;
+use tokio::task::{Id, JoinError, JoinSet};
+use tokio_util::sync::CancellationToken;
+use toolgraph_core::{
+    CallContext, CallError, CallStatus, CancelFlag, ErrorKind, Event, EventSink,
+    ParallelExecutorConfig, RetryPolicy, Tool, ToolSet,
+};
+
+use crate::plan::Plan;
+
+/// The live configuration: swapped by `update_config`, read by running executions at
+/// their next admission.
+pub(crate) struct ConfigCell {
+    current: RwLock<Arc<ParallelExecutorConfig>>,
+    generation: AtomicU64,
+}
+
+impl ConfigCell {
+    pub(crate) fn new(config: ParallelExecutorConfig) -> Self {
+        ConfigCell { current: RwLock::new(Arc::new(config)), generation: AtomicU64::new(0) }
+    }
+
+    pub(crate) fn load(&self) -> Arc<ParallelExecutorConfig> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn store(&self, config: ParallelExecutorConfig) {
+        let config = Arc::new(config);
+        match self.current.write() {
+            Ok(mut c) => *c = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+        self.generation.fetch_add(1, AtomicOrdering::Release);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(AtomicOrdering::Acquire)
+    }
+}
+
+/// How one call ended, as the scheduler saw it.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub status: CallStatus,
+    pub output: Option<Value>,
+    pub error: Option<CallError>,
+    pub attempts: u32,
+    pub ready_at: Option<Instant>,
+    pub started: Option<Instant>,
+    pub finished: Instant,
+}
+
+/// Everything the scheduler measured.
+pub(crate) struct RunReport {
+    pub records: Vec<Record>,
+    pub peak_in_flight: usize,
+    pub retries: u32,
+    pub config: Arc<ParallelExecutorConfig>,
+}
+
+/// A ready call's place in a queue: priority, then remaining critical path, then input order.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    priority: i64,
+    rank: f64,
+    index: u32,
+}
+
+impl PartialEq for Ready {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Ready {}
+impl PartialOrd for Ready {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ready {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.priority
+            .cmp(&other.priority)
+            .then(self.rank.total_cmp(&other.rank))
+            .then(other.index.cmp(&self.index))
+    }
+}
+
+/// The limits in force, rebuilt when the configuration changes.
+struct Limits {
+    config: Arc<ParallelExecutorConfig>,
+    global: usize,
+    per_tool: Vec<Option<usize>>,
+}
+
+impl Limits {
+    fn new(config: Arc<ParallelExecutorConfig>, tools: &ToolSet) -> Self {
+        let global = if config.enable_parallel { config.max_parallel_calls.max(1) } else { 1 };
+        let per_tool = tools
+            .entries()
+            .iter()
+            .map(|e| {
+                let spec = e.tool.spec();
+                config.per_tool_parallel_limits.get(&spec.name).copied().or(spec.traits.max_concurrency)
+            })
+            .collect();
+        Limits { config, global, per_tool }
+    }
+}
+
+/// Why a ready call cannot start now.
+enum Blocked {
+    Tool(usize),
+    Resource(String),
+    Budget,
+    Never(String),
+}
+
+/// What a call task returns.
+struct Finished {
+    index: u32,
+    result: Result<Value, CallError>,
+    attempts: u32,
+    started: Instant,
+    finished: Instant,
+}
+
+pub(crate) struct Scheduler<'a> {
+    plan: &'a Plan,
+    tools: &'a ToolSet,
+    cell: &'a ConfigCell,
+    sink: Option<&'a dyn EventSink>,
+    limits: Limits,
+    seen_generation: u64,
+    rank: Vec<f64>,
+    remaining: Vec<u32>,
+    /// The dependency (by data edge) whose failure dooms this call.
+    doomed_by: Vec<Option<u32>>,
+    records: Vec<Option<Record>>,
+    ready_at: Vec<Option<Instant>>,
+    admitted_at: Vec<Option<Instant>>,
+    ready: BinaryHeap<Ready>,
+    parked_tool: Vec<BinaryHeap<Ready>>,
+    parked_resource: HashMap<String, BinaryHeap<Ready>>,
+    parked_budget: BinaryHeap<Ready>,
+    in_flight: usize,
+    tool_in_flight: Vec<usize>,
+    resource_in_flight: HashMap<String, usize>,
+    cpu_used: f64,
+    memory_used: u64,
+    tasks: JoinSet<Finished>,
+    task_index: HashMap<Id, u32>,
+    finished: usize,
+    peak_in_flight: usize,
+    retries: Arc<AtomicU32>,
+    cancelled: Option<String>,
+    fail_fast_trigger: Option<String>,
+}
+
+impl<'a> Scheduler<'a> {
+    /// A scheduler for `plan`; `estimate` gives each call's expected duration (any unit)
+    /// for the critical-path ordering.
+    pub(crate) fn new(
+        plan: &'a Plan,
+        tools: &'a ToolSet,
+        cell: &'a ConfigCell,
+        sink: Option<&'a dyn EventSink>,
+        estimate: impl Fn(usize) -> f64,
+    ) -> Self {
+        let n = plan.len();
+        let seen_generation = cell.generation();
+        let limits = Limits::new(cell.load(), tools);
+        let rank = if limits.config.enable_parallel { plan.remaining_path(estimate) } else { vec![0.0; n] };
+        Scheduler {
+            plan,
+            tools,
+            cell,
+            sink,
+            limits,
+            seen_generation,
+            rank,
+            remaining: (0..n).map(|i| plan.in_degree(i)).collect(),
+            doomed_by: vec![None; n],
+            records: (0..n).map(|_| None).collect(),
+            ready_at: vec![None; n],
+            admitted_at: vec![None; n],
+            ready: BinaryHeap::new(),
+            parked_tool: vec![BinaryHeap::new(); tools.len()],
+            parked_resource: HashMap::new(),
+            parked_budget: BinaryHeap::new(),
+            in_flight: 0,
+            tool_in_flight: vec![0; tools.len()],
+            resource_in_flight: HashMap::new(),
+            cpu_used: 0.0,
+            memory_used: 0,
+            tasks: JoinSet::new(),
+            task_index: HashMap::new(),
+            finished: 0,
+            peak_in_flight: 0,
+            retries: Arc::new(AtomicU32::new(0)),
+            cancelled: None,
+            fail_fast_trigger: None,
+        }
+    }
+
+    /// Runs every call to its end (or until `cancel` fires) and reports what happened.
+    pub(crate) async fn run(mut self, cancel: &CancellationToken) -> RunReport {
+        let n = self.plan.len();
+        let now = Instant::now();
+        for i in 0..n {
+            if self.remaining[i] == 0 {
+                self.make_ready(i, now);
+            }
+        }
+        while self.finished < n {
+            if let Some(reason) = self.fail_fast_reason() {
+                self.cancel_all(reason).await;
+                continue;
+            }
+            self.admit();
+            if self.fail_fast_trigger.is_some() {
+                continue;
+            }
+            if self.finished == n {
+                break;
+            }
+            if self.in_flight == 0 {
+                self.unstick();
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled(), if self.cancelled.is_none() => {
+                    self.cancel_all("the execution was cancelled".into()).await;
+                }
+                joined = self.tasks.join_next_with_id() => match joined {
+                    Some(joined) => {
+                        self.on_joined(joined);
+                        while let Some(more) = self.tasks.try_join_next_with_id() {
+                            self.on_joined(more);
+                        }
+                    }
+                    None => self.lose_in_flight(),
+                },
+            }
+        }
+        let records = self
+            .records
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or(Record {
+                    status: CallStatus::Error,
+                    output: None,
+                    error: Some(CallError { kind: ErrorKind::Unschedulable, message: "call was never scheduled".into() }),
+                    attempts: 0,
+                    ready_at: None,
+                    started: None,
+                    finished: Instant::now(),
+                })
+            })
+            .collect();
+        RunReport {
+            records,
+            peak_in_flight: self.peak_in_flight,
+            retries: self.retries.load(AtomicOrdering::Relaxed),
+            config: self.limits.config,
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        if let Some(sink) = self.sink {
+            sink.on_event(&event);
+        }
+    }
+
+    fn entry(&self, i: usize) -> Ready {
+        Ready { priority: self.plan.calls()[i].call.priority, rank: self.rank[i], index: i as u32 }
+    }
+
+    fn make_ready(&mut self, i: usize, now: Instant) {
+        self.ready_at[i] = Some(now);
+        let entry = if self.limits.config.enable_parallel {
+            self.entry(i)
+        } else {
+            // Sequential mode: plain input order among ready calls.
+            Ready { priority: 0, rank: 0.0, index: i as u32 }
+        };
+        self.ready.push(entry);
+        self.emit(Event::CallReady { position: i });
+    }
+
+    fn reload_limits_if_changed(&mut self) {
+        let generation = self.cell.generation();
+        if generation == self.seen_generation {
+            return;
+        }
+        self.seen_generation = generation;
+        self.limits = Limits::new(self.cell.load(), self.tools);
+        self.unpark_all();
+    }
+
+    fn unpark_all(&mut self) {
+        for heap in &mut self.parked_tool {
+            self.ready.extend(heap.drain());
+        }
+        for (_, mut heap) in self.parked_resource.drain() {
+            self.ready.extend(heap.drain());
+        }
+        self.ready.extend(self.parked_budget.drain());
+    }
+
+    /// Starts ready calls while the limits allow.
+    fn admit(&mut self) {
+        if self.cancelled.is_some() {
+            return;
+        }
+        self.reload_limits_if_changed();
+        while self.in_flight < self.limits.global {
+            let Some(top) = self.ready.pop() else { break };
+            let i = top.index as usize;
+            match self.blocked(i) {
+                None => self.start(i),
+                Some(Blocked::Tool(t)) => self.parked_tool[t].push(top),
+                Some(Blocked::Resource(key)) => self.parked_resource.entry(key).or_default().push(top),
+                Some(Blocked::Budget) => self.parked_budget.push(top),
+                Some(Blocked::Never(message)) => {
+                    self.fail_before_start(i, ErrorKind::Unschedulable, message);
+                }
+            }
+        }
+    }
+
+    fn blocked(&self, i: usize) -> Option<Blocked> {
+        let call = &self.plan.calls()[i];
+        if let Some(limit) = self.limits.per_tool[call.tool] {
+            if self.tool_in_flight[call.tool] >= limit {
+                return Some(Blocked::Tool(call.tool));
+            }
+        }
+        for key in &call.resources {
+            if let Some(limit) = self.limits.config.resource_limit(key) {
+                if self.resource_in_flight.get(key).copied().unwrap_or(0) >= limit {
+                    return Some(Blocked::Resource(key.clone()));
+                }
+            }
+        }
+        let cost = self.tools.entry(call.tool).tool.spec().traits.cost;
+        if let Some(cpu) = self.limits.config.resource_limit_cpu {
+            if cost.cpu > cpu {
+                return Some(Blocked::Never(format!(
+                    "declares {} CPU units but resource_limit_cpu is {cpu}",
+                    cost.cpu
+                )));
+            }
+            if self.cpu_used + cost.cpu > cpu + 1e-9 {
+                return Some(Blocked::Budget);
+            }
+        }
+        if let Some(mem) = self.limits.config.resource_limit_memory_mb {
+            if cost.memory_mb > mem {
+                return Some(Blocked::Never(format!(
+                    "declares {} MB but resource_limit_memory_mb is {mem}",
+                    cost.memory_mb
+                )));
+            }
+            if self.memory_used + cost.memory_mb > mem {
+                return Some(Blocked::Budget);
+            }
+        }
+        None
+    }
+
+    fn start(&mut self, i: usize) {
+        let planned = &self.plan.calls()[i];
+        let entry = self.tools.entry(planned.tool);
+        let args = if planned.template.is_empty() {
+            planned.call.arguments.clone()
+        } else {
+            let records = &self.records;
+            let rendered = planned
+                .template
+                .render(&planned.call.arguments, |p| records.get(p)?.as_ref()?.output.as_ref());
+            match rendered {
+                Ok(args) => {
+                    let violations = entry.schema_violations(&args);
+                    if let Some((path, message)) = violations.into_iter().next() {
+                        let at = if path.is_empty() { String::new() } else { format!(" at {path}") };
+                        let message = format!("arguments (after references resolved) break the schema{at}: {message}");
+                        self.fail_before_start(i, ErrorKind::Schema, message);
+                        return;
+                    }
+                    args
+                }
+                Err(e) => {
+                    self.fail_before_start(i, ErrorKind::Reference, e.to_string());
+                    return;
+                }
+            }
+        };
+
+        let spec = entry.tool.spec();
+        let config = &self.limits.config;
+        let timeout_ms = planned.call.timeout_ms.or(spec.traits.timeout_ms).or(
+            (config.default_timeout_ms > 0).then_some(config.default_timeout_ms),
+        );
+        let mut retry = config.retry;
+        if !spec.traits.idempotent {
+            retry.max_attempts = 1;
+        }
+        let job = CallJob {
+            tool: entry.tool.clone(),
+            args,
+            ctx: CallContext { call_id: Arc::from(planned.call.id.as_str()), attempt: 1, cancel: CancelFlag::new() },
+            timeout: timeout_ms.map(Duration::from_millis),
+            retry,
+            blocking: spec.traits.blocking,
+            retries: self.retries.clone(),
+        };
+
+        self.in_flight += 1;
+        self.peak_in_flight = self.peak_in_flight.max(self.in_flight);
+        self.tool_in_flight[planned.tool] += 1;
+        for key in &planned.resources {
+            if self.limits.config.resource_limit(key).is_some() {
+                *self.resource_in_flight.entry(key.clone()).or_insert(0) += 1;
+            }
+        }
+        self.cpu_used += spec.traits.cost.cpu;
+        self.memory_used += spec.traits.cost.memory_mb;
+        self.admitted_at[i] = Some(Instant::now());
+
+        let index = i as u32;
+        let handle = self.tasks.spawn(async move {
+            let started = Instant::now();
+            let (result, attempts) = job.run().await;
+            Finished { index, result, attempts, started, finished: Instant::now() }
+        });
+        self.task_index.insert(handle.id(), index);
+        self.emit(Event::CallStarted { position: i });
+    }
+
+    /// Returns a finished call's slots and wakes one waiter of each freed limit.
+    fn release(&mut self, i: usize) {
+        let planned = &self.plan.calls()[i];
+        self.in_flight -= 1;
+        self.tool_in_flight[planned.tool] -= 1;
+        if let Some(e) = self.parked_tool[planned.tool].pop() {
+            self.ready.push(e);
+        }
+        for key in &planned.resources {
+            if let Some(count) = self.resource_in_flight.get_mut(key) {
+                *count -= 1;
+                if let Some(heap) = self.parked_resource.get_mut(key) {
+                    if let Some(e) = heap.pop() {
+                        self.ready.push(e);
+                    }
+                }
+            }
+        }
+        let cost = self.tools.entry(planned.tool).tool.spec().traits.cost;
+        self.cpu_used = (self.cpu_used - cost.cpu).max(0.0);
+        self.memory_used = self.memory_used.saturating_sub(cost.memory_mb);
+        if cost.cpu > 0.0 || cost.memory_mb > 0 {
+            // Hand the freed budget to waiters in priority order, as far as it goes (the
+            // first always gets its chance, so a large call is not starved by small ones).
+            let (mut cpu, mut mem) = (cost.cpu, cost.memory_mb);
+            let mut first = true;
+            while let Some(top) = self.parked_budget.peek() {
+                let c = self.tools.entry(self.plan.calls()[top.index as usize].tool).tool.spec().traits.cost;
+                if !first && (c.cpu > cpu + 1e-9 || c.memory_mb > mem) {
+                    break;
+                }
+                first = false;
+                cpu -= c.cpu;
+                mem = mem.saturating_sub(c.memory_mb);
+                if let Some(e) = self.parked_budget.pop() {
+                    self.ready.push(e);
+                }
+            }
+        }
+    }
+
+    fn on_joined(&mut self, joined: Result<(Id, Finished), JoinError>) {
+        match joined {
+            Ok((id, done)) => {
+                self.task_index.remove(&id);
+                let i = done.index as usize;
+                self.release(i);
+                let (status, output, error) = match done.result {
+                    Ok(v) => (CallStatus::Ok, Some(v), None),
+                    Err(e) if e.kind == ErrorKind::Timeout => (CallStatus::Timeout, None, Some(e)),
+                    Err(e) => (CallStatus::Error, None, Some(e)),
+                };
+                self.finalize(
+                    i,
+                    Record {
+                        status,
+                        output,
+                        error,
+                        attempts: done.attempts,
+                        ready_at: self.ready_at[i],
+                        started: Some(done.started),
+                        finished: done.finished,
+                    },
+                );
+            }
+            Err(e) => {
+                let Some(index) = self.task_index.remove(&e.id()) else { return };
+                let i = index as usize;
+                self.release(i);
+                let (status, kind, message) = if e.is_panic() {
+                    (CallStatus::Error, ErrorKind::Panic, "the call's task panicked".to_owned())
+                } else {
+                    let why = self.cancelled.clone().unwrap_or_else(|| "aborted".into());
+                    (CallStatus::Cancelled, ErrorKind::Cancelled, why)
+                };
+                self.finalize(
+                    i,
+                    Record {
+                        status,
+                        output: None,
+                        error: Some(CallError { kind, message }),
+                        attempts: 1,
+                        ready_at: self.ready_at[i],
+                        started: self.admitted_at[i],
+                        finished: Instant::now(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn fail_before_start(&mut self, i: usize, kind: ErrorKind, message: String) {
+        let record = Record {
+            status: CallStatus::Error,
+            output: None,
+            error: Some(CallError { kind, message }),
+            attempts: 0,
+            ready_at: self.ready_at[i],
+            started: None,
+            finished: Instant::now(),
+        };
+        self.finalize(i, record);
+    }
+
+    /// Records how call `i` ended and releases its dependants: each becomes ready, or is
+    /// skipped when a data dependency failed, or cancelled when the execution is.
+    fn finalize(&mut self, i: usize, record: Record) {
+        let mut work = vec![(i, record)];
+        while let Some((i, record)) = work.pop() {
+            let ok = record.status == CallStatus::Ok;
+            let status = record.status;
+            if matches!(status, CallStatus::Error | CallStatus::Timeout)
+                && self.limits.config.fail_fast
+                && self.fail_fast_trigger.is_none()
+                && self.cancelled.is_none()
+            {
+                let id = &self.plan.calls()[i].call.id;
+                self.fail_fast_trigger = Some(format!("fail-fast: call {id} did not succeed"));
+            }
+            let duration_ms = match record.started {
+                Some(s) => record.finished.saturating_duration_since(s).as_secs_f64() * 1e3,
+                None => 0.0,
+            };
+            self.records[i] = Some(record);
+            self.finished += 1;
+            self.emit(Event::CallFinished { position: i, status, duration_ms });
+            let now = Instant::now();
+            for &(to, data) in self.plan.dependants(i) {
+                let to = to as usize;
+                if data && !ok && self.doomed_by[to].is_none() {
+                    self.doomed_by[to] = Some(i as u32);
+                }
+                self.remaining[to] -= 1;
+                if self.remaining[to] > 0 {
+                    continue;
+                }
+                if let Some(why) = &self.cancelled {
+                    work.push((to, cancelled_record(why, None, now)));
+                } else if let Some(dep) = self.doomed_by[to] {
+                    work.push((to, self.skipped_record(to, dep as usize, now)));
+                } else {
+                    self.make_ready(to, now);
+                }
+            }
+        }
+    }
+
+    fn skipped_record(&self, i: usize, dep: usize, now: Instant) -> Record {
+        let calls = self.plan.calls();
+        let dep_id = &calls[dep].call.id;
+        let message = match &self.records[dep] {
+            Some(r) if r.status == CallStatus::Skipped => {
+                let upstream = r.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
+                format!("dependency {dep_id} was skipped ({upstream})")
+            }
+            Some(r) => {
+                let why = r.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
+                format!("dependency {dep_id} did not succeed ({}: {why})", r.status.as_str())
+            }
+            None => format!("dependency {dep_id} did not succeed"),
+        };
+        Record {
+            status: CallStatus::Skipped,
+            output: None,
+            error: Some(CallError { kind: ErrorKind::Dependency, message }),
+            attempts: 0,
+            ready_at: self.ready_at[i],
+            started: None,
+            finished: now,
+        }
+    }
+
+    fn fail_fast_reason(&mut self) -> Option<String> {
+        let trigger = self.fail_fast_trigger.take();
+        if self.cancelled.is_some() { None } else { trigger }
+    }
+
+    /// Cancels everything: running tasks are aborted, nothing new starts.
+    async fn cancel_all(&mut self, why: String) {
+        self.cancelled = Some(why.clone());
+        self.tasks.abort_all();
+        while let Some(joined) = self.tasks.join_next_with_id().await {
+            self.on_joined(joined);
+        }
+        let now = Instant::now();
+        let waiting: Vec<usize> = self
+            .ready
+            .drain()
+            .chain(self.parked_budget.drain())
+            .chain(self.parked_tool.iter_mut().flat_map(|h| h.drain()).collect::<Vec<_>>())
+            .chain(self.parked_resource.drain().flat_map(|(_, h)| h.into_vec()))
+            .map(|r| r.index as usize)
+            .collect();
+        for i in waiting {
+            let record = cancelled_record(&why, self.ready_at[i], now);
+            self.finalize(i, record);
+        }
+        // Calls still waiting on dependencies end as those dependencies are finalized; any
+        // left (all dependencies cancelled) are finalized here.
+        for i in 0..self.plan.len() {
+            if self.records[i].is_none() && self.remaining[i] == 0 {
+                let record = cancelled_record(&why, self.ready_at[i], now);
+                self.finalize(i, record);
+            }
+        }
+    }
+
+    /// Nothing runs and nothing could start: give waiting calls another chance, and end
+    /// whatever can never run so the execution always terminates.
+    fn unstick(&mut self) {
+        self.unpark_all();
+        self.admit();
+        if self.in_flight == 0 && self.finished < self.plan.len() {
+            let now = Instant::now();
+            for i in 0..self.plan.len() {
+                if self.records[i].is_none() && self.remaining[i] == 0 {
+                    let record = Record {
+                        status: CallStatus::Error,
+                        output: None,
+                        error: Some(CallError {
+                            kind: ErrorKind::Unschedulable,
+                            message: "could not be scheduled under the configured limits".into(),
+                        }),
+                        attempts: 0,
+                        ready_at: self.ready_at[i],
+                        started: None,
+                        finished: now,
+                    };
+                    self.finalize(i, record);
+                }
+            }
+        }
+    }
+
+    /// The task set is empty while calls are counted in flight: account for them.
+    fn lose_in_flight(&mut self) {
+        let lost: Vec<u32> = self.task_index.drain().map(|(_, i)| i).collect();
+        for index in lost {
+            let i = index as usize;
+            self.release(i);
+            let message = "the call's task ended without a result".to_owned();
+            self.fail_before_start(i, ErrorKind::Panic, message);
+        }
+        self.in_flight = 0;
+    }
+}
+
+fn cancelled_record(why: &str, ready_at: Option<Instant>, now: Instant) -> Record {
+    Record {
+        status: CallStatus::Cancelled,
+        output: None,
+        error: Some(CallError { kind: ErrorKind::Cancelled, message: why.to_owned() }),
+        attempts: 0,
+        ready_at,
+        started: None,
+        finished: now,
+    }
+}
+
+/// Everything one call task needs, owned.
+struct CallJob {
+    tool: Arc<dyn Tool>,
+    args: Value,
+    ctx: CallContext,
+    timeout: Option<Duration>,
+    retry: RetryPolicy,
+    blocking: bool,
+    retries: Arc<AtomicU32>,
+}
+
+/// Raises a call's cancel flag when the call's task ends or is dropped, so a blocking tool
+/// still running on its thread learns that nobody waits for it any more.
+struct RaiseOnDrop(CancelFlag);
+
+impl Drop for RaiseOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+enum Failure {
+    Tool(toolgraph_core::ToolError),
+    Panic(String),
+}
+
+impl CallJob {
+    async fn run(self) -> (Result<Value, CallError>, u32) {
+        let attempts = AtomicU32::new(0);
+        let _raise = RaiseOnDrop(self.ctx.cancel.clone());
+        let timeout = self.timeout;
+        let work = self.attempts(&attempts);
+        let result = match timeout {
+            Some(limit) => match tokio::time::timeout(limit, work).await {
+                Ok(r) => r,
+                Err(_) => Err(CallError {
+                    kind: ErrorKind::Timeout,
+                    message: format!("timed out after {} ms", limit.as_millis()),
+                }),
+            },
+            None => work.await,
+        };
+        (result, attempts.load(AtomicOrdering::Relaxed))
+    }
+
+    async fn attempts(self, counter: &AtomicU32) -> Result<Value, CallError> {
+        let CallJob { tool, mut args, ctx, retry, blocking, retries, .. } = self;
+        loop {
+            let attempt = counter.fetch_add(1, AtomicOrdering::Relaxed) + 1;
+            let last = attempt >= retry.max_attempts;
+            let this_args = if last { std::mem::take(&mut args) } else { args.clone() };
+            let ctx = CallContext { attempt, ..ctx.clone() };
+            match invoke(&tool, this_args, ctx, blocking).await {
+                Ok(v) => return Ok(v),
+                Err(Failure::Tool(e)) if e.is_transient() && !last => {
+                    retries.fetch_add(1, AtomicOrdering::Relaxed);
+                    let mut delay = retry.backoff_ms(attempt + 1);
+                    if retry.jitter && delay > 1 {
+                        delay = delay / 2 + fastrand::u64(0..=delay / 2);
+                    }
+                    if let Some(after) = e.retry_after_ms {
+                        delay = delay.max(after);
+                    }
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                }
+                Err(Failure::Tool(e)) => {
+                    let kind = if e.is_transient() { ErrorKind::Transient } else { ErrorKind::Permanent };
+                    let message = if attempt > 1 {
+                        format!("{} (after {attempt} attempts)", e.message)
+                    } else {
+                        e.message
+                    };
+                    return Err(CallError { kind, message });
+                }
+                Err(Failure::Panic(m)) => {
+                    return Err(CallError { kind: ErrorKind::Panic, message: format!("tool panicked: {m}") });
+                }
+            }
+        }
+    }
+}
+
+async fn invoke(tool: &Arc<dyn Tool>, args: Value, ctx: CallContext, blocking: bool) -> Result<Value, Failure> {
+    if blocking {
+        let tool = tool.clone();
+        let handle = tokio::runtime::Handle::current();
+        return match tokio::task::spawn_blocking(move || handle.block_on(tool.call(args, ctx))).await {
+            Ok(r) => r.map_err(Failure::Tool),
+            Err(e) if e.is_panic() => Err(Failure::Panic(panic_message(e.into_panic()))),
+            Err(e) => Err(Failure::Panic(e.to_string())),
+        };
+    }
+    match std::panic::AssertUnwindSafe(tool.call(args, ctx)).catch_unwind().await {
+        Ok(r) => r.map_err(Failure::Tool),
+        Err(payload) => Err(Failure::Panic(panic_message(payload))),
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".into()
+    }
+}
