@@ -1,3 +1,62 @@
-fn main() {
-    println!("Hello, world!");
+//! The `toolgraph` binary: wires the engine and the built-in tools to the command line.
+//!
+//! One file per subcommand; this file only parses arguments and maps outcomes to exit
+//! codes (0 every call succeeded, 1 some call did not, 2 the input or the flags were
+//! rejected and nothing ran). It is the only crate that prints.
+
+mod bench;
+mod input;
+mod plan_cmd;
+mod render;
+mod run_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Runs the tool calls an LLM emits: in parallel where safe, in order where not.
+#[derive(Parser)]
+#[command(name = "toolgraph", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Execute a batch of tool calls and print what happened.
+    Run(run_cmd::RunArgs),
+    /// Show the dependency graph of a batch without running it.
+    Plan(plan_cmd::PlanArgs),
+    /// Measure the engine: per-call and per-edge overhead, makespan against the critical path.
+    Bench(bench::BenchArgs),
+}
+
+/// How a command ended.
+pub enum Outcome {
+    /// Everything succeeded.
+    Success,
+    /// It ran, but some call did not succeed.
+    CallsFailed,
+    /// Nothing ran: bad input or flags.
+    Rejected,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Run(args) => run_cmd::run(args).await,
+        Command::Plan(args) => plan_cmd::run(args),
+        Command::Bench(args) => bench::run(args).await,
+    };
+    match outcome {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::CallsFailed) => ExitCode::from(1),
+        Ok(Outcome::Rejected) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("toolgraph: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -98,7 +98,11 @@ pub fn parse_tool_calls(input: &Value) -> Result<Vec<ToolCall>, InputError> {
             Err(mut p) => problems.append(&mut p),
         }
     }
-    if problems.is_empty() { Ok(calls) } else { Err(InputError { problems }) }
+    if problems.is_empty() {
+        Ok(calls)
+    } else {
+        Err(InputError { problems })
+    }
 }
 
 /// Finds the list of call objects inside any accepted wrapper.
@@ -130,9 +134,11 @@ fn locate_calls(input: &Value) -> Result<Vec<&Value>, String> {
                 // A message without tool calls: nothing to run.
                 return Ok(Vec::new());
             }
-            Err("expected an array of tool calls, {\"tool_calls\": [...]}, an assistant \
+            Err(
+                "expected an array of tool calls, {\"tool_calls\": [...]}, an assistant \
                  message, a chat-completion response or an Anthropic message"
-                .into())
+                    .into(),
+            )
         }
         _ => Err("expected a JSON array or object of tool calls".into()),
     }
@@ -140,12 +146,20 @@ fn locate_calls(input: &Value) -> Result<Vec<&Value>, String> {
 
 fn parse_one(position: usize, item: &Value) -> Result<ToolCall, Vec<Problem>> {
     let Some(obj) = item.as_object() else {
-        return Err(vec![Problem::position(position, "a tool call must be a JSON object")]);
+        return Err(vec![Problem::position(
+            position,
+            "a tool call must be a JSON object",
+        )]);
     };
     let id = match obj.get("id") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        Some(_) => return Err(vec![Problem::position(position, "\"id\" must be a non-empty string")]),
+        Some(_) => {
+            return Err(vec![Problem::position(
+                position,
+                "\"id\" must be a non-empty string",
+            )]);
+        }
         None => return Err(vec![Problem::position(position, "missing \"id\"")]),
     };
     let mut problems = Vec::new();
@@ -160,14 +174,22 @@ fn parse_one(position: usize, item: &Value) -> Result<ToolCall, Vec<Problem>> {
             String::new()
         }
     };
-    let raw_args = if anthropic { obj.get("input") } else { source.get("arguments") };
+    let raw_args = if anthropic {
+        obj.get("input")
+    } else {
+        source.get("arguments")
+    };
     let arguments = match raw_args {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(Value::String(s)) if s.trim().is_empty() => Value::Object(Map::new()),
         Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
             Ok(v) => v,
             Err(e) => {
-                problems.push(Problem::call(position, &id, format!("arguments are not valid JSON: {e}")));
+                problems.push(Problem::call(
+                    position,
+                    &id,
+                    format!("arguments are not valid JSON: {e}"),
+                ));
                 Value::Null
             }
         },
@@ -177,7 +199,10 @@ fn parse_one(position: usize, item: &Value) -> Result<ToolCall, Vec<Problem>> {
         problems.push(Problem::call(
             position,
             &id,
-            format!("arguments must be a JSON object, got {}", json_type(&arguments)),
+            format!(
+                "arguments must be a JSON object, got {}",
+                json_type(&arguments)
+            ),
         ));
     }
     let depends_on = match obj.get("depends_on") {
@@ -188,20 +213,32 @@ fn parse_one(position: usize, item: &Value) -> Result<ToolCall, Vec<Problem>> {
             for dep in ids {
                 match dep.as_str() {
                     Some(s) => out.push(s.to_owned()),
-                    None => problems.push(Problem::call(position, &id, "\"depends_on\" must hold call ids (strings)")),
+                    None => problems.push(Problem::call(
+                        position,
+                        &id,
+                        "\"depends_on\" must hold call ids (strings)",
+                    )),
                 }
             }
             out
         }
         Some(_) => {
-            problems.push(Problem::call(position, &id, "\"depends_on\" must be an array of call ids"));
+            problems.push(Problem::call(
+                position,
+                &id,
+                "\"depends_on\" must be an array of call ids",
+            ));
             Vec::new()
         }
     };
     let priority = match obj.get("priority") {
         None | Some(Value::Null) => 0,
         Some(v) => v.as_i64().unwrap_or_else(|| {
-            problems.push(Problem::call(position, &id, "\"priority\" must be an integer"));
+            problems.push(Problem::call(
+                position,
+                &id,
+                "\"priority\" must be an integer",
+            ));
             0
         }),
     };
@@ -210,13 +247,24 @@ fn parse_one(position: usize, item: &Value) -> Result<ToolCall, Vec<Problem>> {
         Some(v) => match v.as_u64() {
             Some(ms) => Some(ms),
             None => {
-                problems.push(Problem::call(position, &id, "\"timeout_ms\" must be a non-negative integer"));
+                problems.push(Problem::call(
+                    position,
+                    &id,
+                    "\"timeout_ms\" must be a non-negative integer",
+                ));
                 None
             }
         },
     };
     if problems.is_empty() {
-        Ok(ToolCall { id, name, arguments, depends_on, priority, timeout_ms })
+        Ok(ToolCall {
+            id,
+            name,
+            arguments,
+            depends_on,
+            priority,
+            timeout_ms,
+        })
     } else {
         Err(problems)
     }
@@ -286,12 +334,21 @@ mod tests {
         ]))
         .expect_err("rejected");
         let text = err.to_string();
-        assert!(text.contains("call a: arguments are not valid JSON"), "{text}");
-        assert!(text.contains("call b: arguments must be a JSON object, got an array"), "{text}");
+        assert!(
+            text.contains("call a: arguments are not valid JSON"),
+            "{text}"
+        );
+        assert!(
+            text.contains("call b: arguments must be a JSON object, got an array"),
+            "{text}"
+        );
         assert!(text.contains("call #2: missing \"id\""), "{text}");
         assert!(text.contains("call a: duplicate call id"), "{text}");
         assert!(text.contains("call c: missing tool name"), "{text}");
-        assert!(text.contains("call c: \"depends_on\" must be an array"), "{text}");
+        assert!(
+            text.contains("call c: \"depends_on\" must be an array"),
+            "{text}"
+        );
         assert_eq!(err.problems.len(), 6);
     }
 
@@ -300,6 +357,9 @@ mod tests {
         assert!(parse_tool_calls(&json!(42)).is_err());
         assert!(parse_tool_calls(&json!({"foo": 1})).is_err());
         assert!(parse_tool_calls_str("{nope").is_err());
-        assert_eq!(parse_tool_calls(&json!({"role": "assistant", "content": "done"})).map(|c| c.len()), Ok(0));
+        assert_eq!(
+            parse_tool_calls(&json!({"role": "assistant", "content": "done"})).map(|c| c.len()),
+            Ok(0)
+        );
     }
 }

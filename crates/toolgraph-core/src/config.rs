@@ -24,7 +24,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_attempts: 3, base_delay_ms: 100, max_delay_ms: 5_000, jitter: true }
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay_ms: 100,
+            max_delay_ms: 5_000,
+            jitter: true,
+        }
     }
 }
 
@@ -32,7 +37,9 @@ impl RetryPolicy {
     /// The delay before attempt `next_attempt` (2 = first retry), before jitter.
     pub fn backoff_ms(&self, next_attempt: u32) -> u64 {
         let exp = next_attempt.saturating_sub(2).min(30);
-        self.base_delay_ms.saturating_mul(1u64 << exp).min(self.max_delay_ms)
+        self.base_delay_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.max_delay_ms)
     }
 }
 
@@ -96,18 +103,29 @@ pub struct ConfigError {
 impl ParallelExecutorConfig {
     /// Checks every value; the first bad one is reported.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field: String, message: &str| Err(ConfigError { field, message: message.into() });
+        let bad = |field: String, message: &str| {
+            Err(ConfigError {
+                field,
+                message: message.into(),
+            })
+        };
         if self.max_parallel_calls == 0 {
             return bad("max_parallel_calls".into(), "must be at least 1");
         }
         for (name, limit) in &self.per_tool_parallel_limits {
             if *limit == 0 {
-                return bad(format!("per_tool_parallel_limits.{name}"), "must be at least 1");
+                return bad(
+                    format!("per_tool_parallel_limits.{name}"),
+                    "must be at least 1",
+                );
             }
         }
         for (key, limit) in &self.per_resource_parallel_limits {
             if *limit == 0 {
-                return bad(format!("per_resource_parallel_limits.{key}"), "must be at least 1");
+                return bad(
+                    format!("per_resource_parallel_limits.{key}"),
+                    "must be at least 1",
+                );
             }
         }
         if let Some(cpu) = self.resource_limit_cpu {
@@ -119,17 +137,23 @@ impl ParallelExecutorConfig {
             return bad("resource_limit_memory_mb".into(), "must be at least 1");
         }
         if self.retry.max_attempts == 0 {
-            return bad("retry.max_attempts".into(), "must be at least 1 (1 = no retries)");
+            return bad(
+                "retry.max_attempts".into(),
+                "must be at least 1 (1 = no retries)",
+            );
         }
         Ok(())
     }
 
     /// The limit for a resource key: the key's own, else its kind's (the part before `:`).
     pub fn resource_limit(&self, key: &str) -> Option<usize> {
-        self.per_resource_parallel_limits.get(key).copied().or_else(|| {
-            let kind = key.split_once(':').map(|(k, _)| k)?;
-            self.per_resource_parallel_limits.get(kind).copied()
-        })
+        self.per_resource_parallel_limits
+            .get(key)
+            .copied()
+            .or_else(|| {
+                let kind = key.split_once(':').map(|(k, _)| k)?;
+                self.per_resource_parallel_limits.get(kind).copied()
+            })
     }
 }
 
@@ -139,7 +163,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_by_name() {
-        let err = serde_json::from_str::<ParallelExecutorConfig>(r#"{"max_paralel_calls": 3}"#).expect_err("typo");
+        let err = serde_json::from_str::<ParallelExecutorConfig>(r#"{"max_paralel_calls": 3}"#)
+            .expect_err("typo");
         assert!(err.to_string().contains("max_paralel_calls"), "{err}");
     }
 
@@ -147,20 +172,32 @@ mod tests {
     fn zero_limits_are_invalid() {
         let mut c = ParallelExecutorConfig::default();
         c.per_tool_parallel_limits.insert("fetch".into(), 0);
-        assert_eq!(c.validate().map_err(|e| e.field), Err("per_tool_parallel_limits.fetch".into()));
+        assert_eq!(
+            c.validate().map_err(|e| e.field),
+            Err("per_tool_parallel_limits.fetch".into())
+        );
     }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        let p = RetryPolicy { max_attempts: 9, base_delay_ms: 100, max_delay_ms: 350, jitter: false };
-        assert_eq!([p.backoff_ms(2), p.backoff_ms(3), p.backoff_ms(4)], [100, 200, 350]);
+        let p = RetryPolicy {
+            max_attempts: 9,
+            base_delay_ms: 100,
+            max_delay_ms: 350,
+            jitter: false,
+        };
+        assert_eq!(
+            [p.backoff_ms(2), p.backoff_ms(3), p.backoff_ms(4)],
+            [100, 200, 350]
+        );
     }
 
     #[test]
     fn resource_limits_fall_back_to_the_kind() {
         let mut c = ParallelExecutorConfig::default();
         c.per_resource_parallel_limits.insert("host".into(), 2);
-        c.per_resource_parallel_limits.insert("host:slow.example".into(), 1);
+        c.per_resource_parallel_limits
+            .insert("host:slow.example".into(), 1);
         assert_eq!(c.resource_limit("host:a.example"), Some(2));
         assert_eq!(c.resource_limit("host:slow.example"), Some(1));
         assert_eq!(c.resource_limit("file:a"), None);

@@ -19,17 +19,29 @@ pub struct Problem {
 impl Problem {
     /// A problem about the call at `position` with id `call_id`.
     pub fn call(position: usize, call_id: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem { call_id: Some(call_id.into()), position: Some(position), message: message.into() }
+        Problem {
+            call_id: Some(call_id.into()),
+            position: Some(position),
+            message: message.into(),
+        }
     }
 
     /// A problem about the call at `position`, which has no usable id.
     pub fn position(position: usize, message: impl Into<String>) -> Self {
-        Problem { call_id: None, position: Some(position), message: message.into() }
+        Problem {
+            call_id: None,
+            position: Some(position),
+            message: message.into(),
+        }
     }
 
     /// A problem about the input as a whole.
     pub fn input(message: impl Into<String>) -> Self {
-        Problem { call_id: None, position: None, message: message.into() }
+        Problem {
+            call_id: None,
+            position: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -53,14 +65,20 @@ pub struct InputError {
 impl InputError {
     /// An error with a single problem.
     pub fn single(problem: Problem) -> Self {
-        InputError { problems: vec![problem] }
+        InputError {
+            problems: vec![problem],
+        }
     }
 }
 
 impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        write!(f, "input rejected ({n} problem{})", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "input rejected ({n} problem{})",
+            if n == 1 { "" } else { "s" }
+        )?;
         for p in &self.problems {
             write!(f, "\n  - {p}")?;
         }

@@ -93,7 +93,11 @@ pub fn find_references(args: &Value) -> Result<Vec<StringTemplate<RawReference>>
     let mut errors = Vec::new();
     let mut location = Vec::new();
     walk(args, &mut location, &mut found, &mut errors);
-    if errors.is_empty() { Ok(found) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(found)
+    } else {
+        Err(errors)
+    }
 }
 
 fn walk(
@@ -103,14 +107,13 @@ fn walk(
     errors: &mut Vec<String>,
 ) {
     match value {
-        Value::String(s) => {
-            if s.contains("${") {
-                match parse_string(s) {
-                    Ok(parts) => found.push(StringTemplate { location: location.clone(), parts }),
-                    Err(e) => errors.push(format!("at {}: {e}", pointer(location))),
-                }
-            }
-        }
+        Value::String(s) if s.contains("${") => match parse_string(s) {
+            Ok(parts) => found.push(StringTemplate {
+                location: location.clone(),
+                parts,
+            }),
+            Err(e) => errors.push(format!("at {}: {e}", pointer(location))),
+        },
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 location.push(Step::Index(i));
@@ -177,7 +180,11 @@ pub fn bind(raw: &RawReference, lookup: impl Fn(&str) -> Option<usize>) -> Optio
             } else {
                 text[cut + 1..].split('.').map(str::to_owned).collect()
             };
-            return Some(BoundReference { call, path, text: format!("${{{text}}}") });
+            return Some(BoundReference {
+                call,
+                path,
+                text: format!("${{{text}}}"),
+            });
         }
         cut = candidate.rfind('.')?;
     }
@@ -187,19 +194,35 @@ pub fn bind(raw: &RawReference, lookup: impl Fn(&str) -> Option<usize>) -> Optio
 pub fn resolve_path<'v>(value: &'v Value, path: &[String]) -> Result<&'v Value, String> {
     let mut current = value;
     for (depth, seg) in path.iter().enumerate() {
-        let here = || if depth == 0 { "the output".to_owned() } else { format!("\"{}\"", path[..depth].join(".")) };
+        let here = || {
+            if depth == 0 {
+                "the output".to_owned()
+            } else {
+                format!("\"{}\"", path[..depth].join("."))
+            }
+        };
         current = match current {
-            Value::Object(map) => map.get(seg).ok_or_else(|| format!("{} has no key \"{seg}\"", here()))?,
+            Value::Object(map) => map
+                .get(seg)
+                .ok_or_else(|| format!("{} has no key \"{seg}\"", here()))?,
             Value::Array(items) => {
                 let index: usize = seg
                     .parse()
                     .map_err(|_| format!("{} is an array; \"{seg}\" is not an index", here()))?;
-                items
-                    .get(index)
-                    .ok_or_else(|| format!("index {index} is out of range: {} has {} items", here(), items.len()))?
+                items.get(index).ok_or_else(|| {
+                    format!(
+                        "index {index} is out of range: {} has {} items",
+                        here(),
+                        items.len()
+                    )
+                })?
             }
             other => {
-                return Err(format!("{} is {}, cannot follow \"{seg}\"", here(), crate::call::json_type(other)));
+                return Err(format!(
+                    "{} is {}, cannot follow \"{seg}\"",
+                    here(),
+                    crate::call::json_type(other)
+                ));
             }
         };
     }
@@ -224,7 +247,11 @@ pub struct UnresolvedReference {
 
 impl fmt::Display for UnresolvedReference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "reference {} did not resolve: {}", self.text, self.reason)
+        write!(
+            f,
+            "reference {} did not resolve: {}",
+            self.text, self.reason
+        )
     }
 }
 
@@ -265,7 +292,10 @@ fn render_string<'o>(
             text: r.text.clone(),
             reason: "the referenced call has no output".into(),
         })?;
-        resolve_path(output, &r.path).map_err(|reason| UnresolvedReference { text: r.text.clone(), reason })
+        resolve_path(output, &r.path).map_err(|reason| UnresolvedReference {
+            text: r.text.clone(),
+            reason,
+        })
     };
     if let Some(r) = template.whole() {
         return lookup(r).cloned();
@@ -311,7 +341,9 @@ mod tests {
                     .into_iter()
                     .map(|p| match p {
                         Part::Literal(s) => Part::Literal(s),
-                        Part::Ref(r) => Part::Ref(bind(&r, |id| ids.iter().position(|x| *x == id)).expect("bound")),
+                        Part::Ref(r) => Part::Ref(
+                            bind(&r, |id| ids.iter().position(|x| *x == id)).expect("bound"),
+                        ),
                     })
                     .collect(),
             })
@@ -342,7 +374,10 @@ mod tests {
 
     #[test]
     fn call_ids_with_dots_bind_to_the_longest_known_prefix() {
-        let r = bind(&RawReference("tool.v2.out.x".into()), |id| (id == "tool.v2").then_some(7)).expect("bound");
+        let r = bind(&RawReference("tool.v2.out.x".into()), |id| {
+            (id == "tool.v2").then_some(7)
+        })
+        .expect("bound");
         assert_eq!(r.call, 7);
         assert_eq!(r.path, ["out", "x"]);
         assert!(bind(&RawReference("nobody.x".into()), |_| None).is_none());
@@ -367,6 +402,9 @@ mod tests {
     fn malformed_references_are_errors() {
         assert!(find_references(&json!({"x": "${a"})).is_err());
         assert!(find_references(&json!({"x": "${}"})).is_err());
-        assert_eq!(find_references(&json!({"x": "plain $ { text"})).map(|v| v.len()), Ok(0));
+        assert_eq!(
+            find_references(&json!({"x": "plain $ { text"})).map(|v| v.len()),
+            Ok(0)
+        );
     }
 }

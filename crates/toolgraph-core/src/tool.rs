@@ -61,12 +61,18 @@ pub struct ResourceAccess {
 impl ResourceAccess {
     /// A read of `key`.
     pub fn read(key: impl Into<String>) -> Self {
-        ResourceAccess { key: key.into(), access: Access::Read }
+        ResourceAccess {
+            key: key.into(),
+            access: Access::Read,
+        }
     }
 
     /// A write of `key`.
     pub fn write(key: impl Into<String>) -> Self {
-        ResourceAccess { key: key.into(), access: Access::Write }
+        ResourceAccess {
+            key: key.into(),
+            access: Access::Write,
+        }
     }
 }
 
@@ -218,7 +224,11 @@ pub struct CallContext {
 impl CallContext {
     /// A context for a call outside any executor (tests, direct use).
     pub fn detached(call_id: &str) -> Self {
-        CallContext { call_id: Arc::from(call_id), attempt: 1, cancel: CancelFlag::new() }
+        CallContext {
+            call_id: Arc::from(call_id),
+            attempt: 1,
+            cancel: CancelFlag::new(),
+        }
     }
 }
 
@@ -246,12 +256,20 @@ pub struct ToolError {
 impl ToolError {
     /// A failure that a retry will not fix.
     pub fn permanent(message: impl Into<String>) -> Self {
-        ToolError { message: message.into(), transience: Transience::Permanent, retry_after_ms: None }
+        ToolError {
+            message: message.into(),
+            transience: Transience::Permanent,
+            retry_after_ms: None,
+        }
     }
 
     /// A failure that a retry may fix.
     pub fn transient(message: impl Into<String>) -> Self {
-        ToolError { message: message.into(), transience: Transience::Transient, retry_after_ms: None }
+        ToolError {
+            message: message.into(),
+            transience: Transience::Transient,
+            retry_after_ms: None,
+        }
     }
 
     /// Adds a retry-after hint.
@@ -288,7 +306,11 @@ where
 {
     /// A tool with `spec` whose calls run `f`.
     pub fn new(spec: ToolSpec, f: F) -> Self {
-        FnTool { spec, f, resources: None }
+        FnTool {
+            spec,
+            f,
+            resources: None,
+        }
     }
 
     /// Declares the resources a call touches, derived from its arguments.

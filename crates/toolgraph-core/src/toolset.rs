@@ -41,8 +41,12 @@ pub struct ToolEntry {
 impl ToolEntry {
     /// The schema violations of `args`: `(JSON pointer, message)` pairs. Empty when valid.
     pub fn schema_violations(&self, args: &Value) -> Vec<(String, String)> {
-        let Some(v) = &self.validator else { return Vec::new() };
-        v.iter_errors(args).map(|e| (e.instance_path().to_string(), e.to_string())).collect()
+        let Some(v) = &self.validator else {
+            return Vec::new();
+        };
+        v.iter_errors(args)
+            .map(|e| (e.instance_path().to_string(), e.to_string()))
+            .collect()
     }
 
     /// True when the tool declares a schema stricter than "any object".
@@ -83,7 +87,10 @@ impl ToolSet {
             None
         } else {
             let compiled = jsonschema::validator_for(&spec.parameters).map_err(|e| {
-                ToolSetError::InvalidSchema { name: name.clone(), message: e.to_string() }
+                ToolSetError::InvalidSchema {
+                    name: name.clone(),
+                    message: e.to_string(),
+                }
             })?;
             Some(Arc::new(compiled))
         };
@@ -140,13 +147,18 @@ impl ToolSet {
 
     /// The tool names, in registration order.
     pub fn names(&self) -> Vec<&str> {
-        self.entries.iter().map(|e| e.tool.spec().name.as_str()).collect()
+        self.entries
+            .iter()
+            .map(|e| e.tool.spec().name.as_str())
+            .collect()
     }
 }
 
 /// True for schemas that accept any object (nothing to check beyond "is an object").
 fn accepts_any_object(schema: &Value) -> bool {
-    let Some(obj) = schema.as_object() else { return false };
+    let Some(obj) = schema.as_object() else {
+        return false;
+    };
     obj.iter().all(|(k, v)| match k.as_str() {
         "type" => v == "object",
         "title" | "description" | "$schema" | "$id" => true,
@@ -163,13 +175,20 @@ mod tests {
     #[test]
     fn duplicate_names_and_bad_schemas_are_refused() {
         let mut set = ToolSet::new();
-        set.register_fn("a", |_, _| async { Ok(Value::Null) }).expect("first");
+        set.register_fn("a", |_, _| async { Ok(Value::Null) })
+            .expect("first");
         assert_eq!(
             set.register_fn("a", |_, _| async { Ok(Value::Null) }).err(),
             Some(ToolSetError::Duplicate("a".into()))
         );
-        let bad = FnTool::new(ToolSpec::new("b").parameters(json!({"type": 12})), |_, _| async { Ok(Value::Null) });
-        assert!(matches!(set.register(bad), Err(ToolSetError::InvalidSchema { .. })));
+        let bad = FnTool::new(
+            ToolSpec::new("b").parameters(json!({"type": 12})),
+            |_, _| async { Ok(Value::Null) },
+        );
+        assert!(matches!(
+            set.register(bad),
+            Err(ToolSetError::InvalidSchema { .. })
+        ));
     }
 
     #[test]
@@ -180,7 +199,8 @@ mod tests {
             "properties": {"ms": {"type": "integer", "minimum": 0}},
             "required": ["ms"]
         }));
-        set.register(FnTool::new(spec, |_, _| async { Ok(Value::Null) })).expect("ok");
+        set.register(FnTool::new(spec, |_, _| async { Ok(Value::Null) }))
+            .expect("ok");
         let entry = set.get("t").expect("registered");
         assert!(entry.schema_violations(&json!({"ms": 5})).is_empty());
         let v = entry.schema_violations(&json!({"ms": "slow"}));

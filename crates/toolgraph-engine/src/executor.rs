@@ -88,8 +88,12 @@ impl ParallelExecutor {
     }
 
     /// Runs a batch. Bad input is rejected before anything runs.
-    pub async fn execute_parallel(&self, calls: Vec<ToolCall>) -> Result<ParallelExecutionResult, InputError> {
-        self.execute_with_cancel(calls, CancellationToken::new()).await
+    pub async fn execute_parallel(
+        &self,
+        calls: Vec<ToolCall>,
+    ) -> Result<ParallelExecutionResult, InputError> {
+        self.execute_with_cancel(calls, CancellationToken::new())
+            .await
     }
 
     /// Runs a batch until it ends or `cancel` fires (then unfinished calls end `cancelled`).
@@ -105,19 +109,32 @@ impl ParallelExecutor {
     }
 
     /// Runs an already checked plan.
-    pub async fn execute_plan(&self, plan: &Plan, cancel: CancellationToken) -> ParallelExecutionResult {
+    pub async fn execute_plan(
+        &self,
+        plan: &Plan,
+        cancel: CancellationToken,
+    ) -> ParallelExecutionResult {
         self.run(plan, Instant::now(), &cancel).await
     }
 
-    async fn run(&self, plan: &Plan, origin: Instant, cancel: &CancellationToken) -> ParallelExecutionResult {
+    async fn run(
+        &self,
+        plan: &Plan,
+        origin: Instant,
+        cancel: &CancellationToken,
+    ) -> ParallelExecutionResult {
         let planned_at = Instant::now();
         if let Some(sink) = &self.sink {
-            sink.on_event(&Event::ExecutionStarted { calls: plan.len(), edges: plan.edges().len() });
+            sink.on_event(&Event::ExecutionStarted {
+                calls: plan.len(),
+                edges: plan.edges().len(),
+            });
         }
         let estimates = self.latency_estimates();
-        let scheduler = Scheduler::new(plan, &self.tools, &self.config, self.sink.as_deref(), |i| {
-            estimates[plan.calls()[i].tool]
-        });
+        let scheduler =
+            Scheduler::new(plan, &self.tools, &self.config, self.sink.as_deref(), |i| {
+                estimates[plan.calls()[i].tool]
+            });
         let run = scheduler.run(cancel).await;
         let track = run.config.track_performance;
         let result = report::assemble(plan, run, origin, planned_at, Instant::now());
@@ -125,7 +142,9 @@ impl ParallelExecutor {
             self.with_history(|h| h.record(&result));
         }
         if let Some(sink) = &self.sink {
-            sink.on_event(&Event::ExecutionFinished { success: result.success });
+            sink.on_event(&Event::ExecutionFinished {
+                success: result.success,
+            });
         }
         result
     }
@@ -134,7 +153,11 @@ impl ParallelExecutor {
     /// means, else 1 (all equal).
     fn latency_estimates(&self) -> Vec<f64> {
         let known: Vec<Option<f64>> = self.with_history(|h| {
-            self.tools.entries().iter().map(|e| h.mean_ms(&e.tool.spec().name)).collect()
+            self.tools
+                .entries()
+                .iter()
+                .map(|e| h.mean_ms(&e.tool.spec().name))
+                .collect()
         });
         let mut means: Vec<f64> = known.iter().flatten().copied().collect();
         means.sort_by(f64::total_cmp);
@@ -165,7 +188,10 @@ impl ParallelExecutor {
     }
 
     /// The dependency graph, by id, with every edge's reason (seed API).
-    pub fn build_dependency_graph(&self, calls: &[ToolCall]) -> Result<DependencyGraph, InputError> {
+    pub fn build_dependency_graph(
+        &self,
+        calls: &[ToolCall],
+    ) -> Result<DependencyGraph, InputError> {
         Ok(DependencyGraph::of(&self.plan(calls.to_vec())?))
     }
 

@@ -14,9 +14,7 @@ use std::fmt;
 
 use serde::Serialize;
 use toolgraph_core::reference::{self, ArgumentTemplate, Part, StringTemplate, pointer};
-use toolgraph_core::{
-    Access, InputError, ParallelExecutorConfig, Problem, ToolCall, ToolSet,
-};
+use toolgraph_core::{Access, InputError, ParallelExecutorConfig, Problem, ToolCall, ToolSet};
 
 /// A read-after-write, write-after-read or write-after-write conflict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,7 +117,6 @@ pub struct Plan {
     level_count: u32,
 }
 
-
 #[derive(Default)]
 struct ResourceState {
     last_writer: Option<u32>,
@@ -136,7 +133,9 @@ impl Plan {
         let n = calls.len();
         let mut problems = Vec::new();
         if n >= u32::MAX as usize {
-            return Err(InputError::single(Problem::input("too many calls in one batch")));
+            return Err(InputError::single(Problem::input(
+                "too many calls in one batch",
+            )));
         }
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(n);
         for (pos, call) in calls.iter().enumerate() {
@@ -161,14 +160,21 @@ impl Plan {
             let mut add_edge = |edges: &mut Vec<Edge>, from: usize, reason: EdgeReason| {
                 if incoming_stamp[from] != pos as u32 {
                     incoming_stamp[from] = pos as u32;
-                    edges.push(Edge { from, to: pos, reason });
+                    edges.push(Edge {
+                        from,
+                        to: pos,
+                        reason,
+                    });
                 }
             };
 
             let tool = tools.index_of(&call.name);
             if tool.is_none() {
                 let known = tools.names().join(", ");
-                problems.push(problem(format!("unknown tool \"{}\" (known: {known})", call.name)));
+                problems.push(problem(format!(
+                    "unknown tool \"{}\" (known: {known})",
+                    call.name
+                )));
             }
             if !call.arguments.is_object() {
                 problems.push(problem(format!(
@@ -179,9 +185,13 @@ impl Plan {
 
             for dep in &call.depends_on {
                 match index.get(dep.as_str()) {
-                    Some(&from) if from == pos => problems.push(problem("depends on itself".into())),
+                    Some(&from) if from == pos => {
+                        problems.push(problem("depends on itself".into()))
+                    }
                     Some(&from) => add_edge(&mut edges, from, EdgeReason::DependsOn),
-                    None => problems.push(problem(format!("depends_on names unknown call \"{dep}\""))),
+                    None => {
+                        problems.push(problem(format!("depends_on names unknown call \"{dep}\"")))
+                    }
                 }
             }
 
@@ -193,23 +203,34 @@ impl Plan {
                         for part in t.parts {
                             match part {
                                 Part::Literal(s) => parts.push(Part::Literal(s)),
-                                Part::Ref(r) => match reference::bind(&r, |id| index.get(id).copied()) {
-                                    Some(b) if b.call == pos => {
-                                        problems.push(problem(format!("{} references the call itself", b.text)))
+                                Part::Ref(r) => {
+                                    match reference::bind(&r, |id| index.get(id).copied()) {
+                                        Some(b) if b.call == pos => problems.push(problem(
+                                            format!("{} references the call itself", b.text),
+                                        )),
+                                        Some(b) => {
+                                            add_edge(
+                                                &mut edges,
+                                                b.call,
+                                                EdgeReason::Reference {
+                                                    text: b.text.clone(),
+                                                },
+                                            );
+                                            parts.push(Part::Ref(b));
+                                        }
+                                        None => problems.push(problem(format!(
+                                            "reference ${{{}}} at {} names no call in this batch",
+                                            r.0,
+                                            pointer(&t.location)
+                                        ))),
                                     }
-                                    Some(b) => {
-                                        add_edge(&mut edges, b.call, EdgeReason::Reference { text: b.text.clone() });
-                                        parts.push(Part::Ref(b));
-                                    }
-                                    None => problems.push(problem(format!(
-                                        "reference ${{{}}} at {} names no call in this batch",
-                                        r.0,
-                                        pointer(&t.location)
-                                    ))),
-                                },
+                                }
                             }
                         }
-                        strings.push(StringTemplate { location: t.location, parts });
+                        strings.push(StringTemplate {
+                            location: t.location,
+                            parts,
+                        });
                     }
                     ArgumentTemplate { strings }
                 }
@@ -228,30 +249,50 @@ impl Plan {
                         .iter()
                         .any(|s| is_within(&path, &pointer(&s.location)));
                     if !from_reference {
-                        let at = if path.is_empty() { String::new() } else { format!(" at {path}") };
-                        problems.push(problem(format!("arguments break the schema of \"{}\"{at}: {message}", call.name)));
+                        let at = if path.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" at {path}")
+                        };
+                        problems.push(problem(format!(
+                            "arguments break the schema of \"{}\"{at}: {message}",
+                            call.name
+                        )));
                     }
                 }
 
                 if config.validate_thread_safety {
                     let spec = entry.tool.spec();
                     let mut accesses = entry.tool.resources(&call.arguments);
-                    let unknown = accesses.iter().find(|a| a.key.contains("${")).map(|a| a.key.clone());
+                    let unknown = accesses
+                        .iter()
+                        .find(|a| a.key.contains("${"))
+                        .map(|a| a.key.clone());
                     let exclusive_why = if !spec.traits.parallel_safe {
                         Some(format!("tool {} runs alone", spec.name))
                     } else {
-                        unknown.map(|k| format!("resource {k} is unknown until its references resolve"))
+                        unknown.map(|k| {
+                            format!("resource {k} is unknown until its references resolve")
+                        })
                     };
                     if let Some(why) = exclusive_why {
                         accesses.clear();
                         // Writes the universal resource: after every earlier call, before every later one.
                         if universal.readers.is_empty() {
                             if let Some(w) = universal.last_writer {
-                                add_edge(&mut edges, w as usize, EdgeReason::Exclusive { why: why.clone() });
+                                add_edge(
+                                    &mut edges,
+                                    w as usize,
+                                    EdgeReason::Exclusive { why: why.clone() },
+                                );
                             }
                         }
                         for r in universal.readers.drain(..) {
-                            add_edge(&mut edges, r as usize, EdgeReason::Exclusive { why: why.clone() });
+                            add_edge(
+                                &mut edges,
+                                r as usize,
+                                EdgeReason::Exclusive { why: why.clone() },
+                            );
                         }
                         universal.last_writer = Some(pos as u32);
                     } else {
@@ -262,25 +303,41 @@ impl Plan {
                         universal.readers.push(pos as u32);
                     }
                     // One access per key; a write wins over a read of the same key.
-                    accesses.sort_by(|a, b| a.key.cmp(&b.key).then((b.access == Access::Write).cmp(&(a.access == Access::Write))));
+                    accesses.sort_by(|a, b| {
+                        a.key
+                            .cmp(&b.key)
+                            .then((b.access == Access::Write).cmp(&(a.access == Access::Write)))
+                    });
                     accesses.dedup_by(|a, b| a.key == b.key);
                     for access in &accesses {
                         let state = resources.entry(access.key.clone()).or_default();
                         match access.access {
                             Access::Read => {
                                 if let Some(w) = state.last_writer {
-                                    add_edge(&mut edges, w as usize, hazard(&access.key, Hazard::ReadAfterWrite));
+                                    add_edge(
+                                        &mut edges,
+                                        w as usize,
+                                        hazard(&access.key, Hazard::ReadAfterWrite),
+                                    );
                                 }
                                 state.readers.push(pos as u32);
                             }
                             Access::Write => {
                                 if state.readers.is_empty() {
                                     if let Some(w) = state.last_writer {
-                                        add_edge(&mut edges, w as usize, hazard(&access.key, Hazard::WriteAfterWrite));
+                                        add_edge(
+                                            &mut edges,
+                                            w as usize,
+                                            hazard(&access.key, Hazard::WriteAfterWrite),
+                                        );
                                     }
                                 }
                                 for r in state.readers.drain(..) {
-                                    add_edge(&mut edges, r as usize, hazard(&access.key, Hazard::WriteAfterRead));
+                                    add_edge(
+                                        &mut edges,
+                                        r as usize,
+                                        hazard(&access.key, Hazard::WriteAfterRead),
+                                    );
                                 }
                                 state.last_writer = Some(pos as u32);
                             }
@@ -296,21 +353,31 @@ impl Plan {
         drop(resources);
         drop(universal);
         drop(index);
-        if !problems.is_empty() {
-            return Err(InputError { problems });
-        }
-
         let calls: Vec<PlannedCall> = calls
             .into_iter()
             .zip(planned_tools)
             .zip(templates)
             .zip(call_resources)
-            .map(|(((call, tool), template), resources)| PlannedCall { call, tool, template, resources })
+            .map(|(((call, tool), template), resources)| PlannedCall {
+                call,
+                tool,
+                template,
+                resources,
+            })
             .collect();
-        Plan::from_edges(calls, edges)
+        // Cycles are looked for even when other problems were found, so one round of fixes
+        // suffices.
+        match Plan::from_edges(calls, edges) {
+            Ok(plan) if problems.is_empty() => Ok(plan),
+            Ok(_) => Err(InputError { problems }),
+            Err(cycles) => {
+                problems.extend(cycles);
+                Err(InputError { problems })
+            }
+        }
     }
 
-    fn from_edges(calls: Vec<PlannedCall>, edges: Vec<Edge>) -> Result<Plan, InputError> {
+    fn from_edges(calls: Vec<PlannedCall>, edges: Vec<Edge>) -> Result<Plan, Vec<Problem>> {
         let n = calls.len();
         let mut out_start = vec![0u32; n + 1];
         let mut in_degree = vec![0u32; n];
@@ -332,7 +399,9 @@ impl Plan {
         // Kahn's algorithm: topological order and levels (longest path from a source).
         let mut remaining = in_degree.clone();
         let mut levels = vec![0u32; n];
-        let mut order: Vec<u32> = (0..n as u32).filter(|&i| remaining[i as usize] == 0).collect();
+        let mut order: Vec<u32> = (0..n as u32)
+            .filter(|&i| remaining[i as usize] == 0)
+            .collect();
         let mut head = 0;
         while head < order.len() {
             let i = order[head] as usize;
@@ -347,10 +416,19 @@ impl Plan {
             }
         }
         if order.len() < n {
-            return Err(InputError { problems: cycle_problems(&calls, &edges, &remaining) });
+            return Err(cycle_problems(&calls, &edges, &remaining));
         }
         let level_count = levels.iter().max().map_or(0, |m| m + 1);
-        Ok(Plan { calls, edges, out_start, out, in_degree, levels, order, level_count })
+        Ok(Plan {
+            calls,
+            edges,
+            out_start,
+            out,
+            in_degree,
+            levels,
+            order,
+            level_count,
+        })
     }
 
     /// The calls, in input order.
@@ -404,12 +482,16 @@ impl Plan {
 
     /// Calls with no edge in or out: they can run in any order beside anything.
     pub fn independent(&self) -> Vec<usize> {
-        (0..self.len()).filter(|&i| self.in_degree[i] == 0 && self.dependants(i).is_empty()).collect()
+        (0..self.len())
+            .filter(|&i| self.in_degree[i] == 0 && self.dependants(i).is_empty())
+            .collect()
     }
 
     /// Calls with at least one edge in or out.
     pub fn dependent(&self) -> Vec<usize> {
-        (0..self.len()).filter(|&i| self.in_degree[i] != 0 || !self.dependants(i).is_empty()).collect()
+        (0..self.len())
+            .filter(|&i| self.in_degree[i] != 0 || !self.dependants(i).is_empty())
+            .collect()
     }
 
     /// For each call, the longest chain of `weight`s from it to the end of the graph,
@@ -418,7 +500,11 @@ impl Plan {
         let mut rank = vec![0.0f64; self.len()];
         for &i in self.order.iter().rev() {
             let i = i as usize;
-            let tail = self.dependants(i).iter().map(|&(d, _)| rank[d as usize]).fold(0.0, f64::max);
+            let tail = self
+                .dependants(i)
+                .iter()
+                .map(|&(d, _)| rank[d as usize])
+                .fold(0.0, f64::max);
             rank[i] = weight(i) + tail;
         }
         rank
@@ -431,7 +517,10 @@ impl Plan {
 }
 
 fn hazard(resource: &str, hazard: Hazard) -> EdgeReason {
-    EdgeReason::Hazard { resource: resource.to_owned(), hazard }
+    EdgeReason::Hazard {
+        resource: resource.to_owned(),
+        hazard,
+    }
 }
 
 /// True when JSON pointer `path` is `base` or below it.
@@ -468,19 +557,34 @@ fn cycle_problems(calls: &[PlannedCall], edges: &[Edge], remaining: &[u32]) -> V
         if walk_of[at] != start {
             continue; // reached a cycle found by an earlier walk
         }
-        let Some(from) = path.iter().position(|&p| p == at) else { continue };
+        let Some(from) = path.iter().position(|&p| p == at) else {
+            continue;
+        };
         // path runs against the edges; reverse it to read in execution order.
         let mut cycle: Vec<usize> = path[from..].to_vec();
         cycle.reverse();
-        let mut text = String::new();
-        for (k, &c) in cycle.iter().enumerate() {
-            let next = cycle[(k + 1) % cycle.len()];
-            let reason = stuck_pred[next].map(|(_, r)| r.to_string()).unwrap_or_default();
-            text.push_str(&format!("{} → ({reason}) ", calls[c].call.id));
-        }
-        text.push_str(&calls[cycle[0]].call.id);
-        let first = cycle.iter().copied().min().unwrap_or(at);
-        problems.push(Problem::call(first, &calls[first].call.id, format!("dependency cycle: {text}")));
+        // Start the cycle at its first call in input order, for stable messages.
+        let first_at = (0..cycle.len()).min_by_key(|&k| cycle[k]).unwrap_or(0);
+        cycle.rotate_left(first_at);
+        let id = |c: usize| calls[c].call.id.as_str();
+        let mut ring: Vec<&str> = cycle.iter().map(|&c| id(c)).collect();
+        ring.push(id(cycle[0]));
+        let why: Vec<String> = (0..cycle.len())
+            .map(|k| {
+                let (from, to) = (cycle[k], cycle[(k + 1) % cycle.len()]);
+                let reason = stuck_pred[to]
+                    .map(|(_, r)| r.to_string())
+                    .unwrap_or_default();
+                format!("{} → {}: {reason}", id(from), id(to))
+            })
+            .collect();
+        let text = format!("{} ({})", ring.join(" → "), why.join("; "));
+        let first = cycle[0];
+        problems.push(Problem::call(
+            first,
+            &calls[first].call.id,
+            format!("dependency cycle: {text}"),
+        ));
     }
     problems
 }
@@ -514,11 +618,19 @@ impl DependencyGraph {
     pub fn of(plan: &Plan) -> Self {
         let id = |i: usize| plan.calls[i].call.id.clone();
         DependencyGraph {
-            levels: plan.level_groups().iter().map(|g| g.iter().map(|&i| id(i)).collect()).collect(),
+            levels: plan
+                .level_groups()
+                .iter()
+                .map(|g| g.iter().map(|&i| id(i)).collect())
+                .collect(),
             edges: plan
                 .edges
                 .iter()
-                .map(|e| GraphEdge { from: id(e.from), to: id(e.to), reason: e.reason.to_string() })
+                .map(|e| GraphEdge {
+                    from: id(e.from),
+                    to: id(e.to),
+                    reason: e.reason.to_string(),
+                })
                 .collect(),
             independent: plan.independent().into_iter().map(id).collect(),
             dependent: plan.dependent().into_iter().map(id).collect(),

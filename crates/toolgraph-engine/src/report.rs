@@ -58,9 +58,19 @@ pub(crate) fn assemble(
         .collect();
 
     let total_time_ms = ms_since(origin, ended);
-    let first_start = results.iter().filter_map(|r| r.started_ms).fold(f64::INFINITY, f64::min);
-    let last_end = results.iter().filter_map(|r| r.finished_ms).fold(0.0, f64::max);
-    let parallel_time_ms = if first_start.is_finite() { round3(last_end - first_start) } else { 0.0 };
+    let first_start = results
+        .iter()
+        .filter_map(|r| r.started_ms)
+        .fold(f64::INFINITY, f64::min);
+    let last_end = results
+        .iter()
+        .filter_map(|r| r.finished_ms)
+        .fold(0.0, f64::max);
+    let parallel_time_ms = if first_start.is_finite() {
+        round3(last_end - first_start)
+    } else {
+        0.0
+    };
     let sequential_time_estimate_ms = round3(results.iter().map(|r| r.duration_ms).sum());
     let critical_path_ms = round3(plan.critical_path(|i| results[i].duration_ms));
     let sequential = !run.config.enable_parallel;
@@ -71,23 +81,38 @@ pub(crate) fn assemble(
     } else {
         1.0
     };
-    let efficiency = if total_time_ms > 0.0 { round3((critical_path_ms / total_time_ms).min(1.0)) } else { 1.0 };
+    let efficiency = if total_time_ms > 0.0 {
+        round3((critical_path_ms / total_time_ms).min(1.0))
+    } else {
+        1.0
+    };
 
     let batches = plan
         .level_groups()
         .into_iter()
         .enumerate()
         .map(|(level, members)| {
-            let started = members.iter().filter_map(|&i| results[i].started_ms).fold(f64::INFINITY, f64::min);
-            let finished = members.iter().filter_map(|&i| results[i].finished_ms).fold(f64::NEG_INFINITY, f64::max);
-            let (started_ms, finished_ms) =
-                if started.is_finite() { (Some(started), Some(finished)) } else { (None, None) };
+            let started = members
+                .iter()
+                .filter_map(|&i| results[i].started_ms)
+                .fold(f64::INFINITY, f64::min);
+            let finished = members
+                .iter()
+                .filter_map(|&i| results[i].finished_ms)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let (started_ms, finished_ms) = if started.is_finite() {
+                (Some(started), Some(finished))
+            } else {
+                (None, None)
+            };
             BatchReport {
                 level: level as u32,
                 call_ids: members.iter().map(|&i| results[i].id.clone()).collect(),
                 started_ms,
                 finished_ms,
-                duration_ms: started_ms.zip(finished_ms).map_or(0.0, |(s, f)| round3(f - s)),
+                duration_ms: started_ms
+                    .zip(finished_ms)
+                    .map_or(0.0, |(s, f)| round3(f - s)),
             }
         })
         .collect();
@@ -102,16 +127,28 @@ pub(crate) fn assemble(
         .collect();
 
     let mut counts = Map::new();
-    for status in [CallStatus::Ok, CallStatus::Error, CallStatus::Timeout, CallStatus::Skipped, CallStatus::Cancelled] {
+    for status in [
+        CallStatus::Ok,
+        CallStatus::Error,
+        CallStatus::Timeout,
+        CallStatus::Skipped,
+        CallStatus::Cancelled,
+    ] {
         let n = results.iter().filter(|r| r.status == status).count();
         counts.insert(status.as_str().into(), json!(n));
     }
     let mut metadata = Map::new();
-    metadata.insert("execution_mode".into(), json!(if sequential { "sequential" } else { "parallel" }));
+    metadata.insert(
+        "execution_mode".into(),
+        json!(if sequential { "sequential" } else { "parallel" }),
+    );
     metadata.insert("calls".into(), json!(results.len()));
     metadata.insert("edges".into(), json!(plan.edges().len()));
     metadata.insert("levels".into(), json!(plan.level_groups().len()));
-    metadata.insert("max_parallel_calls".into(), json!(run.config.max_parallel_calls));
+    metadata.insert(
+        "max_parallel_calls".into(),
+        json!(run.config.max_parallel_calls),
+    );
     metadata.insert("peak_in_flight".into(), json!(run.peak_in_flight));
     metadata.insert("retries".into(), json!(run.retries));
     metadata.insert("planning_ms".into(), json!(ms_since(origin, planned_at)));

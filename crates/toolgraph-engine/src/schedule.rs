@@ -3,9 +3,11 @@
 //!
 //! One coordinator loop owns all state (no locks): an in-degree count per call, a ready
 //! queue ordered by priority then remaining critical path, and counters for the global,
-//! per-tool, per-resource and CPU/memory limits. Each admitted call runs as its own tokio
-//! task (blocking tools on the blocking pool); the loop wakes only when a task ends, then
-//! releases its dependants and admits whatever now fits. A call blocked by one limit waits
+//! per-tool, per-resource and CPU/memory limits. Admitted calls' futures are polled
+//! together by the loop itself (a `FuturesUnordered`): no spawn and no cross-thread wake per
+//! call, and dropping the loop drops every call. Tools that compute or block declare
+//! `blocking` and run on tokio's blocking pool, awaited here. The loop wakes only when a
+//! call ends, then releases its dependants and admits whatever now fits. A call blocked by one limit waits
 //! in a queue of that limit and returns to the ready queue when the limit frees a slot, so
 //! no scan is ever repeated over waiting calls.
 //!
@@ -20,9 +22,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
-use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use toolgraph_core::{
     CallContext, CallError, CallStatus, CancelFlag, ErrorKind, Event, EventSink,
@@ -40,7 +43,10 @@ pub(crate) struct ConfigCell {
 
 impl ConfigCell {
     pub(crate) fn new(config: ParallelExecutorConfig) -> Self {
-        ConfigCell { current: RwLock::new(Arc::new(config)), generation: AtomicU64::new(0) }
+        ConfigCell {
+            current: RwLock::new(Arc::new(config)),
+            generation: AtomicU64::new(0),
+        }
     }
 
     pub(crate) fn load(&self) -> Arc<ParallelExecutorConfig> {
@@ -121,16 +127,28 @@ struct Limits {
 
 impl Limits {
     fn new(config: Arc<ParallelExecutorConfig>, tools: &ToolSet) -> Self {
-        let global = if config.enable_parallel { config.max_parallel_calls.max(1) } else { 1 };
+        let global = if config.enable_parallel {
+            config.max_parallel_calls.max(1)
+        } else {
+            1
+        };
         let per_tool = tools
             .entries()
             .iter()
             .map(|e| {
                 let spec = e.tool.spec();
-                config.per_tool_parallel_limits.get(&spec.name).copied().or(spec.traits.max_concurrency)
+                config
+                    .per_tool_parallel_limits
+                    .get(&spec.name)
+                    .copied()
+                    .or(spec.traits.max_concurrency)
             })
             .collect();
-        Limits { config, global, per_tool }
+        Limits {
+            config,
+            global,
+            per_tool,
+        }
     }
 }
 
@@ -174,8 +192,10 @@ pub(crate) struct Scheduler<'a> {
     resource_in_flight: HashMap<String, usize>,
     cpu_used: f64,
     memory_used: u64,
-    tasks: JoinSet<Finished>,
-    task_index: HashMap<Id, u32>,
+    /// The running calls' futures, polled by this loop (blocking tools hand their work to
+    /// the blocking pool and await it here).
+    tasks: FuturesUnordered<BoxFuture<'static, Finished>>,
+    running: Vec<bool>,
     finished: usize,
     peak_in_flight: usize,
     retries: Arc<AtomicU32>,
@@ -196,7 +216,11 @@ impl<'a> Scheduler<'a> {
         let n = plan.len();
         let seen_generation = cell.generation();
         let limits = Limits::new(cell.load(), tools);
-        let rank = if limits.config.enable_parallel { plan.remaining_path(estimate) } else { vec![0.0; n] };
+        let rank = if limits.config.enable_parallel {
+            plan.remaining_path(estimate)
+        } else {
+            vec![0.0; n]
+        };
         Scheduler {
             plan,
             tools,
@@ -219,8 +243,8 @@ impl<'a> Scheduler<'a> {
             resource_in_flight: HashMap::new(),
             cpu_used: 0.0,
             memory_used: 0,
-            tasks: JoinSet::new(),
-            task_index: HashMap::new(),
+            tasks: FuturesUnordered::new(),
+            running: vec![false; n],
             finished: 0,
             peak_in_flight: 0,
             retries: Arc::new(AtomicU32::new(0)),
@@ -240,7 +264,7 @@ impl<'a> Scheduler<'a> {
         }
         while self.finished < n {
             if let Some(reason) = self.fail_fast_reason() {
-                self.cancel_all(reason).await;
+                self.cancel_all(reason);
                 continue;
             }
             self.admit();
@@ -257,13 +281,13 @@ impl<'a> Scheduler<'a> {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled(), if self.cancelled.is_none() => {
-                    self.cancel_all("the execution was cancelled".into()).await;
+                    self.cancel_all("the execution was cancelled".into());
                 }
-                joined = self.tasks.join_next_with_id() => match joined {
-                    Some(joined) => {
-                        self.on_joined(joined);
-                        while let Some(more) = self.tasks.try_join_next_with_id() {
-                            self.on_joined(more);
+                done = self.tasks.next() => match done {
+                    Some(done) => {
+                        self.on_done(done);
+                        while let Some(Some(more)) = self.tasks.next().now_or_never() {
+                            self.on_done(more);
                         }
                     }
                     None => self.lose_in_flight(),
@@ -277,7 +301,10 @@ impl<'a> Scheduler<'a> {
                 r.unwrap_or(Record {
                     status: CallStatus::Error,
                     output: None,
-                    error: Some(CallError { kind: ErrorKind::Unschedulable, message: "call was never scheduled".into() }),
+                    error: Some(CallError {
+                        kind: ErrorKind::Unschedulable,
+                        message: "call was never scheduled".into(),
+                    }),
                     attempts: 0,
                     ready_at: None,
                     started: None,
@@ -300,7 +327,11 @@ impl<'a> Scheduler<'a> {
     }
 
     fn entry(&self, i: usize) -> Ready {
-        Ready { priority: self.plan.calls()[i].call.priority, rank: self.rank[i], index: i as u32 }
+        Ready {
+            priority: self.plan.calls()[i].call.priority,
+            rank: self.rank[i],
+            index: i as u32,
+        }
     }
 
     fn make_ready(&mut self, i: usize, now: Instant) {
@@ -309,7 +340,11 @@ impl<'a> Scheduler<'a> {
             self.entry(i)
         } else {
             // Sequential mode: plain input order among ready calls.
-            Ready { priority: 0, rank: 0.0, index: i as u32 }
+            Ready {
+                priority: 0,
+                rank: 0.0,
+                index: i as u32,
+            }
         };
         self.ready.push(entry);
         self.emit(Event::CallReady { position: i });
@@ -347,7 +382,9 @@ impl<'a> Scheduler<'a> {
             match self.blocked(i) {
                 None => self.start(i),
                 Some(Blocked::Tool(t)) => self.parked_tool[t].push(top),
-                Some(Blocked::Resource(key)) => self.parked_resource.entry(key).or_default().push(top),
+                Some(Blocked::Resource(key)) => {
+                    self.parked_resource.entry(key).or_default().push(top)
+                }
                 Some(Blocked::Budget) => self.parked_budget.push(top),
                 Some(Blocked::Never(message)) => {
                     self.fail_before_start(i, ErrorKind::Unschedulable, message);
@@ -403,15 +440,21 @@ impl<'a> Scheduler<'a> {
             planned.call.arguments.clone()
         } else {
             let records = &self.records;
-            let rendered = planned
-                .template
-                .render(&planned.call.arguments, |p| records.get(p)?.as_ref()?.output.as_ref());
+            let rendered = planned.template.render(&planned.call.arguments, |p| {
+                records.get(p)?.as_ref()?.output.as_ref()
+            });
             match rendered {
                 Ok(args) => {
                     let violations = entry.schema_violations(&args);
                     if let Some((path, message)) = violations.into_iter().next() {
-                        let at = if path.is_empty() { String::new() } else { format!(" at {path}") };
-                        let message = format!("arguments (after references resolved) break the schema{at}: {message}");
+                        let at = if path.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" at {path}")
+                        };
+                        let message = format!(
+                            "arguments (after references resolved) break the schema{at}: {message}"
+                        );
                         self.fail_before_start(i, ErrorKind::Schema, message);
                         return;
                     }
@@ -426,9 +469,11 @@ impl<'a> Scheduler<'a> {
 
         let spec = entry.tool.spec();
         let config = &self.limits.config;
-        let timeout_ms = planned.call.timeout_ms.or(spec.traits.timeout_ms).or(
-            (config.default_timeout_ms > 0).then_some(config.default_timeout_ms),
-        );
+        let timeout_ms = planned
+            .call
+            .timeout_ms
+            .or(spec.traits.timeout_ms)
+            .or((config.default_timeout_ms > 0).then_some(config.default_timeout_ms));
         let mut retry = config.retry;
         if !spec.traits.idempotent {
             retry.max_attempts = 1;
@@ -436,7 +481,11 @@ impl<'a> Scheduler<'a> {
         let job = CallJob {
             tool: entry.tool.clone(),
             args,
-            ctx: CallContext { call_id: Arc::from(planned.call.id.as_str()), attempt: 1, cancel: CancelFlag::new() },
+            ctx: CallContext {
+                call_id: Arc::from(planned.call.id.as_str()),
+                attempt: 1,
+                cancel: CancelFlag::new(),
+            },
             timeout: timeout_ms.map(Duration::from_millis),
             retry,
             blocking: spec.traits.blocking,
@@ -456,12 +505,18 @@ impl<'a> Scheduler<'a> {
         self.admitted_at[i] = Some(Instant::now());
 
         let index = i as u32;
-        let handle = self.tasks.spawn(async move {
+        self.running[i] = true;
+        self.tasks.push(Box::pin(async move {
             let started = Instant::now();
             let (result, attempts) = job.run().await;
-            Finished { index, result, attempts, started, finished: Instant::now() }
-        });
-        self.task_index.insert(handle.id(), index);
+            Finished {
+                index,
+                result,
+                attempts,
+                started,
+                finished: Instant::now(),
+            }
+        }));
         self.emit(Event::CallStarted { position: i });
     }
 
@@ -492,7 +547,13 @@ impl<'a> Scheduler<'a> {
             let (mut cpu, mut mem) = (cost.cpu, cost.memory_mb);
             let mut first = true;
             while let Some(top) = self.parked_budget.peek() {
-                let c = self.tools.entry(self.plan.calls()[top.index as usize].tool).tool.spec().traits.cost;
+                let c = self
+                    .tools
+                    .entry(self.plan.calls()[top.index as usize].tool)
+                    .tool
+                    .spec()
+                    .traits
+                    .cost;
                 if !first && (c.cpu > cpu + 1e-9 || c.memory_mb > mem) {
                     break;
                 }
@@ -506,54 +567,25 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    fn on_joined(&mut self, joined: Result<(Id, Finished), JoinError>) {
-        match joined {
-            Ok((id, done)) => {
-                self.task_index.remove(&id);
-                let i = done.index as usize;
-                self.release(i);
-                let (status, output, error) = match done.result {
-                    Ok(v) => (CallStatus::Ok, Some(v), None),
-                    Err(e) if e.kind == ErrorKind::Timeout => (CallStatus::Timeout, None, Some(e)),
-                    Err(e) => (CallStatus::Error, None, Some(e)),
-                };
-                self.finalize(
-                    i,
-                    Record {
-                        status,
-                        output,
-                        error,
-                        attempts: done.attempts,
-                        ready_at: self.ready_at[i],
-                        started: Some(done.started),
-                        finished: done.finished,
-                    },
-                );
-            }
-            Err(e) => {
-                let Some(index) = self.task_index.remove(&e.id()) else { return };
-                let i = index as usize;
-                self.release(i);
-                let (status, kind, message) = if e.is_panic() {
-                    (CallStatus::Error, ErrorKind::Panic, "the call's task panicked".to_owned())
-                } else {
-                    let why = self.cancelled.clone().unwrap_or_else(|| "aborted".into());
-                    (CallStatus::Cancelled, ErrorKind::Cancelled, why)
-                };
-                self.finalize(
-                    i,
-                    Record {
-                        status,
-                        output: None,
-                        error: Some(CallError { kind, message }),
-                        attempts: 1,
-                        ready_at: self.ready_at[i],
-                        started: self.admitted_at[i],
-                        finished: Instant::now(),
-                    },
-                );
-            }
-        }
+    fn on_done(&mut self, done: Finished) {
+        let i = done.index as usize;
+        self.running[i] = false;
+        self.release(i);
+        let (status, output, error) = match done.result {
+            Ok(v) => (CallStatus::Ok, Some(v), None),
+            Err(e) if e.kind == ErrorKind::Timeout => (CallStatus::Timeout, None, Some(e)),
+            Err(e) => (CallStatus::Error, None, Some(e)),
+        };
+        let record = Record {
+            status,
+            output,
+            error,
+            attempts: done.attempts,
+            ready_at: self.ready_at[i],
+            started: Some(done.started),
+            finished: done.finished,
+        };
+        self.finalize(i, record);
     }
 
     fn fail_before_start(&mut self, i: usize, kind: ErrorKind, message: String) {
@@ -590,7 +622,11 @@ impl<'a> Scheduler<'a> {
             };
             self.records[i] = Some(record);
             self.finished += 1;
-            self.emit(Event::CallFinished { position: i, status, duration_ms });
+            self.emit(Event::CallFinished {
+                position: i,
+                status,
+                duration_ms,
+            });
             let now = Instant::now();
             for &(to, data) in self.plan.dependants(i) {
                 let to = to as usize;
@@ -622,14 +658,20 @@ impl<'a> Scheduler<'a> {
             }
             Some(r) => {
                 let why = r.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
-                format!("dependency {dep_id} did not succeed ({}: {why})", r.status.as_str())
+                format!(
+                    "dependency {dep_id} did not succeed ({}: {why})",
+                    r.status.as_str()
+                )
             }
             None => format!("dependency {dep_id} did not succeed"),
         };
         Record {
             status: CallStatus::Skipped,
             output: None,
-            error: Some(CallError { kind: ErrorKind::Dependency, message }),
+            error: Some(CallError {
+                kind: ErrorKind::Dependency,
+                message,
+            }),
             attempts: 0,
             ready_at: self.ready_at[i],
             started: None,
@@ -639,22 +681,44 @@ impl<'a> Scheduler<'a> {
 
     fn fail_fast_reason(&mut self) -> Option<String> {
         let trigger = self.fail_fast_trigger.take();
-        if self.cancelled.is_some() { None } else { trigger }
+        if self.cancelled.is_some() {
+            None
+        } else {
+            trigger
+        }
     }
 
-    /// Cancels everything: running tasks are aborted, nothing new starts.
-    async fn cancel_all(&mut self, why: String) {
+    /// Cancels everything: running calls are dropped (their tools see the cancellation),
+    /// nothing new starts, every unfinished call ends `cancelled`.
+    fn cancel_all(&mut self, why: String) {
         self.cancelled = Some(why.clone());
-        self.tasks.abort_all();
-        while let Some(joined) = self.tasks.join_next_with_id().await {
-            self.on_joined(joined);
+        // Calls that already finished keep their results.
+        while let Some(Some(done)) = self.tasks.next().now_or_never() {
+            self.on_done(done);
+        }
+        self.tasks = FuturesUnordered::new();
+        let now = Instant::now();
+        for i in 0..self.plan.len() {
+            if self.running[i] {
+                self.running[i] = false;
+                self.release(i);
+                let mut record = cancelled_record(&why, self.ready_at[i], now);
+                record.started = self.admitted_at[i];
+                record.attempts = 1;
+                self.finalize(i, record);
+            }
         }
         let now = Instant::now();
         let waiting: Vec<usize> = self
             .ready
             .drain()
             .chain(self.parked_budget.drain())
-            .chain(self.parked_tool.iter_mut().flat_map(|h| h.drain()).collect::<Vec<_>>())
+            .chain(
+                self.parked_tool
+                    .iter_mut()
+                    .flat_map(|h| h.drain())
+                    .collect::<Vec<_>>(),
+            )
             .chain(self.parked_resource.drain().flat_map(|(_, h)| h.into_vec()))
             .map(|r| r.index as usize)
             .collect();
@@ -701,12 +765,16 @@ impl<'a> Scheduler<'a> {
 
     /// The task set is empty while calls are counted in flight: account for them.
     fn lose_in_flight(&mut self) {
-        let lost: Vec<u32> = self.task_index.drain().map(|(_, i)| i).collect();
-        for index in lost {
-            let i = index as usize;
-            self.release(i);
-            let message = "the call's task ended without a result".to_owned();
-            self.fail_before_start(i, ErrorKind::Panic, message);
+        for i in 0..self.plan.len() {
+            if self.running[i] {
+                self.running[i] = false;
+                self.release(i);
+                self.fail_before_start(
+                    i,
+                    ErrorKind::Panic,
+                    "the call's future vanished without a result".into(),
+                );
+            }
         }
         self.in_flight = 0;
     }
@@ -716,7 +784,10 @@ fn cancelled_record(why: &str, ready_at: Option<Instant>, now: Instant) -> Recor
     Record {
         status: CallStatus::Cancelled,
         output: None,
-        error: Some(CallError { kind: ErrorKind::Cancelled, message: why.to_owned() }),
+        error: Some(CallError {
+            kind: ErrorKind::Cancelled,
+            message: why.to_owned(),
+        }),
         attempts: 0,
         ready_at,
         started: None,
@@ -724,7 +795,7 @@ fn cancelled_record(why: &str, ready_at: Option<Instant>, now: Instant) -> Recor
     }
 }
 
-/// Everything one call task needs, owned.
+/// Everything one call needs, owned.
 struct CallJob {
     tool: Arc<dyn Tool>,
     args: Value,
@@ -770,12 +841,27 @@ impl CallJob {
     }
 
     async fn attempts(self, counter: &AtomicU32) -> Result<Value, CallError> {
-        let CallJob { tool, mut args, ctx, retry, blocking, retries, .. } = self;
+        let CallJob {
+            tool,
+            mut args,
+            ctx,
+            retry,
+            blocking,
+            retries,
+            ..
+        } = self;
         loop {
             let attempt = counter.fetch_add(1, AtomicOrdering::Relaxed) + 1;
             let last = attempt >= retry.max_attempts;
-            let this_args = if last { std::mem::take(&mut args) } else { args.clone() };
-            let ctx = CallContext { attempt, ..ctx.clone() };
+            let this_args = if last {
+                std::mem::take(&mut args)
+            } else {
+                args.clone()
+            };
+            let ctx = CallContext {
+                attempt,
+                ..ctx.clone()
+            };
             match invoke(&tool, this_args, ctx, blocking).await {
                 Ok(v) => return Ok(v),
                 Err(Failure::Tool(e)) if e.is_transient() && !last => {
@@ -790,7 +876,11 @@ impl CallJob {
                     tokio::time::sleep(Duration::from_millis(delay)).await;
                 }
                 Err(Failure::Tool(e)) => {
-                    let kind = if e.is_transient() { ErrorKind::Transient } else { ErrorKind::Permanent };
+                    let kind = if e.is_transient() {
+                        ErrorKind::Transient
+                    } else {
+                        ErrorKind::Permanent
+                    };
                     let message = if attempt > 1 {
                         format!("{} (after {attempt} attempts)", e.message)
                     } else {
@@ -799,24 +889,37 @@ impl CallJob {
                     return Err(CallError { kind, message });
                 }
                 Err(Failure::Panic(m)) => {
-                    return Err(CallError { kind: ErrorKind::Panic, message: format!("tool panicked: {m}") });
+                    return Err(CallError {
+                        kind: ErrorKind::Panic,
+                        message: format!("tool panicked: {m}"),
+                    });
                 }
             }
         }
     }
 }
 
-async fn invoke(tool: &Arc<dyn Tool>, args: Value, ctx: CallContext, blocking: bool) -> Result<Value, Failure> {
+async fn invoke(
+    tool: &Arc<dyn Tool>,
+    args: Value,
+    ctx: CallContext,
+    blocking: bool,
+) -> Result<Value, Failure> {
     if blocking {
         let tool = tool.clone();
         let handle = tokio::runtime::Handle::current();
-        return match tokio::task::spawn_blocking(move || handle.block_on(tool.call(args, ctx))).await {
+        return match tokio::task::spawn_blocking(move || handle.block_on(tool.call(args, ctx)))
+            .await
+        {
             Ok(r) => r.map_err(Failure::Tool),
             Err(e) if e.is_panic() => Err(Failure::Panic(panic_message(e.into_panic()))),
             Err(e) => Err(Failure::Panic(e.to_string())),
         };
     }
-    match std::panic::AssertUnwindSafe(tool.call(args, ctx)).catch_unwind().await {
+    match std::panic::AssertUnwindSafe(tool.call(args, ctx))
+        .catch_unwind()
+        .await
+    {
         Ok(r) => r.map_err(Failure::Tool),
         Err(payload) => Err(Failure::Panic(panic_message(payload))),
     }

@@ -104,11 +104,20 @@ impl History {
 
     /// Mean run time of a tool, when known.
     pub(crate) fn mean_ms(&self, tool: &str) -> Option<f64> {
-        self.tools.get(tool).filter(|h| h.count > 0).map(|h| h.total_ms / h.count as f64)
+        self.tools
+            .get(tool)
+            .filter(|h| h.count > 0)
+            .map(|h| h.total_ms / h.count as f64)
     }
 
     pub(crate) fn snapshot(&self) -> PerformanceStats {
-        let per = |sum: f64| if self.executions == 0 { 0.0 } else { sum / self.executions as f64 };
+        let per = |sum: f64| {
+            if self.executions == 0 {
+                0.0
+            } else {
+                sum / self.executions as f64
+            }
+        };
         PerformanceStats {
             total_executions: self.executions,
             avg_speedup: per(self.speedup),
@@ -125,8 +134,16 @@ impl History {
                     let stats = ToolStats {
                         count: h.count,
                         errors: h.errors,
-                        error_rate: if h.count == 0 { 0.0 } else { h.errors as f64 / h.count as f64 },
-                        mean_ms: if h.count == 0 { 0.0 } else { h.total_ms / h.count as f64 },
+                        error_rate: if h.count == 0 {
+                            0.0
+                        } else {
+                            h.errors as f64 / h.count as f64
+                        },
+                        mean_ms: if h.count == 0 {
+                            0.0
+                        } else {
+                            h.total_ms / h.count as f64
+                        },
                         p50_ms: percentile(&sorted, 50.0),
                         p95_ms: percentile(&sorted, 95.0),
                         p99_ms: percentile(&sorted, 99.0),

@@ -8,7 +8,9 @@ use toolgraph_core::ToolCall;
 
 /// `n` independent calls of `tool` with `args`.
 pub fn fan_out(n: usize, tool: &str, args: serde_json::Value) -> Vec<ToolCall> {
-    (0..n).map(|i| ToolCall::new(format!("c{i}"), tool, args.clone())).collect()
+    (0..n)
+        .map(|i| ToolCall::new(format!("c{i}"), tool, args.clone()))
+        .collect()
 }
 
 /// `n` calls of `tool`, each depending on the one before.
@@ -16,7 +18,11 @@ pub fn chain(n: usize, tool: &str, args: serde_json::Value) -> Vec<ToolCall> {
     (0..n)
         .map(|i| {
             let call = ToolCall::new(format!("c{i}"), tool, args.clone());
-            if i == 0 { call } else { call.depends_on([format!("c{}", i - 1)]) }
+            if i == 0 {
+                call
+            } else {
+                call.depends_on([format!("c{}", i - 1)])
+            }
         })
         .collect()
 }
@@ -27,17 +33,33 @@ pub fn chain(n: usize, tool: &str, args: serde_json::Value) -> Vec<ToolCall> {
 pub fn skewed_layers(pairs: usize, long_ms: u64, short_ms: u64) -> Vec<ToolCall> {
     let mut calls = Vec::with_capacity(pairs * 4);
     for k in 0..pairs {
-        calls.push(ToolCall::new(format!("long_{k}"), "sleep", json!({"ms": long_ms})));
-        calls.push(ToolCall::new(format!("short_{k}"), "sleep", json!({"ms": short_ms})));
+        calls.push(ToolCall::new(
+            format!("long_{k}"),
+            "sleep",
+            json!({"ms": long_ms}),
+        ));
+        calls.push(ToolCall::new(
+            format!("short_{k}"),
+            "sleep",
+            json!({"ms": short_ms}),
+        ));
     }
     for k in 0..pairs {
         calls.push(
-            ToolCall::new(format!("long_after_short_{k}"), "sleep", json!({"ms": long_ms}))
-                .depends_on([format!("short_{k}")]),
+            ToolCall::new(
+                format!("long_after_short_{k}"),
+                "sleep",
+                json!({"ms": long_ms}),
+            )
+            .depends_on([format!("short_{k}")]),
         );
         calls.push(
-            ToolCall::new(format!("short_after_long_{k}"), "sleep", json!({"ms": short_ms}))
-                .depends_on([format!("long_{k}")]),
+            ToolCall::new(
+                format!("short_after_long_{k}"),
+                "sleep",
+                json!({"ms": short_ms}),
+            )
+            .depends_on([format!("long_{k}")]),
         );
     }
     calls
@@ -45,7 +67,12 @@ pub fn skewed_layers(pairs: usize, long_ms: u64, short_ms: u64) -> Vec<ToolCall>
 
 /// A random DAG of `n` `sleep` calls (durations in `ms`), each depending on up to
 /// `max_deps` earlier calls; the same `seed` gives the same DAG.
-pub fn random_dag(n: usize, max_deps: usize, ms: std::ops::RangeInclusive<u64>, seed: u64) -> Vec<ToolCall> {
+pub fn random_dag(
+    n: usize,
+    max_deps: usize,
+    ms: std::ops::RangeInclusive<u64>,
+    seed: u64,
+) -> Vec<ToolCall> {
     let mut rng = fastrand::Rng::with_seed(seed);
     (0..n)
         .map(|i| {

@@ -12,13 +12,20 @@ fn executor_with(config: ParallelExecutorConfig) -> ParallelExecutor {
     let probe = Probe::new();
     let mut tools = ToolSet::new();
     tools.register(ScriptedTool::new("t", &probe)).expect("t");
-    tools.register(ScriptedTool::with_spec(ToolSpec::new("shell").exclusive(), &probe)).expect("shell");
+    tools
+        .register(ScriptedTool::with_spec(
+            ToolSpec::new("shell").exclusive(),
+            &probe,
+        ))
+        .expect("shell");
     let strict = ToolSpec::new("strict").parameters(json!({
         "type": "object",
         "properties": {"n": {"type": "integer"}},
         "required": ["n"]
     }));
-    tools.register(ScriptedTool::with_spec(strict, &probe)).expect("strict");
+    tools
+        .register(ScriptedTool::with_spec(strict, &probe))
+        .expect("strict");
     ParallelExecutor::new(tools, config).expect("valid config")
 }
 
@@ -32,7 +39,10 @@ fn call(id: &str, args: serde_json::Value) -> ToolCall {
 
 fn edges(plan: &Plan) -> Vec<(String, String, String)> {
     let id = |i: usize| plan.calls()[i].call.id.clone();
-    plan.edges().iter().map(|e| (id(e.from), id(e.to), e.reason.to_string())).collect()
+    plan.edges()
+        .iter()
+        .map(|e| (id(e.from), id(e.to), e.reason.to_string()))
+        .collect()
 }
 
 fn edge(from: &str, to: &str, reason: &str) -> (String, String, String) {
@@ -50,7 +60,11 @@ fn depends_on_and_references_become_edges_with_reasons() {
         .expect("valid");
     assert_eq!(
         edges(&plan),
-        [edge("a", "b", "reference ${a.items.0}"), edge("a", "c", "depends_on"), edge("b", "c", "depends_on")]
+        [
+            edge("a", "b", "reference ${a.items.0}"),
+            edge("a", "c", "depends_on"),
+            edge("b", "c", "depends_on")
+        ]
     );
     assert_eq!(plan.level_groups(), [vec![0], vec![1], vec![2]]);
 }
@@ -60,7 +74,11 @@ fn a_pair_gets_one_edge_and_data_reasons_win() {
     let plan = executor()
         .plan(vec![
             call("a", json!({"writes": ["file:x"]})),
-            call("b", json!({"v": "${a}", "w": "${a.k}", "reads": ["file:x"]})).depends_on(["a"]),
+            call(
+                "b",
+                json!({"v": "${a}", "w": "${a.k}", "reads": ["file:x"]}),
+            )
+            .depends_on(["a"]),
         ])
         .expect("valid");
     assert_eq!(edges(&plan), [edge("a", "b", "depends_on")]);
@@ -89,7 +107,10 @@ fn resource_hazards_are_ordered_as_emitted_and_reads_stay_parallel() {
         ]
     );
     // r1 and r2 share a level; the unrelated write runs at once.
-    assert_eq!(plan.level_groups(), [vec![0, 5], vec![1, 2], vec![3], vec![4]]);
+    assert_eq!(
+        plan.level_groups(),
+        [vec![0, 5], vec![1, 2], vec![3], vec![4]]
+    );
 }
 
 #[test]
@@ -135,15 +156,27 @@ fn a_resource_named_by_a_reference_makes_the_call_exclusive() {
             call("w", json!({"writes": ["${a.path}"]})),
         ])
         .expect("valid");
-    let reasons: Vec<String> = edges(&plan).into_iter().filter(|e| e.1 == "w").map(|e| e.2).collect();
+    let reasons: Vec<String> = edges(&plan)
+        .into_iter()
+        .filter(|e| e.1 == "w")
+        .map(|e| e.2)
+        .collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons.iter().any(|r| r.starts_with("reference ${a.path}")));
-    assert!(reasons.iter().any(|r| r.contains("unknown until its references resolve")), "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("unknown until its references resolve")),
+        "{reasons:?}"
+    );
 }
 
 #[test]
 fn hazards_are_ignored_when_thread_safety_validation_is_off() {
-    let config = ParallelExecutorConfig { validate_thread_safety: false, ..Default::default() };
+    let config = ParallelExecutorConfig {
+        validate_thread_safety: false,
+        ..Default::default()
+    };
     let plan = executor_with(config)
         .plan(vec![
             call("w", json!({"writes": ["file:a"]})),
@@ -211,10 +244,16 @@ fn cycles_are_rejected_with_the_ids_on_them() {
     let first = &err.problems[0].message;
     assert!(first.starts_with("dependency cycle:"), "{first}");
     for id in ["a", "b", "c"] {
-        assert!(first.contains(&format!("{id} →")) || first.ends_with(id), "{first}");
+        assert!(
+            first.contains(&format!("{id} →")) || first.ends_with(id),
+            "{first}"
+        );
     }
     assert!(first.contains("reference ${a}"), "{first}");
-    assert!(!first.contains("free") && !first.contains("downstream"), "{first}");
+    assert!(
+        !first.contains("free") && !first.contains("downstream"),
+        "{first}"
+    );
     let second = &err.problems[1].message;
     assert!(second.contains("p →") && second.contains("q →"), "{second}");
 }
@@ -230,11 +269,20 @@ fn seed_api_levels_and_independence() {
         call("e", json!({})).depends_on(["b"]),
         call("f", json!({})).depends_on(["d", "e"]),
     ];
-    assert_eq!(ex.topological_sort(&calls).expect("ok"), [vec![0, 1, 2], vec![3, 4], vec![5]]);
+    assert_eq!(
+        ex.topological_sort(&calls).expect("ok"),
+        [vec![0, 1, 2], vec![3, 4], vec![5]]
+    );
     assert_eq!(ex.identify_independent_calls(&calls).expect("ok"), [2]);
-    assert_eq!(ex.identify_dependent_calls(&calls).expect("ok"), [0, 1, 3, 4, 5]);
+    assert_eq!(
+        ex.identify_dependent_calls(&calls).expect("ok"),
+        [0, 1, 3, 4, 5]
+    );
     let graph = ex.build_dependency_graph(&calls).expect("ok");
-    assert_eq!(graph.levels, [vec!["a", "b", "c"], vec!["d", "e"], vec!["f"]]);
+    assert_eq!(
+        graph.levels,
+        [vec!["a", "b", "c"], vec!["d", "e"], vec!["f"]]
+    );
     assert_eq!(graph.edges.len(), 4);
     assert_eq!(graph.edges[0].reason, "reference ${a}");
 }
@@ -246,11 +294,19 @@ fn large_batches_plan_with_linear_edge_counts() {
     let calls: Vec<ToolCall> = (0..20_000)
         .map(|i| {
             let key = format!("r:{}", i % 10);
-            let args = if i % 7 == 0 { json!({"writes": [key]}) } else { json!({"reads": [key]}) };
+            let args = if i % 7 == 0 {
+                json!({"writes": [key]})
+            } else {
+                json!({"reads": [key]})
+            };
             call(&format!("c{i}"), args)
         })
         .collect();
     let plan = executor().plan(calls).expect("valid");
-    assert!(plan.edges().len() < 3 * 20_000, "{} edges", plan.edges().len());
+    assert!(
+        plan.edges().len() < 3 * 20_000,
+        "{} edges",
+        plan.edges().len()
+    );
     let _ = Arc::new(plan);
 }

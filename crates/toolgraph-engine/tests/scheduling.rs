@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use toolgraph_core::{
-    CallStatus, ErrorKind, ParallelExecutionResult, ParallelExecutorConfig, ToolCall, ToolSet, ToolSpec,
+    CallStatus, ErrorKind, ParallelExecutionResult, ParallelExecutorConfig, ToolCall, ToolSet,
+    ToolSpec,
 };
 use toolgraph_engine::{CancellationToken, ParallelExecutor, workload};
 use toolgraph_test_support::{Probe, ScriptedTool};
@@ -20,10 +21,23 @@ fn rig_with(config: ParallelExecutorConfig, extra: impl FnOnce(&mut ToolSet, &Ar
     let probe = Probe::new();
     let mut tools = ToolSet::new();
     tools.register(ScriptedTool::new("t", &probe)).expect("t");
-    tools.register(ScriptedTool::with_spec(ToolSpec::new("idem").idempotent(), &probe)).expect("idem");
-    tools.register(ScriptedTool::with_spec(ToolSpec::new("sleep").idempotent(), &probe)).expect("sleep");
+    tools
+        .register(ScriptedTool::with_spec(
+            ToolSpec::new("idem").idempotent(),
+            &probe,
+        ))
+        .expect("idem");
+    tools
+        .register(ScriptedTool::with_spec(
+            ToolSpec::new("sleep").idempotent(),
+            &probe,
+        ))
+        .expect("sleep");
     extra(&mut tools, &probe);
-    Rig { executor: Arc::new(ParallelExecutor::new(tools, config).expect("config")), probe }
+    Rig {
+        executor: Arc::new(ParallelExecutor::new(tools, config).expect("config")),
+        probe,
+    }
 }
 
 fn rig(config: ParallelExecutorConfig) -> Rig {
@@ -35,7 +49,10 @@ fn call(id: &str, args: Value) -> ToolCall {
 }
 
 async fn run(rig: &Rig, calls: Vec<ToolCall>) -> ParallelExecutionResult {
-    rig.executor.execute_parallel(calls).await.expect("valid input")
+    rig.executor
+        .execute_parallel(calls)
+        .await
+        .expect("valid input")
 }
 
 fn status(r: &ParallelExecutionResult, id: &str) -> CallStatus {
@@ -45,7 +62,11 @@ fn status(r: &ParallelExecutionResult, id: &str) -> CallStatus {
 #[tokio::test(start_paused = true)]
 async fn a_call_starts_when_its_own_dependencies_end_not_its_level() {
     // long_k → short_after_long_k, short_k → long_after_short_k: levels would take 2 × 100.
-    let r = run(&rig(Default::default()), workload::skewed_layers(3, 100, 10)).await;
+    let r = run(
+        &rig(Default::default()),
+        workload::skewed_layers(3, 100, 10),
+    )
+    .await;
     assert!(r.success, "{:?}", r.errors);
     assert_eq!(r.total_time_ms, 110.0);
     assert_eq!(r.critical_path_ms, 110.0);
@@ -57,7 +78,10 @@ async fn a_call_starts_when_its_own_dependencies_end_not_its_level() {
 
 #[tokio::test(start_paused = true)]
 async fn global_limit_is_never_exceeded() {
-    let rig = rig(ParallelExecutorConfig { max_parallel_calls: 3, ..Default::default() });
+    let rig = rig(ParallelExecutorConfig {
+        max_parallel_calls: 3,
+        ..Default::default()
+    });
     let r = run(&rig, workload::fan_out(20, "t", json!({"ms": 10}))).await;
     assert!(r.success);
     assert_eq!(rig.probe.peak(), 3);
@@ -69,18 +93,33 @@ async fn global_limit_is_never_exceeded() {
 
 #[tokio::test(start_paused = true)]
 async fn per_tool_limits_hold_while_other_tools_proceed() {
-    let mut config = ParallelExecutorConfig { max_parallel_calls: 10, ..Default::default() };
+    let mut config = ParallelExecutorConfig {
+        max_parallel_calls: 10,
+        ..Default::default()
+    };
     config.per_tool_parallel_limits.insert("idem".into(), 2);
     let rig = rig(config);
     let mut calls = Vec::new();
     for i in 0..8 {
-        calls.push(ToolCall::new(format!("i{i}"), "idem", json!({"ms": 10, "key": "idem"})));
-        calls.push(ToolCall::new(format!("t{i}"), "t", json!({"ms": 10, "key": "t"})));
+        calls.push(ToolCall::new(
+            format!("i{i}"),
+            "idem",
+            json!({"ms": 10, "key": "idem"}),
+        ));
+        calls.push(ToolCall::new(
+            format!("t{i}"),
+            "t",
+            json!({"ms": 10, "key": "t"}),
+        ));
     }
     let r = run(&rig, calls).await;
     assert!(r.success);
     assert_eq!(rig.probe.peak_for("idem"), 2);
-    assert_eq!(rig.probe.peak_for("t"), 8, "the limited tool must not hold back the others");
+    assert_eq!(
+        rig.probe.peak_for("t"),
+        8,
+        "the limited tool must not hold back the others"
+    );
     assert_eq!(r.total_time_ms, 40.0);
 }
 
@@ -88,7 +127,9 @@ async fn per_tool_limits_hold_while_other_tools_proceed() {
 async fn a_tools_declared_concurrency_is_a_limit_and_configuration_wins() {
     let declared = |tools: &mut ToolSet, probe: &Arc<Probe>| {
         let spec = ToolSpec::new("capped").max_concurrency(1);
-        tools.register(ScriptedTool::with_spec(spec, probe)).expect("capped");
+        tools
+            .register(ScriptedTool::with_spec(spec, probe))
+            .expect("capped");
     };
     let calls = || workload::fan_out(6, "capped", json!({"ms": 10, "key": "c"}));
     let rig1 = rig_with(Default::default(), declared);
@@ -105,13 +146,24 @@ async fn a_tools_declared_concurrency_is_a_limit_and_configuration_wins() {
 async fn per_resource_limits_hold_per_key_and_per_kind() {
     let mut config = ParallelExecutorConfig::default();
     config.per_resource_parallel_limits.insert("host".into(), 2);
-    config.per_resource_parallel_limits.insert("host:slow".into(), 1);
+    config
+        .per_resource_parallel_limits
+        .insert("host:slow".into(), 1);
     let rig = rig(config);
     let mut calls = Vec::new();
     for i in 0..6 {
-        calls.push(call(&format!("a{i}"), json!({"ms": 10, "reads": ["host:a"], "key": "host:a"})));
-        calls.push(call(&format!("s{i}"), json!({"ms": 10, "reads": ["host:slow"], "key": "host:slow"})));
-        calls.push(call(&format!("f{i}"), json!({"ms": 10, "reads": ["file:x"], "key": "file:x"})));
+        calls.push(call(
+            &format!("a{i}"),
+            json!({"ms": 10, "reads": ["host:a"], "key": "host:a"}),
+        ));
+        calls.push(call(
+            &format!("s{i}"),
+            json!({"ms": 10, "reads": ["host:slow"], "key": "host:slow"}),
+        ));
+        calls.push(call(
+            &format!("f{i}"),
+            json!({"ms": 10, "reads": ["file:x"], "key": "file:x"}),
+        ));
     }
     let r = run(&rig, calls).await;
     assert!(r.success);
@@ -128,12 +180,29 @@ async fn cpu_and_memory_budgets_hold_and_impossible_calls_fail_alone() {
         ..Default::default()
     };
     let rig = rig_with(config, |tools, probe| {
-        tools.register(ScriptedTool::with_spec(ToolSpec::new("cpu").cost(1.0, 100), probe)).expect("cpu");
-        tools.register(ScriptedTool::with_spec(ToolSpec::new("mem").cost(0.0, 600), probe)).expect("mem");
-        tools.register(ScriptedTool::with_spec(ToolSpec::new("huge").cost(8.0, 0), probe)).expect("huge");
+        tools
+            .register(ScriptedTool::with_spec(
+                ToolSpec::new("cpu").cost(1.0, 100),
+                probe,
+            ))
+            .expect("cpu");
+        tools
+            .register(ScriptedTool::with_spec(
+                ToolSpec::new("mem").cost(0.0, 600),
+                probe,
+            ))
+            .expect("mem");
+        tools
+            .register(ScriptedTool::with_spec(
+                ToolSpec::new("huge").cost(8.0, 0),
+                probe,
+            ))
+            .expect("huge");
     });
     let mut calls = workload::fan_out(6, "cpu", json!({"ms": 10, "key": "cpu"}));
-    calls.extend((0..3).map(|i| ToolCall::new(format!("m{i}"), "mem", json!({"ms": 10, "key": "mem"}))));
+    calls.extend(
+        (0..3).map(|i| ToolCall::new(format!("m{i}"), "mem", json!({"ms": 10, "key": "mem"}))),
+    );
     calls.push(ToolCall::new("h", "huge", json!({})));
     let r = run(&rig, calls).await;
     assert_eq!(rig.probe.peak_for("cpu"), 2);
@@ -142,7 +211,11 @@ async fn cpu_and_memory_budgets_hold_and_impossible_calls_fail_alone() {
     assert_eq!(h.status, CallStatus::Error);
     let e = h.error.as_ref().expect("error");
     assert_eq!(e.kind, ErrorKind::Unschedulable);
-    assert!(e.message.contains("resource_limit_cpu is 2"), "{}", e.message);
+    assert!(
+        e.message.contains("resource_limit_cpu is 2"),
+        "{}",
+        e.message
+    );
     assert_eq!(r.results.iter().filter(|c| c.is_ok()).count(), 9);
 }
 
@@ -153,8 +226,14 @@ async fn hazards_order_writers_and_readers_run_together() {
         &rig,
         vec![
             call("w", json!({"ms": 30, "writes": ["file:a"]})),
-            call("r1", json!({"ms": 10, "reads": ["file:a"], "key": "readers"})),
-            call("r2", json!({"ms": 10, "reads": ["file:a"], "key": "readers"})),
+            call(
+                "r1",
+                json!({"ms": 10, "reads": ["file:a"], "key": "readers"}),
+            ),
+            call(
+                "r2",
+                json!({"ms": 10, "reads": ["file:a"], "key": "readers"}),
+            ),
             call("w2", json!({"ms": 5, "writes": ["file:a"]})),
         ],
     )
@@ -164,13 +243,18 @@ async fn hazards_order_writers_and_readers_run_together() {
     assert!(p.ended_at("w").expect("ended") < at("r1"));
     assert!(p.ended_at("w").expect("ended") < at("r2"));
     assert_eq!(p.peak_for("readers"), 2);
-    assert!(p.ended_at("r1").expect("ended") < at("w2") && p.ended_at("r2").expect("ended") < at("w2"));
+    assert!(
+        p.ended_at("r1").expect("ended") < at("w2") && p.ended_at("r2").expect("ended") < at("w2")
+    );
     assert_eq!(r.total_time_ms, 45.0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn higher_priority_then_longer_remaining_path_starts_first() {
-    let rig = rig(ParallelExecutorConfig { max_parallel_calls: 1, ..Default::default() });
+    let rig = rig(ParallelExecutorConfig {
+        max_parallel_calls: 1,
+        ..Default::default()
+    });
     let r = run(
         &rig,
         vec![
@@ -182,8 +266,14 @@ async fn higher_priority_then_longer_remaining_path_starts_first() {
     )
     .await;
     assert!(r.success);
-    let order: Vec<usize> = ["urgent", "head", "plain"].iter().map(|id| rig.probe.started_at(id).expect("ran")).collect();
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "start order {order:?}");
+    let order: Vec<usize> = ["urgent", "head", "plain"]
+        .iter()
+        .map(|id| rig.probe.started_at(id).expect("ran"))
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "start order {order:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -210,12 +300,29 @@ async fn dependants_of_a_failed_call_are_skipped_and_independent_branches_finish
     assert_eq!(status(&r, "orders_after_bad"), CallStatus::Ok);
     let child = r.get("child").and_then(|c| c.error.clone()).expect("cause");
     assert_eq!(child.kind, ErrorKind::Dependency);
-    assert!(child.message.contains("dependency bad did not succeed (error: disk full)"), "{}", child.message);
-    let grand = r.get("grandchild").and_then(|c| c.error.clone()).expect("cause");
-    assert!(grand.message.contains("dependency child was skipped"), "{}", grand.message);
+    assert!(
+        child
+            .message
+            .contains("dependency bad did not succeed (error: disk full)"),
+        "{}",
+        child.message
+    );
+    let grand = r
+        .get("grandchild")
+        .and_then(|c| c.error.clone())
+        .expect("cause");
+    assert!(
+        grand.message.contains("dependency child was skipped"),
+        "{}",
+        grand.message
+    );
     assert_eq!(rig.probe.started_at("child"), None);
     assert_eq!(r.errors.len(), 3);
-    assert!(r.errors[0].starts_with("bad (t): error: disk full"), "{:?}", r.errors);
+    assert!(
+        r.errors[0].starts_with("bad (t): error: disk full"),
+        "{:?}",
+        r.errors
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -224,18 +331,28 @@ async fn a_call_after_a_failed_writer_still_runs_in_order() {
     let r = run(
         &rig,
         vec![
-            call("w", json!({"ms": 20, "writes": ["file:a"], "fail": "denied"})),
+            call(
+                "w",
+                json!({"ms": 20, "writes": ["file:a"], "fail": "denied"}),
+            ),
             call("r", json!({"reads": ["file:a"]})),
         ],
     )
     .await;
-    assert_eq!(status(&r, "r"), CallStatus::Ok, "a hazard edge orders, it does not carry data");
+    assert_eq!(
+        status(&r, "r"),
+        CallStatus::Ok,
+        "a hazard edge orders, it does not carry data"
+    );
     assert!(rig.probe.ended_at("w") < rig.probe.started_at("r"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_timed_out_call_is_cancelled_and_never_rerun() {
-    let rig = rig(ParallelExecutorConfig { default_timeout_ms: 100, ..Default::default() });
+    let rig = rig(ParallelExecutorConfig {
+        default_timeout_ms: 100,
+        ..Default::default()
+    });
     let r = run(
         &rig,
         vec![
@@ -249,8 +366,14 @@ async fn a_timed_out_call_is_cancelled_and_never_rerun() {
     assert_eq!(slow.status, CallStatus::Timeout);
     assert_eq!(slow.attempts, 1);
     assert_eq!(slow.duration_ms, 100.0);
-    assert_eq!(slow.error.as_ref().map(|e| e.message.as_str()), Some("timed out after 100 ms"));
-    assert_eq!(r.get("own").map(|c| (c.status, c.duration_ms)), Some((CallStatus::Timeout, 30.0)));
+    assert_eq!(
+        slow.error.as_ref().map(|e| e.message.as_str()),
+        Some("timed out after 100 ms")
+    );
+    assert_eq!(
+        r.get("own").map(|c| (c.status, c.duration_ms)),
+        Some((CallStatus::Timeout, 30.0))
+    );
     assert_eq!(status(&r, "quick"), CallStatus::Ok);
     assert_eq!(rig.probe.invocations(), 3, "no call ran twice");
     assert_eq!(rig.probe.live(), 0, "timed-out futures were dropped");
@@ -266,21 +389,48 @@ async fn only_idempotent_tools_retry_and_only_transient_errors() {
             ToolCall::new("flaky_idem", "idem", json!({"fail_times": 2})),
             ToolCall::new("flaky_plain", "t", json!({"fail_times": 2})),
             ToolCall::new("permanent_idem", "idem", json!({"fail": "bad request"})),
-            ToolCall::new("always_transient", "idem", json!({"fail": "503", "transient": true})),
+            ToolCall::new(
+                "always_transient",
+                "idem",
+                json!({"fail": "503", "transient": true}),
+            ),
         ],
     )
     .await;
     let get = |id: &str| r.get(id).expect("present");
-    assert_eq!((get("flaky_idem").status, get("flaky_idem").attempts), (CallStatus::Ok, 3));
-    assert_eq!(get("flaky_idem").output.as_ref().map(|o| o["attempt"].clone()), Some(json!(3)));
-    assert_eq!((get("flaky_plain").status, get("flaky_plain").attempts), (CallStatus::Error, 1));
-    assert_eq!((get("permanent_idem").status, get("permanent_idem").attempts), (CallStatus::Error, 1));
+    assert_eq!(
+        (get("flaky_idem").status, get("flaky_idem").attempts),
+        (CallStatus::Ok, 3)
+    );
+    assert_eq!(
+        get("flaky_idem")
+            .output
+            .as_ref()
+            .map(|o| o["attempt"].clone()),
+        Some(json!(3))
+    );
+    assert_eq!(
+        (get("flaky_plain").status, get("flaky_plain").attempts),
+        (CallStatus::Error, 1)
+    );
+    assert_eq!(
+        (get("permanent_idem").status, get("permanent_idem").attempts),
+        (CallStatus::Error, 1)
+    );
     let a = get("always_transient");
     assert_eq!((a.status, a.attempts), (CallStatus::Error, 3));
     assert_eq!(a.error.as_ref().map(|e| e.kind), Some(ErrorKind::Transient));
-    assert!(a.error.as_ref().is_some_and(|e| e.message.contains("after 3 attempts")));
+    assert!(
+        a.error
+            .as_ref()
+            .is_some_and(|e| e.message.contains("after 3 attempts"))
+    );
     // Backoff: attempt 2 after 50–100 ms, attempt 3 after 100–200 ms (jittered).
-    assert!(a.duration_ms >= 150.0 && a.duration_ms <= 300.0, "{}", a.duration_ms);
+    assert!(
+        a.duration_ms >= 150.0 && a.duration_ms <= 300.0,
+        "{}",
+        a.duration_ms
+    );
     assert_eq!(r.metadata["retries"], json!(4));
 }
 
@@ -311,19 +461,35 @@ async fn results_come_back_in_input_order_with_resolved_references() {
         vec![
             call("late", json!({"ms": 30, "v": "${early.args.v}"})),
             call("early", json!({"ms": 1, "v": [1, 2]})),
-            call("text", json!({"s": "got ${early.args.v.1} and $${literal}"})),
+            call(
+                "text",
+                json!({"s": "got ${early.args.v.1} and $${literal}"}),
+            ),
             call("bad_path", json!({"x": "${early.args.missing}"})),
         ],
     )
     .await;
     let ids: Vec<&str> = r.results.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, ["late", "early", "text", "bad_path"]);
-    assert_eq!(r.results[0].output.as_ref().map(|o| o["args"]["v"].clone()), Some(json!([1, 2])));
-    assert_eq!(r.results[2].output.as_ref().map(|o| o["args"]["s"].clone()), Some(json!("got 2 and ${literal}")));
+    assert_eq!(
+        r.results[0].output.as_ref().map(|o| o["args"]["v"].clone()),
+        Some(json!([1, 2]))
+    );
+    assert_eq!(
+        r.results[2].output.as_ref().map(|o| o["args"]["s"].clone()),
+        Some(json!("got 2 and ${literal}"))
+    );
     let bad = &r.results[3];
     assert_eq!(bad.status, CallStatus::Error);
-    assert_eq!(bad.error.as_ref().map(|e| e.kind), Some(ErrorKind::Reference));
-    assert!(bad.error.as_ref().is_some_and(|e| e.message.contains("has no key \"missing\"")));
+    assert_eq!(
+        bad.error.as_ref().map(|e| e.kind),
+        Some(ErrorKind::Reference)
+    );
+    assert!(
+        bad.error
+            .as_ref()
+            .is_some_and(|e| e.message.contains("has no key \"missing\""))
+    );
     assert_eq!(rig.probe.started_at("bad_path"), None);
 }
 
@@ -332,7 +498,9 @@ async fn dropping_an_execution_stops_every_call_it_started() {
     let rig = rig(Default::default());
     let executor = rig.executor.clone();
     let handle = tokio::spawn(async move {
-        executor.execute_parallel(workload::fan_out(10, "t", json!({"hang": true}))).await
+        executor
+            .execute_parallel(workload::fan_out(10, "t", json!({"hang": true})))
+            .await
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(rig.probe.live(), 10);
@@ -344,7 +512,10 @@ async fn dropping_an_execution_stops_every_call_it_started() {
 
 #[tokio::test(start_paused = true)]
 async fn cancelling_an_execution_reports_every_call() {
-    let rig = rig(ParallelExecutorConfig { max_parallel_calls: 2, ..Default::default() });
+    let rig = rig(ParallelExecutorConfig {
+        max_parallel_calls: 2,
+        ..Default::default()
+    });
     let token = CancellationToken::new();
     let trigger = token.clone();
     tokio::spawn(async move {
@@ -354,11 +525,18 @@ async fn cancelling_an_execution_reports_every_call() {
     let mut calls = workload::fan_out(2, "t", json!({"ms": 10}));
     calls.extend((0..3).map(|i| call(&format!("h{i}"), json!({"hang": true}))));
     calls.push(call("after", json!({})).depends_on(["h0"]));
-    let r = rig.executor.execute_with_cancel(calls, token).await.expect("valid");
+    let r = rig
+        .executor
+        .execute_with_cancel(calls, token)
+        .await
+        .expect("valid");
     // h0 heads the longest chain, so it starts first, beside c0; c1 follows c0 at 10 ms.
     assert_eq!(r.get("h0").and_then(|c| c.started_ms), Some(0.0));
     assert_eq!(status(&r, "c0"), CallStatus::Ok);
-    assert_eq!(r.get("c1").map(|c| (c.status, c.started_ms)), Some((CallStatus::Cancelled, Some(10.0))));
+    assert_eq!(
+        r.get("c1").map(|c| (c.status, c.started_ms)),
+        Some((CallStatus::Cancelled, Some(10.0)))
+    );
     for id in ["h0", "h1", "h2", "after"] {
         assert_eq!(status(&r, id), CallStatus::Cancelled, "{id}");
     }
@@ -367,7 +545,10 @@ async fn cancelling_an_execution_reports_every_call() {
 
 #[tokio::test(start_paused = true)]
 async fn fail_fast_cancels_the_rest_at_the_first_failure() {
-    let rig = rig(ParallelExecutorConfig { fail_fast: true, ..Default::default() });
+    let rig = rig(ParallelExecutorConfig {
+        fail_fast: true,
+        ..Default::default()
+    });
     let r = run(
         &rig,
         vec![
@@ -380,13 +561,20 @@ async fn fail_fast_cancels_the_rest_at_the_first_failure() {
     assert_eq!(status(&r, "bad"), CallStatus::Error);
     assert_eq!(status(&r, "long"), CallStatus::Cancelled);
     assert_eq!(status(&r, "later"), CallStatus::Cancelled);
-    assert!(r.get("long").and_then(|c| c.error.clone()).is_some_and(|e| e.message.contains("fail-fast: call bad")));
+    assert!(
+        r.get("long")
+            .and_then(|c| c.error.clone())
+            .is_some_and(|e| e.message.contains("fail-fast: call bad"))
+    );
     assert_eq!(r.total_time_ms, 10.0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn sequential_mode_runs_one_at_a_time_in_dependency_order() {
-    let rig = rig(ParallelExecutorConfig { enable_parallel: false, ..Default::default() });
+    let rig = rig(ParallelExecutorConfig {
+        enable_parallel: false,
+        ..Default::default()
+    });
     let r = run(
         &rig,
         vec![
@@ -405,20 +593,37 @@ async fn sequential_mode_runs_one_at_a_time_in_dependency_order() {
 
 #[tokio::test(start_paused = true)]
 async fn update_config_changes_limits_for_the_next_admissions() {
-    let rig = rig(ParallelExecutorConfig { max_parallel_calls: 1, ..Default::default() });
+    let rig = rig(ParallelExecutorConfig {
+        max_parallel_calls: 1,
+        ..Default::default()
+    });
     let executor = rig.executor.clone();
-    let run = tokio::spawn(async move { executor.execute_parallel(workload::fan_out(6, "t", json!({"ms": 100}))).await });
+    let run = tokio::spawn(async move {
+        executor
+            .execute_parallel(workload::fan_out(6, "t", json!({"ms": 100})))
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(rig.probe.peak(), 1);
     rig.executor
-        .update_config(ParallelExecutorConfig { max_parallel_calls: 8, ..Default::default() })
+        .update_config(ParallelExecutorConfig {
+            max_parallel_calls: 8,
+            ..Default::default()
+        })
         .expect("valid");
     let r = run.await.expect("joined").expect("valid");
     assert!(r.success);
     // c0 ran alone 0–100, c1 from 100; the raise lets c2..c5 in when c1 ends at 200.
     assert_eq!(rig.probe.peak(), 4);
     assert_eq!(r.total_time_ms, 300.0);
-    assert!(rig.executor.update_config(ParallelExecutorConfig { max_parallel_calls: 0, ..Default::default() }).is_err());
+    assert!(
+        rig.executor
+            .update_config(ParallelExecutorConfig {
+                max_parallel_calls: 0,
+                ..Default::default()
+            })
+            .is_err()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -441,9 +646,21 @@ async fn metrics_are_measured_not_assumed() {
     assert_eq!(r.efficiency, 1.0);
     assert_eq!(r.batches.len(), 2);
     assert_eq!(r.batches[0].call_ids, ["a", "c"]);
-    assert_eq!((r.batches[1].started_ms, r.batches[1].finished_ms), (Some(40.0), Some(60.0)));
+    assert_eq!(
+        (r.batches[1].started_ms, r.batches[1].finished_ms),
+        (Some(40.0), Some(60.0))
+    );
     let b = r.get("b").expect("b");
-    assert_eq!((b.queued_ms, b.started_ms, b.finished_ms, b.duration_ms, b.level), (0.0, Some(40.0), Some(60.0), 20.0, 1));
+    assert_eq!(
+        (
+            b.queued_ms,
+            b.started_ms,
+            b.finished_ms,
+            b.duration_ms,
+            b.level
+        ),
+        (0.0, Some(40.0), Some(60.0), 20.0, 1)
+    );
 
     let stats = rig.executor.get_performance_stats();
     assert_eq!(stats.total_executions, 1);
@@ -456,10 +673,17 @@ async fn metrics_are_measured_not_assumed() {
 #[tokio::test(start_paused = true)]
 async fn results_convert_to_provider_messages_in_call_order() {
     let rig = rig(Default::default());
-    let r = run(&rig, vec![call("x", json!({"fail": "nope"})), call("y", json!({}))]).await;
+    let r = run(
+        &rig,
+        vec![call("x", json!({"fail": "nope"})), call("y", json!({}))],
+    )
+    .await;
     let openai = r.to_openai_messages();
     assert_eq!(openai.len(), 2);
-    assert_eq!(openai[0], json!({"role": "tool", "tool_call_id": "x", "content": "error: nope"}));
+    assert_eq!(
+        openai[0],
+        json!({"role": "tool", "tool_call_id": "x", "content": "error: nope"})
+    );
     assert_eq!(openai[1]["tool_call_id"], "y");
     let anthropic = r.to_anthropic_message();
     assert_eq!(anthropic["role"], "user");

@@ -56,7 +56,10 @@ impl Probe {
 
     /// Most calls in flight at once with the given `key` argument (e.g. a resource).
     pub fn peak_for(&self, key: &str) -> usize {
-        self.per_key.lock().map(|m| m.get(key).map_or(0, |v| v.1)).unwrap_or(0)
+        self.per_key
+            .lock()
+            .map(|m| m.get(key).map_or(0, |v| v.1))
+            .unwrap_or(0)
     }
 
     /// The start/end log.
@@ -66,12 +69,16 @@ impl Probe {
 
     /// Position of a call's first start in the log.
     pub fn started_at(&self, id: &str) -> Option<usize> {
-        self.log().iter().position(|s| *s == Step::Start(id.to_owned()))
+        self.log()
+            .iter()
+            .position(|s| *s == Step::Start(id.to_owned()))
     }
 
     /// Position of a call's last end in the log.
     pub fn ended_at(&self, id: &str) -> Option<usize> {
-        self.log().iter().rposition(|s| *s == Step::End(id.to_owned()))
+        self.log()
+            .iter()
+            .rposition(|s| *s == Step::End(id.to_owned()))
     }
 
     fn push(&self, step: Step) {
@@ -100,7 +107,11 @@ impl Live {
             e.1 = e.1.max(e.0);
         }
         probe.push(Step::Start(id.to_owned()));
-        Live { probe: probe.clone(), id: id.to_owned(), key }
+        Live {
+            probe: probe.clone(),
+            id: id.to_owned(),
+            key,
+        }
     }
 }
 
@@ -134,19 +145,29 @@ pub struct ScriptedTool {
 impl ScriptedTool {
     /// A scripted tool named `name` reporting to `probe`.
     pub fn new(name: &str, probe: &Arc<Probe>) -> Self {
-        ScriptedTool { spec: ToolSpec::new(name), probe: probe.clone() }
+        ScriptedTool {
+            spec: ToolSpec::new(name),
+            probe: probe.clone(),
+        }
     }
 
     /// A scripted tool with a custom spec.
     pub fn with_spec(spec: ToolSpec, probe: &Arc<Probe>) -> Self {
-        ScriptedTool { spec, probe: probe.clone() }
+        ScriptedTool {
+            spec,
+            probe: probe.clone(),
+        }
     }
 }
 
 fn strings(args: &Value, key: &str) -> Vec<String> {
     args.get(key)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -156,8 +177,15 @@ impl Tool for ScriptedTool {
     }
 
     fn resources(&self, args: &Value) -> Vec<ResourceAccess> {
-        let mut out: Vec<ResourceAccess> = strings(args, "reads").into_iter().map(ResourceAccess::read).collect();
-        out.extend(strings(args, "writes").into_iter().map(ResourceAccess::write));
+        let mut out: Vec<ResourceAccess> = strings(args, "reads")
+            .into_iter()
+            .map(ResourceAccess::read)
+            .collect();
+        out.extend(
+            strings(args, "writes")
+                .into_iter()
+                .map(ResourceAccess::write),
+        );
         out
     }
 
@@ -176,12 +204,19 @@ impl Tool for ScriptedTool {
             }
             if let Some(n) = args.get("fail_times").and_then(Value::as_u64) {
                 if u64::from(ctx.attempt) <= n {
-                    return Err(ToolError::transient(format!("flaky failure on attempt {}", ctx.attempt)));
+                    return Err(ToolError::transient(format!(
+                        "flaky failure on attempt {}",
+                        ctx.attempt
+                    )));
                 }
             }
             if let Some(m) = args.get("fail").and_then(Value::as_str) {
                 let transient = args.get("transient").and_then(Value::as_bool) == Some(true);
-                return Err(if transient { ToolError::transient(m) } else { ToolError::permanent(m) });
+                return Err(if transient {
+                    ToolError::transient(m)
+                } else {
+                    ToolError::permanent(m)
+                });
             }
             Ok(json!({"id": &*ctx.call_id, "attempt": ctx.attempt, "args": args}))
         })
@@ -199,7 +234,14 @@ impl Gate {
     /// A gated tool named `name`.
     pub fn new(name: &str, probe: &Arc<Probe>) -> (Self, Arc<tokio::sync::Semaphore>) {
         let permits = Arc::new(tokio::sync::Semaphore::new(0));
-        (Gate { spec: ToolSpec::new(name), permits: permits.clone(), probe: probe.clone() }, permits)
+        (
+            Gate {
+                spec: ToolSpec::new(name),
+                permits: permits.clone(),
+                probe: probe.clone(),
+            },
+            permits,
+        )
     }
 }
 

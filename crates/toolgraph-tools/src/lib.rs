@@ -31,7 +31,9 @@ fn ms_schema(description: &str) -> Value {
 
 fn sleep_spec() -> ToolSpec {
     ToolSpec::new("sleep")
-        .description("Waits `ms` milliseconds without using a thread, then returns {\"slept_ms\": ms}.")
+        .description(
+            "Waits `ms` milliseconds without using a thread, then returns {\"slept_ms\": ms}.",
+        )
         .parameters(json!({
             "type": "object",
             "properties": {"ms": ms_schema("How long to wait.")},
@@ -48,7 +50,9 @@ async fn sleep(args: Value, _ctx: CallContext) -> Result<Value, ToolError> {
 }
 
 fn echo_spec() -> ToolSpec {
-    ToolSpec::new("echo").description("Returns its arguments unchanged.").idempotent()
+    ToolSpec::new("echo")
+        .description("Returns its arguments unchanged.")
+        .idempotent()
 }
 
 fn fail_spec() -> ToolSpec {
@@ -68,7 +72,11 @@ fn fail_spec() -> ToolSpec {
 async fn fail(args: Value, _ctx: CallContext) -> Result<Value, ToolError> {
     let ms = args.get("after_ms").and_then(Value::as_u64).unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(ms)).await;
-    let message = args.get("message").and_then(Value::as_str).unwrap_or("failed as asked").to_owned();
+    let message = args
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("failed as asked")
+        .to_owned();
     if args.get("transient").and_then(Value::as_bool) == Some(true) {
         Err(ToolError::transient(message))
     } else {
@@ -127,13 +135,21 @@ mod tests {
             }
         };
         let start = tokio::time::Instant::now();
-        assert_eq!(call("sleep", json!({"ms": 250})).await, Ok(json!({"slept_ms": 250})));
+        assert_eq!(
+            call("sleep", json!({"ms": 250})).await,
+            Ok(json!({"slept_ms": 250}))
+        );
         assert_eq!(start.elapsed(), Duration::from_millis(250));
         assert_eq!(call("echo", json!({"a": [1]})).await, Ok(json!({"a": [1]})));
-        let err = call("fail", json!({"message": "boom", "transient": true})).await.expect_err("fails");
+        let err = call("fail", json!({"message": "boom", "transient": true}))
+            .await
+            .expect_err("fails");
         assert!(err.is_transient());
         assert_eq!(err.message, "boom");
-        assert!(set.get("burn").is_some_and(|e| e.tool.spec().traits.blocking));
+        assert!(
+            set.get("burn")
+                .is_some_and(|e| e.tool.spec().traits.blocking)
+        );
     }
 
     #[test]
@@ -143,14 +159,21 @@ mod tests {
         assert!(sleep.schema_violations(&json!({"ms": 5})).is_empty());
         assert!(!sleep.schema_violations(&json!({"ms": -1})).is_empty());
         assert!(!sleep.schema_violations(&json!({})).is_empty());
-        assert!(!sleep.schema_violations(&json!({"ms": 1, "extra": true})).is_empty());
+        assert!(
+            !sleep
+                .schema_violations(&json!({"ms": 1, "extra": true}))
+                .is_empty()
+        );
     }
 
     #[test]
     fn burn_stops_when_cancelled() {
         let ctx = CallContext::detached("b");
         ctx.cancel.cancel();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
         let started = Instant::now();
         let r = rt.block_on(burn(json!({"ms": 10_000}), ctx));
         assert!(r.is_err());

@@ -1,0 +1,287 @@
+//! The `toolgraph` binary end to end: examples, exit codes, JSON output, flags, plans.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn example(name: &str) -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    root.to_string_lossy().into_owned()
+}
+
+fn toolgraph(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_toolgraph"))
+        .args(args)
+        .output()
+        .expect("toolgraph runs")
+}
+
+fn toolgraph_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_toolgraph"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out.stdout)))
+}
+
+#[test]
+fn run_prints_a_table_and_exits_zero_when_every_call_succeeds() {
+    let out = toolgraph(&["run", &example("turn.json")]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("6/6 ok · parallel"), "{stdout}");
+    for id in [
+        "weather_paris",
+        "weather_tokyo",
+        "profile",
+        "calendar",
+        "greeting",
+        "report",
+    ] {
+        assert!(stdout.contains(id), "{id} missing:\n{stdout}");
+    }
+    assert!(stdout.contains("critical path"), "{stdout}");
+}
+
+#[test]
+fn run_json_gives_the_whole_result_with_references_resolved() {
+    let out = toolgraph(&["run", "--json", &example("turn.json")]);
+    assert_eq!(out.status.code(), Some(0));
+    let r = json(&out);
+    assert_eq!(r["success"], true);
+    let results = r["results"].as_array().expect("results");
+    let ids: Vec<&str> = results.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "weather_paris",
+            "weather_tokyo",
+            "profile",
+            "calendar",
+            "greeting",
+            "report"
+        ]
+    );
+    let report = &results[5]["output"];
+    assert_eq!(report["greeting"], "Hello Ada, trip to Tokyo");
+    assert_eq!(report["paris"], serde_json::json!({"slept_ms": 120}));
+    assert_eq!(report["calendar"], 60);
+    let sum: f64 = results
+        .iter()
+        .filter_map(|c| c["duration_ms"].as_f64())
+        .sum();
+    let seq = r["sequential_time_estimate_ms"].as_f64().expect("number");
+    assert!((seq - sum).abs() < 0.01, "sequential {seq} vs sum {sum}");
+    assert!(
+        r["total_time_ms"].as_f64().expect("number") < seq,
+        "parallel beats one-at-a-time"
+    );
+    assert_eq!(r["batches"].as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn run_exits_one_when_a_call_fails_and_still_prints_everything() {
+    let out = toolgraph(&["run", "--json", &example("partial-failure.json")]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = json(&out);
+    assert_eq!(r["success"], false);
+    let status = |i: usize| r["results"][i]["status"].as_str().unwrap_or("").to_owned();
+    assert_eq!(
+        [status(0), status(1), status(2), status(3)],
+        ["error", "skipped", "ok", "timeout"]
+    );
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn rejected_input_exits_two_names_every_problem_and_runs_nothing() {
+    let out = toolgraph(&["run", &example("cycle.json")]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("call d: unknown tool \"nope\""), "{stderr}");
+    assert!(
+        stderr.contains("dependency cycle: a → b → c → a"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing ran"), "{stderr}");
+    assert!(out.stdout.is_empty());
+
+    let out = toolgraph_stdin(&["run", "-"], "{not json");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not valid JSON"));
+
+    let out = toolgraph(&["run", "--tool-limit", "sleep", &example("turn.json")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("expected NAME=N"));
+}
+
+#[test]
+fn reads_standard_input_and_honours_limits_and_sequential_mode() {
+    let batch = r#"[
+        {"id": "a", "function": {"name": "sleep", "arguments": "{\"ms\": 20}"}},
+        {"id": "b", "function": {"name": "sleep", "arguments": "{\"ms\": 20}"}},
+        {"id": "c", "function": {"name": "sleep", "arguments": "{\"ms\": 20}"}},
+        {"id": "d", "function": {"name": "echo", "arguments": "{}"}}
+    ]"#;
+    let intervals = |r: &Value| -> Vec<(f64, f64)> {
+        r["results"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .filter(|c| c["name"] == "sleep")
+                    .filter_map(|c| Some((c["started_ms"].as_f64()?, c["finished_ms"].as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let overlaps = |iv: &[(f64, f64)]| {
+        iv.iter()
+            .enumerate()
+            .any(|(i, a)| iv.iter().skip(i + 1).any(|b| a.0 < b.1 && b.0 < a.1))
+    };
+
+    let free = json(&toolgraph_stdin(&["run", "--json", "-"], batch));
+    assert!(
+        overlaps(&intervals(&free)),
+        "without limits the sleeps overlap"
+    );
+
+    let limited = json(&toolgraph_stdin(
+        &["run", "--json", "--tool-limit", "sleep=1", "-"],
+        batch,
+    ));
+    assert_eq!(limited["success"], true);
+    assert!(
+        !overlaps(&intervals(&limited)),
+        "sleep=1 serialises the sleeps"
+    );
+
+    let seq = json(&toolgraph_stdin(
+        &["run", "--json", "--sequential", "-"],
+        batch,
+    ));
+    assert_eq!(seq["metadata"]["execution_mode"], "sequential");
+    assert_eq!(seq["metadata"]["peak_in_flight"], 1);
+    assert_eq!(seq["speedup"], 1.0);
+}
+
+#[test]
+fn plan_json_lists_levels_edges_with_reasons_and_independence() {
+    let out = toolgraph(&["plan", "--json", &example("turn.json")]);
+    assert_eq!(out.status.code(), Some(0));
+    let p = json(&out);
+    assert_eq!(
+        p["levels"],
+        serde_json::json!([
+            ["weather_paris", "weather_tokyo", "profile"],
+            ["calendar", "greeting"],
+            ["report"]
+        ])
+    );
+    let edges = p["edges"].as_array().expect("edges");
+    assert_eq!(edges.len(), 6);
+    assert!(
+        edges.iter().any(|e| e["from"] == "profile"
+            && e["to"] == "calendar"
+            && e["reason"] == "depends_on")
+    );
+    assert!(
+        edges
+            .iter()
+            .any(|e| e["to"] == "greeting" && e["reason"] == "reference ${profile.user.name}")
+    );
+    assert_eq!(p["independent"], serde_json::json!([]));
+    assert_eq!(p["dependent"].as_array().map(Vec::len), Some(6));
+}
+
+#[test]
+fn plan_renders_dot_and_mermaid() {
+    let dot = text(&toolgraph(&["plan", "--format", "dot", &example("turn.json")]).stdout);
+    assert!(dot.starts_with("digraph toolgraph {"), "{dot}");
+    assert!(
+        dot.contains("\"profile\" -> \"greeting\" [label=\"reference ${profile.user.name}\"]"),
+        "{dot}"
+    );
+    let mermaid = text(&toolgraph(&["plan", "--format", "mermaid", &example("turn.json")]).stdout);
+    assert!(mermaid.starts_with("flowchart LR"), "{mermaid}");
+    assert!(mermaid.contains("n2 -->|\"depends_on\"| n3"), "{mermaid}");
+}
+
+#[test]
+fn anthropic_messages_run_including_cpu_bound_tools() {
+    let out = toolgraph(&["run", "--json", &example("anthropic.json")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r = json(&out);
+    assert_eq!(
+        r["results"][2]["output"],
+        serde_json::json!({"a": 40, "b": 30})
+    );
+}
+
+#[test]
+fn bench_prints_every_figure() {
+    let out = toolgraph(&[
+        "bench", "--calls", "2000", "--chain", "200", "--runs", "1", "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let figures = json(&out);
+    let names: Vec<&str> = figures
+        .as_array()
+        .map(|f| f.iter().filter_map(|x| x["name"].as_str()).collect())
+        .unwrap_or_default();
+    for expected in [
+        "tokio spawn + join",
+        "planning, 2000 calls",
+        "executor overhead per no-op call",
+        "overhead per dependency edge",
+        "skewed layered DAG (8 pairs",
+        "random DAG",
+        "level by level",
+    ] {
+        assert!(
+            names.iter().any(|n| n.contains(expected)),
+            "{expected} missing from {names:?}"
+        );
+    }
+}
+
+#[test]
+fn ci_runs_the_readme_test_command() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let ci = std::fs::read_to_string(root.join(".ci/run")).expect(".ci/run");
+    let command = readme
+        .lines()
+        .find(|l| l.trim_start().starts_with("cargo test"))
+        .expect("README gives a cargo test command")
+        .split(" #")
+        .next()
+        .unwrap_or_default()
+        .trim();
+    assert!(
+        ci.lines().any(|l| l.trim() == command),
+        ".ci/run must run `{command}` exactly"
+    );
+}
