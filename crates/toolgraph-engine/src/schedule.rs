@@ -742,22 +742,10 @@ impl<'a> Scheduler<'a> {
         self.unpark_all();
         self.admit();
         if self.in_flight == 0 && self.finished < self.plan.len() {
-            let now = Instant::now();
             for i in 0..self.plan.len() {
                 if self.records[i].is_none() && self.remaining[i] == 0 {
-                    let record = Record {
-                        status: CallStatus::Error,
-                        output: None,
-                        error: Some(CallError {
-                            kind: ErrorKind::Unschedulable,
-                            message: "could not be scheduled under the configured limits".into(),
-                        }),
-                        attempts: 0,
-                        ready_at: self.ready_at[i],
-                        started: None,
-                        finished: now,
-                    };
-                    self.finalize(i, record);
+                    let message = "could not be scheduled under the configured limits".to_owned();
+                    self.fail_before_start(i, ErrorKind::Unschedulable, message);
                 }
             }
         }
