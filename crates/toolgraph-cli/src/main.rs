@@ -9,6 +9,7 @@ mod input;
 mod plan_cmd;
 mod render;
 mod run_cmd;
+mod tools_cmd;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,8 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Show the dependency graph of a batch without running it.
     Plan(plan_cmd::PlanArgs),
+    /// List the registered tools with their schemas and scheduling traits.
+    Tools(tools_cmd::ToolsArgs),
     /// Measure the engine: per-call and per-edge overhead, makespan against the critical path.
     Bench(bench::BenchArgs),
 }
@@ -49,6 +52,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(args).await,
         Command::Plan(args) => plan_cmd::run(args),
         Command::Bench(args) => bench::run(args).await,
+        Command::Tools(args) => tools_cmd::run(args),
     };
     match outcome {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

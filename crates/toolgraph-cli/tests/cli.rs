@@ -285,3 +285,23 @@ fn ci_runs_the_readme_test_command() {
         ".ci/run must run `{command}` exactly"
     );
 }
+
+#[test]
+fn tools_lists_every_builtin_with_schema_and_traits() {
+    let out = toolgraph(&["tools"]);
+    assert_eq!(out.status.code(), Some(0));
+    let listing = text(&out.stdout);
+    assert!(listing.contains("burn  [parallel-safe, idempotent (retried on transient errors), blocking (runs on the blocking pool), cost 1 cpu, 0 MB]"), "{listing}");
+    assert!(listing.contains("fail  [parallel-safe]"), "{listing}");
+    let tools = json(&toolgraph(&["tools", "--json"]));
+    let names: Vec<&str> = tools
+        .as_array()
+        .map(|t| t.iter().filter_map(|x| x["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["sleep", "echo", "fail", "burn"]);
+    assert_eq!(
+        tools[0]["parameters"]["required"],
+        serde_json::json!(["ms"])
+    );
+    assert_eq!(tools[0]["traits"]["idempotent"], true);
+}

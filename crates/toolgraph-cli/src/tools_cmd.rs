@@ -1,0 +1,71 @@
+//! `toolgraph tools`: the registered tools with their schemas and scheduling traits.
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::{Value, json};
+use toolgraph_core::{ToolSet, ToolSpec};
+
+use crate::Outcome;
+
+#[derive(Args)]
+pub struct ToolsArgs {
+    /// Print the tools as JSON (name, description, parameters, traits).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: ToolsArgs) -> Result<Outcome> {
+    let tools = toolgraph_tools::builtins();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&as_json(&tools))?);
+    } else {
+        for entry in tools.entries() {
+            let spec = entry.tool.spec();
+            println!("{}  [{}]", spec.name, traits_line(spec));
+            if !spec.description.is_empty() {
+                println!("    {}", spec.description);
+            }
+            println!("    parameters: {}", spec.parameters);
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+fn as_json(tools: &ToolSet) -> Value {
+    Value::Array(
+        tools
+            .entries()
+            .iter()
+            .map(|e| {
+                let s = e.tool.spec();
+                json!({"name": s.name, "description": s.description, "parameters": s.parameters, "traits": s.traits})
+            })
+            .collect(),
+    )
+}
+
+/// The traits in words: `parallel-safe, idempotent, blocking, max 4 at once, cost 1 cpu`.
+fn traits_line(spec: &ToolSpec) -> String {
+    let t = &spec.traits;
+    let mut words = vec![if t.parallel_safe {
+        "parallel-safe".to_owned()
+    } else {
+        "exclusive".to_owned()
+    }];
+    if t.idempotent {
+        words.push("idempotent (retried on transient errors)".into());
+    }
+    if t.blocking {
+        words.push("blocking (runs on the blocking pool)".into());
+    }
+    if let Some(n) = t.max_concurrency {
+        words.push(format!("max {n} at once"));
+    }
+    if t.cost.cpu > 0.0 || t.cost.memory_mb > 0 {
+        words.push(format!("cost {} cpu, {} MB", t.cost.cpu, t.cost.memory_mb));
+    }
+    if let Some(ms) = t.timeout_ms {
+        words.push(format!("timeout {ms} ms"));
+    }
+    words.join(", ")
+}
