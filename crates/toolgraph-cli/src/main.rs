@@ -9,6 +9,7 @@ mod input;
 mod plan_cmd;
 mod render;
 mod run_cmd;
+mod timeline;
 mod tools_cmd;
 
 use std::process::ExitCode;

@@ -1,12 +1,12 @@
 //! `toolgraph run`: execute a batch with the built-in tools and print the result.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use toolgraph_engine::ParallelExecutor;
 
 use crate::Outcome;
 use crate::input::{ExecutorFlags, parse_or_report, read_source, report_rejection};
-use crate::render;
+use crate::{render, timeline};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -15,6 +15,9 @@ pub struct RunArgs {
     /// Print the whole result object as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Draw the execution as an SVG Gantt chart into this file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub timeline: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub flags: ExecutorFlags,
 }
@@ -25,6 +28,12 @@ pub async fn run(args: RunArgs) -> Result<Outcome> {
         return Ok(Outcome::Rejected);
     };
     let executor = ParallelExecutor::new(toolgraph_tools::builtins(), args.flags.config()?)?;
+    // The picture needs the graph; plan once more only when one is asked for.
+    let plan = if args.timeline.is_some() {
+        executor.plan(calls.clone()).ok()
+    } else {
+        None
+    };
     let result = match executor.execute_parallel(calls).await {
         Ok(r) => r,
         Err(e) => {
@@ -36,6 +45,15 @@ pub async fn run(args: RunArgs) -> Result<Outcome> {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
         print!("{}", render::summary(&result));
+    }
+    if let (Some(path), Some(plan)) = (&args.timeline, &plan) {
+        let edges: Vec<(usize, usize)> = plan.edges().iter().map(|e| (e.from, e.to)).collect();
+        let critical = plan.critical_path_calls(|i| result.results[i].duration_ms);
+        std::fs::write(path, timeline::svg(&result, &edges, &critical))
+            .with_context(|| format!("writing {}", path.display()))?;
+        if !args.json {
+            println!("timeline: {}", path.display());
+        }
     }
     Ok(if result.success {
         Outcome::Success

@@ -305,3 +305,51 @@ fn tools_lists_every_builtin_with_schema_and_traits() {
     );
     assert_eq!(tools[0]["traits"]["idempotent"], true);
 }
+
+#[test]
+fn timeline_draws_rows_arrows_the_critical_path_and_an_axis() {
+    let dir = std::env::temp_dir().join(format!("toolgraph-timeline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("turn.svg");
+    let out = toolgraph(&[
+        "run",
+        "--timeline",
+        path.to_str().expect("utf-8"),
+        &example("turn.json"),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let svg = std::fs::read_to_string(&path).expect("timeline written");
+    let count = |needle: &str| svg.matches(needle).count();
+    assert!(svg.starts_with("<svg"), "an SVG document");
+    assert_eq!(count(r#"<g class="row""#), 6, "one row per call");
+    assert_eq!(count(r#"class="edge"#), 6, "one arrow per edge");
+    // weather_paris (120 ms) → report is the longest chain.
+    assert_eq!(count(r#"class="bar run critical""#), 2);
+    assert_eq!(count(r#"class="edge critical""#), 1);
+    assert!(svg.contains(r#"<g class="row" data-id="weather_paris">"#));
+    let ticks = count(r#"<g class="tick">"#);
+    assert!((5..=15).contains(&ticks), "{ticks} axis ticks");
+    assert!(
+        svg.contains(">0 ms<") && svg.contains(">100 ms<"),
+        "axis labels"
+    );
+
+    let failed = dir.join("failed.svg");
+    let out = toolgraph(&[
+        "run",
+        "--timeline",
+        failed.to_str().expect("utf-8"),
+        &example("partial-failure.json"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let svg = std::fs::read_to_string(&failed).expect("timeline written");
+    assert!(
+        svg.contains(r#"class="not-run""#) && svg.contains(">skipped<"),
+        "the skipped call is shown"
+    );
+    assert!(
+        svg.contains("#d64545") && svg.contains("#e8912d"),
+        "error and timeout colours"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -510,6 +510,21 @@ impl Plan {
         rank
     }
 
+    /// The calls on the longest chain of `weight`s, in order (the critical path).
+    pub fn critical_path_calls(&self, weight: impl Fn(usize) -> f64) -> Vec<usize> {
+        let rank = self.remaining_path(&weight);
+        let best = |candidates: &mut dyn Iterator<Item = usize>| {
+            candidates.max_by(|&a, &b| rank[a].total_cmp(&rank[b]).then(b.cmp(&a)))
+        };
+        let mut path = Vec::new();
+        let mut at = best(&mut (0..self.len()).filter(|&i| self.in_degree[i] == 0));
+        while let Some(i) = at {
+            path.push(i);
+            at = best(&mut self.dependants(i).iter().map(|&(d, _)| d as usize));
+        }
+        path
+    }
+
     /// The longest chain of `weight`s through the graph (e.g. measured durations).
     pub fn critical_path(&self, weight: impl Fn(usize) -> f64) -> f64 {
         self.remaining_path(weight).into_iter().fold(0.0, f64::max)

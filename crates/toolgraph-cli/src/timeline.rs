@@ -1,0 +1,252 @@
+//! The timeline picture: an SVG Gantt chart of one execution.
+//!
+//! One row per call (input order): queue wait drawn as a pale hatched bar, run time as a
+//! solid bar coloured by status; dependency arrows from the end of each predecessor to the
+//! start of its dependant; the critical path outlined and its arrows darkened; a time axis
+//! with round ticks and grid lines; a title with the summary figures and a legend.
+
+use std::fmt::Write;
+
+use toolgraph_core::{CallStatus, ParallelExecutionResult};
+
+const LABEL_W: f64 = 200.0;
+const CHART_W: f64 = 760.0;
+const ROW_H: f64 = 24.0;
+const TOP: f64 = 64.0;
+const BOTTOM: f64 = 40.0;
+
+fn colour(status: CallStatus) -> &'static str {
+    match status {
+        CallStatus::Ok => "#2f9e5b",
+        CallStatus::Error => "#d64545",
+        CallStatus::Timeout => "#e8912d",
+        CallStatus::Skipped => "#9aa3ad",
+        CallStatus::Cancelled => "#8a63c7",
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A round tick step giving about `target` ticks over `span` ms.
+fn tick_step(span: f64, target: f64) -> f64 {
+    let raw = (span / target).max(1e-3);
+    let magnitude = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * magnitude)
+}
+
+/// Renders the timeline. `edges` are (from, to) positions; `critical` the positions on the
+/// critical path, in order.
+pub fn svg(r: &ParallelExecutionResult, edges: &[(usize, usize)], critical: &[usize]) -> String {
+    let n = r.results.len();
+    let span = r
+        .total_time_ms
+        .max(
+            r.results
+                .iter()
+                .filter_map(|c| c.finished_ms)
+                .fold(0.0, f64::max),
+        )
+        .max(1.0);
+    let x = |ms: f64| LABEL_W + ms / span * CHART_W;
+    let y = |row: usize| TOP + row as f64 * ROW_H;
+    let height = TOP + n as f64 * ROW_H + BOTTOM;
+    let width = LABEL_W + CHART_W + 40.0;
+    let on_path = |i: usize| critical.contains(&i);
+    let mut critical_edges = Vec::new();
+    for w in critical.windows(2) {
+        critical_edges.push((w[0], w[1]));
+    }
+
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif" font-size="12">
+<defs>
+<pattern id="queued" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#eef1f4"/><line x1="0" y1="0" x2="0" y2="6" stroke="#c5ccd3" stroke-width="3"/></pattern>
+<marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="6" markerHeight="6" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#8c96a0"/></marker>
+<marker id="arrow-critical" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="6" markerHeight="6" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#1d2733"/></marker>
+</defs>
+<rect width="100%" height="100%" fill="#ffffff"/>
+"##
+    );
+    let ok = r.results.iter().filter(|c| c.is_ok()).count();
+    let _ = writeln!(
+        out,
+        r#"<text class="title" x="16" y="22" font-size="15" font-weight="bold">{ok}/{n} ok · makespan {:.1} ms · critical path {:.1} ms · sequential {:.1} ms · speedup {:.2}×</text>"#,
+        r.total_time_ms, r.critical_path_ms, r.sequential_time_estimate_ms, r.speedup
+    );
+    // Legend.
+    let mut lx = 16.0;
+    for (label, fill) in [
+        ("queued", "url(#queued)"),
+        ("ok", colour(CallStatus::Ok)),
+        ("error", colour(CallStatus::Error)),
+        ("timeout", colour(CallStatus::Timeout)),
+        ("skipped", colour(CallStatus::Skipped)),
+        ("cancelled", colour(CallStatus::Cancelled)),
+    ] {
+        let _ = writeln!(
+            out,
+            r##"<g class="legend"><rect x="{lx}" y="32" width="14" height="10" fill="{fill}" stroke="#c5ccd3"/><text x="{}" y="41">{label}</text></g>"##,
+            lx + 18.0
+        );
+        lx += 30.0 + label.len() as f64 * 7.0;
+    }
+    let _ = writeln!(
+        out,
+        r##"<g class="legend"><rect x="{lx}" y="32" width="14" height="10" fill="#ffffff" stroke="#1d2733" stroke-width="2.5"/><text x="{}" y="41">critical path</text></g>"##,
+        lx + 18.0
+    );
+
+    // Axis and grid.
+    let step = tick_step(span, 8.0);
+    let axis_y = TOP + n as f64 * ROW_H + 6.0;
+    let _ = writeln!(
+        out,
+        r##"<line class="axis" x1="{}" y1="{axis_y}" x2="{}" y2="{axis_y}" stroke="#1d2733"/>"##,
+        x(0.0),
+        x(span)
+    );
+    let mut t = 0.0;
+    while t <= span + 1e-9 {
+        let tx = x(t);
+        let label = if step >= 1000.0 {
+            format!("{:.0} s", t / 1000.0)
+        } else if step < 1.0 {
+            format!("{t:.1} ms")
+        } else {
+            format!("{t:.0} ms")
+        };
+        let _ = writeln!(
+            out,
+            r##"<g class="tick"><line x1="{tx}" y1="{}" x2="{tx}" y2="{axis_y}" stroke="#edf0f3"/><line x1="{tx}" y1="{axis_y}" x2="{tx}" y2="{}" stroke="#1d2733"/><text x="{tx}" y="{}" text-anchor="middle" fill="#4a5561">{label}</text></g>"##,
+            TOP - 4.0,
+            axis_y + 5.0,
+            axis_y + 18.0
+        );
+        t += step;
+    }
+
+    // Rows.
+    for (i, c) in r.results.iter().enumerate() {
+        let top = y(i);
+        let critical = on_path(i);
+        let weight = if critical { "bold" } else { "normal" };
+        let _ = writeln!(out, r#"<g class="row" data-id="{}">"#, escape(&c.id));
+        if i % 2 == 1 {
+            let _ = writeln!(
+                out,
+                r##"<rect x="0" y="{top}" width="{width}" height="{ROW_H}" fill="#f8f9fb"/>"##
+            );
+        }
+        let _ = writeln!(
+            out,
+            r##"<text x="12" y="{}" font-weight="{weight}">{}</text><text x="{}" y="{}" text-anchor="end" fill="#6b7682">{}</text>"##,
+            top + 16.0,
+            escape(&c.id),
+            LABEL_W - 8.0,
+            top + 16.0,
+            escape(&c.name)
+        );
+        match (c.started_ms, c.finished_ms) {
+            (Some(start), Some(end)) => {
+                if c.queued_ms > 0.0 {
+                    let q0 = x(start - c.queued_ms);
+                    let _ = writeln!(
+                        out,
+                        r#"<rect class="bar queued" x="{q0:.2}" y="{}" width="{:.2}" height="{}" fill="url(#queued)"><title>{} queued {:.1} ms</title></rect>"#,
+                        top + 6.0,
+                        (x(start) - q0).max(0.5),
+                        ROW_H - 12.0,
+                        escape(&c.id),
+                        c.queued_ms
+                    );
+                }
+                let stroke = if critical {
+                    r##" stroke="#1d2733" stroke-width="2.5""##
+                } else {
+                    ""
+                };
+                let class = if critical {
+                    "bar run critical"
+                } else {
+                    "bar run"
+                };
+                let _ = writeln!(
+                    out,
+                    r#"<rect class="{class}" x="{:.2}" y="{}" width="{:.2}" height="{}" rx="3" fill="{}"{stroke}><title>{} ({}) {}: {:.1}–{:.1} ms, {:.1} ms</title></rect>"#,
+                    x(start),
+                    top + 4.0,
+                    (x(end) - x(start)).max(2.0),
+                    ROW_H - 8.0,
+                    colour(c.status),
+                    escape(&c.id),
+                    escape(&c.name),
+                    c.status.as_str(),
+                    start,
+                    end,
+                    c.duration_ms
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    r##"<text class="not-run" x="{}" y="{}" fill="{}" font-style="italic">{}</text>"##,
+                    x(0.0) + 4.0,
+                    top + 16.0,
+                    colour(c.status),
+                    c.status.as_str()
+                );
+            }
+        }
+        let _ = writeln!(out, "</g>");
+    }
+
+    // Dependency arrows: end of the predecessor's bar to the start of the dependant's.
+    for &(from, to) in edges {
+        let (Some(a), Some(b)) = (r.results.get(from), r.results.get(to)) else {
+            continue;
+        };
+        let Some(x1) = a.finished_ms.map(x) else {
+            continue;
+        };
+        let x2 = b.started_ms.map_or(x(0.0), x);
+        let (y1, y2) = (y(from) + ROW_H / 2.0, y(to) + ROW_H / 2.0);
+        let critical = critical_edges.contains(&(from, to));
+        let (class, stroke, marker, w) = if critical {
+            ("edge critical", "#1d2733", "arrow-critical", 1.8)
+        } else {
+            ("edge", "#8c96a0", "arrow", 1.0)
+        };
+        let bend = ((x2 - x1).abs() / 2.0).max(12.0);
+        let _ = writeln!(
+            out,
+            r#"<path class="{class}" d="M{x1:.2},{y1} C{:.2},{y1} {:.2},{y2} {x2:.2},{y2}" fill="none" stroke="{stroke}" stroke-width="{w}" marker-end="url(#{marker})"/>"#,
+            x1 + bend,
+            x2 - bend
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tick_step;
+
+    #[test]
+    fn ticks_are_round() {
+        assert_eq!(tick_step(120.0, 8.0), 20.0);
+        assert_eq!(tick_step(1000.0, 8.0), 200.0);
+        assert_eq!(tick_step(7.0, 8.0), 1.0);
+    }
+}
