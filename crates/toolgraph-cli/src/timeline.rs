@@ -61,6 +61,16 @@ pub fn svg(r: &ParallelExecutionResult, edges: &[(usize, usize)], critical: &[us
     let height = TOP + n as f64 * ROW_H + BOTTOM;
     let width = LABEL_W + CHART_W + 40.0;
     let on_path = |i: usize| critical.contains(&i);
+    // A call that never ran is drawn where it was decided: when its last predecessor ended.
+    let mut decided = vec![0.0f64; n];
+    for &(from, to) in edges {
+        if let (Some(end), Some(d)) = (
+            r.results.get(from).and_then(|c| c.finished_ms),
+            decided.get_mut(to),
+        ) {
+            *d = d.max(end);
+        }
+    }
     let mut critical_edges = Vec::new();
     for w in critical.windows(2) {
         critical_edges.push((w[0], w[1]));
@@ -201,7 +211,7 @@ pub fn svg(r: &ParallelExecutionResult, edges: &[(usize, usize)], critical: &[us
                 let _ = writeln!(
                     out,
                     r##"<text class="not-run" x="{}" y="{}" fill="{}" font-style="italic">{}</text>"##,
-                    x(0.0) + 4.0,
+                    x(decided[i]) + 4.0,
                     top + 16.0,
                     colour(c.status),
                     c.status.as_str()
@@ -219,7 +229,7 @@ pub fn svg(r: &ParallelExecutionResult, edges: &[(usize, usize)], critical: &[us
         let Some(x1) = a.finished_ms.map(x) else {
             continue;
         };
-        let x2 = b.started_ms.map_or(x(0.0), x);
+        let x2 = x(b.started_ms.unwrap_or(decided[to]));
         let (y1, y2) = (y(from) + ROW_H / 2.0, y(to) + ROW_H / 2.0);
         let critical = critical_edges.contains(&(from, to));
         let (class, stroke, marker, w) = if critical {
