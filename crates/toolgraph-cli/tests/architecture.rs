@@ -11,7 +11,7 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
             "toolgraph-engine",
             vec!["toolgraph-core", "toolgraph-test-support"],
         ),
-        ("toolgraph-tools", vec!["toolgraph-core"]),
+        ("toolgraph-tools", vec!["toolgraph-core", "toolgraph-engine"]),
         ("toolgraph-test-support", vec!["toolgraph-core"]),
         (
             "toolgraph-cli",

@@ -30,6 +30,13 @@ pub trait Tool: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Whether this call may be retried; by default the tool's
+    /// [`ToolTraits::idempotent`]. A tool whose safety depends on its arguments (an HTTP
+    /// `GET` is, a `POST` is not) refines it here.
+    fn is_idempotent(&self, _args: &Value) -> bool {
+        self.spec().traits.idempotent
+    }
+
     /// Runs one call. Dropping the future cancels the call; a tool with
     /// [`ToolTraits::blocking`] runs on a blocking thread and should poll
     /// [`CallContext::cancel`] instead.
@@ -38,12 +45,16 @@ pub trait Tool: Send + Sync + 'static {
 
 /// How a call touches a resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Access {
     /// Reads: readers of one resource run together.
     Read,
     /// Writes: ordered against every other access to the resource.
     Write,
+    /// Writes something *inside* the resource (a file inside a directory): ordered against
+    /// reads and writes of the resource itself, but not against other intent writes, so
+    /// writes of different files in one directory still run together.
+    IntentWrite,
 }
 
 /// One resource a call touches, e.g. `file:notes/a.txt` or `host:example.com`.
@@ -72,6 +83,14 @@ impl ResourceAccess {
         ResourceAccess {
             key: key.into(),
             access: Access::Write,
+        }
+    }
+
+    /// A write of something inside `key`.
+    pub fn intent_write(key: impl Into<String>) -> Self {
+        ResourceAccess {
+            key: key.into(),
+            access: Access::IntentWrite,
         }
     }
 }

@@ -118,9 +118,52 @@ pub struct Plan {
 }
 
 #[derive(Default)]
-struct ResourceState {
+struct UniversalState {
     last_writer: Option<u32>,
     readers: Vec<u32>,
+}
+
+/// Accesses to one resource: the current group of compatible accesses (readers, or intent
+/// writers) and what that group must follow (the previous group, or the last writer).
+#[derive(Default)]
+struct ResourceState {
+    before: Vec<u32>,
+    before_mode: Option<Access>,
+    group: Vec<u32>,
+    group_mode: Option<Access>,
+}
+
+impl ResourceState {
+    /// Records that call `pos` accesses the resource; returns the calls it must follow and
+    /// the hazard each edge stands for.
+    fn touch(&mut self, pos: u32, access: Access) -> (Vec<u32>, Hazard) {
+        if access == Access::Write {
+            let (preds, mode) = if self.group.is_empty() {
+                (std::mem::take(&mut self.before), self.before_mode)
+            } else {
+                (std::mem::take(&mut self.group), self.group_mode)
+            };
+            self.before = vec![pos];
+            self.before_mode = Some(Access::Write);
+            self.group_mode = None;
+            return (preds, hazard_between(mode, access));
+        }
+        if self.group_mode != Some(access) && !self.group.is_empty() {
+            self.before = std::mem::take(&mut self.group);
+            self.before_mode = self.group_mode;
+        }
+        self.group_mode = Some(access);
+        self.group.push(pos);
+        (self.before.clone(), hazard_between(self.before_mode, access))
+    }
+}
+
+fn hazard_between(earlier: Option<Access>, later: Access) -> Hazard {
+    match (earlier, later) {
+        (_, Access::Read) => Hazard::ReadAfterWrite,
+        (Some(Access::Read), _) => Hazard::WriteAfterRead,
+        _ => Hazard::WriteAfterWrite,
+    }
 }
 
 impl Plan {
@@ -150,7 +193,7 @@ impl Plan {
         let mut templates = Vec::with_capacity(n);
         let mut edges: Vec<Edge> = Vec::new();
         let mut incoming_stamp = vec![u32::MAX; n];
-        let mut universal = ResourceState::default();
+        let mut universal = UniversalState::default();
         let mut resources: HashMap<String, ResourceState> = HashMap::new();
         let mut call_resources = Vec::with_capacity(n);
 
@@ -302,45 +345,22 @@ impl Plan {
                         }
                         universal.readers.push(pos as u32);
                     }
-                    // One access per key; a write wins over a read of the same key.
-                    accesses.sort_by(|a, b| {
-                        a.key
-                            .cmp(&b.key)
-                            .then((b.access == Access::Write).cmp(&(a.access == Access::Write)))
+                    // One access per key; two different accesses of one key make a write.
+                    accesses.sort_by(|a, b| a.key.cmp(&b.key));
+                    accesses.dedup_by(|later, kept| {
+                        if later.key != kept.key {
+                            return false;
+                        }
+                        if later.access != kept.access {
+                            kept.access = Access::Write;
+                        }
+                        true
                     });
-                    accesses.dedup_by(|a, b| a.key == b.key);
                     for access in &accesses {
                         let state = resources.entry(access.key.clone()).or_default();
-                        match access.access {
-                            Access::Read => {
-                                if let Some(w) = state.last_writer {
-                                    add_edge(
-                                        &mut edges,
-                                        w as usize,
-                                        hazard(&access.key, Hazard::ReadAfterWrite),
-                                    );
-                                }
-                                state.readers.push(pos as u32);
-                            }
-                            Access::Write => {
-                                if state.readers.is_empty() {
-                                    if let Some(w) = state.last_writer {
-                                        add_edge(
-                                            &mut edges,
-                                            w as usize,
-                                            hazard(&access.key, Hazard::WriteAfterWrite),
-                                        );
-                                    }
-                                }
-                                for r in state.readers.drain(..) {
-                                    add_edge(
-                                        &mut edges,
-                                        r as usize,
-                                        hazard(&access.key, Hazard::WriteAfterRead),
-                                    );
-                                }
-                                state.last_writer = Some(pos as u32);
-                            }
+                        let (preds, kind) = state.touch(pos as u32, access.access);
+                        for p in preds {
+                            add_edge(&mut edges, p as usize, hazard(&access.key, kind));
                         }
                     }
                     touched = accesses.into_iter().map(|a| a.key).collect();

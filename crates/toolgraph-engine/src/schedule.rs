@@ -475,7 +475,7 @@ impl<'a> Scheduler<'a> {
             .or(spec.traits.timeout_ms)
             .or((config.default_timeout_ms > 0).then_some(config.default_timeout_ms));
         let mut retry = config.retry;
-        if !spec.traits.idempotent {
+        if !entry.tool.is_idempotent(&args) {
             retry.max_attempts = 1;
         }
         let job = CallJob {

@@ -310,3 +310,38 @@ fn large_batches_plan_with_linear_edge_counts() {
     );
     let _ = Arc::new(plan);
 }
+
+#[test]
+fn intent_writes_run_together_but_order_against_reads_and_writes_of_the_container() {
+    use toolgraph_core::{FnTool, ResourceAccess};
+    let mut tools = ToolSet::new();
+    let touch = FnTool::new(ToolSpec::new("touch"), |_, _| async { Ok(serde_json::Value::Null) }).with_resources(|args| {
+        let key = |k: &str| args[k].as_array().into_iter().flatten().filter_map(|v| v.as_str()).map(str::to_owned).collect::<Vec<_>>();
+        let mut out: Vec<ResourceAccess> = key("reads").into_iter().map(ResourceAccess::read).collect();
+        out.extend(key("inside").into_iter().map(ResourceAccess::intent_write));
+        out.extend(key("writes").into_iter().map(ResourceAccess::write));
+        out
+    });
+    tools.register(touch).expect("touch");
+    let ex = ParallelExecutor::new(tools, ParallelExecutorConfig::default()).expect("config");
+    let t = |id: &str, args| ToolCall::new(id, "touch", args);
+    let plan = ex
+        .plan(vec![
+            t("list1", json!({"reads": ["dir:a"]})),
+            t("put_x", json!({"inside": ["dir:a"]})),
+            t("put_y", json!({"inside": ["dir:a"]})),
+            t("list2", json!({"reads": ["dir:a"]})),
+            t("both", json!({"reads": ["dir:a"], "inside": ["dir:a"]})),
+        ])
+        .expect("valid");
+    assert_eq!(
+        edges(&plan),
+        [
+            edge("list1", "put_x", "write-after-read on dir:a"),
+            edge("list1", "put_y", "write-after-read on dir:a"),
+            edge("put_x", "list2", "read-after-write on dir:a"),
+            edge("put_y", "list2", "read-after-write on dir:a"),
+            edge("list2", "both", "write-after-read on dir:a"),
+        ]
+    );
+}

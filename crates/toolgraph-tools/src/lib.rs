@@ -3,6 +3,10 @@
 //! Each declares a JSON schema and honest scheduling traits: `sleep` and `echo` are
 //! idempotent, `fail` is not, `burn` is CPU-bound (blocking pool, one CPU unit).
 
+pub mod fs;
+pub mod http;
+pub mod shell;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
