@@ -1,15 +1,20 @@
-//! Reading a batch from a file or standard input, and the executor flags shared by
-//! `run` and `plan`.
+//! Reading a batch from a file or standard input, and the configuration every command
+//! shares: `toolgraph.toml` (or `--config`), then `TOOLGRAPH_*` variables, then flags.
 
 use std::io::Read;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use toolgraph_core::{InputError, ParallelExecutorConfig, ToolCall, parse_tool_calls_str};
+use toolgraph::Config;
+use toolgraph_core::{InputError, ToolCall, parse_tool_calls_str};
 
-/// Limits and modes, as flags.
+/// Configuration flags; each wins over the file and the environment.
 #[derive(Args, Clone, Debug, Default)]
 pub struct ExecutorFlags {
+    /// Configuration file (default: ./toolgraph.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Calls running at once, at most.
     #[arg(long, value_name = "N")]
     pub max_parallel: Option<usize>,
@@ -25,14 +30,18 @@ pub struct ExecutorFlags {
     /// Cancel the rest of the batch at the first failure.
     #[arg(long)]
     pub fail_fast: bool,
+    /// The directory the file tools are confined to.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
 }
 
 impl ExecutorFlags {
-    /// The configuration these flags describe, on top of the defaults.
-    pub fn config(&self) -> Result<ParallelExecutorConfig> {
-        let mut config = ParallelExecutorConfig::default();
+    /// The configuration: file, then environment, then these flags.
+    pub fn config(&self) -> Result<Config> {
+        let (mut config, _) = Config::load(self.config.as_deref(), std::env::vars())?;
+        let executor = &mut config.executor;
         if let Some(n) = self.max_parallel {
-            config.max_parallel_calls = n;
+            executor.max_parallel_calls = n;
         }
         for spec in &self.tool_limits {
             let Some((name, n)) = spec.split_once('=') else {
@@ -42,17 +51,29 @@ impl ExecutorFlags {
                 .trim()
                 .parse()
                 .with_context(|| format!("--tool-limit {spec:?}: {n:?} is not a number"))?;
-            config
+            executor
                 .per_tool_parallel_limits
                 .insert(name.trim().to_owned(), n);
         }
         if let Some(ms) = self.timeout_ms {
-            config.default_timeout_ms = ms;
+            executor.default_timeout_ms = ms;
         }
-        config.enable_parallel = !self.sequential;
-        config.fail_fast = self.fail_fast;
-        config.validate()?;
+        if self.sequential {
+            executor.enable_parallel = false;
+        }
+        if self.fail_fast {
+            executor.fail_fast = true;
+        }
+        if let Some(root) = &self.root {
+            config.files.root = root.clone();
+        }
+        executor.validate()?;
         Ok(config)
+    }
+
+    /// The executor for these flags, with every configured tool.
+    pub fn executor(&self) -> Result<toolgraph::ParallelExecutor> {
+        Ok(toolgraph::build_executor(&self.config()?)?)
     }
 }
 

@@ -7,6 +7,7 @@
 mod bench;
 mod input;
 mod plan_cmd;
+mod progress;
 mod render;
 mod run_cmd;
 mod timeline;

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use toolgraph_engine::{DependencyGraph, ParallelExecutor};
+use toolgraph_engine::DependencyGraph;
 
 use crate::Outcome;
 use crate::input::{ExecutorFlags, parse_or_report, read_source, report_rejection};
@@ -37,7 +37,7 @@ pub fn run(args: PlanArgs) -> Result<Outcome> {
     let Some(calls) = parse_or_report(&text) else {
         return Ok(Outcome::Rejected);
     };
-    let executor = ParallelExecutor::new(toolgraph_tools::builtins(), args.flags.config()?)?;
+    let executor = args.flags.executor()?;
     let graph = match executor.build_dependency_graph(&calls) {
         Ok(g) => g,
         Err(e) => {

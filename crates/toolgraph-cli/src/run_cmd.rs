@@ -1,11 +1,13 @@
-//! `toolgraph run`: execute a batch with the built-in tools and print the result.
+//! `toolgraph run`: execute a batch with the configured tools and print the result.
+
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use toolgraph_engine::ParallelExecutor;
 
 use crate::Outcome;
 use crate::input::{ExecutorFlags, parse_or_report, read_source, report_rejection};
+use crate::progress::Progress;
 use crate::{render, timeline};
 
 #[derive(Args)]
@@ -15,9 +17,12 @@ pub struct RunArgs {
     /// Print the whole result object as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Draw the execution as an SVG Gantt chart into this file.
+    /// Draw the execution as a Gantt chart into this file (`.svg`, or `.html` for a page).
     #[arg(long, value_name = "FILE.svg")]
     pub timeline: Option<std::path::PathBuf>,
+    /// No progress display.
+    #[arg(long, short)]
+    pub quiet: bool,
     #[command(flatten)]
     pub flags: ExecutorFlags,
 }
@@ -27,7 +32,11 @@ pub async fn run(args: RunArgs) -> Result<Outcome> {
     let Some(calls) = parse_or_report(&text) else {
         return Ok(Outcome::Rejected);
     };
-    let executor = ParallelExecutor::new(toolgraph_tools::builtins(), args.flags.config()?)?;
+    let mut executor = args.flags.executor()?;
+    let progress = (!args.quiet).then(|| Arc::new(Progress::new(&calls)));
+    if let Some(p) = &progress {
+        executor = executor.with_sink(p.clone());
+    }
     // The picture needs the graph; plan once more only when one is asked for.
     let plan = if args.timeline.is_some() {
         executor.plan(calls.clone()).ok()
@@ -41,6 +50,9 @@ pub async fn run(args: RunArgs) -> Result<Outcome> {
             return Ok(Outcome::Rejected);
         }
     };
+    if let Some(p) = &progress {
+        p.finish();
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
@@ -49,8 +61,12 @@ pub async fn run(args: RunArgs) -> Result<Outcome> {
     if let (Some(path), Some(plan)) = (&args.timeline, &plan) {
         let edges: Vec<(usize, usize)> = plan.edges().iter().map(|e| (e.from, e.to)).collect();
         let critical = plan.critical_path_calls(|i| result.results[i].duration_ms);
-        std::fs::write(path, timeline::svg(&result, &edges, &critical))
-            .with_context(|| format!("writing {}", path.display()))?;
+        let svg = timeline::svg(&result, &edges, &critical);
+        let html = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("html"));
+        let body = if html { timeline::html_page(&svg) } else { svg };
+        std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?;
         if !args.json {
             println!("timeline: {}", path.display());
         }

@@ -249,6 +249,13 @@ pub fn svg(r: &ParallelExecutionResult, edges: &[(usize, usize)], critical: &[us
     out
 }
 
+/// The timeline inside a minimal HTML page (hover a bar for its figures).
+pub fn html_page(svg: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>toolgraph timeline</title>\n<style>body{{margin:24px;font-family:Helvetica,Arial,sans-serif;background:#fff}} svg{{max-width:100%;height:auto}}</style></head>\n<body>\n{svg}</body></html>\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::tick_step;

@@ -12,10 +12,12 @@ pub struct ToolsArgs {
     /// Print the tools as JSON (name, description, parameters, traits).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub flags: crate::input::ExecutorFlags,
 }
 
 pub fn run(args: ToolsArgs) -> Result<Outcome> {
-    let tools = toolgraph_tools::builtins();
+    let tools = toolgraph::build_tools(&args.flags.config()?)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&as_json(&tools))?);
     } else {

@@ -1,21 +1,40 @@
 //! ARCHITECTURE.md's dependency rules, checked: each crate may depend only on the
-//! toolgraph crates listed for it.
+//! toolgraph crates listed for it (dev-dependencies listed apart).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
+/// crate → (allowed dependencies, allowed dev-dependencies)
+fn allowed() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static str>)> {
     BTreeMap::from([
-        ("toolgraph-core", vec![]),
+        ("toolgraph-core", (vec![], vec![])),
         (
             "toolgraph-engine",
-            vec!["toolgraph-core", "toolgraph-test-support"],
+            (vec!["toolgraph-core"], vec!["toolgraph-test-support"]),
         ),
-        ("toolgraph-tools", vec!["toolgraph-core", "toolgraph-engine"]),
-        ("toolgraph-test-support", vec!["toolgraph-core"]),
+        (
+            "toolgraph-tools",
+            (vec!["toolgraph-core"], vec!["toolgraph-engine"]),
+        ),
+        ("toolgraph-test-support", (vec!["toolgraph-core"], vec![])),
+        (
+            "toolgraph",
+            (
+                vec!["toolgraph-core", "toolgraph-engine", "toolgraph-tools"],
+                vec![],
+            ),
+        ),
         (
             "toolgraph-cli",
-            vec!["toolgraph-core", "toolgraph-engine", "toolgraph-tools"],
+            (
+                vec![
+                    "toolgraph",
+                    "toolgraph-core",
+                    "toolgraph-engine",
+                    "toolgraph-tools",
+                ],
+                vec![],
+            ),
         ),
     ])
 }
@@ -35,13 +54,28 @@ fn crates_depend_only_on_what_the_architecture_allows() {
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_owned();
-        let Some(permitted) = rules.get(name.as_str()) else {
+        let Some((deps, dev_deps)) = rules.get(name.as_str()) else {
             panic!("crate {name} is not in ARCHITECTURE.md's dependency rules (and this test)");
         };
+        let mut section = String::new();
         for line in manifest.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                section = line.to_owned();
+                continue;
+            }
             let dep = line.split(['=', '.', ' ']).next().unwrap_or_default();
-            if dep.starts_with("toolgraph-") && dep != name {
-                assert!(permitted.contains(&dep), "{name} may not depend on {dep}");
+            let ours = dep == "toolgraph" || dep.starts_with("toolgraph-");
+            if !ours || dep == name {
+                continue;
+            }
+            match section.as_str() {
+                "[dependencies]" => assert!(deps.contains(&dep), "{name} may not depend on {dep}"),
+                "[dev-dependencies]" => assert!(
+                    deps.contains(&dep) || dev_deps.contains(&dep),
+                    "{name} may not dev-depend on {dep}"
+                ),
+                _ => {}
             }
         }
         seen.push(name);

@@ -298,7 +298,20 @@ fn tools_lists_every_builtin_with_schema_and_traits() {
         .as_array()
         .map(|t| t.iter().filter_map(|x| x["name"].as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(names, ["sleep", "echo", "fail", "burn"]);
+    assert_eq!(
+        names,
+        [
+            "sleep",
+            "echo",
+            "fail",
+            "burn",
+            "file_read",
+            "file_write",
+            "list_dir",
+            "file_search",
+            "http_fetch"
+        ]
+    );
     assert_eq!(
         tools[0]["parameters"]["required"],
         serde_json::json!(["ms"])
@@ -352,4 +365,169 @@ fn timeline_draws_rows_arrows_the_critical_path_and_an_axis() {
         "error and timeout colours"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn write_config(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("toolgraph.toml");
+    std::fs::write(&path, text).expect("write config");
+    let p = path.to_string_lossy().into_owned();
+    (dir, p)
+}
+
+fn toolgraph_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolgraph"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("toolgraph runs")
+}
+
+#[test]
+fn configuration_precedence_is_file_then_environment_then_flags() {
+    let (_dir, config) = write_config("[executor]\nmax_parallel_calls = 2\n");
+    let limit = |out: Output| json(&out)["metadata"]["max_parallel_calls"].as_u64();
+    let turn = example("turn.json");
+    let base = [
+        "run",
+        "--json",
+        "--quiet",
+        "--config",
+        config.as_str(),
+        turn.as_str(),
+    ];
+    assert_eq!(limit(toolgraph_env(&base, &[])), Some(2));
+    assert_eq!(
+        limit(toolgraph_env(
+            &base,
+            &[("TOOLGRAPH_MAX_PARALLEL_CALLS", "3")]
+        )),
+        Some(3)
+    );
+    let mut with_flag = base.to_vec();
+    with_flag.extend(["--max-parallel", "4"]);
+    assert_eq!(
+        limit(toolgraph_env(
+            &with_flag,
+            &[("TOOLGRAPH_MAX_PARALLEL_CALLS", "3")]
+        )),
+        Some(4)
+    );
+}
+
+#[test]
+fn unknown_configuration_keys_stop_the_run_and_are_named() {
+    let (_dir, config) =
+        write_config("[executor]\nmax_parallel_calls = 2\nenable_paralel = false\n");
+    let out = toolgraph(&["run", "--config", &config, &example("turn.json")]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("enable_paralel"), "{stderr}");
+    let out = toolgraph_env(
+        &["run", &example("turn.json")],
+        &[("TOOLGRAPH_MAX_PARALEL", "1")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("TOOLGRAPH_MAX_PARALEL names no configuration field"));
+}
+
+#[test]
+fn shell_is_not_available_unless_configured() {
+    let batch =
+        r#"[{"id": "s", "function": {"name": "shell", "arguments": "{\"command\": \"ls\"}"}}]"#;
+    let out = toolgraph_stdin(&["run", "-"], batch);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("call s: unknown tool \"shell\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let (_dir, config) = write_config("[shell]\nenabled = true\nallow = [\"ls\"]\n");
+    let out = toolgraph_stdin(
+        &["run", "--json", "--quiet", "--config", &config, "-"],
+        batch,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn the_research_example_reads_searches_and_writes_a_summary_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workspace = dir.path().join("workspace");
+    std::fs::create_dir_all(workspace.join("notes")).expect("mkdir");
+    let notes = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/workspace/notes");
+    for name in ["architecture.md", "incidents.md", "roadmap.md"] {
+        std::fs::copy(notes.join(name), workspace.join("notes").join(name)).expect("copy note");
+    }
+    let root = workspace.to_string_lossy().into_owned();
+    let out = toolgraph(&[
+        "run",
+        "--json",
+        "--quiet",
+        "--config",
+        &example("toolgraph.toml"),
+        "--root",
+        &root,
+        &example("research.json"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r = json(&out);
+    let summary =
+        std::fs::read_to_string(workspace.join("out/summary.md")).expect("summary written");
+    assert!(
+        summary
+            .starts_with("# Weekly summary\n\nFiles: architecture.md, incidents.md, roadmap.md\n"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("TODO: make shell exclusive by default"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("API check took 150 ms, weather 110 ms, index built in 80 ms"),
+        "{summary}"
+    );
+    let check = &r["results"][9]["output"]["content"];
+    assert!(
+        check
+            .as_str()
+            .is_some_and(|c| c.starts_with("# Weekly summary")),
+        "the read ran after the write: {check}"
+    );
+    assert_eq!(r["results"][9]["level"], 2);
+}
+
+#[test]
+fn progress_goes_to_stderr_as_lines_when_not_a_terminal_and_quiet_silences_it() {
+    let out = toolgraph(&["run", &example("turn.json")]);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains(" ok ")).count(),
+        6,
+        "{stderr}"
+    );
+    assert!(stderr.contains("weather_paris (sleep)"), "{stderr}");
+    let quiet = toolgraph(&["run", "--quiet", &example("turn.json")]);
+    assert!(text(&quiet.stderr).is_empty(), "{}", text(&quiet.stderr));
+}
+
+#[test]
+fn an_html_timeline_wraps_the_picture_in_a_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t.html");
+    let out = toolgraph(&[
+        "run",
+        "--quiet",
+        "--timeline",
+        path.to_str().expect("utf-8"),
+        &example("turn.json"),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let page = std::fs::read_to_string(&path).expect("written");
+    assert!(
+        page.starts_with("<!doctype html>")
+            && page.contains("<svg")
+            && page.contains("weather_paris")
+    );
 }

@@ -29,4 +29,4 @@ pub use tool::{
     Access, CallContext, CancelFlag, FnTool, ResourceAccess, ResourceCost, Tool, ToolError,
     ToolFuture, ToolSpec, ToolTraits,
 };
-pub use toolset::{ToolSet, ToolSetError};
+pub use toolset::{ToolOverride, ToolSet, ToolSetError};

@@ -20,6 +20,9 @@ pub enum ToolSetError {
     /// The name is empty.
     #[error("a tool needs a non-empty name")]
     EmptyName,
+    /// No tool has that name.
+    #[error("no tool named \"{0}\" (an override names it)")]
+    Unknown(String),
     /// The parameter schema does not compile.
     #[error("tool \"{name}\": invalid parameter schema: {message}")]
     InvalidSchema {
@@ -115,6 +118,48 @@ impl ToolSet {
         self.register(FnTool::new(ToolSpec::new(name), f))
     }
 
+    /// Replaces what tool `name` declares about itself with the operator's settings, which
+    /// always win over the tool's own.
+    pub fn apply_override(
+        &mut self,
+        name: &str,
+        settings: &ToolOverride,
+    ) -> Result<(), ToolSetError> {
+        let index = self
+            .index_of(name)
+            .ok_or_else(|| ToolSetError::Unknown(name.to_owned()))?;
+        let entry = &mut self.entries[index];
+        let mut spec = entry.tool.spec().clone();
+        let t = &mut spec.traits;
+        if let Some(v) = settings.parallel_safe {
+            t.parallel_safe = v;
+        }
+        if let Some(v) = settings.max_concurrency {
+            t.max_concurrency = Some(v);
+        }
+        if let Some(v) = settings.idempotent {
+            t.idempotent = v;
+        }
+        if let Some(v) = settings.blocking {
+            t.blocking = v;
+        }
+        if let Some(v) = settings.timeout_ms {
+            t.timeout_ms = Some(v);
+        }
+        if let Some(v) = settings.cpu {
+            t.cost.cpu = v;
+        }
+        if let Some(v) = settings.memory_mb {
+            t.cost.memory_mb = v;
+        }
+        entry.tool = Arc::new(Overridden {
+            inner: entry.tool.clone(),
+            spec,
+            idempotent: settings.idempotent,
+        });
+        Ok(())
+    }
+
     /// The tool's position, by name.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).copied()
@@ -154,6 +199,52 @@ impl ToolSet {
     }
 }
 
+/// An operator's settings for one tool; each set field wins over what the tool declares.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolOverride {
+    /// False makes the tool exclusive (runs alone); true lets it run beside others.
+    pub parallel_safe: Option<bool>,
+    /// Calls of this tool at once, at most.
+    pub max_concurrency: Option<usize>,
+    /// Whether calls may be retried (for every call, whatever its arguments).
+    pub idempotent: Option<bool>,
+    /// Run on the blocking pool.
+    pub blocking: Option<bool>,
+    /// The tool's default timeout.
+    pub timeout_ms: Option<u64>,
+    /// CPU units one call costs.
+    pub cpu: Option<f64>,
+    /// Memory (MiB) one call costs.
+    pub memory_mb: Option<u64>,
+}
+
+/// A tool seen through an operator's overrides.
+struct Overridden {
+    inner: Arc<dyn Tool>,
+    spec: ToolSpec,
+    idempotent: Option<bool>,
+}
+
+impl Tool for Overridden {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn resources(&self, args: &Value) -> Vec<crate::tool::ResourceAccess> {
+        self.inner.resources(args)
+    }
+
+    fn is_idempotent(&self, args: &Value) -> bool {
+        self.idempotent
+            .unwrap_or_else(|| self.inner.is_idempotent(args))
+    }
+
+    fn call<'a>(&'a self, args: Value, ctx: CallContext) -> crate::tool::ToolFuture<'a> {
+        self.inner.call(args, ctx)
+    }
+}
+
 /// True for schemas that accept any object (nothing to check beyond "is an object").
 fn accepts_any_object(schema: &Value) -> bool {
     let Some(obj) = schema.as_object() else {
@@ -189,6 +280,30 @@ mod tests {
             set.register(bad),
             Err(ToolSetError::InvalidSchema { .. })
         ));
+    }
+
+    #[test]
+    fn operator_overrides_win_and_unknown_names_are_refused() {
+        let mut set = ToolSet::new();
+        let spec = ToolSpec::new("t").idempotent().max_concurrency(8);
+        set.register(FnTool::new(spec, |_, _| async { Ok(Value::Null) }))
+            .expect("ok");
+        let settings = ToolOverride {
+            parallel_safe: Some(false),
+            idempotent: Some(false),
+            max_concurrency: Some(2),
+            ..Default::default()
+        };
+        set.apply_override("t", &settings).expect("known tool");
+        let entry = set.get("t").expect("still registered");
+        let traits = &entry.tool.spec().traits;
+        assert!(!traits.parallel_safe && !traits.idempotent);
+        assert_eq!(traits.max_concurrency, Some(2));
+        assert!(!entry.tool.is_idempotent(&json!({})));
+        assert_eq!(
+            set.apply_override("ghost", &settings),
+            Err(ToolSetError::Unknown("ghost".into()))
+        );
     }
 
     #[test]

@@ -154,7 +154,10 @@ impl ResourceState {
         }
         self.group_mode = Some(access);
         self.group.push(pos);
-        (self.before.clone(), hazard_between(self.before_mode, access))
+        (
+            self.before.clone(),
+            hazard_between(self.before_mode, access),
+        )
     }
 }
 

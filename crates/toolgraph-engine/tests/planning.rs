@@ -315,9 +315,21 @@ fn large_batches_plan_with_linear_edge_counts() {
 fn intent_writes_run_together_but_order_against_reads_and_writes_of_the_container() {
     use toolgraph_core::{FnTool, ResourceAccess};
     let mut tools = ToolSet::new();
-    let touch = FnTool::new(ToolSpec::new("touch"), |_, _| async { Ok(serde_json::Value::Null) }).with_resources(|args| {
-        let key = |k: &str| args[k].as_array().into_iter().flatten().filter_map(|v| v.as_str()).map(str::to_owned).collect::<Vec<_>>();
-        let mut out: Vec<ResourceAccess> = key("reads").into_iter().map(ResourceAccess::read).collect();
+    let touch = FnTool::new(ToolSpec::new("touch"), |_, _| async {
+        Ok(serde_json::Value::Null)
+    })
+    .with_resources(|args| {
+        let key = |k: &str| {
+            args[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let mut out: Vec<ResourceAccess> =
+            key("reads").into_iter().map(ResourceAccess::read).collect();
         out.extend(key("inside").into_iter().map(ResourceAccess::intent_write));
         out.extend(key("writes").into_iter().map(ResourceAccess::write));
         out
