@@ -33,6 +33,30 @@ pub struct BenchArgs {
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Write the sleep-based benchmark DAGs as batches into this directory and stop.
+    #[arg(long, value_name = "DIR")]
+    pub write_workloads: Option<std::path::PathBuf>,
+}
+
+/// The sleep-based DAGs the benchmark runs, by file name.
+fn sleep_dags() -> Vec<(&'static str, &'static str, Vec<ToolCall>)> {
+    vec![
+        (
+            "skewed-layers.json",
+            "skewed layered DAG (8 pairs, 100/1 ms)",
+            workload::skewed_layers(8, 100, 1),
+        ),
+        (
+            "random-dag.json",
+            "random DAG (300 calls, ≤3 deps, 1–20 ms)",
+            workload::random_dag(300, 3, 1..=20, 7),
+        ),
+        (
+            "fan-out.json",
+            "fan-out (200 × sleep 50 ms)",
+            workload::fan_out(200, "sleep", json!({"ms": 50})),
+        ),
+    ]
 }
 
 #[derive(Serialize)]
@@ -74,6 +98,15 @@ async fn time_execution(
 }
 
 pub async fn run(args: BenchArgs) -> Result<Outcome> {
+    if let Some(dir) = &args.write_workloads {
+        std::fs::create_dir_all(dir)?;
+        for (file, name, calls) in sleep_dags() {
+            let path = dir.join(file);
+            std::fs::write(&path, serde_json::to_string_pretty(&calls)? + "\n")?;
+            println!("{}: {name}, {} calls", path.display(), calls.len());
+        }
+        return Ok(Outcome::Success);
+    }
     let runs = args.runs.max(1);
     let mut figures = Vec::new();
     let mut say = |f: Figure| {
@@ -173,21 +206,8 @@ pub async fn run(args: BenchArgs) -> Result<Outcome> {
         max_parallel_calls: 4096,
         ..Default::default()
     })?;
-    let dags: Vec<(&str, Vec<ToolCall>)> = vec![
-        (
-            "skewed layered DAG (8 pairs, 100/1 ms)",
-            workload::skewed_layers(8, 100, 1),
-        ),
-        (
-            "random DAG (300 calls, ≤3 deps, 1–20 ms)",
-            workload::random_dag(300, 3, 1..=20, 7),
-        ),
-        (
-            "fan-out (200 × sleep 50 ms)",
-            workload::fan_out(200, "sleep", json!({"ms": 50})),
-        ),
-    ];
-    for (name, calls) in dags {
+    let dags = sleep_dags();
+    for (_, name, calls) in dags {
         let mut gaps = Vec::new();
         let mut last = None;
         for _ in 0..runs.min(3) {

@@ -531,3 +531,57 @@ fn an_html_timeline_wraps_the_picture_in_a_page() {
             && page.contains("weather_paris")
     );
 }
+
+#[test]
+fn operator_overrides_in_the_config_file_win_over_a_tools_own_traits() {
+    let batch = r#"[
+        {"id": "a", "function": {"name": "sleep", "arguments": "{\"ms\": 20}"}},
+        {"id": "b", "function": {"name": "sleep", "arguments": "{\"ms\": 20}"}},
+        {"id": "c", "function": {"name": "sleep", "arguments": "{\"ms\": 20}"}}
+    ]"#;
+    let (_dir, config) = write_config("[tools.sleep]\nparallel_safe = false\n");
+    let r = json(&toolgraph_stdin(
+        &["run", "--json", "--quiet", "--config", &config, "-"],
+        batch,
+    ));
+    assert_eq!(
+        r["metadata"]["peak_in_flight"], 1,
+        "an exclusive tool runs alone"
+    );
+    assert_eq!(r["metadata"]["edges"], 2, "ordered as emitted");
+    let listing = text(&toolgraph(&["tools", "--config", &config]).stdout);
+    assert!(
+        listing.contains("sleep  [exclusive, idempotent"),
+        "{listing}"
+    );
+
+    let (_dir, bad) = write_config("[tools.nosuchtool]\nmax_concurrency = 1\n");
+    let out = toolgraph_stdin(&["run", "--config", &bad, "-"], batch);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("[tools.nosuchtool]: no tool named \"nosuchtool\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_benchmark_dags_are_written_as_runnable_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = toolgraph(&[
+        "bench",
+        "--write-workloads",
+        dir.path().to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let written = std::fs::read_to_string(dir.path().join("skewed-layers.json")).expect("written");
+    let shipped =
+        std::fs::read_to_string(example("dags/skewed-layers.json")).expect("examples/dags");
+    assert_eq!(written, shipped, "examples/dags is what the benchmark runs");
+    let plan = json(&toolgraph(&[
+        "plan",
+        "--json",
+        &example("dags/skewed-layers.json"),
+    ]));
+    assert_eq!(plan["levels"].as_array().map(Vec::len), Some(2));
+}
