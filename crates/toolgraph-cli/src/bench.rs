@@ -15,7 +15,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::{Value, json};
 use toolgraph_core::{ParallelExecutorConfig, ToolCall, ToolSet};
-use toolgraph_engine::{ParallelExecutor, workload};
+use toolgraph_engine::{ParallelExecutor, RunOptions, workload};
 
 use crate::Outcome;
 
@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also measure recording into these stores (`sqlite://…`, `postgres://…`; repeatable).
+    /// Default: a SQLite file in a temporary directory.
+    #[arg(long = "record-into", value_name = "URL")]
+    pub record_into: Vec<String>,
     /// Write the sleep-based benchmark DAGs as batches into this directory and stop.
     #[arg(long, value_name = "DIR")]
     pub write_workloads: Option<std::path::PathBuf>,
@@ -68,6 +72,71 @@ struct Figure {
     note: String,
 }
 
+/// Throughput of `n` no-op calls with a recorder attached, against the same without.
+async fn recording(url: &str, n: usize, runs: usize) -> Result<Vec<Figure>> {
+    let store = toolgraph_store::Store::open(url).await?;
+    let backend = match store.backend() {
+        toolgraph_store::Backend::Sqlite => "SQLite",
+        toolgraph_store::Backend::Postgres => "PostgreSQL",
+    };
+    let ex = executor(ParallelExecutorConfig {
+        max_parallel_calls: 1024,
+        ..Default::default()
+    })?;
+    let plan = ex
+        .plan(workload::fan_out(n, "noop", json!({})))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (mut bare, mut hot, mut whole) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let start = Instant::now();
+        ex.execute_plan_with(&plan, RunOptions::default()).await;
+        bare.push(start.elapsed().as_secs_f64());
+
+        let start = Instant::now();
+        let id = store.begin_execution(&plan, &ex.config(), None).await?;
+        let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
+        let run_start = Instant::now();
+        let r = ex
+            .execute_plan_with(
+                &plan,
+                RunOptions {
+                    sink: Some(&recorder),
+                    ..Default::default()
+                },
+            )
+            .await;
+        hot.push(run_start.elapsed().as_secs_f64());
+        recorder.close().await?;
+        store.finish_execution(&id).await?;
+        whole.push(start.elapsed().as_secs_f64());
+        anyhow::ensure!(r.success, "recorded run failed");
+    }
+    let (bare, hot, whole) = (median(bare), median(hot), median(whole));
+    Ok(vec![
+        Figure {
+            name: format!("recording into {backend}, {n} no-op calls: throughput kept"),
+            value: 100.0 * bare / hot,
+            unit: "%",
+            target: Some("≥ 80 %".into()),
+            note: format!(
+                "execution {:.1} ms recorded vs {:.1} ms bare",
+                hot * 1e3,
+                bare * 1e3
+            ),
+        },
+        Figure {
+            name: format!("recording into {backend}, {n} calls: durable end to end"),
+            value: n as f64 / whole,
+            unit: "c/s",
+            target: None,
+            note: format!(
+                "{:.1} ms from first row to last commit, pre-run rows and figures included",
+                whole * 1e3
+            ),
+        },
+    ])
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs.get(xs.len() / 2).copied().unwrap_or(0.0)
@@ -76,7 +145,11 @@ fn median(mut xs: Vec<f64>) -> f64 {
 fn tools() -> ToolSet {
     let mut set = toolgraph_tools::builtins();
     // A no-op tool: what remains is the engine's own cost.
-    let _ = set.register_fn("noop", |_, _| async { Ok(Value::Null) });
+    let noop = toolgraph_core::FnTool::new(
+        toolgraph_core::ToolSpec::new("noop").idempotent(),
+        |_, _| async { Ok(Value::Null) },
+    );
+    let _ = set.register(noop);
     set
 }
 
@@ -258,6 +331,23 @@ pub async fn run(args: BenchArgs) -> Result<Outcome> {
             barrier_ms, ours.total_time_ms
         ),
     });
+
+    // 6. Recording: the same no-op calls with a recorder attached.
+    let temp = std::env::temp_dir().join(format!("toolgraph-bench-{}.db", std::process::id()));
+    let urls = if args.record_into.is_empty() {
+        vec![format!("sqlite://{}", temp.display())]
+    } else {
+        args.record_into.clone()
+    };
+    let m = n.min(10_000);
+    for url in &urls {
+        for f in recording(url, m, runs).await? {
+            say(f);
+        }
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", temp.display()));
+    }
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&figures)?);

@@ -33,6 +33,12 @@ pub struct ExecutorFlags {
     /// The directory the file tools are confined to.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Where executions are recorded (`sqlite://FILE` or `postgres://…`).
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
+    /// Do not record this execution.
+    #[arg(long)]
+    pub no_record: bool,
 }
 
 impl ExecutorFlags {
@@ -67,6 +73,12 @@ impl ExecutorFlags {
         if let Some(root) = &self.root {
             config.files.root = root.clone();
         }
+        if let Some(db) = &self.db {
+            config.store.url = db.clone();
+        }
+        if self.no_record {
+            config.store.record = false;
+        }
         executor.validate()?;
         Ok(config)
     }
@@ -74,6 +86,45 @@ impl ExecutorFlags {
     /// The executor for these flags, with every configured tool.
     pub fn executor(&self) -> Result<toolgraph::ParallelExecutor> {
         Ok(toolgraph::build_executor(&self.config()?)?)
+    }
+
+    /// The store named by the configuration.
+    pub async fn store(&self) -> Result<toolgraph_store::Store> {
+        let config = self.config()?;
+        open_store(&config.store.url).await
+    }
+}
+
+/// Opens the store at `url`, saying which one on failure.
+pub async fn open_store(url: &str) -> Result<toolgraph_store::Store> {
+    toolgraph_store::Store::open(url)
+        .await
+        .with_context(|| format!("opening the store {url}"))
+}
+
+/// Flags of the commands that only read the store.
+#[derive(Args, Clone, Debug, Default)]
+pub struct StoreFlags {
+    /// Configuration file (default: ./toolgraph.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The store (`sqlite://FILE` or `postgres://…`).
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl StoreFlags {
+    /// The store these flags name.
+    pub async fn store(&self) -> Result<toolgraph_store::Store> {
+        let flags = ExecutorFlags {
+            config: self.config.clone(),
+            db: self.db.clone(),
+            ..ExecutorFlags::default()
+        };
+        flags.store().await
     }
 }
 

@@ -5,10 +5,12 @@
 //! rejected and nothing ran). It is the only crate that prints.
 
 mod bench;
+mod history_cmd;
 mod input;
 mod plan_cmd;
 mod progress;
 mod render;
+mod resume_cmd;
 mod run_cmd;
 mod timeline;
 mod tools_cmd;
@@ -31,6 +33,16 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Show the dependency graph of a batch without running it.
     Plan(plan_cmd::PlanArgs),
+    /// Finish an execution a crash interrupted, without re-running what had finished.
+    Resume(resume_cmd::ResumeArgs),
+    /// Recorded executions, newest first.
+    History(history_cmd::HistoryArgs),
+    /// One recorded execution, with its results (and its timeline picture).
+    Show(history_cmd::ShowArgs),
+    /// Statistics over recorded executions: speedup, efficiency, success, per-tool latency.
+    Stats(history_cmd::StatsArgs),
+    /// Delete recorded executions older than a duration.
+    Prune(history_cmd::PruneArgs),
     /// List the registered tools with their schemas and scheduling traits.
     Tools(tools_cmd::ToolsArgs),
     /// Measure the engine: per-call and per-edge overhead, makespan against the critical path.
@@ -55,6 +67,11 @@ async fn main() -> ExitCode {
         Command::Plan(args) => plan_cmd::run(args),
         Command::Bench(args) => bench::run(args).await,
         Command::Tools(args) => tools_cmd::run(args),
+        Command::Resume(args) => resume_cmd::run(args).await,
+        Command::History(args) => history_cmd::history(args).await,
+        Command::Show(args) => history_cmd::show(args).await,
+        Command::Stats(args) => history_cmd::stats(args).await,
+        Command::Prune(args) => history_cmd::prune(args).await,
     };
     match outcome {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

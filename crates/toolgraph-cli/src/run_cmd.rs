@@ -1,12 +1,15 @@
-//! `toolgraph run`: execute a batch with the configured tools and print the result.
+//! `toolgraph run`: execute a batch with the configured tools, record it, print the result.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use serde_json::json;
+use toolgraph_core::{EventSink, ParallelExecutionResult};
+use toolgraph_engine::{Plan, RunOptions};
 
 use crate::Outcome;
-use crate::input::{ExecutorFlags, parse_or_report, read_source, report_rejection};
+use crate::input::{ExecutorFlags, open_store, parse_or_report, read_source, report_rejection};
 use crate::progress::Progress;
 use crate::{render, timeline};
 
@@ -32,48 +35,106 @@ pub async fn run(args: RunArgs) -> Result<Outcome> {
     let Some(calls) = parse_or_report(&text) else {
         return Ok(Outcome::Rejected);
     };
-    let mut executor = args.flags.executor()?;
+    let config = args.flags.config()?;
+    let mut executor = toolgraph::build_executor(&config)?;
     let progress = (!args.quiet).then(|| Arc::new(Progress::new(&calls)));
     if let Some(p) = &progress {
         executor = executor.with_sink(p.clone());
     }
-    // The picture needs the graph; plan once more only when one is asked for.
-    let plan = if args.timeline.is_some() {
-        executor.plan(calls.clone()).ok()
-    } else {
-        None
-    };
-    let result = match executor.execute_parallel(calls).await {
-        Ok(r) => r,
+    let plan = match executor.plan(calls) {
+        Ok(plan) => plan,
         Err(e) => {
             report_rejection(&e);
             return Ok(Outcome::Rejected);
         }
     };
+    // Recording starts before anything runs: a crash leaves an account to resume from.
+    let store = if config.store.record {
+        Some(open_store(&config.store.url).await?)
+    } else {
+        None
+    };
+    let recording = match &store {
+        Some(store) => {
+            let id = store
+                .begin_execution(&plan, &executor.config(), None)
+                .await?;
+            Some((id.clone(), store.recorder(&id, plan.len(), Vec::new(), 0.0)))
+        }
+        None => None,
+    };
+    let sink = recording.as_ref().map(|(_, r)| r as &dyn EventSink);
+    let mut result = executor
+        .execute_plan_with(
+            &plan,
+            RunOptions {
+                sink,
+                ..RunOptions::default()
+            },
+        )
+        .await;
     if let Some(p) = &progress {
         p.finish();
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
-    } else {
-        print!("{}", render::summary(&result));
+    if let (Some(store), Some((id, recorder))) = (&store, &recording) {
+        let recorded = async {
+            recorder.close().await?;
+            store.finish_execution(id).await
+        };
+        match recorded.await {
+            Ok(_) => {
+                result.metadata.insert("execution_id".into(), json!(id));
+            }
+            Err(e) => eprintln!("toolgraph: warning: recording execution {id} failed: {e}"),
+        }
     }
-    if let (Some(path), Some(plan)) = (&args.timeline, &plan) {
-        let edges: Vec<(usize, usize)> = plan.edges().iter().map(|e| (e.from, e.to)).collect();
-        let critical = plan.critical_path_calls(|i| result.results[i].duration_ms);
-        let svg = timeline::svg(&result, &edges, &critical);
-        let html = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("html"));
-        let body = if html { timeline::html_page(&svg) } else { svg };
-        std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?;
+    print_result(&result, args.json)?;
+    if let Some(path) = &args.timeline {
+        write_timeline(
+            path,
+            &result,
+            &plan_edges(&plan),
+            &plan.critical_path_calls(|i| result.results[i].duration_ms),
+        )?;
         if !args.json {
             println!("timeline: {}", path.display());
         }
+    }
+    if let (Some((id, _)), false) = (&recording, args.json) {
+        println!("recorded as execution {id} ({})", config.store.url);
     }
     Ok(if result.success {
         Outcome::Success
     } else {
         Outcome::CallsFailed
     })
+}
+
+pub fn plan_edges(plan: &Plan) -> Vec<(usize, usize)> {
+    plan.edges().iter().map(|e| (e.from, e.to)).collect()
+}
+
+/// Prints a result as JSON or as the table and summary.
+pub fn print_result(result: &ParallelExecutionResult, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(result)?);
+    } else {
+        print!("{}", render::summary(result));
+    }
+    Ok(())
+}
+
+/// Writes the timeline picture (`.html` gets a page around it).
+pub fn write_timeline(
+    path: &std::path::Path,
+    result: &ParallelExecutionResult,
+    edges: &[(usize, usize)],
+    critical: &[usize],
+) -> Result<()> {
+    let svg = timeline::svg(result, edges, critical);
+    let html = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("html"));
+    let body = if html { timeline::html_page(&svg) } else { svg };
+    std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))
 }

@@ -22,6 +22,7 @@ fn colour(status: CallStatus) -> &'static str {
         CallStatus::Timeout => "#e8912d",
         CallStatus::Skipped => "#9aa3ad",
         CallStatus::Cancelled => "#8a63c7",
+        CallStatus::Interrupted => "#b5651d",
     }
 }
 

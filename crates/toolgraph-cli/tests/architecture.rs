@@ -6,35 +6,21 @@ use std::path::PathBuf;
 
 /// crate → (allowed dependencies, allowed dev-dependencies)
 fn allowed() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static str>)> {
+    let core = "toolgraph-core";
+    let engine = "toolgraph-engine";
+    let tools = "toolgraph-tools";
+    let store = "toolgraph-store";
+    let support = "toolgraph-test-support";
     BTreeMap::from([
-        ("toolgraph-core", (vec![], vec![])),
-        (
-            "toolgraph-engine",
-            (vec!["toolgraph-core"], vec!["toolgraph-test-support"]),
-        ),
-        (
-            "toolgraph-tools",
-            (vec!["toolgraph-core"], vec!["toolgraph-engine"]),
-        ),
-        ("toolgraph-test-support", (vec!["toolgraph-core"], vec![])),
-        (
-            "toolgraph",
-            (
-                vec!["toolgraph-core", "toolgraph-engine", "toolgraph-tools"],
-                vec![],
-            ),
-        ),
+        (core, (vec![], vec![])),
+        (engine, (vec![core], vec![support])),
+        (tools, (vec![core], vec![engine])),
+        (support, (vec![core], vec![])),
+        (store, (vec![core, engine], vec![support])),
+        ("toolgraph", (vec![core, engine, tools, store], vec![])),
         (
             "toolgraph-cli",
-            (
-                vec![
-                    "toolgraph",
-                    "toolgraph-core",
-                    "toolgraph-engine",
-                    "toolgraph-tools",
-                ],
-                vec![],
-            ),
+            (vec!["toolgraph", core, engine, tools, store], vec![]),
         ),
     ])
 }

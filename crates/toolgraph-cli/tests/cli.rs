@@ -13,15 +13,23 @@ fn example(name: &str) -> String {
     root.to_string_lossy().into_owned()
 }
 
+/// The binary, recording into a database of this test process (never the source tree).
+fn command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolgraph"));
+    let db = std::env::temp_dir().join(format!("toolgraph-cli-tests-{}.db", std::process::id()));
+    cmd.env(
+        "TOOLGRAPH_DATABASE_URL",
+        format!("sqlite://{}", db.display()),
+    );
+    cmd
+}
+
 fn toolgraph(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_toolgraph"))
-        .args(args)
-        .output()
-        .expect("toolgraph runs")
+    command().args(args).output().expect("toolgraph runs")
 }
 
 fn toolgraph_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_toolgraph"))
+    let mut child = command()
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -376,7 +384,7 @@ fn write_config(text: &str) -> (tempfile::TempDir, String) {
 }
 
 fn toolgraph_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolgraph"));
+    let mut cmd = command();
     cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);

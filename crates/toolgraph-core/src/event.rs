@@ -3,9 +3,11 @@
 //! Sinks are called from the scheduler's loop: they must return quickly and never block
 //! (hand work to a channel).
 
+use futures_util::future::BoxFuture;
 use serde::Serialize;
+use serde_json::Value;
 
-use crate::result::CallStatus;
+use crate::result::{CallError, CallStatus};
 
 /// Something that happened during an execution. Positions index the input calls.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -44,8 +46,37 @@ pub enum Event {
     },
 }
 
+/// A call's full outcome, lent to sinks that record it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CallOutcome<'a> {
+    /// How it ended.
+    pub status: CallStatus,
+    /// The tool's output, when ok.
+    pub output: Option<&'a Value>,
+    /// The error, when not ok.
+    pub error: Option<&'a CallError>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Time from ready to start (or to the decision, when it never ran), in ms.
+    pub queued_ms: f64,
+    /// Start, in ms since the execution began.
+    pub started_ms: Option<f64>,
+    /// End (or decision), in ms since the execution began.
+    pub finished_ms: f64,
+}
+
 /// Receives events.
 pub trait EventSink: Send + Sync {
     /// Called for each event, in order, from the scheduler.
     fn on_event(&self, event: &Event);
+
+    /// Called when a call ends, with its whole outcome (after the `CallFinished` event).
+    fn on_outcome(&self, _position: usize, _outcome: &CallOutcome<'_>) {}
+
+    /// Called when a call is admitted, before its tool runs. A returned future delays that
+    /// call — never the scheduler — until it resolves: a recorder uses it to make the
+    /// call's start durable before a tool that must not run twice does anything.
+    fn before_start(&self, _position: usize, _idempotent: bool) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
 }

@@ -21,7 +21,7 @@ pub mod toolset;
 pub use call::{ToolCall, parse_tool_calls, parse_tool_calls_str};
 pub use config::{ConfigError, ParallelExecutorConfig, RetryPolicy};
 pub use error::{InputError, Problem};
-pub use event::{Event, EventSink};
+pub use event::{CallOutcome, Event, EventSink};
 pub use result::{
     BatchReport, CallError, CallResult, CallStatus, ErrorKind, ParallelExecutionResult,
 };

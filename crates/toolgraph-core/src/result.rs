@@ -21,17 +21,40 @@ pub enum CallStatus {
     Skipped,
     /// Not finished: the execution was cancelled (fail-fast or by the caller).
     Cancelled,
+    /// Was running when the process died, and its tool is not safe to run twice: what it
+    /// did is unknown (set by `resume`).
+    Interrupted,
 }
 
 impl CallStatus {
     /// The lowercase name used on the wire.
     pub fn as_str(self) -> &'static str {
+        self.name()
+    }
+
+    /// Every status, for exhaustive reports.
+    pub const ALL: [CallStatus; 6] = [
+        CallStatus::Ok,
+        CallStatus::Error,
+        CallStatus::Timeout,
+        CallStatus::Skipped,
+        CallStatus::Cancelled,
+        CallStatus::Interrupted,
+    ];
+
+    /// The status named `name` (`ok`, `error`, ...).
+    pub fn parse(name: &str) -> Option<CallStatus> {
+        CallStatus::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    const fn name(self) -> &'static str {
         match self {
             CallStatus::Ok => "ok",
             CallStatus::Error => "error",
             CallStatus::Timeout => "timeout",
             CallStatus::Skipped => "skipped",
             CallStatus::Cancelled => "cancelled",
+            CallStatus::Interrupted => "interrupted",
         }
     }
 }
@@ -58,6 +81,8 @@ pub enum ErrorKind {
     Cancelled,
     /// The call can never fit the configured limits.
     Unschedulable,
+    /// The process died while the call ran.
+    Interrupted,
 }
 
 /// A call's error: its kind and a message.

@@ -14,8 +14,19 @@ use toolgraph_core::{
 
 use crate::plan::{DependencyGraph, Plan};
 use crate::report;
-use crate::schedule::{ConfigCell, Scheduler};
+use crate::schedule::{ConfigCell, Preset, Scheduler};
 use crate::stats::{History, PerformanceStats};
+
+/// Per-run options of [`ParallelExecutor::execute_plan_with`].
+#[derive(Default)]
+pub struct RunOptions<'a> {
+    /// Fires to cancel the run; unfinished calls end `cancelled`.
+    pub cancel: CancellationToken,
+    /// A sink for this run only (besides the executor's own).
+    pub sink: Option<&'a dyn EventSink>,
+    /// Per call position: an outcome already known (a resumed execution); empty = none.
+    pub preset: Vec<Option<Preset>>,
+}
 
 /// Runs batches of tool calls in parallel where safe, in order where not.
 ///
@@ -105,7 +116,16 @@ impl ParallelExecutor {
     ) -> Result<ParallelExecutionResult, InputError> {
         let origin = Instant::now();
         let plan = self.plan(calls)?;
-        Ok(self.run(&plan, origin, &cancel).await)
+        Ok(self
+            .run(
+                &plan,
+                origin,
+                RunOptions {
+                    cancel,
+                    ..RunOptions::default()
+                },
+            )
+            .await)
     }
 
     /// Runs an already checked plan.
@@ -114,37 +134,68 @@ impl ParallelExecutor {
         plan: &Plan,
         cancel: CancellationToken,
     ) -> ParallelExecutionResult {
-        self.run(plan, Instant::now(), &cancel).await
+        self.execute_plan_with(
+            plan,
+            RunOptions {
+                cancel,
+                ..RunOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Runs an already checked plan with per-run options: a cancellation token, an extra
+    /// event sink (a recorder), and the outcomes a resumed execution already knows.
+    pub async fn execute_plan_with(
+        &self,
+        plan: &Plan,
+        options: RunOptions<'_>,
+    ) -> ParallelExecutionResult {
+        self.run(plan, Instant::now(), options).await
     }
 
     async fn run(
         &self,
         plan: &Plan,
         origin: Instant,
-        cancel: &CancellationToken,
+        options: RunOptions<'_>,
     ) -> ParallelExecutionResult {
         let planned_at = Instant::now();
+        let mut sinks: Vec<&dyn EventSink> = Vec::new();
         if let Some(sink) = &self.sink {
-            sink.on_event(&Event::ExecutionStarted {
-                calls: plan.len(),
-                edges: plan.edges().len(),
-            });
+            sinks.push(sink.as_ref());
+        }
+        if let Some(sink) = options.sink {
+            sinks.push(sink);
+        }
+        let started = Event::ExecutionStarted {
+            calls: plan.len(),
+            edges: plan.edges().len(),
+        };
+        for sink in &sinks {
+            sink.on_event(&started);
         }
         let estimates = self.latency_estimates();
-        let scheduler =
-            Scheduler::new(plan, &self.tools, &self.config, self.sink.as_deref(), |i| {
-                estimates[plan.calls()[i].tool]
-            });
-        let run = scheduler.run(cancel).await;
+        let scheduler = Scheduler::new(
+            plan,
+            &self.tools,
+            &self.config,
+            sinks.clone(),
+            origin,
+            &options.preset,
+            |i| estimates[plan.calls()[i].tool],
+        );
+        let run = scheduler.run(&options.cancel).await;
         let track = run.config.track_performance;
         let result = report::assemble(plan, run, origin, planned_at, Instant::now());
         if track {
             self.with_history(|h| h.record(&result));
         }
-        if let Some(sink) = &self.sink {
-            sink.on_event(&Event::ExecutionFinished {
-                success: result.success,
-            });
+        let finished = Event::ExecutionFinished {
+            success: result.success,
+        };
+        for sink in &sinks {
+            sink.on_event(&finished);
         }
         result
     }

@@ -14,7 +14,8 @@ mod schedule;
 pub mod stats;
 pub mod workload;
 
-pub use executor::ParallelExecutor;
+pub use executor::{ParallelExecutor, RunOptions};
 pub use plan::{DependencyGraph, Edge, EdgeReason, GraphEdge, Hazard, Plan};
+pub use schedule::Preset;
 pub use stats::{PerformanceStats, ToolStats};
 pub use tokio_util::sync::CancellationToken;

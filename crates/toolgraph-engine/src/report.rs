@@ -127,13 +127,7 @@ pub(crate) fn assemble(
         .collect();
 
     let mut counts = Map::new();
-    for status in [
-        CallStatus::Ok,
-        CallStatus::Error,
-        CallStatus::Timeout,
-        CallStatus::Skipped,
-        CallStatus::Cancelled,
-    ] {
+    for status in CallStatus::ALL {
         let n = results.iter().filter(|r| r.status == status).count();
         counts.insert(status.as_str().into(), json!(n));
     }

@@ -28,7 +28,7 @@ use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use toolgraph_core::{
-    CallContext, CallError, CallStatus, CancelFlag, ErrorKind, Event, EventSink,
+    CallContext, CallError, CallOutcome, CallStatus, CancelFlag, ErrorKind, Event, EventSink,
     ParallelExecutorConfig, RetryPolicy, Tool, ToolSet,
 };
 
@@ -68,6 +68,19 @@ impl ConfigCell {
     fn generation(&self) -> u64 {
         self.generation.load(AtomicOrdering::Acquire)
     }
+}
+
+/// What a resumed execution already knows about a call: it is not run again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preset {
+    /// How it ended.
+    pub status: CallStatus,
+    /// Its output (feeds references of dependants).
+    pub output: Option<Value>,
+    /// Its error.
+    pub error: Option<CallError>,
+    /// Attempts it took.
+    pub attempts: u32,
 }
 
 /// How one call ended, as the scheduler saw it.
@@ -173,7 +186,9 @@ pub(crate) struct Scheduler<'a> {
     plan: &'a Plan,
     tools: &'a ToolSet,
     cell: &'a ConfigCell,
-    sink: Option<&'a dyn EventSink>,
+    sinks: Vec<&'a dyn EventSink>,
+    origin: Instant,
+    preset: &'a [Option<Preset>],
     limits: Limits,
     seen_generation: u64,
     rank: Vec<f64>,
@@ -210,7 +225,9 @@ impl<'a> Scheduler<'a> {
         plan: &'a Plan,
         tools: &'a ToolSet,
         cell: &'a ConfigCell,
-        sink: Option<&'a dyn EventSink>,
+        sinks: Vec<&'a dyn EventSink>,
+        origin: Instant,
+        preset: &'a [Option<Preset>],
         estimate: impl Fn(usize) -> f64,
     ) -> Self {
         let n = plan.len();
@@ -225,7 +242,9 @@ impl<'a> Scheduler<'a> {
             plan,
             tools,
             cell,
-            sink,
+            sinks,
+            origin,
+            preset,
             limits,
             seen_generation,
             rank,
@@ -257,9 +276,11 @@ impl<'a> Scheduler<'a> {
     pub(crate) async fn run(mut self, cancel: &CancellationToken) -> RunReport {
         let n = self.plan.len();
         let now = Instant::now();
-        for i in 0..n {
-            if self.remaining[i] == 0 {
-                self.make_ready(i, now);
+        let sources: Vec<usize> = (0..n).filter(|&i| self.remaining[i] == 0).collect();
+        for i in sources {
+            match self.preset_record(i, now) {
+                Some(record) => self.finalize(i, record),
+                None => self.make_ready(i, now),
             }
         }
         while self.finished < n {
@@ -321,7 +342,7 @@ impl<'a> Scheduler<'a> {
     }
 
     fn emit(&self, event: Event) {
-        if let Some(sink) = self.sink {
+        for sink in &self.sinks {
             sink.on_event(&event);
         }
     }
@@ -332,6 +353,20 @@ impl<'a> Scheduler<'a> {
             rank: self.rank[i],
             index: i as u32,
         }
+    }
+
+    /// The outcome a resumed execution already knows for call `i`, as a record.
+    fn preset_record(&self, i: usize, now: Instant) -> Option<Record> {
+        let p = self.preset.get(i)?.as_ref()?;
+        Some(Record {
+            status: p.status,
+            output: p.output.clone(),
+            error: p.error.clone(),
+            attempts: p.attempts,
+            ready_at: None,
+            started: None,
+            finished: now,
+        })
     }
 
     fn make_ready(&mut self, i: usize, now: Instant) {
@@ -474,10 +509,16 @@ impl<'a> Scheduler<'a> {
             .timeout_ms
             .or(spec.traits.timeout_ms)
             .or((config.default_timeout_ms > 0).then_some(config.default_timeout_ms));
+        let idempotent = entry.tool.is_idempotent(&args);
         let mut retry = config.retry;
-        if !entry.tool.is_idempotent(&args) {
+        if !idempotent {
             retry.max_attempts = 1;
         }
+        let gates: Vec<BoxFuture<'static, ()>> = self
+            .sinks
+            .iter()
+            .filter_map(|s| s.before_start(i, idempotent))
+            .collect();
         let job = CallJob {
             tool: entry.tool.clone(),
             args,
@@ -507,6 +548,9 @@ impl<'a> Scheduler<'a> {
         let index = i as u32;
         self.running[i] = true;
         self.tasks.push(Box::pin(async move {
+            for gate in gates {
+                gate.await;
+            }
             let started = Instant::now();
             let (result, attempts) = job.run().await;
             Finished {
@@ -620,13 +664,32 @@ impl<'a> Scheduler<'a> {
                 Some(s) => record.finished.saturating_duration_since(s).as_secs_f64() * 1e3,
                 None => 0.0,
             };
+            if !self.sinks.is_empty() {
+                let ms = |t: Instant| t.saturating_duration_since(self.origin).as_secs_f64() * 1e3;
+                let start_or_end = record.started.unwrap_or(record.finished);
+                let outcome = CallOutcome {
+                    status,
+                    output: record.output.as_ref(),
+                    error: record.error.as_ref(),
+                    attempts: record.attempts,
+                    queued_ms: record.ready_at.map_or(0.0, |r| {
+                        start_or_end.saturating_duration_since(r).as_secs_f64() * 1e3
+                    }),
+                    started_ms: record.started.map(ms),
+                    finished_ms: ms(record.finished),
+                };
+                let event = Event::CallFinished {
+                    position: i,
+                    status,
+                    duration_ms,
+                };
+                for sink in &self.sinks {
+                    sink.on_event(&event);
+                    sink.on_outcome(i, &outcome);
+                }
+            }
             self.records[i] = Some(record);
             self.finished += 1;
-            self.emit(Event::CallFinished {
-                position: i,
-                status,
-                duration_ms,
-            });
             let now = Instant::now();
             for &(to, data) in self.plan.dependants(i) {
                 let to = to as usize;
@@ -637,7 +700,9 @@ impl<'a> Scheduler<'a> {
                 if self.remaining[to] > 0 {
                     continue;
                 }
-                if let Some(why) = &self.cancelled {
+                if let Some(record) = self.preset_record(to, now) {
+                    work.push((to, record));
+                } else if let Some(why) = &self.cancelled {
                     work.push((to, cancelled_record(why, None, now)));
                 } else if let Some(dep) = self.doomed_by[to] {
                     work.push((to, self.skipped_record(to, dep as usize, now)));

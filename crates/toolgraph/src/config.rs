@@ -38,7 +38,7 @@ pub const ENV_PREFIX: &str = "TOOLGRAPH_";
 const RESERVED: [&str; 3] = [
     "TOOLGRAPH_CONFIG",
     "TOOLGRAPH_LOG",
-    "TOOLGRAPH_DATABASE_URL",
+    "TOOLGRAPH_REQUIRE_SERVICES",
 ];
 
 /// Everything toolgraph can be told.
@@ -55,6 +55,28 @@ pub struct Config {
     pub shell: ShellConfig,
     /// Per tool name: the operator's overrides of its traits.
     pub tools: BTreeMap<String, ToolOverride>,
+    /// Where executions are recorded.
+    pub store: StoreConfig,
+}
+
+/// Where and whether executions are recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://FILE` (created on first use) or `postgres://…`; `TOOLGRAPH_DATABASE_URL`
+    /// sets it too.
+    pub url: String,
+    /// Record every execution.
+    pub record: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://toolgraph.db".into(),
+            record: true,
+        }
+    }
 }
 
 /// Why a configuration could not be loaded.
@@ -215,7 +237,12 @@ fn apply_env(
     table: &mut Table,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigLoadError> {
-    let paths = field_paths();
+    let mut paths = field_paths();
+    // The conventional name for the database URL.
+    paths.insert(
+        "DATABASE_URL".into(),
+        (vec!["store".into(), "url".into()], false),
+    );
     let mut vars: Vec<(String, String)> = env
         .into_iter()
         .filter(|(k, _)| {
@@ -323,6 +350,8 @@ mod tests {
                 ),
                 ("TOOLGRAPH_TOOLS", "{ sleep = { max_concurrency = 1 } }"),
                 ("TOOLGRAPH_FILES_ROOT", "/tmp"),
+                ("TOOLGRAPH_DATABASE_URL", "postgres://db.test/tg"),
+                ("TOOLGRAPH_STORE_RECORD", "false"),
                 ("TOOLGRAPH_TEST_PG_URL", "ignored"),
                 ("PATH", "/bin"),
             ]),
@@ -343,6 +372,8 @@ mod tests {
             Some(1)
         );
         assert_eq!(c.files.root, PathBuf::from("/tmp"));
+        assert_eq!(c.store.url, "postgres://db.test/tg");
+        assert!(!c.store.record);
     }
 
     #[test]

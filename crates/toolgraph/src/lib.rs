@@ -7,10 +7,11 @@
 
 mod config;
 
-pub use config::{Config, ConfigLoadError, ENV_PREFIX};
+pub use config::{Config, ConfigLoadError, ENV_PREFIX, StoreConfig};
 pub use toolgraph_core as core;
 pub use toolgraph_engine as engine;
 pub use toolgraph_engine::ParallelExecutor;
+pub use toolgraph_store as store;
 
 use toolgraph_core::ToolSet;
 use toolgraph_tools::{fs, http, shell};
