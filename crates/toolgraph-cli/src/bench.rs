@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use toolgraph_core::{ParallelExecutorConfig, ToolCall, ToolSet};
 use toolgraph_engine::{ParallelExecutor, RunOptions, workload};
+use toolgraph_store::ExecutionStore;
 
 use crate::Outcome;
 

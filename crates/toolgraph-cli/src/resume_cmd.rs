@@ -10,6 +10,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use toolgraph_core::{CallError, CallStatus, ErrorKind, EventSink};
 use toolgraph_engine::{ParallelExecutor, Preset, RunOptions};
+use toolgraph_store::ExecutionStore;
 
 use crate::Outcome;
 use crate::input::{ExecutorFlags, report_rejection};

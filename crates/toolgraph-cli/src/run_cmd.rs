@@ -7,6 +7,7 @@ use clap::Args;
 use serde_json::json;
 use toolgraph_core::{EventSink, ParallelExecutionResult};
 use toolgraph_engine::{Plan, RunOptions};
+use toolgraph_store::ExecutionStore;
 
 use crate::Outcome;
 use crate::input::{ExecutorFlags, open_store, parse_or_report, read_source, report_rejection};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::Connection;
-use toolgraph_store::Store;
+use toolgraph_store::{ExecutionStore, Store};
 
 fn toolgraph(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_toolgraph"))

@@ -25,6 +25,65 @@ use toolgraph_core::ParallelExecutorConfig;
 use toolgraph_engine::Plan;
 
 pub use read::{ExecutionSummary, ResumePoint, StoredExecution};
+
+use std::future::Future;
+
+use toolgraph_engine::PerformanceStats;
+
+/// What toolgraph needs from a place that records executions. [`Store`] implements it for
+/// SQLite and PostgreSQL.
+pub trait ExecutionStore: Send + Sync {
+    /// Records a planned execution before it runs: the execution, every call (pending) and
+    /// every edge. Returns the new execution's id.
+    fn begin_execution(
+        &self,
+        plan: &Plan,
+        config: &ParallelExecutorConfig,
+        session: Option<&str>,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// A recorder for execution `id` of `calls` calls, whose run begins now. `skip` marks
+    /// positions whose outcome is already stored (a resumed execution's finished calls);
+    /// `offset_ms` is how long after the execution's creation this run begins.
+    fn recorder(&self, id: &str, calls: usize, skip: Vec<bool>, offset_ms: f64) -> Recorder;
+
+    /// Marks execution `id` finished, computing its figures from the stored calls (so a
+    /// resumed execution's figures cover every run), and writes level timings and metrics.
+    fn finish_execution(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<StoredExecution, StoreError>> + Send;
+
+    /// One stored execution, rebuilt.
+    fn load(&self, id: &str) -> impl Future<Output = Result<StoredExecution, StoreError>> + Send;
+
+    /// The newest executions first.
+    fn history(
+        &self,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<ExecutionSummary>, StoreError>> + Send;
+
+    /// Statistics over executions created since `since_ms` (epoch ms), optionally for one
+    /// tool: the seed's `get_performance_stats`, across process lifetimes.
+    fn performance_stats(
+        &self,
+        since_ms: i64,
+        tool: Option<&str>,
+    ) -> impl Future<Output = Result<PerformanceStats, StoreError>> + Send;
+
+    /// What `resume` needs for execution `id`.
+    fn resume_point(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<ResumePoint, StoreError>> + Send;
+
+    /// Marks execution `id` as being resumed once more.
+    fn mark_resumed(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes executions created before `cutoff_ms` (epoch ms) and everything they own.
+    /// Returns how many executions went.
+    fn prune(&self, cutoff_ms: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
 pub use recorder::Recorder;
 
 /// Which database a store talks to.
@@ -152,9 +211,15 @@ impl Store {
         self.backend
     }
 
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+impl ExecutionStore for Store {
     /// Records a planned execution before it runs: the execution, every call (pending)
     /// and every edge. Returns the new execution's id.
-    pub async fn begin_execution(
+    async fn begin_execution(
         &self,
         plan: &Plan,
         config: &ParallelExecutorConfig,
@@ -243,14 +308,14 @@ impl Store {
     /// A recorder for execution `id` of `calls` calls, whose run begins now. `skip` marks
     /// positions whose outcome is already stored (a resumed execution's finished calls);
     /// `offset_ms` is how long after the execution's creation this run begins.
-    pub fn recorder(&self, id: &str, calls: usize, skip: Vec<bool>, offset_ms: f64) -> Recorder {
+    fn recorder(&self, id: &str, calls: usize, skip: Vec<bool>, offset_ms: f64) -> Recorder {
         Recorder::start(self.clone(), id.to_owned(), calls, skip, offset_ms)
     }
 
     /// Marks execution `id` finished, computing its figures from the stored calls (so a
     /// resumed execution's figures cover every run), and writes level timings and metrics.
-    pub async fn finish_execution(&self, id: &str) -> Result<StoredExecution, StoreError> {
-        let stored = self.load(id).await?;
+    async fn finish_execution(&self, id: &str) -> Result<StoredExecution, StoreError> {
+        let stored = self.fetch_execution(id).await?;
         let r = &stored.result;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -339,7 +404,7 @@ impl Store {
 
     /// Deletes executions created before `cutoff_ms` (epoch ms) and everything they own.
     /// Returns how many executions went.
-    pub async fn prune(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+    async fn prune(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let old = "(SELECT id FROM executions WHERE created_at < $1)";
         for table in [
@@ -364,7 +429,27 @@ impl Store {
         Ok(gone.rows_affected())
     }
 
-    pub(crate) fn pool(&self) -> &AnyPool {
-        &self.pool
+    async fn load(&self, id: &str) -> Result<StoredExecution, StoreError> {
+        self.fetch_execution(id).await
+    }
+
+    async fn history(&self, limit: i64) -> Result<Vec<ExecutionSummary>, StoreError> {
+        self.fetch_history(limit).await
+    }
+
+    async fn performance_stats(
+        &self,
+        since_ms: i64,
+        tool: Option<&str>,
+    ) -> Result<PerformanceStats, StoreError> {
+        self.fetch_stats(since_ms, tool).await
+    }
+
+    async fn resume_point(&self, id: &str) -> Result<ResumePoint, StoreError> {
+        self.fetch_resume_point(id).await
+    }
+
+    async fn mark_resumed(&self, id: &str) -> Result<(), StoreError> {
+        self.set_resumed(id).await
     }
 }

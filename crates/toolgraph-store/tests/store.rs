@@ -12,7 +12,7 @@ use toolgraph_core::{
     CallStatus, FnTool, ParallelExecutorConfig, ToolCall, ToolError, ToolSet, ToolSpec,
 };
 use toolgraph_engine::{ParallelExecutor, RunOptions};
-use toolgraph_store::{Backend, Store};
+use toolgraph_store::{Backend, ExecutionStore, Store};
 use toolgraph_test_support::{Probe, ScriptedTool};
 
 /// Every store this test should run against: SQLite always, PostgreSQL when configured.
