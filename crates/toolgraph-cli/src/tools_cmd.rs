@@ -24,6 +24,9 @@ pub fn run(args: ToolsArgs) -> Result<Outcome> {
         for entry in tools.entries() {
             let spec = entry.tool.spec();
             println!("{}  [{}]", spec.name, traits_line(spec));
+            if let Some(why) = entry.tool.traits_reason() {
+                println!("    class from: {why}");
+            }
             if !spec.description.is_empty() {
                 println!("    {}", spec.description);
             }
@@ -40,7 +43,7 @@ fn as_json(tools: &ToolSet) -> Value {
             .iter()
             .map(|e| {
                 let s = e.tool.spec();
-                json!({"name": s.name, "description": s.description, "parameters": s.parameters, "traits": s.traits})
+                json!({"name": s.name, "description": s.description, "parameters": s.parameters, "traits": s.traits, "traits_reason": e.tool.traits_reason()})
             })
             .collect(),
     )

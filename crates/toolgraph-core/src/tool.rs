@@ -37,6 +37,12 @@ pub trait Tool: Send + Sync + 'static {
         self.spec().traits.idempotent
     }
 
+    /// Why the tool has the scheduling traits it has, when that is worth saying (an MCP tool:
+    /// which annotations or overrides decided its class). Shown by `toolgraph tools`.
+    fn traits_reason(&self) -> Option<String> {
+        None
+    }
+
     /// Runs one call. Dropping the future cancels the call; a tool with
     /// [`ToolTraits::blocking`] runs on a blocking thread and should poll
     /// [`CallContext::cancel`] instead.

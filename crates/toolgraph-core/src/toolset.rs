@@ -21,7 +21,7 @@ pub enum ToolSetError {
     #[error("a tool needs a non-empty name")]
     EmptyName,
     /// No tool has that name.
-    #[error("no tool named \"{0}\" (an override names it)")]
+    #[error("no tool named \"{0}\"")]
     Unknown(String),
     /// The parameter schema does not compile.
     #[error("tool \"{name}\": invalid parameter schema: {message}")]
@@ -157,6 +157,18 @@ impl ToolSet {
             spec,
             idempotent: settings.idempotent,
         });
+        Ok(())
+    }
+
+    /// Lets `alias` name the tool registered as `target` (a plain name for a namespaced
+    /// tool such as `fs.read_file`). Calls by either name are the same tool, with the same
+    /// limits; errors if `alias` is taken or `target` unknown.
+    pub fn register_alias(&mut self, alias: &str, target: &str) -> Result<(), ToolSetError> {
+        let index = self.index_of(target).ok_or_else(|| ToolSetError::Unknown(target.to_owned()))?;
+        if self.by_name.contains_key(alias) {
+            return Err(ToolSetError::Duplicate(alias.to_owned()));
+        }
+        self.by_name.insert(alias.to_owned(), index);
         Ok(())
     }
 
@@ -304,6 +316,17 @@ mod tests {
             set.apply_override("ghost", &settings),
             Err(ToolSetError::Unknown("ghost".into()))
         );
+    }
+
+    #[test]
+    fn aliases_name_the_same_tool() {
+        let mut set = ToolSet::new();
+        set.register_fn("fs.read", |_, _| async { Ok(Value::Null) }).expect("ok");
+        set.register_alias("read", "fs.read").expect("alias");
+        assert_eq!(set.index_of("read"), set.index_of("fs.read"));
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.register_alias("read", "fs.read"), Err(ToolSetError::Duplicate("read".into())));
+        assert_eq!(set.register_alias("x", "nope"), Err(ToolSetError::Unknown("nope".into())));
     }
 
     #[test]
