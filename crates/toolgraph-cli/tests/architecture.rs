@@ -11,13 +11,15 @@ fn allowed() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static str>)> {
     let tools = "toolgraph-tools";
     let store = "toolgraph-store";
     let support = "toolgraph-test-support";
+    let mcp = "toolgraph-mcp";
     BTreeMap::from([
         (core, (vec![], vec![])),
         (engine, (vec![core], vec![support])),
         (tools, (vec![core], vec![engine])),
         (support, (vec![core], vec![])),
         (store, (vec![core, engine], vec![support])),
-        ("toolgraph", (vec![core, engine, tools, store], vec![])),
+        (mcp, (vec![core], vec![engine])),
+        ("toolgraph", (vec![core, engine, tools, store, mcp], vec![])),
         (
             "toolgraph-cli",
             (vec!["toolgraph", core, engine, tools, store], vec![]),

@@ -181,7 +181,122 @@ pub struct ParallelExecutionResult {
     pub metadata: Map<String, Value>,
 }
 
+/// Rounds to a microsecond, for figures in ms.
+pub fn round_ms(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
 impl ParallelExecutionResult {
+    /// The whole result from per-call results and the two figures that need more than
+    /// them — the makespan (a clock) and the critical path (the graph): sequential time
+    /// (sum of durations), first start to last end, speedup, efficiency, level timings,
+    /// error lines, and `execution_mode` / `calls` / `levels` / `status_counts` added to
+    /// `metadata`. In sequential mode the speedup is 1 by definition.
+    pub fn from_calls(
+        results: Vec<CallResult>,
+        total_time_ms: f64,
+        critical_path_ms: f64,
+        sequential_mode: bool,
+        mut metadata: Map<String, Value>,
+    ) -> Self {
+        let total_time_ms = round_ms(total_time_ms);
+        let critical_path_ms = round_ms(critical_path_ms);
+        let first_start = results
+            .iter()
+            .filter_map(|r| r.started_ms)
+            .fold(f64::INFINITY, f64::min);
+        let last_end = results
+            .iter()
+            .filter_map(|r| r.finished_ms)
+            .fold(0.0, f64::max);
+        let parallel_time_ms = if first_start.is_finite() {
+            round_ms(last_end - first_start)
+        } else {
+            0.0
+        };
+        let sequential_time_estimate_ms = round_ms(results.iter().map(|r| r.duration_ms).sum());
+        let speedup = if sequential_mode || total_time_ms <= 0.0 {
+            1.0
+        } else {
+            round_ms(sequential_time_estimate_ms / total_time_ms)
+        };
+        let efficiency = if total_time_ms > 0.0 {
+            round_ms((critical_path_ms / total_time_ms).min(1.0))
+        } else {
+            1.0
+        };
+        let levels = results.iter().map(|r| r.level + 1).max().unwrap_or(0);
+        let batches = (0..levels)
+            .map(|level| {
+                let members: Vec<&CallResult> =
+                    results.iter().filter(|r| r.level == level).collect();
+                let s = members
+                    .iter()
+                    .filter_map(|r| r.started_ms)
+                    .fold(f64::INFINITY, f64::min);
+                let f = members
+                    .iter()
+                    .filter_map(|r| r.finished_ms)
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let (started_ms, finished_ms) = if s.is_finite() && f.is_finite() {
+                    (Some(s), Some(f))
+                } else {
+                    (None, None)
+                };
+                BatchReport {
+                    level,
+                    call_ids: members.iter().map(|r| r.id.clone()).collect(),
+                    started_ms,
+                    finished_ms,
+                    duration_ms: started_ms
+                        .zip(finished_ms)
+                        .map_or(0.0, |(s, f)| round_ms(f - s)),
+                }
+            })
+            .collect();
+        let errors = results
+            .iter()
+            .filter(|r| !r.is_ok())
+            .map(|r| {
+                let why = r.error.as_ref().map_or("", |e| e.message.as_str());
+                format!("{} ({}): {}: {why}", r.id, r.name, r.status.as_str())
+            })
+            .collect();
+        let counts: Map<String, Value> = CallStatus::ALL
+            .iter()
+            .map(|s| {
+                (
+                    s.as_str().to_owned(),
+                    json!(results.iter().filter(|r| r.status == *s).count()),
+                )
+            })
+            .collect();
+        metadata.insert(
+            "execution_mode".into(),
+            json!(if sequential_mode {
+                "sequential"
+            } else {
+                "parallel"
+            }),
+        );
+        metadata.insert("calls".into(), json!(results.len()));
+        metadata.insert("levels".into(), json!(levels));
+        metadata.insert("status_counts".into(), Value::Object(counts));
+        ParallelExecutionResult {
+            success: results.iter().all(CallResult::is_ok),
+            results,
+            total_time_ms,
+            parallel_time_ms,
+            sequential_time_estimate_ms,
+            speedup,
+            critical_path_ms,
+            efficiency,
+            batches,
+            errors,
+            metadata,
+        }
+    }
+
     /// OpenAI Chat Completions `role: tool` messages, one per call, in call order.
     pub fn to_openai_messages(&self) -> Vec<Value> {
         self.results

@@ -164,7 +164,9 @@ impl ToolSet {
     /// tool such as `fs.read_file`). Calls by either name are the same tool, with the same
     /// limits; errors if `alias` is taken or `target` unknown.
     pub fn register_alias(&mut self, alias: &str, target: &str) -> Result<(), ToolSetError> {
-        let index = self.index_of(target).ok_or_else(|| ToolSetError::Unknown(target.to_owned()))?;
+        let index = self
+            .index_of(target)
+            .ok_or_else(|| ToolSetError::Unknown(target.to_owned()))?;
         if self.by_name.contains_key(alias) {
             return Err(ToolSetError::Duplicate(alias.to_owned()));
         }
@@ -321,12 +323,19 @@ mod tests {
     #[test]
     fn aliases_name_the_same_tool() {
         let mut set = ToolSet::new();
-        set.register_fn("fs.read", |_, _| async { Ok(Value::Null) }).expect("ok");
+        set.register_fn("fs.read", |_, _| async { Ok(Value::Null) })
+            .expect("ok");
         set.register_alias("read", "fs.read").expect("alias");
         assert_eq!(set.index_of("read"), set.index_of("fs.read"));
         assert_eq!(set.len(), 1);
-        assert_eq!(set.register_alias("read", "fs.read"), Err(ToolSetError::Duplicate("read".into())));
-        assert_eq!(set.register_alias("x", "nope"), Err(ToolSetError::Unknown("nope".into())));
+        assert_eq!(
+            set.register_alias("read", "fs.read"),
+            Err(ToolSetError::Duplicate("read".into()))
+        );
+        assert_eq!(
+            set.register_alias("x", "nope"),
+            Err(ToolSetError::Unknown("nope".into()))
+        );
     }
 
     #[test]

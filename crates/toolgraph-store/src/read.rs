@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 use toolgraph_core::{
-    BatchReport, CallError, CallResult, CallStatus, ErrorKind, ParallelExecutionResult,
-    ParallelExecutorConfig, ToolCall,
+    CallError, CallResult, CallStatus, ErrorKind, ParallelExecutionResult, ParallelExecutorConfig,
+    ToolCall,
 };
 use toolgraph_engine::stats::percentile;
 use toolgraph_engine::{PerformanceStats, Preset, ToolStats};
@@ -129,10 +129,6 @@ impl Store {
     }
 }
 
-fn round3(x: f64) -> f64 {
-    (x * 1e3).round() / 1e3
-}
-
 /// The figures of a stored execution, from its calls and edges.
 fn figures(
     results: Vec<CallResult>,
@@ -145,16 +141,6 @@ fn figures(
         .iter()
         .filter_map(|r| r.finished_ms)
         .fold(0.0, f64::max);
-    let first = results
-        .iter()
-        .filter_map(|r| r.started_ms)
-        .fold(f64::INFINITY, f64::min);
-    let parallel = if first.is_finite() {
-        total - first
-    } else {
-        0.0
-    };
-    let sequential: f64 = results.iter().map(|r| r.duration_ms).sum();
     // Longest chain of durations: Kahn's order over the stored edges.
     let mut out: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut indeg = vec![0usize; n];
@@ -195,82 +181,20 @@ fn figures(
             .max_by(|&a, &b| best[a].total_cmp(&best[b]));
     }
     path.reverse();
-    let levels = results.iter().map(|r| r.level).max().map_or(0, |m| m + 1);
-    let batches = (0..levels)
-        .map(|level| {
-            let members: Vec<&CallResult> = results.iter().filter(|r| r.level == level).collect();
-            let s = members
-                .iter()
-                .filter_map(|r| r.started_ms)
-                .fold(f64::INFINITY, f64::min);
-            let f = members
-                .iter()
-                .filter_map(|r| r.finished_ms)
-                .fold(f64::NEG_INFINITY, f64::max);
-            let (started_ms, finished_ms) = if s.is_finite() && f.is_finite() {
-                (Some(s), Some(f))
-            } else {
-                (None, None)
-            };
-            BatchReport {
-                level,
-                call_ids: members.iter().map(|r| r.id.clone()).collect(),
-                started_ms,
-                finished_ms,
-                duration_ms: started_ms
-                    .zip(finished_ms)
-                    .map_or(0.0, |(s, f)| round3(f - s)),
-            }
-        })
-        .collect();
-    let errors = results
-        .iter()
-        .filter(|r| !r.is_ok())
-        .map(|r| {
-            let why = r.error.as_ref().map_or("", |e| e.message.as_str());
-            format!("{} ({}): {}: {why}", r.id, r.name, r.status.as_str())
-        })
-        .collect();
     let mut metadata = Map::new();
-    metadata.insert(
-        "execution_mode".into(),
-        json!(if config.enable_parallel {
-            "parallel"
-        } else {
-            "sequential"
-        }),
-    );
-    metadata.insert("calls".into(), json!(n));
     metadata.insert("edges".into(), json!(edges.len()));
-    metadata.insert("levels".into(), json!(levels));
     metadata.insert(
         "max_parallel_calls".into(),
         json!(config.max_parallel_calls),
     );
     metadata.insert("resumed".into(), json!(resumed));
-    let result = ParallelExecutionResult {
-        success: results.iter().all(CallResult::is_ok),
-        total_time_ms: round3(total),
-        parallel_time_ms: round3(parallel),
-        sequential_time_estimate_ms: round3(sequential),
-        speedup: if !config.enable_parallel {
-            1.0
-        } else if total > 0.0 {
-            round3(sequential / total)
-        } else {
-            1.0
-        },
-        critical_path_ms: round3(critical),
-        efficiency: if total > 0.0 {
-            round3((critical / total).min(1.0))
-        } else {
-            1.0
-        },
-        batches,
-        errors,
-        metadata,
+    let result = ParallelExecutionResult::from_calls(
         results,
-    };
+        total,
+        critical,
+        !config.enable_parallel,
+        metadata,
+    );
     (result, path)
 }
 

@@ -75,12 +75,15 @@ fn chunk_rows(conn: &AnyConnection, width: usize) -> usize {
     (params / width.max(1)).max(1)
 }
 
-/// `VALUES (...), (...)` text for `rows`, each row followed by `extra` literal columns,
-/// with the arguments.
-fn values(rows: &[Vec<Param>], extra: &str) -> Result<(String, AnyArguments), sqlx::Error> {
+/// `(...), (...)` text for `rows`, each row followed by `extra` literal columns, with the
+/// arguments appended to `args`, whose `n` parameters come first.
+fn values(
+    rows: &[Vec<Param>],
+    extra: &str,
+    mut n: usize,
+    mut args: AnyArguments,
+) -> Result<(String, AnyArguments), sqlx::Error> {
     let mut text = String::new();
-    let mut args = AnyArguments::default();
-    let mut n = 0;
     for (r, row) in rows.iter().enumerate() {
         text.push_str(if r == 0 { "(" } else { ", (" });
         for (c, p) in row.iter().enumerate() {
@@ -108,7 +111,7 @@ pub(crate) async fn insert_rows(
 ) -> Result<(), sqlx::Error> {
     let width = rows.first().map_or(1, Vec::len);
     for chunk in rows.chunks(chunk_rows(conn, width)) {
-        let (vals, args) = values(chunk, extra)?;
+        let (vals, args) = values(chunk, extra, 0, AnyArguments::default())?;
         let sql = format!("{head}{vals}{tail}");
         let q: Query<'_, Any, AnyArguments> = sqlx::query_with(AssertSqlSafe(sql), args);
         q.execute(&mut *conn).await?;
@@ -127,21 +130,10 @@ pub(crate) async fn update_rows(
 ) -> Result<(), sqlx::Error> {
     let width = rows.first().map_or(1, Vec::len);
     for chunk in rows.chunks(chunk_rows(conn, width)) {
-        // Number the execution id as $1 and the rows from $2.
-        let mut args = AnyArguments::default();
-        Param::Text(first.to_owned()).add(&mut args)?;
-        let mut text = String::new();
-        let mut n = 1;
-        for (r, row) in chunk.iter().enumerate() {
-            text.push_str(if r == 0 { "(" } else { ", (" });
-            for (c, p) in row.iter().enumerate() {
-                if c > 0 {
-                    text.push_str(", ");
-                }
-                p.push(&mut text, &mut n, &mut args)?;
-            }
-            text.push(')');
-        }
+        // The execution id is $1; the rows' parameters follow.
+        let mut first_args = AnyArguments::default();
+        Param::Text(first.to_owned()).add(&mut first_args)?;
+        let (text, args) = values(chunk, "", 1, first_args)?;
         let sql = template.replace("{values}", &text);
         sqlx::query_with(AssertSqlSafe(sql), args)
             .execute(&mut *conn)
