@@ -39,6 +39,10 @@ pub struct ExecutorFlags {
     /// Do not record this execution.
     #[arg(long)]
     pub no_record: bool,
+    /// An MCP server: `NAME=COMMAND ARGS…` (stdio) or `NAME=URL` (streamable HTTP);
+    /// repeatable. Its tools are `NAME.tool`.
+    #[arg(long = "mcp", value_name = "NAME=COMMAND|URL")]
+    pub mcp: Vec<String>,
 }
 
 impl ExecutorFlags {
@@ -79,13 +83,19 @@ impl ExecutorFlags {
         if self.no_record {
             config.store.record = false;
         }
+        for spec in &self.mcp {
+            config.mcp.push(
+                toolgraph::mcp::parse_cli_spec(spec).with_context(|| format!("--mcp {spec:?}"))?,
+            );
+        }
         executor.validate()?;
         Ok(config)
     }
 
-    /// The executor for these flags, with every configured tool.
-    pub fn executor(&self) -> Result<toolgraph::ParallelExecutor> {
-        Ok(toolgraph::build_executor(&self.config()?)?)
+    /// The executor for these flags, with every configured tool, and the MCP servers its
+    /// tools talk to (keep them as long as the executor).
+    pub async fn executor(&self) -> Result<(toolgraph::ParallelExecutor, Servers)> {
+        Ok(toolgraph::build_executor(&self.config()?).await?)
     }
 
     /// The store named by the configuration.
@@ -94,6 +104,9 @@ impl ExecutorFlags {
         open_store(&config.store.url).await
     }
 }
+
+/// Connected MCP servers.
+pub type Servers = Vec<std::sync::Arc<toolgraph::mcp::McpServer>>;
 
 /// Opens the store at `url`, saying which one on failure.
 pub async fn open_store(url: &str) -> Result<toolgraph_store::Store> {

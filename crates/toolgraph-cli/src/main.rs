@@ -64,9 +64,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Run(args) => run_cmd::run(args).await,
-        Command::Plan(args) => plan_cmd::run(args),
+        Command::Plan(args) => plan_cmd::run(args).await,
         Command::Bench(args) => bench::run(args).await,
-        Command::Tools(args) => tools_cmd::run(args),
+        Command::Tools(args) => tools_cmd::run(args).await,
         Command::Resume(args) => resume_cmd::run(args).await,
         Command::History(args) => history_cmd::history(args).await,
         Command::Show(args) => history_cmd::show(args).await,

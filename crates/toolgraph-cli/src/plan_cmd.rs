@@ -32,12 +32,12 @@ pub struct PlanArgs {
     pub flags: ExecutorFlags,
 }
 
-pub fn run(args: PlanArgs) -> Result<Outcome> {
+pub async fn run(args: PlanArgs) -> Result<Outcome> {
     let text = read_source(&args.input)?;
     let Some(calls) = parse_or_report(&text) else {
         return Ok(Outcome::Rejected);
     };
-    let executor = args.flags.executor()?;
+    let (executor, _servers) = args.flags.executor().await?;
     let graph = match executor.build_dependency_graph(&calls) {
         Ok(g) => g,
         Err(e) => {

@@ -37,7 +37,7 @@ pub async fn run(args: RunArgs) -> Result<Outcome> {
         return Ok(Outcome::Rejected);
     };
     let config = args.flags.config()?;
-    let mut executor = toolgraph::build_executor(&config)?;
+    let (mut executor, _servers) = toolgraph::build_executor(&config).await?;
     let progress = (!args.quiet).then(|| Arc::new(Progress::new(&calls)));
     if let Some(p) = &progress {
         executor = executor.with_sink(p.clone());

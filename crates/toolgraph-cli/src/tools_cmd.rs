@@ -16,8 +16,8 @@ pub struct ToolsArgs {
     pub flags: crate::input::ExecutorFlags,
 }
 
-pub fn run(args: ToolsArgs) -> Result<Outcome> {
-    let tools = toolgraph::build_tools(&args.flags.config()?)?;
+pub async fn run(args: ToolsArgs) -> Result<Outcome> {
+    let (tools, _servers) = toolgraph::build_tools(&args.flags.config()?).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&as_json(&tools))?);
     } else {

@@ -593,3 +593,62 @@ fn the_benchmark_dags_are_written_as_runnable_batches() {
     ]));
     assert_eq!(plan["levels"].as_array().map(Vec::len), Some(2));
 }
+
+/// The reference MCP servers installed by `npm ci --prefix crates/toolgraph-mcp/tests/servers`.
+fn mcp_bin(name: &str) -> Option<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../toolgraph-mcp/tests/servers/node_modules/.bin")
+        .join(name);
+    if path.exists() {
+        return Some(path.to_string_lossy().into_owned());
+    }
+    assert!(
+        std::env::var_os("TOOLGRAPH_REQUIRE_SERVICES").is_none(),
+        "{name} is missing but TOOLGRAPH_REQUIRE_SERVICES demands it"
+    );
+    eprintln!("SKIPPED: run npm ci --prefix crates/toolgraph-mcp/tests/servers");
+    None
+}
+
+#[test]
+fn mcp_servers_from_the_command_line_show_their_classes_and_run_in_a_batch() {
+    let Some(fs) = mcp_bin("mcp-server-filesystem") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.txt"), "alpha").expect("write");
+    let spec = format!("fs={fs} {}", dir.path().display());
+    let listing = text(&toolgraph(&["tools", "--mcp", &spec]).stdout);
+    assert!(listing.contains("fs.write_file  [exclusive]"), "{listing}");
+    assert!(
+        listing.contains("class from: exclusive: readOnlyHint=false, destructiveHint=true"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("fs.read_text_file  [parallel-safe"),
+        "{listing}"
+    );
+    let batch = r#"[
+        {"id": "r", "function": {"name": "fs.read_text_file", "arguments": "{\"path\": \"a.txt\"}"}},
+        {"id": "w", "function": {"name": "write_file", "arguments": "{\"path\": \"b.txt\", \"content\": \"${r.content}!\"}"}}
+    ]"#;
+    let out = toolgraph_stdin(&["run", "--json", "--quiet", "--mcp", &spec, "-"], batch);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("b.txt"))
+            .ok()
+            .as_deref(),
+        Some("alpha!")
+    );
+    let bad = toolgraph(&[
+        "tools",
+        "--mcp",
+        "broken=node -e \"console.error('no way'); process.exit(3)\"",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = text(&bad.stderr);
+    assert!(
+        stderr.contains("broken") && stderr.contains("no way"),
+        "{stderr}"
+    );
+}

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 use toolgraph_core::{ParallelExecutorConfig, ToolOverride};
+use toolgraph_mcp::McpServerConfig;
 use toolgraph_tools::fs::FilesConfig;
 use toolgraph_tools::http::HttpConfig;
 use toolgraph_tools::shell::ShellConfig;
@@ -57,6 +58,8 @@ pub struct Config {
     pub tools: BTreeMap<String, ToolOverride>,
     /// Where executions are recorded.
     pub store: StoreConfig,
+    /// MCP servers whose tools join the registry (`[[mcp]]` entries).
+    pub mcp: Vec<McpServerConfig>,
 }
 
 /// Where and whether executions are recorded.
