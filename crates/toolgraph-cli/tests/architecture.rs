@@ -19,6 +19,7 @@ fn allowed() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static str>)> {
         (support, (vec![core], vec![])),
         (store, (vec![core, engine], vec![support])),
         (mcp, (vec![core], vec![engine])),
+        ("toolgraph-llm", (vec![core, engine], vec![support, tools])),
         ("toolgraph", (vec![core, engine, tools, store, mcp], vec![])),
         (
             "toolgraph-cli",

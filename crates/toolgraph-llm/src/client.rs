@@ -1,0 +1,252 @@
+//! [`LlmClient`]: one model endpoint over HTTP — request, retries, plain or SSE response.
+//!
+//! Retries 429, 5xx and connection failures with exponential backoff, honouring
+//! `retry-after` / `retry-after-ms` (each wait capped at [`MAX_WAIT`]); other statuses fail
+//! with the body's error message. It must never retry once a streamed body has begun
+//! (events already reached the caller), and never panic on what a server sends.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::Value;
+use toolgraph_core::ToolSpec;
+
+use crate::config::{LlmConfig, Provider};
+use crate::error::LlmError;
+use crate::sse::SseDecoder;
+use crate::turn::{Conversation, StreamEvent, Turn};
+use crate::wire::{self, NameMap, TurnBuilder, anthropic, openai};
+
+/// The longest wait between two attempts, whatever the server asks.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+/// The first backoff step (doubled per attempt, with jitter) when the server names none.
+const BASE_BACKOFF: Duration = Duration::from_millis(250);
+
+/// A client for one provider configuration.
+///
+/// ```
+/// use toolgraph_llm::{LlmClient, LlmConfig, Provider};
+/// let client = LlmClient::new(LlmConfig::for_provider(Provider::Anthropic)).unwrap();
+/// assert_eq!(client.config().provider, Provider::Anthropic);
+/// ```
+#[derive(Debug, Clone)]
+pub struct LlmClient {
+    config: LlmConfig,
+    http: reqwest::Client,
+    url: String,
+    headers: HeaderMap,
+}
+
+impl LlmClient {
+    /// A client for `config`; fails when a header value (the key) is not valid.
+    pub fn new(config: LlmConfig) -> Result<Self, LlmError> {
+        // Another provider may already be installed; either one serves.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms.max(1)))
+            .build()
+            .map_err(|e| LlmError::Config(e.to_string()))?;
+        let base = config.base_url.trim_end_matches('/');
+        let url = match config.provider {
+            Provider::OpenAi => format!("{base}/chat/completions"),
+            Provider::Anthropic => format!("{base}/messages"),
+        };
+        let mut headers = HeaderMap::new();
+        let header = |v: &str| {
+            HeaderValue::from_str(v).map_err(|e| LlmError::Config(format!("API key: {e}")))
+        };
+        match (config.provider, &config.api_key) {
+            (Provider::OpenAi, Some(key)) => {
+                headers.insert(
+                    reqwest::header::AUTHORIZATION,
+                    header(&format!("Bearer {key}"))?,
+                );
+            }
+            (Provider::Anthropic, key) => {
+                if let Some(key) = key {
+                    headers.insert("x-api-key", header(key)?);
+                }
+                headers.insert(
+                    "anthropic-version",
+                    HeaderValue::from_static(anthropic::VERSION),
+                );
+            }
+            (Provider::OpenAi, None) => {}
+        }
+        Ok(LlmClient {
+            config,
+            http,
+            url,
+            headers,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LlmConfig {
+        &self.config
+    }
+
+    /// Sends `conversation` with `tools` and returns the model's turn; `on_event` sees text
+    /// deltas, completed tool calls and the finish reason as they arrive.
+    pub async fn complete(
+        &self,
+        conversation: &Conversation,
+        tools: &[ToolSpec],
+        mut on_event: impl FnMut(StreamEvent),
+    ) -> Result<Turn, LlmError> {
+        let started = Instant::now();
+        let body = match self.config.provider {
+            Provider::OpenAi => openai::request(&self.config, conversation, tools),
+            Provider::Anthropic => anthropic::request(&self.config, conversation, tools),
+        };
+        let names = NameMap::new(tools);
+        let response = self.send_with_retries(&body).await?;
+        let mut builder = TurnBuilder::new(&names);
+        if self.config.stream {
+            self.read_stream(response, &mut builder, &mut on_event)
+                .await?;
+        } else {
+            let text = response.text().await.map_err(|e| self.transport(&e))?;
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| LlmError::Protocol(format!("response is not JSON: {e}")))?;
+            match self.config.provider {
+                Provider::OpenAi => openai::read_response(&value, &mut builder, &mut on_event)?,
+                Provider::Anthropic => {
+                    anthropic::read_response(&value, &mut builder, &mut on_event)?
+                }
+            }
+        }
+        let mut turn = match self.config.provider {
+            Provider::OpenAi => builder.build(&mut on_event, openai::assistant_message),
+            Provider::Anthropic => builder.build(&mut on_event, anthropic::assistant_message),
+        };
+        turn.model_ms = started.elapsed().as_secs_f64() * 1e3;
+        Ok(turn)
+    }
+
+    async fn read_stream(
+        &self,
+        response: reqwest::Response,
+        builder: &mut TurnBuilder<'_>,
+        on_event: &mut dyn FnMut(StreamEvent),
+    ) -> Result<(), LlmError> {
+        let mut decoder = SseDecoder::default();
+        let mut bytes = response.bytes_stream();
+        let mut ended = false;
+        while !ended {
+            let (events, last) = match bytes.next().await {
+                Some(chunk) => (decoder.feed(&chunk.map_err(|e| self.transport(&e))?), false),
+                None => (decoder.finish(), true),
+            };
+            for data in events {
+                if data.trim() == "[DONE]" {
+                    ended = true;
+                    break;
+                }
+                if data.trim().is_empty() {
+                    continue;
+                }
+                let value: Value = serde_json::from_str(&data).map_err(|e| {
+                    LlmError::Protocol(format!("stream event is not JSON ({e}): {data}"))
+                })?;
+                match self.config.provider {
+                    Provider::OpenAi => openai::read_chunk(&value, builder, on_event)?,
+                    Provider::Anthropic => {
+                        anthropic::read_event(&value, builder, on_event)?;
+                        if value.get("type").and_then(Value::as_str) == Some("message_stop") {
+                            ended = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            ended |= last;
+        }
+        Ok(())
+    }
+
+    /// Posts `body`, retrying 429, 5xx and connection failures.
+    async fn send_with_retries(&self, body: &Value) -> Result<reqwest::Response, LlmError> {
+        let mut attempt = 0u32;
+        loop {
+            let sent = self
+                .http
+                .post(&self.url)
+                .headers(self.headers.clone())
+                .json(body)
+                .send()
+                .await;
+            let (error, wait) = match sent {
+                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) => {
+                    let status = response.status();
+                    let wait = retry_after(response.headers());
+                    let text = response.text().await.unwrap_or_default();
+                    let error = LlmError::Status {
+                        url: self.url.clone(),
+                        status: status.as_u16(),
+                        message: wire::error_message(&text),
+                    };
+                    if !(status.as_u16() == 429 || status.is_server_error()) {
+                        return Err(error);
+                    }
+                    (error, wait)
+                }
+                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
+                    (self.transport(&e), None)
+                }
+                Err(e) => return Err(self.transport(&e)),
+            };
+            if attempt >= self.config.max_retries {
+                return Err(error);
+            }
+            let wait = wait.unwrap_or_else(|| backoff(attempt)).min(MAX_WAIT);
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    fn transport(&self, e: &reqwest::Error) -> LlmError {
+        LlmError::Transport {
+            url: self.url.clone(),
+            message: error_chain(e),
+        }
+    }
+}
+
+/// The error and its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// `retry-after-ms` (ms) or `retry-after` (seconds, possibly fractional).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let read = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|n| n.is_finite() && *n >= 0.0)
+    };
+    if let Some(ms) = read("retry-after-ms") {
+        return Some(Duration::from_secs_f64(
+            (ms / 1e3).min(MAX_WAIT.as_secs_f64()),
+        ));
+    }
+    read("retry-after").map(|s| Duration::from_secs_f64(s.min(MAX_WAIT.as_secs_f64())))
+}
+
+/// Exponential backoff with jitter for attempt `n` (0-based).
+fn backoff(n: u32) -> Duration {
+    let base = BASE_BACKOFF.saturating_mul(1u32 << n.min(8));
+    let jitter = 0.5 + fastrand::f64() * 0.5;
+    base.mul_f64(jitter).min(MAX_WAIT)
+}

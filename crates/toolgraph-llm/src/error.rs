@@ -1,0 +1,32 @@
+//! [`LlmError`]: why a model turn (or the whole loop) failed.
+//!
+//! Every variant says what went wrong in words a user can act on; nothing here panics.
+
+/// Why a request to a model failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LlmError {
+    /// The configuration cannot work (bad URL, bad header value).
+    #[error("invalid LLM configuration: {0}")]
+    Config(String),
+    /// The request could not be sent or its body not read (connection, timeout).
+    #[error("request to {url} failed: {message}")]
+    Transport {
+        /// The endpoint.
+        url: String,
+        /// What the HTTP client said.
+        message: String,
+    },
+    /// The server answered with an error status (after any retries).
+    #[error("{url} answered HTTP {status}: {message}")]
+    Status {
+        /// The endpoint.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The error message from the body (or the body itself).
+        message: String,
+    },
+    /// The server answered with something that is not the protocol.
+    #[error("unexpected response from the model server: {0}")]
+    Protocol(String),
+}

@@ -1,0 +1,492 @@
+//! [`ToolOrchestrator`]: the loop that lets a model use tools — ask, run every call the
+//! turn emits through the engine (one execution per turn), answer every call id, repeat.
+//!
+//! Invariants: every tool call id of a turn gets exactly one result, in the order the model
+//! emitted the calls (failed, skipped, timed out, malformed or rejected calls get an error
+//! result the model can act on); nothing the model sends makes it panic; it never runs a
+//! call of a turn cut short (`length`, `content_filter`, error), and while streaming it
+//! starts early only calls that are safe to run twice (results of a turn later cut short
+//! are discarded).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use toolgraph_core::{InputError, ParallelExecutionResult, ToolCall, ToolSpec};
+use toolgraph_engine::ParallelExecutor;
+
+use crate::client::LlmClient;
+use crate::config::Provider;
+use crate::error::LlmError;
+use crate::turn::{Conversation, StreamEvent, Turn, Usage};
+
+/// The system-prompt section that teaches the model to emit a dependent plan in one turn.
+pub const REFERENCES_SECTION: &str = "\
+## Tool calls in one turn run in parallel
+All tool calls you emit in one turn are run together, in parallel where safe. When one \
+call needs another's output, do not wait for a second turn: give the call ids yourself \
+and refer to them.
+- A string argument that is exactly \"${call_id}\" is replaced by that call's output \
+(type preserved); \"${call_id.path.0.key}\" takes a path into it (numbers index arrays).
+- A reference inside a longer string is spliced in as text.
+- Add \"depends_on\": [\"call_id\", ...] inside the arguments to order calls that pass no \
+data; it is removed before the tool sees the arguments.
+- A call runs only after the calls it references succeeded; if one fails, it is skipped \
+and you are told why.";
+
+/// Runs a prompt to a final answer, letting the model call the executor's tools.
+pub struct ToolOrchestrator {
+    client: LlmClient,
+    executor: Arc<ParallelExecutor>,
+    max_iterations: usize,
+    system_prompt: Option<String>,
+    teach_references: bool,
+    streaming_dispatch: bool,
+}
+
+/// What a run returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrchestratorResult {
+    /// True when the model gave a final answer (a turn without tool calls, not cut short).
+    pub success: bool,
+    /// The final answer, or why there is none.
+    pub answer: String,
+    /// Every message exchanged, in the provider's shape (system prompt not included).
+    pub transcript: Vec<Value>,
+    /// One execution per batch run (streamed early calls run as batches of their own).
+    pub executions: Vec<ParallelExecutionResult>,
+    /// Tool calls the model asked for (malformed and rejected ones included).
+    pub tool_calls_made: usize,
+    /// Model turns taken.
+    pub iterations: usize,
+    /// Tokens, summed over turns.
+    pub usage: Usage,
+    /// Time in HTTP requests, summed, in ms.
+    pub model_ms: f64,
+    /// Time running tools (wall time of each turn's tool phase after the model's reply,
+    /// plus early-started executions), summed, in ms.
+    pub tool_ms: f64,
+}
+
+/// One call's answer to the model.
+struct Answer {
+    content: String,
+    is_error: bool,
+}
+
+/// A call started while its turn was still streaming.
+struct Early {
+    call: ToolCall,
+    handle: JoinHandle<Result<ParallelExecutionResult, InputError>>,
+}
+
+impl ToolOrchestrator {
+    /// An orchestrator asking `client`'s model to use `executor`'s tools; at most 10 turns,
+    /// no system prompt, references not taught, streaming dispatch on when streaming.
+    pub fn new(client: LlmClient, executor: Arc<ParallelExecutor>) -> Self {
+        ToolOrchestrator {
+            client,
+            executor,
+            max_iterations: 10,
+            system_prompt: None,
+            teach_references: false,
+            streaming_dispatch: true,
+        }
+    }
+
+    /// The most model turns in one run.
+    pub fn max_iterations(mut self, n: usize) -> Self {
+        self.max_iterations = n.max(1);
+        self
+    }
+
+    /// The system prompt.
+    pub fn system_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.system_prompt = Some(prompt.into());
+        self
+    }
+
+    /// Adds [`REFERENCES_SECTION`] to the system prompt.
+    pub fn teach_references(mut self, on: bool) -> Self {
+        self.teach_references = on;
+        self
+    }
+
+    /// While streaming, start calls of idempotent tools as soon as their arguments are whole.
+    pub fn streaming_dispatch(mut self, on: bool) -> Self {
+        self.streaming_dispatch = on;
+        self
+    }
+
+    /// The system prompt sent, if any.
+    pub fn effective_system_prompt(&self) -> Option<String> {
+        match (&self.system_prompt, self.teach_references) {
+            (None, false) => None,
+            (Some(p), false) => Some(p.clone()),
+            (None, true) => Some(REFERENCES_SECTION.to_owned()),
+            (Some(p), true) => Some(format!("{p}\n\n{REFERENCES_SECTION}")),
+        }
+    }
+
+    /// Runs `prompt` until the model answers without tool calls or `max_iterations` turns
+    /// have passed. Fails only when the model server fails.
+    pub async fn execute_with_tools(&self, prompt: &str) -> Result<OrchestratorResult, LlmError> {
+        let specs: Vec<ToolSpec> = self
+            .executor
+            .tools()
+            .entries()
+            .iter()
+            .map(|e| e.tool.spec().clone())
+            .collect();
+        let mut conversation = Conversation::user(self.effective_system_prompt(), prompt);
+        let mut out = OrchestratorResult {
+            success: false,
+            answer: String::new(),
+            transcript: Vec::new(),
+            executions: Vec::new(),
+            tool_calls_made: 0,
+            iterations: 0,
+            usage: Usage::default(),
+            model_ms: 0.0,
+            tool_ms: 0.0,
+        };
+        while out.iterations < self.max_iterations {
+            out.iterations += 1;
+            let (turn, early) = self.ask(&conversation, &specs).await?;
+            out.usage.add(turn.usage);
+            out.model_ms += turn.model_ms;
+            conversation.messages.push(turn.assistant_message.clone());
+            let order = call_order(self.client.config().provider, &turn);
+            if order.is_empty() {
+                for e in early {
+                    e.handle.abort();
+                }
+                out.success = !turn.finish_reason.is_cut_short();
+                out.answer = if out.success || !turn.text.is_empty() {
+                    turn.text
+                } else {
+                    format!("the model stopped early ({:?})", turn.finish_reason)
+                };
+                out.transcript = conversation.messages;
+                return Ok(out);
+            }
+            out.tool_calls_made += order.len();
+            let answers = self.run_calls(&turn, early, &mut out).await;
+            conversation
+                .messages
+                .extend(self.result_messages(&order, answers));
+        }
+        out.success = false;
+        out.answer = format!(
+            "no final answer after {} model turns (max_iterations reached)",
+            out.iterations
+        );
+        out.transcript = conversation.messages;
+        Ok(out)
+    }
+
+    /// One model turn, with the calls started early while it streamed.
+    async fn ask(
+        &self,
+        conversation: &Conversation,
+        specs: &[ToolSpec],
+    ) -> Result<(Turn, Vec<Early>), LlmError> {
+        let dispatch = self.client.config().stream && self.streaming_dispatch;
+        let mut early: Vec<Early> = Vec::new();
+        let mut cut_short = false;
+        let mut blocked = false;
+        let result = self
+            .client
+            .complete(conversation, specs, |event| match event {
+                StreamEvent::Finish(reason) => cut_short = reason.is_cut_short(),
+                StreamEvent::ToolCallComplete(call) if dispatch && !cut_short && !blocked => {
+                    if self.safe_to_start_early(&call) {
+                        let executor = self.executor.clone();
+                        let batch = vec![call.clone()];
+                        let handle =
+                            tokio::spawn(async move { executor.execute_parallel(batch).await });
+                        early.push(Early { call, handle });
+                    } else {
+                        // Keep emitted order: nothing after a call that must wait starts early.
+                        blocked = true;
+                    }
+                }
+                _ => {}
+            })
+            .await;
+        match result {
+            Ok(turn) => Ok((turn, early)),
+            Err(e) => {
+                for e in early {
+                    e.handle.abort();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// True for a call whose tool is safe to run twice and that needs no other call.
+    fn safe_to_start_early(&self, call: &ToolCall) -> bool {
+        if !call.depends_on.is_empty() || has_reference(&call.arguments) {
+            return false;
+        }
+        self.executor.tools().get(&call.name).is_some_and(|entry| {
+            entry.tool.spec().traits.idempotent || entry.tool.is_idempotent(&call.arguments)
+        })
+    }
+
+    /// Runs a turn's calls and returns one answer per call id.
+    async fn run_calls(
+        &self,
+        turn: &Turn,
+        mut early: Vec<Early>,
+        out: &mut OrchestratorResult,
+    ) -> HashMap<String, Answer> {
+        let mut answers = HashMap::new();
+        for (id, name, error) in &turn.malformed {
+            answers.insert(
+                id.clone(),
+                Answer {
+                    content: format!(
+                        "error: call {id} ({name}) was not run: {error}. Send it again with \
+                         the arguments as one JSON object."
+                    ),
+                    is_error: true,
+                },
+            );
+        }
+        if turn.finish_reason.is_cut_short() {
+            for e in early {
+                e.handle.abort();
+            }
+            for call in &turn.tool_calls {
+                answers.insert(
+                    call.id.clone(),
+                    Answer {
+                        content: format!(
+                            "error: call {} was not run: the reply was cut short (finish \
+                             reason {:?}), so its arguments may be incomplete. Send it again.",
+                            call.id, turn.finish_reason
+                        ),
+                        is_error: true,
+                    },
+                );
+            }
+            return answers;
+        }
+        // An early call that a later call refers to joins the batch again (it is safe to
+        // run twice), so references resolve inside one execution.
+        let mut rest: Vec<ToolCall> = turn
+            .tool_calls
+            .iter()
+            .filter(|c| !early.iter().any(|e| e.call.id == c.id))
+            .cloned()
+            .collect();
+        loop {
+            let needed: HashSet<String> = early
+                .iter()
+                .filter(|e| rest.iter().any(|c| refers_to(c, &e.call.id)))
+                .map(|e| e.call.id.clone())
+                .collect();
+            if needed.is_empty() {
+                break;
+            }
+            let (back, keep): (Vec<Early>, Vec<Early>) =
+                early.into_iter().partition(|e| needed.contains(&e.call.id));
+            early = keep;
+            for e in back {
+                e.handle.abort();
+                rest.push(e.call);
+            }
+            let position: HashMap<&str, usize> = turn
+                .tool_calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.id.as_str(), i))
+                .collect();
+            rest.sort_by_key(|c| position.get(c.id.as_str()).copied().unwrap_or(usize::MAX));
+        }
+        let started = Instant::now();
+        // Early calls come first in emitted order: let them finish before the rest starts.
+        for e in early {
+            let id = e.call.id.clone();
+            match e.handle.await {
+                Ok(result) => self.record(result, std::slice::from_ref(&e.call), &mut answers, out),
+                Err(join) => {
+                    answers.insert(
+                        id,
+                        Answer {
+                            content: format!("error: the call was lost: {join}"),
+                            is_error: true,
+                        },
+                    );
+                }
+            }
+        }
+        if !rest.is_empty() {
+            let result = self.executor.execute_parallel(rest.clone()).await;
+            self.record(result, &rest, &mut answers, out);
+        }
+        out.tool_ms += started.elapsed().as_secs_f64() * 1e3;
+        answers
+    }
+
+    /// Turns an execution (or its rejection) into answers.
+    fn record(
+        &self,
+        result: Result<ParallelExecutionResult, InputError>,
+        calls: &[ToolCall],
+        answers: &mut HashMap<String, Answer>,
+        out: &mut OrchestratorResult,
+    ) {
+        match result {
+            Ok(execution) => {
+                for r in &execution.results {
+                    answers.insert(
+                        r.id.clone(),
+                        Answer {
+                            content: r.content_text(),
+                            is_error: !r.is_ok(),
+                        },
+                    );
+                }
+                out.executions.push(execution);
+            }
+            Err(rejected) => {
+                for call in calls {
+                    answers.insert(
+                        call.id.clone(),
+                        Answer {
+                            content: format!(
+                                "error: the batch of tool calls was rejected before anything \
+                                 ran; fix it and send the calls again: {rejected}"
+                            ),
+                            is_error: true,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The messages answering every call id, in the provider's shape.
+    fn result_messages(
+        &self,
+        order: &[String],
+        mut answers: HashMap<String, Answer>,
+    ) -> Vec<Value> {
+        let mut take = |id: &str| {
+            answers.remove(id).unwrap_or_else(|| Answer {
+                content: format!("error: call {id} produced no result"),
+                is_error: true,
+            })
+        };
+        match self.client.config().provider {
+            Provider::OpenAi => order
+                .iter()
+                .map(|id| {
+                    let a = take(id);
+                    json!({"role": "tool", "tool_call_id": id, "content": a.content})
+                })
+                .collect(),
+            Provider::Anthropic => {
+                let blocks: Vec<Value> = order
+                    .iter()
+                    .map(|id| {
+                        let a = take(id);
+                        let mut block =
+                            json!({"type": "tool_result", "tool_use_id": id, "content": a.content});
+                        if a.is_error {
+                            block["is_error"] = Value::Bool(true);
+                        }
+                        block
+                    })
+                    .collect();
+                vec![json!({"role": "user", "content": blocks})]
+            }
+        }
+    }
+}
+
+/// Every call id of a turn, in the order the model emitted them (from its message).
+fn call_order(provider: Provider, turn: &Turn) -> Vec<String> {
+    let ids: Vec<String> = match provider {
+        Provider::OpenAi => turn
+            .assistant_message
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .map(|calls| {
+                calls
+                    .iter()
+                    .filter_map(|c| c.get("id").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Provider::Anthropic => turn
+            .assistant_message
+            .get("content")
+            .and_then(Value::as_array)
+            .map(|blocks| {
+                blocks
+                    .iter()
+                    .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
+                    .filter_map(|b| b.get("id").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let mut seen = HashSet::new();
+    ids.into_iter()
+        .filter(|id| seen.insert(id.clone()))
+        .collect()
+}
+
+/// True when some string inside `v` may hold a `${...}` reference.
+fn has_reference(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains("${"),
+        Value::Array(items) => items.iter().any(has_reference),
+        Value::Object(obj) => obj.values().any(has_reference),
+        _ => false,
+    }
+}
+
+/// True when `call` depends on or refers to call `id`.
+fn refers_to(call: &ToolCall, id: &str) -> bool {
+    fn mentions(v: &Value, needle: &str) -> bool {
+        match v {
+            Value::String(s) => s.contains(needle),
+            Value::Array(items) => items.iter().any(|i| mentions(i, needle)),
+            Value::Object(obj) => obj.values().any(|i| mentions(i, needle)),
+            _ => false,
+        }
+    }
+    call.depends_on.iter().any(|d| d == id) || mentions(&call.arguments, &format!("${{{id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::turn::FinishReason;
+
+    #[test]
+    fn references_are_found_by_id() {
+        let call = ToolCall::new("b", "t", json!({"x": ["${a.items.0}"]}));
+        assert!(refers_to(&call, "a"));
+        assert!(has_reference(&call.arguments));
+        assert!(!has_reference(&json!({"x": "plain"})));
+        assert!(refers_to(
+            &ToolCall::new("c", "t", json!({})).depends_on(["a"]),
+            "a"
+        ));
+    }
+
+    #[test]
+    fn cut_short_reasons() {
+        assert!(FinishReason::from_wire("length").is_cut_short());
+        assert!(!FinishReason::from_wire("tool_calls").is_cut_short());
+    }
+}
