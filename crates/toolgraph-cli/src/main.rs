@@ -5,6 +5,7 @@
 //! rejected and nothing ran). It is the only crate that prints.
 
 mod bench;
+mod chat_cmd;
 mod history_cmd;
 mod input;
 mod plan_cmd;
@@ -33,6 +34,8 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Show the dependency graph of a batch without running it.
     Plan(plan_cmd::PlanArgs),
+    /// Ask a model; run the tools it calls (in parallel) until it answers.
+    Chat(chat_cmd::ChatArgs),
     /// Finish an execution a crash interrupted, without re-running what had finished.
     Resume(resume_cmd::ResumeArgs),
     /// Recorded executions, newest first.
@@ -68,6 +71,7 @@ async fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args).await,
         Command::Tools(args) => tools_cmd::run(args).await,
         Command::Resume(args) => resume_cmd::run(args).await,
+        Command::Chat(args) => chat_cmd::run(args).await,
         Command::History(args) => history_cmd::history(args).await,
         Command::Show(args) => history_cmd::show(args).await,
         Command::Stats(args) => history_cmd::stats(args).await,

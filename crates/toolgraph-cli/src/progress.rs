@@ -2,7 +2,8 @@
 //! counts on a terminal; one plain line per finished call otherwise.
 //!
 //! It is an [`EventSink`]: called from the scheduler's loop, it only updates counters and
-//! lets indicatif draw at its own pace.
+//! lets indicatif draw at its own pace. Each execution announces its calls (`on_plan`), so
+//! one display follows a run or the successive executions of a chat.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -19,26 +20,19 @@ enum State {
     Done,
 }
 
+/// The counters of the execution in progress.
+#[derive(Default)]
 struct Counts {
+    calls: Vec<(String, usize)>,
     state: Vec<State>,
     queued: usize,
     running: usize,
-    done: usize,
     failed: usize,
     per_tool: Vec<(String, usize, usize)>,
 }
 
-/// The progress display of one execution.
-pub struct Progress {
-    calls: Vec<(String, usize)>,
-    bar: Option<ProgressBar>,
-    counts: Mutex<Counts>,
-    start: Instant,
-}
-
-impl Progress {
-    /// A display for `calls`: a bar when standard error is a terminal, plain lines otherwise.
-    pub fn new(calls: &[ToolCall]) -> Self {
+impl Counts {
+    fn of(calls: &[&ToolCall]) -> Counts {
         let mut per_tool: Vec<(String, usize, usize)> = Vec::new();
         let mut call_tools = Vec::with_capacity(calls.len());
         for c in calls {
@@ -52,11 +46,27 @@ impl Progress {
             per_tool[t].2 += 1;
             call_tools.push((c.id.clone(), t));
         }
+        Counts {
+            calls: call_tools,
+            state: vec![State::Waiting; calls.len()],
+            per_tool,
+            ..Counts::default()
+        }
+    }
+}
+
+/// The progress display.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    counts: Mutex<Counts>,
+    start: Instant,
+}
+
+impl Progress {
+    /// A display: a bar when standard error is a terminal, plain lines otherwise.
+    pub fn new() -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::with_draw_target(
-                Some(calls.len() as u64),
-                ProgressDrawTarget::stderr(),
-            );
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
                 "{elapsed_precise:.dim} {bar:28.cyan/blue} {pos}/{len} {msg}",
             )
@@ -66,16 +76,8 @@ impl Progress {
             bar
         });
         Progress {
-            calls: call_tools,
             bar,
-            counts: Mutex::new(Counts {
-                state: vec![State::Waiting; calls.len()],
-                queued: 0,
-                running: 0,
-                done: 0,
-                failed: 0,
-                per_tool,
-            }),
+            counts: Mutex::new(Counts::default()),
             start: Instant::now(),
         }
     }
@@ -89,16 +91,26 @@ impl Progress {
 }
 
 impl EventSink for Progress {
+    fn on_plan(&self, calls: &[&ToolCall]) {
+        if let Ok(mut c) = self.counts.lock() {
+            *c = Counts::of(calls);
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_length(calls.len() as u64);
+            bar.set_position(0);
+        }
+    }
+
     fn on_event(&self, event: &Event) {
         let Ok(mut c) = self.counts.lock() else {
             return;
         };
         match *event {
-            Event::CallReady { position } => {
+            Event::CallReady { position } if position < c.state.len() => {
                 c.state[position] = State::Queued;
                 c.queued += 1;
             }
-            Event::CallStarted { position } => {
+            Event::CallStarted { position } if position < c.state.len() => {
                 if c.state[position] == State::Queued {
                     c.queued -= 1;
                 }
@@ -109,31 +121,29 @@ impl EventSink for Progress {
                 position,
                 status,
                 duration_ms,
-            } => {
+            } if position < c.state.len() => {
                 match c.state[position] {
                     State::Queued => c.queued -= 1,
                     State::Running => c.running -= 1,
                     _ => {}
                 }
                 c.state[position] = State::Done;
-                c.done += 1;
-                let failed = status != CallStatus::Ok;
-                if failed {
+                if status != CallStatus::Ok {
                     c.failed += 1;
                 }
-                let (id, tool) = &self.calls[position];
-                c.per_tool[*tool].1 += 1;
+                let (id, tool) = c.calls[position].clone();
+                c.per_tool[tool].1 += 1;
                 match &self.bar {
                     Some(bar) => bar.inc(1),
                     None => eprintln!(
                         "[{:>9.1} ms] {:<9} {id} ({}) {duration_ms:.1} ms",
                         self.start.elapsed().as_secs_f64() * 1e3,
                         status.as_str(),
-                        c.per_tool[*tool].0
+                        c.per_tool[tool].0
                     ),
                 }
             }
-            Event::ExecutionStarted { .. } | Event::ExecutionFinished { .. } => {}
+            _ => {}
         }
         if let Some(bar) = &self.bar {
             let tools: Vec<String> = c

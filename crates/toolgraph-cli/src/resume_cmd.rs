@@ -47,7 +47,7 @@ pub async fn run(args: ResumeArgs) -> Result<Outcome> {
     // The batch runs with the limits it was recorded with, and today's tools.
     let (tools, _servers) = toolgraph::build_tools(&config).await?;
     let mut executor = ParallelExecutor::new(tools, point.config.clone())?;
-    let progress = (!args.quiet).then(|| Arc::new(Progress::new(&point.calls)));
+    let progress = (!args.quiet).then(|| Arc::new(Progress::new()));
     if let Some(p) = &progress {
         executor = executor.with_sink(p.clone());
     }

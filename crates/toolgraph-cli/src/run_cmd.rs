@@ -38,7 +38,7 @@ pub async fn run(args: RunArgs) -> Result<Outcome> {
     };
     let config = args.flags.config()?;
     let (mut executor, _servers) = toolgraph::build_executor(&config).await?;
-    let progress = (!args.quiet).then(|| Arc::new(Progress::new(&calls)));
+    let progress = (!args.quiet).then(|| Arc::new(Progress::new()));
     if let Some(p) = &progress {
         executor = executor.with_sink(p.clone());
     }

@@ -20,7 +20,13 @@ fn allowed() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static str>)> {
         (store, (vec![core, engine], vec![support])),
         (mcp, (vec![core], vec![engine])),
         ("toolgraph-llm", (vec![core, engine], vec![support, tools])),
-        ("toolgraph", (vec![core, engine, tools, store, mcp], vec![])),
+        (
+            "toolgraph",
+            (
+                vec![core, engine, tools, store, mcp, "toolgraph-llm"],
+                vec![],
+            ),
+        ),
         (
             "toolgraph-cli",
             (vec!["toolgraph", core, engine, tools, store], vec![]),

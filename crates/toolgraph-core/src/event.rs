@@ -70,6 +70,10 @@ pub trait EventSink: Send + Sync {
     /// Called for each event, in order, from the scheduler.
     fn on_event(&self, event: &Event);
 
+    /// Called once per execution, before its first event, with the calls in input order
+    /// (positions in later events index this list).
+    fn on_plan(&self, _calls: &[&crate::call::ToolCall]) {}
+
     /// Called when a call ends, with its whole outcome (after the `CallFinished` event).
     fn on_outcome(&self, _position: usize, _outcome: &CallOutcome<'_>) {}
 

@@ -168,6 +168,13 @@ impl ParallelExecutor {
         if let Some(sink) = options.sink {
             sinks.push(sink);
         }
+        if !sinks.is_empty() {
+            let calls: Vec<&toolgraph_core::ToolCall> =
+                plan.calls().iter().map(|c| &c.call).collect();
+            for sink in &sinks {
+                sink.on_plan(&calls);
+            }
+        }
         let started = Event::ExecutionStarted {
             calls: plan.len(),
             edges: plan.edges().len(),

@@ -206,6 +206,41 @@ impl Store {
         Ok(pool)
     }
 
+    /// Records an execution that already ran (a chat turn): its plan, then every call's
+    /// outcome from `result`, then its figures. Not write-ahead: for runs that were not
+    /// recorded as they went. Returns the execution's id.
+    pub async fn record_completed(
+        &self,
+        plan: &Plan,
+        config: &ParallelExecutorConfig,
+        session: Option<&str>,
+        result: &toolgraph_core::ParallelExecutionResult,
+    ) -> Result<String, StoreError> {
+        use toolgraph_core::{CallOutcome, EventSink};
+        let id = self.begin_execution(plan, config, session).await?;
+        let recorder = self.recorder(&id, plan.len(), Vec::new(), 0.0);
+        for (i, r) in result.results.iter().enumerate() {
+            let outcome = CallOutcome {
+                status: r.status,
+                output: r.output.as_ref(),
+                error: r.error.as_ref(),
+                attempts: r.attempts,
+                queued_ms: r.queued_ms,
+                started_ms: r.started_ms,
+                finished_ms: r.finished_ms.unwrap_or(0.0),
+            };
+            recorder.on_outcome(i, &outcome);
+        }
+        recorder.close().await?;
+        self.finish_execution(&id).await?;
+        Ok(id)
+    }
+
+    /// A new unique id (for sessions).
+    pub fn new_id() -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
     /// The database behind this store.
     pub fn backend(&self) -> Backend {
         self.backend

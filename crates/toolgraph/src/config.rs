@@ -60,6 +60,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// MCP servers whose tools join the registry (`[[mcp]]` entries).
     pub mcp: Vec<McpServerConfig>,
+    /// The model `toolgraph chat` talks to (default: from `OPENAI_*` / `ANTHROPIC_*`).
+    pub llm: Option<toolgraph_llm::LlmConfig>,
 }
 
 /// Where and whether executions are recorded.

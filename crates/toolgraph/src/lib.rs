@@ -14,6 +14,7 @@ pub use config::{Config, ConfigLoadError, ENV_PREFIX, StoreConfig};
 pub use toolgraph_core as core;
 pub use toolgraph_engine as engine;
 pub use toolgraph_engine::ParallelExecutor;
+pub use toolgraph_llm as llm;
 pub use toolgraph_mcp as mcp;
 pub use toolgraph_store as store;
 
