@@ -226,17 +226,22 @@ impl ParallelExecutionResult {
             1.0
         };
         let levels = results.iter().map(|r| r.level + 1).max().unwrap_or(0);
-        let batches = (0..levels)
-            .map(|level| {
-                let members: Vec<&CallResult> =
-                    results.iter().filter(|r| r.level == level).collect();
+        // One pass over the calls, whatever the number of levels (a chain has one per call).
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); levels as usize];
+        for (i, r) in results.iter().enumerate() {
+            members[r.level as usize].push(i);
+        }
+        let batches = members
+            .into_iter()
+            .enumerate()
+            .map(|(level, members)| {
                 let s = members
                     .iter()
-                    .filter_map(|r| r.started_ms)
+                    .filter_map(|&i| results[i].started_ms)
                     .fold(f64::INFINITY, f64::min);
                 let f = members
                     .iter()
-                    .filter_map(|r| r.finished_ms)
+                    .filter_map(|&i| results[i].finished_ms)
                     .fold(f64::NEG_INFINITY, f64::max);
                 let (started_ms, finished_ms) = if s.is_finite() && f.is_finite() {
                     (Some(s), Some(f))
@@ -244,8 +249,8 @@ impl ParallelExecutionResult {
                     (None, None)
                 };
                 BatchReport {
-                    level,
-                    call_ids: members.iter().map(|r| r.id.clone()).collect(),
+                    level: level as u32,
+                    call_ids: members.iter().map(|&i| results[i].id.clone()).collect(),
                     started_ms,
                     finished_ms,
                     duration_ms: started_ms
