@@ -105,6 +105,20 @@ impl ExecutorFlags {
     }
 }
 
+/// How a command that runs calls shows its result.
+#[derive(Args, Clone, Debug, Default)]
+pub struct OutputFlags {
+    /// Print the whole result object as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw the execution as a Gantt chart into this file (`.svg`, or `.html` for a page).
+    #[arg(long, value_name = "FILE.svg")]
+    pub timeline: Option<PathBuf>,
+    /// No progress display.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
 /// Connected MCP servers.
 pub type Servers = Vec<std::sync::Arc<toolgraph::mcp::McpServer>>;
 

@@ -13,7 +13,7 @@ use toolgraph_engine::{ParallelExecutor, Preset, RunOptions};
 use toolgraph_store::ExecutionStore;
 
 use crate::Outcome;
-use crate::input::{ExecutorFlags, report_rejection};
+use crate::input::{ExecutorFlags, OutputFlags, report_rejection};
 use crate::progress::Progress;
 use crate::run_cmd::{print_result, write_timeline};
 
@@ -21,15 +21,8 @@ use crate::run_cmd::{print_result, write_timeline};
 pub struct ResumeArgs {
     /// The execution to finish (see `toolgraph history`).
     pub id: String,
-    /// Print the whole result object as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Draw the whole execution into this file.
-    #[arg(long, value_name = "FILE.svg")]
-    pub timeline: Option<std::path::PathBuf>,
-    /// No progress display.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputFlags,
     #[command(flatten)]
     pub flags: ExecutorFlags,
 }
@@ -47,7 +40,7 @@ pub async fn run(args: ResumeArgs) -> Result<Outcome> {
     // The batch runs with the limits it was recorded with, and today's tools.
     let (tools, _servers) = toolgraph::build_tools(&config).await?;
     let mut executor = ParallelExecutor::new(tools, point.config.clone())?;
-    let progress = (!args.quiet).then(|| Arc::new(Progress::new()));
+    let progress = (!args.output.quiet).then(|| Arc::new(Progress::new()));
     if let Some(p) = &progress {
         executor = executor.with_sink(p.clone());
     }
@@ -119,14 +112,14 @@ pub async fn run(args: ResumeArgs) -> Result<Outcome> {
         "resume".into(),
         serde_json::json!({"kept": kept, "rerun": rerun, "interrupted": interrupted}),
     );
-    print_result(&result, args.json)?;
-    if !args.json {
+    print_result(&result, args.output.json)?;
+    if !args.output.json {
         println!(
             "resumed execution {}: {kept} calls kept, {rerun} re-run (idempotent, running at the crash), {interrupted} interrupted",
             args.id
         );
     }
-    if let Some(path) = &args.timeline {
+    if let Some(path) = &args.output.timeline {
         let edges: Vec<(usize, usize)> = stored.edges.iter().map(|(f, t, _)| (*f, *t)).collect();
         write_timeline(path, &result, &edges, &stored.critical)?;
     }

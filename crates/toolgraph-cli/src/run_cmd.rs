@@ -10,7 +10,9 @@ use toolgraph_engine::{Plan, RunOptions};
 use toolgraph_store::ExecutionStore;
 
 use crate::Outcome;
-use crate::input::{ExecutorFlags, open_store, parse_or_report, read_source, report_rejection};
+use crate::input::{
+    ExecutorFlags, OutputFlags, open_store, parse_or_report, read_source, report_rejection,
+};
 use crate::progress::Progress;
 use crate::{render, timeline};
 
@@ -18,15 +20,8 @@ use crate::{render, timeline};
 pub struct RunArgs {
     /// The batch: a JSON file, or `-` for standard input.
     pub input: String,
-    /// Print the whole result object as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Draw the execution as a Gantt chart into this file (`.svg`, or `.html` for a page).
-    #[arg(long, value_name = "FILE.svg")]
-    pub timeline: Option<std::path::PathBuf>,
-    /// No progress display.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputFlags,
     #[command(flatten)]
     pub flags: ExecutorFlags,
 }
@@ -38,7 +33,7 @@ pub async fn run(args: RunArgs) -> Result<Outcome> {
     };
     let config = args.flags.config()?;
     let (mut executor, _servers) = toolgraph::build_executor(&config).await?;
-    let progress = (!args.quiet).then(|| Arc::new(Progress::new()));
+    let progress = (!args.output.quiet).then(|| Arc::new(Progress::new()));
     if let Some(p) = &progress {
         executor = executor.with_sink(p.clone());
     }
@@ -89,19 +84,19 @@ pub async fn run(args: RunArgs) -> Result<Outcome> {
             Err(e) => eprintln!("toolgraph: warning: recording execution {id} failed: {e}"),
         }
     }
-    print_result(&result, args.json)?;
-    if let Some(path) = &args.timeline {
+    print_result(&result, args.output.json)?;
+    if let Some(path) = &args.output.timeline {
         write_timeline(
             path,
             &result,
             &plan_edges(&plan),
             &plan.critical_path_calls(|i| result.results[i].duration_ms),
         )?;
-        if !args.json {
+        if !args.output.json {
             println!("timeline: {}", path.display());
         }
     }
-    if let (Some((id, _)), false) = (&recording, args.json) {
+    if let (Some((id, _)), false) = (&recording, args.output.json) {
         println!("recorded as execution {id} ({})", config.store.url);
     }
     Ok(if result.success {
