@@ -13,7 +13,7 @@ use toolgraph_engine::{ParallelExecutor, Preset, RunOptions};
 use toolgraph_store::ExecutionStore;
 
 use crate::Outcome;
-use crate::input::{ExecutorFlags, OutputFlags, report_rejection};
+use crate::input::{ExecutorFlags, OutputFlags, open_store, report_rejection};
 use crate::progress::Progress;
 use crate::run_cmd::{print_result, write_timeline};
 
@@ -29,7 +29,7 @@ pub struct ResumeArgs {
 
 pub async fn run(args: ResumeArgs) -> Result<Outcome> {
     let config = args.flags.config()?;
-    let store = args.flags.store().await?;
+    let store = open_store(&config.store.url).await?;
     let point = store.resume_point(&args.id).await?;
     if point.ended.iter().all(Option::is_some) {
         bail!(
