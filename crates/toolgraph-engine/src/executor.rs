@@ -1,7 +1,9 @@
 //! [`ParallelExecutor`]: the public face of the engine, with the seed's vocabulary.
 //!
-//! It owns the tools, the live configuration and the performance history; each
-//! `execute_parallel` plans the batch, runs the scheduler and assembles the result.
+//! It owns the tools, the live configuration, the shared [`Limiter`] and the performance
+//! history. It is cheap to clone, and every clone is the same executor: executions running
+//! at once through any of its clones share one set of limits. Each `execute_parallel` plans
+//! the batch, runs the scheduler and assembles the result.
 
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
@@ -12,6 +14,7 @@ use toolgraph_core::{
     ToolCall, ToolSet,
 };
 
+use crate::limiter::Limiter;
 use crate::plan::{DependencyGraph, Plan};
 use crate::report;
 use crate::schedule::{ConfigCell, Preset, Scheduler};
@@ -26,6 +29,10 @@ pub struct RunOptions<'a> {
     pub sink: Option<&'a dyn EventSink>,
     /// Per call position: an outcome already known (a resumed execution); empty = none.
     pub preset: Vec<Option<Preset>>,
+    /// This execution's own limits and policies (a request's `max_parallel`, a resumed
+    /// execution's recorded configuration), layered under the executor's shared limits:
+    /// a call starts only when both allow. `None`: the executor's configuration.
+    pub config: Option<Arc<ParallelExecutorConfig>>,
 }
 
 /// Runs batches of tool calls in parallel where safe, in order where not.
@@ -50,26 +57,39 @@ pub struct RunOptions<'a> {
 /// assert_eq!(result.results[1].output, Some(json!(84)));
 /// # });
 /// ```
+#[derive(Clone)]
 pub struct ParallelExecutor {
+    shared: Arc<Shared>,
+    sink: Option<Arc<dyn EventSink>>,
+}
+
+/// What every clone of an executor shares.
+struct Shared {
     tools: ToolSet,
     config: ConfigCell,
+    limiter: Limiter,
     history: Mutex<History>,
-    sink: Option<Arc<dyn EventSink>>,
 }
 
 impl ParallelExecutor {
     /// An executor for `tools` with `config` (validated here).
     pub fn new(tools: ToolSet, config: ParallelExecutorConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        let config = ConfigCell::new(config);
+        let limiter = Limiter::new(&tools, config.load());
         Ok(ParallelExecutor {
-            tools,
-            config: ConfigCell::new(config),
-            history: Mutex::new(History::default()),
+            shared: Arc::new(Shared {
+                tools,
+                config,
+                limiter,
+                history: Mutex::new(History::default()),
+            }),
             sink: None,
         })
     }
 
-    /// Sends every execution's events to `sink` (progress displays, recorders).
+    /// This executor, also sending every execution's events to `sink` (progress displays,
+    /// recorders). The returned clone shares the tools, limits and history.
     pub fn with_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
         self.sink = Some(sink);
         self
@@ -77,25 +97,34 @@ impl ParallelExecutor {
 
     /// The registered tools.
     pub fn tools(&self) -> &ToolSet {
-        &self.tools
+        &self.shared.tools
     }
 
     /// The configuration in force.
     pub fn config(&self) -> Arc<ParallelExecutorConfig> {
-        self.config.load()
+        self.shared.config.load()
+    }
+
+    /// The limits every execution of this executor (and its clones) shares: counters, waiting
+    /// calls and peaks per key.
+    pub fn limiter(&self) -> &Limiter {
+        &self.shared.limiter
     }
 
     /// Replaces the configuration; running executions apply the new limits at their next
-    /// admission.
+    /// admission, and calls waiting for a shared slot are reconsidered at once.
     pub fn update_config(&self, config: ParallelExecutorConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        self.config.store(config);
+        self.shared.config.store(config);
+        self.shared
+            .limiter
+            .set_limits(&self.shared.tools, self.shared.config.load());
         Ok(())
     }
 
     /// Checks a batch and builds its dependency graph without running anything.
     pub fn plan(&self, calls: Vec<ToolCall>) -> Result<Plan, InputError> {
-        Plan::build(calls, &self.tools, &self.config.load())
+        Plan::build(calls, &self.shared.tools, &self.shared.config.load())
     }
 
     /// Runs a batch. Bad input is rejected before anything runs.
@@ -185,8 +214,10 @@ impl ParallelExecutor {
         let estimates = self.latency_estimates();
         let scheduler = Scheduler::new(
             plan,
-            &self.tools,
-            &self.config,
+            &self.shared.tools,
+            &self.shared.config,
+            options.config.clone(),
+            &self.shared.limiter,
             sinks.clone(),
             origin,
             &options.preset,
@@ -211,7 +242,8 @@ impl ParallelExecutor {
     /// means, else 1 (all equal).
     fn latency_estimates(&self) -> Vec<f64> {
         let known: Vec<Option<f64>> = self.with_history(|h| {
-            self.tools
+            self.shared
+                .tools
                 .entries()
                 .iter()
                 .map(|e| h.mean_ms(&e.tool.spec().name))
@@ -224,7 +256,7 @@ impl ParallelExecutor {
     }
 
     fn with_history<T>(&self, f: impl FnOnce(&mut History) -> T) -> T {
-        match self.history.lock() {
+        match self.shared.history.lock() {
             Ok(mut h) => f(&mut h),
             Err(poisoned) => f(&mut poisoned.into_inner()),
         }

@@ -8,6 +8,7 @@
 //! Invariant: no database, network or file I/O here; tools do I/O, sinks record.
 
 pub mod executor;
+pub mod limiter;
 pub mod plan;
 mod report;
 mod schedule;
@@ -15,6 +16,7 @@ pub mod stats;
 pub mod workload;
 
 pub use executor::{ParallelExecutor, RunOptions};
+pub use limiter::{Limiter, LimiterPeaks, Permit};
 pub use plan::{DependencyGraph, Edge, EdgeReason, GraphEdge, Hazard, Plan};
 pub use schedule::Preset;
 pub use stats::{PerformanceStats, ToolStats};

@@ -32,6 +32,7 @@ use toolgraph_core::{
     ParallelExecutorConfig, RetryPolicy, Tool, ToolSet,
 };
 
+use crate::limiter::{Acquire, Limiter, Permit, Request};
 use crate::plan::Plan;
 
 /// The live configuration: swapped by `update_config`, read by running executions at
@@ -186,6 +187,12 @@ pub(crate) struct Scheduler<'a> {
     plan: &'a Plan,
     tools: &'a ToolSet,
     cell: &'a ConfigCell,
+    /// The execution's own limits, when it has them (else the live configuration's).
+    own: Option<Arc<ParallelExecutorConfig>>,
+    /// The limits every execution of the executor shares.
+    limiter: &'a Limiter,
+    /// Calls of this execution holding a shared permit: running now, and the most at once.
+    running_now: Arc<Gauge>,
     sinks: Vec<&'a dyn EventSink>,
     origin: Instant,
     preset: &'a [Option<Preset>],
@@ -221,10 +228,13 @@ pub(crate) struct Scheduler<'a> {
 impl<'a> Scheduler<'a> {
     /// A scheduler for `plan`; `estimate` gives each call's expected duration (any unit)
     /// for the critical-path ordering.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         plan: &'a Plan,
         tools: &'a ToolSet,
         cell: &'a ConfigCell,
+        own: Option<Arc<ParallelExecutorConfig>>,
+        limiter: &'a Limiter,
         sinks: Vec<&'a dyn EventSink>,
         origin: Instant,
         preset: &'a [Option<Preset>],
@@ -232,7 +242,7 @@ impl<'a> Scheduler<'a> {
     ) -> Self {
         let n = plan.len();
         let seen_generation = cell.generation();
-        let limits = Limits::new(cell.load(), tools);
+        let limits = Limits::new(own.clone().unwrap_or_else(|| cell.load()), tools);
         let rank = if limits.config.enable_parallel {
             plan.remaining_path(estimate)
         } else {
@@ -242,6 +252,9 @@ impl<'a> Scheduler<'a> {
             plan,
             tools,
             cell,
+            own,
+            limiter,
+            running_now: Arc::new(Gauge::default()),
             sinks,
             origin,
             preset,
@@ -335,7 +348,7 @@ impl<'a> Scheduler<'a> {
             .collect();
         RunReport {
             records,
-            peak_in_flight: self.peak_in_flight,
+            peak_in_flight: self.running_now.peak(),
             retries: self.retries.load(AtomicOrdering::Relaxed),
             config: self.limits.config,
         }
@@ -387,7 +400,7 @@ impl<'a> Scheduler<'a> {
 
     fn reload_limits_if_changed(&mut self) {
         let generation = self.cell.generation();
-        if generation == self.seen_generation {
+        if generation == self.seen_generation || self.own.is_some() {
             return;
         }
         self.seen_generation = generation;
@@ -514,6 +527,21 @@ impl<'a> Scheduler<'a> {
         if !idempotent {
             retry.max_attempts = 1;
         }
+        let shared = self.limiter.acquire(Request {
+            tool: planned.tool,
+            resources: &planned.resources,
+            cost: spec.traits.cost,
+            priority: planned.call.priority,
+            rank: self.rank[i],
+        });
+        let slot = match shared {
+            Acquire::Granted(permit) => Slot::Held(permit),
+            Acquire::Waiting(rx) => Slot::Waiting(rx),
+            Acquire::Never(message) => {
+                self.fail_before_start(i, ErrorKind::Unschedulable, message);
+                return;
+            }
+        };
         let gates: Vec<BoxFuture<'static, ()>> = self
             .sinks
             .iter()
@@ -547,18 +575,43 @@ impl<'a> Scheduler<'a> {
 
         let index = i as u32;
         self.running[i] = true;
+        let gauge = self.running_now.clone();
         self.tasks.push(Box::pin(async move {
+            let permit = match slot {
+                Slot::Held(permit) => permit,
+                Slot::Waiting(rx) => match rx.await {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        let now = Instant::now();
+                        return Finished {
+                            index,
+                            result: Err(CallError {
+                                kind: ErrorKind::Unschedulable,
+                                message:
+                                    "the shared limits changed so that this call can never run"
+                                        .into(),
+                            }),
+                            attempts: 0,
+                            started: now,
+                            finished: now,
+                        };
+                    }
+                },
+            };
+            let _running = gauge.enter();
             for gate in gates {
                 gate.await;
             }
             let started = Instant::now();
             let (result, attempts) = job.run().await;
+            let finished = Instant::now();
+            drop(permit);
             Finished {
                 index,
                 result,
                 attempts,
                 started,
-                finished: Instant::now(),
+                finished,
             }
         }));
         self.emit(Event::CallStarted { position: i });
@@ -845,6 +898,39 @@ fn cancelled_record(why: &str, ready_at: Option<Instant>, now: Instant) -> Recor
         ready_at,
         started: None,
         finished: now,
+    }
+}
+
+/// A call's shared slots: already held, or on their way.
+enum Slot {
+    Held(Permit),
+    Waiting(tokio::sync::oneshot::Receiver<Permit>),
+}
+
+/// Counts an execution's calls that hold their shared slots, and the most at once.
+#[derive(Default)]
+struct Gauge {
+    now: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl Gauge {
+    fn enter(self: &Arc<Self>) -> GaugeGuard {
+        let now = self.now.fetch_add(1, AtomicOrdering::Relaxed) + 1;
+        self.peak.fetch_max(now, AtomicOrdering::Relaxed);
+        GaugeGuard(self.clone())
+    }
+
+    fn peak(&self) -> usize {
+        self.peak.load(AtomicOrdering::Relaxed)
+    }
+}
+
+struct GaugeGuard(Arc<Gauge>);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, AtomicOrdering::Relaxed);
     }
 }
 
