@@ -14,6 +14,7 @@ use toolgraph_core::{
     ToolCall, ToolSet,
 };
 
+use crate::layer::{self, CallService, Layer};
 use crate::limiter::Limiter;
 use crate::plan::{DependencyGraph, Plan};
 use crate::report;
@@ -61,6 +62,8 @@ pub struct RunOptions<'a> {
 pub struct ParallelExecutor {
     shared: Arc<Shared>,
     sink: Option<Arc<dyn EventSink>>,
+    layers: Vec<Arc<dyn Layer>>,
+    service: Arc<dyn CallService>,
 }
 
 /// What every clone of an executor shares.
@@ -85,7 +88,19 @@ impl ParallelExecutor {
                 history: Mutex::new(History::default()),
             }),
             sink: None,
+            layers: Vec::new(),
+            service: layer::stack(&[]),
         })
+    }
+
+    /// This executor with `layer` wrapped around how its calls are carried out (a cache, a
+    /// rate limit, remote dispatch), outside the timeout, retry and panic layers and inside
+    /// the durability gate; layers added earlier stay outermost. The returned clone shares
+    /// the tools, limits and history.
+    pub fn layer(mut self, layer: Arc<dyn Layer>) -> Self {
+        self.layers.push(layer);
+        self.service = layer::stack(&self.layers);
+        self
     }
 
     /// This executor, also sending every execution's events to `sink` (progress displays,
@@ -218,6 +233,7 @@ impl ParallelExecutor {
             &self.shared.config,
             options.config.clone(),
             &self.shared.limiter,
+            self.service.clone(),
             sinks.clone(),
             origin,
             &options.preset,

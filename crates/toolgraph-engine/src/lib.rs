@@ -8,6 +8,7 @@
 //! Invariant: no database, network or file I/O here; tools do I/O, sinks record.
 
 pub mod executor;
+pub mod layer;
 pub mod limiter;
 pub mod plan;
 mod report;

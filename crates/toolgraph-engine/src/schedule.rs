@@ -16,7 +16,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -29,9 +29,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use toolgraph_core::{
     CallContext, CallError, CallOutcome, CallStatus, CancelFlag, ErrorKind, Event, EventSink,
-    ParallelExecutorConfig, RetryPolicy, Tool, ToolSet,
+    ParallelExecutorConfig, ToolSet,
 };
 
+use crate::layer::{CallPolicy, CallRequest, CallService, Meter};
 use crate::limiter::{Acquire, Limiter, Permit, Request};
 use crate::plan::Plan;
 
@@ -220,7 +221,9 @@ pub(crate) struct Scheduler<'a> {
     running: Vec<bool>,
     finished: usize,
     peak_in_flight: usize,
-    retries: Arc<AtomicU32>,
+    retries: u32,
+    /// How calls are carried out: the executor's layer stack.
+    service: Arc<dyn CallService>,
     cancelled: Option<String>,
     fail_fast_trigger: Option<String>,
 }
@@ -235,6 +238,7 @@ impl<'a> Scheduler<'a> {
         cell: &'a ConfigCell,
         own: Option<Arc<ParallelExecutorConfig>>,
         limiter: &'a Limiter,
+        service: Arc<dyn CallService>,
         sinks: Vec<&'a dyn EventSink>,
         origin: Instant,
         preset: &'a [Option<Preset>],
@@ -279,7 +283,8 @@ impl<'a> Scheduler<'a> {
             running: vec![false; n],
             finished: 0,
             peak_in_flight: 0,
-            retries: Arc::new(AtomicU32::new(0)),
+            retries: 0,
+            service,
             cancelled: None,
             fail_fast_trigger: None,
         }
@@ -349,7 +354,7 @@ impl<'a> Scheduler<'a> {
         RunReport {
             records,
             peak_in_flight: self.running_now.peak(),
-            retries: self.retries.load(AtomicOrdering::Relaxed),
+            retries: self.retries,
             config: self.limits.config,
         }
     }
@@ -547,19 +552,27 @@ impl<'a> Scheduler<'a> {
             .iter()
             .filter_map(|s| s.before_start(i, idempotent))
             .collect();
-        let job = CallJob {
+        let cancel = CancelFlag::new();
+        let meter = Arc::new(Meter::default());
+        let request = CallRequest {
+            position: i,
             tool: entry.tool.clone(),
-            args,
+            args: Arc::new(args),
             ctx: CallContext {
                 call_id: Arc::from(planned.call.id.as_str()),
                 attempt: 1,
-                cancel: CancelFlag::new(),
+                cancel: cancel.clone(),
             },
-            timeout: timeout_ms.map(Duration::from_millis),
-            retry,
-            blocking: spec.traits.blocking,
-            retries: self.retries.clone(),
+            policy: CallPolicy {
+                timeout: timeout_ms.map(Duration::from_millis),
+                retry,
+                idempotent,
+                blocking: spec.traits.blocking,
+            },
+            gates,
+            meter: meter.clone(),
         };
+        let service = self.service.clone();
 
         self.in_flight += 1;
         self.peak_in_flight = self.peak_in_flight.max(self.in_flight);
@@ -599,18 +612,17 @@ impl<'a> Scheduler<'a> {
                 },
             };
             let _running = gauge.enter();
-            for gate in gates {
-                gate.await;
-            }
-            let started = Instant::now();
-            let (result, attempts) = job.run().await;
+            // A blocking tool still on its thread learns that nobody waits any more.
+            let _raise = RaiseOnDrop(cancel);
+            let result = service.call(request).await;
             let finished = Instant::now();
             drop(permit);
+            let attempts = meter.attempts();
             Finished {
                 index,
-                result,
+                result: result.map_err(|f| f.into_call_error(attempts)),
                 attempts,
-                started,
+                started: meter.first_start().unwrap_or(finished),
                 finished,
             }
         }));
@@ -666,6 +678,7 @@ impl<'a> Scheduler<'a> {
 
     fn on_done(&mut self, done: Finished) {
         let i = done.index as usize;
+        self.retries += done.attempts.saturating_sub(1);
         self.running[i] = false;
         self.release(i);
         let (status, output, error) = match done.result {
@@ -934,17 +947,6 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// Everything one call needs, owned.
-struct CallJob {
-    tool: Arc<dyn Tool>,
-    args: Value,
-    ctx: CallContext,
-    timeout: Option<Duration>,
-    retry: RetryPolicy,
-    blocking: bool,
-    retries: Arc<AtomicU32>,
-}
-
 /// Raises a call's cancel flag when the call's task ends or is dropped, so a blocking tool
 /// still running on its thread learns that nobody waits for it any more.
 struct RaiseOnDrop(CancelFlag);
@@ -952,124 +954,5 @@ struct RaiseOnDrop(CancelFlag);
 impl Drop for RaiseOnDrop {
     fn drop(&mut self) {
         self.0.cancel();
-    }
-}
-
-enum Failure {
-    Tool(toolgraph_core::ToolError),
-    Panic(String),
-}
-
-impl CallJob {
-    async fn run(self) -> (Result<Value, CallError>, u32) {
-        let attempts = AtomicU32::new(0);
-        let _raise = RaiseOnDrop(self.ctx.cancel.clone());
-        let timeout = self.timeout;
-        let work = self.attempts(&attempts);
-        let result = match timeout {
-            Some(limit) => match tokio::time::timeout(limit, work).await {
-                Ok(r) => r,
-                Err(_) => Err(CallError {
-                    kind: ErrorKind::Timeout,
-                    message: format!("timed out after {} ms", limit.as_millis()),
-                }),
-            },
-            None => work.await,
-        };
-        (result, attempts.load(AtomicOrdering::Relaxed))
-    }
-
-    async fn attempts(self, counter: &AtomicU32) -> Result<Value, CallError> {
-        let CallJob {
-            tool,
-            mut args,
-            ctx,
-            retry,
-            blocking,
-            retries,
-            ..
-        } = self;
-        loop {
-            let attempt = counter.fetch_add(1, AtomicOrdering::Relaxed) + 1;
-            let last = attempt >= retry.max_attempts;
-            let this_args = if last {
-                std::mem::take(&mut args)
-            } else {
-                args.clone()
-            };
-            let ctx = CallContext {
-                attempt,
-                ..ctx.clone()
-            };
-            match invoke(&tool, this_args, ctx, blocking).await {
-                Ok(v) => return Ok(v),
-                Err(Failure::Tool(e)) if e.is_transient() && !last => {
-                    retries.fetch_add(1, AtomicOrdering::Relaxed);
-                    let mut delay = retry.backoff_ms(attempt + 1);
-                    if retry.jitter && delay > 1 {
-                        delay = delay / 2 + fastrand::u64(0..=delay / 2);
-                    }
-                    if let Some(after) = e.retry_after_ms {
-                        delay = delay.max(after);
-                    }
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
-                }
-                Err(Failure::Tool(e)) => {
-                    let kind = if e.is_transient() {
-                        ErrorKind::Transient
-                    } else {
-                        ErrorKind::Permanent
-                    };
-                    let message = if attempt > 1 {
-                        format!("{} (after {attempt} attempts)", e.message)
-                    } else {
-                        e.message
-                    };
-                    return Err(CallError { kind, message });
-                }
-                Err(Failure::Panic(m)) => {
-                    return Err(CallError {
-                        kind: ErrorKind::Panic,
-                        message: format!("tool panicked: {m}"),
-                    });
-                }
-            }
-        }
-    }
-}
-
-async fn invoke(
-    tool: &Arc<dyn Tool>,
-    args: Value,
-    ctx: CallContext,
-    blocking: bool,
-) -> Result<Value, Failure> {
-    if blocking {
-        let tool = tool.clone();
-        let handle = tokio::runtime::Handle::current();
-        return match tokio::task::spawn_blocking(move || handle.block_on(tool.call(args, ctx)))
-            .await
-        {
-            Ok(r) => r.map_err(Failure::Tool),
-            Err(e) if e.is_panic() => Err(Failure::Panic(panic_message(e.into_panic()))),
-            Err(e) => Err(Failure::Panic(e.to_string())),
-        };
-    }
-    match std::panic::AssertUnwindSafe(tool.call(args, ctx))
-        .catch_unwind()
-        .await
-    {
-        Ok(r) => r.map_err(Failure::Tool),
-        Err(payload) => Err(Failure::Panic(panic_message(payload))),
-    }
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".into()
     }
 }

@@ -1,0 +1,225 @@
+//! How one call is carried out: a stack of small layers around a [`Tool`], tower-style.
+//!
+//! The scheduler decides *when* a call runs; the layers decide *how*. Each layer is a
+//! [`Layer`] value that wraps a [`CallService`] in another, and each lives in its own module
+//! with its own tests:
+//!
+//! - [`durable`]: waits for the call's start to be durable (the write-ahead gate a recorder
+//!   asks for) before anything below runs;
+//! - [`timeout`]: the call's deadline, over every attempt and every backoff;
+//! - [`retry`]: transient failures of idempotent calls, with exponential backoff
+//!   (`backon`), honouring a tool's retry-after hint;
+//! - [`catch_panic`]: a panicking tool becomes a failed call;
+//! - [`Invoke`], the innermost service: calls the tool, on the blocking pool if it blocks.
+//!
+//! Layers added with [`ParallelExecutor::layer`](crate::ParallelExecutor::layer) (a cache,
+//! a rate limit, remote dispatch) wrap the timeout, retry and panic layers and sit inside the
+//! durability gate, so they see each call once, after its start is durable.
+//!
+//! Policy is data: a call's timeout, retry policy, idempotency and blocking flag travel in
+//! its [`CallRequest`]; a layer with nothing to do for a call passes the inner future through
+//! without wrapping it (a no-op call pays for no layer it does not use).
+//!
+//! Invariant: no layer holds a lock across an await or spawns per call (only [`Invoke`]
+//! hands a blocking tool to the blocking pool).
+
+pub mod catch_panic;
+pub mod durable;
+pub mod retry;
+pub mod timeout;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use tokio::time::Instant;
+use toolgraph_core::{CallContext, CallError, ErrorKind, RetryPolicy, Tool, ToolError};
+
+/// One call, as the layers see it.
+pub struct CallRequest {
+    /// The call's position in its execution.
+    pub position: usize,
+    /// The tool that carries it out.
+    pub tool: Arc<dyn Tool>,
+    /// Its arguments (references already resolved); shared, so a retry does not copy them
+    /// until the tool takes them.
+    pub args: Arc<Value>,
+    /// What the tool learns about the call.
+    pub ctx: CallContext,
+    /// How the call may be carried out.
+    pub policy: CallPolicy,
+    /// Futures that must resolve before the call starts (a recorder's write-ahead).
+    pub gates: Vec<BoxFuture<'static, ()>>,
+    /// Attempts made and when the first began, shared with the scheduler.
+    pub meter: Arc<Meter>,
+}
+
+impl CallRequest {
+    /// A request for one call of `tool` (tests, direct use): no timeout, no retry, no gate.
+    pub fn new(tool: Arc<dyn Tool>, args: Value, call_id: &str) -> Self {
+        let idempotent = tool.is_idempotent(&args);
+        let blocking = tool.spec().traits.blocking;
+        CallRequest {
+            position: 0,
+            tool,
+            args: Arc::new(args),
+            ctx: CallContext::detached(call_id),
+            policy: CallPolicy {
+                timeout: None,
+                retry: RetryPolicy {
+                    max_attempts: 1,
+                    ..RetryPolicy::default()
+                },
+                idempotent,
+                blocking,
+            },
+            gates: Vec::new(),
+            meter: Arc::new(Meter::default()),
+        }
+    }
+}
+
+/// How a call may be carried out: data, decided once when the call is admitted.
+#[derive(Debug, Clone, Copy)]
+pub struct CallPolicy {
+    /// The call's deadline over all its attempts.
+    pub timeout: Option<Duration>,
+    /// Retries of transient failures (only when `idempotent`).
+    pub retry: RetryPolicy,
+    /// Safe to run twice.
+    pub idempotent: bool,
+    /// Runs on the blocking pool.
+    pub blocking: bool,
+}
+
+/// Attempts made, and when the first began.
+#[derive(Debug, Default)]
+pub struct Meter {
+    attempts: AtomicU32,
+    first_start: OnceLock<Instant>,
+}
+
+impl Meter {
+    /// Counts an attempt beginning now; returns its number (1 = first).
+    pub fn begin_attempt(&self) -> u32 {
+        let _ = self.first_start.set(Instant::now());
+        self.attempts.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Attempts begun so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// When the first attempt began, if one did.
+    pub fn first_start(&self) -> Option<Instant> {
+        self.first_start.get().copied()
+    }
+}
+
+/// Why a call (or one attempt) failed, before it becomes a [`CallError`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// The tool failed (transient or not, with its retry-after hint).
+    Tool(ToolError),
+    /// The tool panicked.
+    Panic(String),
+    /// The call ran out of time.
+    Timeout(Duration),
+    /// A layer refused or failed the call for its own reason.
+    Call(CallError),
+}
+
+impl Failure {
+    /// The error a result reports; `attempts` > 1 is mentioned.
+    pub fn into_call_error(self, attempts: u32) -> CallError {
+        match self {
+            Failure::Tool(e) => {
+                let kind = if e.is_transient() {
+                    ErrorKind::Transient
+                } else {
+                    ErrorKind::Permanent
+                };
+                let message = if attempts > 1 {
+                    format!("{} (after {attempts} attempts)", e.message)
+                } else {
+                    e.message
+                };
+                CallError { kind, message }
+            }
+            Failure::Panic(m) => CallError {
+                kind: ErrorKind::Panic,
+                message: format!("tool panicked: {m}"),
+            },
+            Failure::Timeout(limit) => CallError {
+                kind: ErrorKind::Timeout,
+                message: format!("timed out after {} ms", limit.as_millis()),
+            },
+            Failure::Call(e) => e,
+        }
+    }
+}
+
+/// What a service returns for a call.
+pub type CallFuture = BoxFuture<'static, Result<Value, Failure>>;
+
+/// Carries out calls. Dropping the returned future cancels the call.
+pub trait CallService: Send + Sync + 'static {
+    /// Carries out one call.
+    fn call(&self, request: CallRequest) -> CallFuture;
+}
+
+/// Wraps a service in another.
+pub trait Layer: Send + Sync + 'static {
+    /// The service that carries out calls through this layer, then `inner`.
+    fn layer(&self, inner: Arc<dyn CallService>) -> Arc<dyn CallService>;
+}
+
+/// The innermost service: calls the tool (on the blocking pool when it blocks).
+pub struct Invoke;
+
+impl CallService for Invoke {
+    fn call(&self, request: CallRequest) -> CallFuture {
+        let CallRequest {
+            tool,
+            args,
+            ctx,
+            policy,
+            meter,
+            ..
+        } = request;
+        meter.begin_attempt();
+        // The last holder takes the arguments as they are; otherwise the tool gets a copy.
+        let args = Arc::try_unwrap(args).unwrap_or_else(|shared| (*shared).clone());
+        if policy.blocking {
+            let handle = tokio::runtime::Handle::current();
+            return Box::pin(async move {
+                let work =
+                    tokio::task::spawn_blocking(move || handle.block_on(tool.call(args, ctx)));
+                match work.await {
+                    Ok(r) => r.map_err(Failure::Tool),
+                    Err(e) if e.is_panic() => {
+                        Err(Failure::Panic(catch_panic::panic_message(e.into_panic())))
+                    }
+                    Err(e) => Err(Failure::Panic(e.to_string())),
+                }
+            });
+        }
+        Box::pin(async move { tool.call(args, ctx).await.map_err(Failure::Tool) })
+    }
+}
+
+/// The standard stack around [`Invoke`]: durability gate, then `extra` layers (first =
+/// outermost), then timeout, retry and panic catching.
+pub fn stack(extra: &[Arc<dyn Layer>]) -> Arc<dyn CallService> {
+    let mut service: Arc<dyn CallService> = Arc::new(Invoke);
+    service = catch_panic::CatchPanicLayer.layer(service);
+    service = retry::RetryLayer.layer(service);
+    service = timeout::TimeoutLayer.layer(service);
+    for layer in extra.iter().rev() {
+        service = layer.layer(service);
+    }
+    durable::DurableLayer.layer(service)
+}
