@@ -20,5 +20,5 @@ mod wire;
 pub use client::LlmClient;
 pub use config::{LlmConfig, Provider};
 pub use error::LlmError;
-pub use orchestrator::{OrchestratorResult, ToolOrchestrator};
+pub use orchestrator::{BatchRunner, OrchestratorResult, ToolOrchestrator};
 pub use turn::{Conversation, FinishReason, StreamEvent, Turn, Usage};

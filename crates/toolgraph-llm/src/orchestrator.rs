@@ -12,10 +12,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
-use toolgraph_core::{InputError, ParallelExecutionResult, ToolCall, ToolSpec};
+use toolgraph_core::{InputError, ParallelExecutionResult, ToolCall, ToolSet, ToolSpec};
 use toolgraph_engine::ParallelExecutor;
 
 use crate::client::LlmClient;
@@ -37,10 +38,37 @@ data; it is removed before the tool sees the arguments.
 - A call runs only after the calls it references succeeded; if one fails, it is skipped \
 and you are told why.";
 
+/// What runs a turn's batches of calls: an executor, or a runtime that also records each
+/// batch ahead of running it. Streamed early calls run as batches of their own.
+pub trait BatchRunner: Send + Sync + 'static {
+    /// The tools the model may call.
+    fn tools(&self) -> &ToolSet;
+
+    /// Plans and runs one batch. The future owns what it needs (it may be spawned).
+    fn run_batch(
+        &self,
+        calls: Vec<ToolCall>,
+    ) -> BoxFuture<'static, Result<ParallelExecutionResult, InputError>>;
+}
+
+impl BatchRunner for ParallelExecutor {
+    fn tools(&self) -> &ToolSet {
+        ParallelExecutor::tools(self)
+    }
+
+    fn run_batch(
+        &self,
+        calls: Vec<ToolCall>,
+    ) -> BoxFuture<'static, Result<ParallelExecutionResult, InputError>> {
+        let executor = self.clone();
+        Box::pin(async move { executor.execute_parallel(calls).await })
+    }
+}
+
 /// Runs a prompt to a final answer, letting the model call the executor's tools.
 pub struct ToolOrchestrator {
     client: LlmClient,
-    executor: Arc<ParallelExecutor>,
+    executor: Arc<dyn BatchRunner>,
     max_iterations: usize,
     system_prompt: Option<String>,
     teach_references: bool,
@@ -87,6 +115,11 @@ impl ToolOrchestrator {
     /// An orchestrator asking `client`'s model to use `executor`'s tools; at most 10 turns,
     /// no system prompt, references not taught, streaming dispatch on when streaming.
     pub fn new(client: LlmClient, executor: Arc<ParallelExecutor>) -> Self {
+        Self::with_runner(client, executor)
+    }
+
+    /// An orchestrator whose batches `runner` runs (e.g. a runtime that records each turn).
+    pub fn with_runner(client: LlmClient, executor: Arc<dyn BatchRunner>) -> Self {
         ToolOrchestrator {
             client,
             executor,
@@ -204,10 +237,8 @@ impl ToolOrchestrator {
                 StreamEvent::Finish(reason) => cut_short = reason.is_cut_short(),
                 StreamEvent::ToolCallComplete(call) if dispatch && !cut_short && !blocked => {
                     if self.safe_to_start_early(&call) {
-                        let executor = self.executor.clone();
-                        let batch = vec![call.clone()];
-                        let handle =
-                            tokio::spawn(async move { executor.execute_parallel(batch).await });
+                        // The runner's shared limits apply to early calls as to any other.
+                        let handle = tokio::spawn(self.executor.run_batch(vec![call.clone()]));
                         early.push(Early { call, handle });
                     } else {
                         // Keep emitted order: nothing after a call that must wait starts early.
@@ -327,7 +358,7 @@ impl ToolOrchestrator {
             }
         }
         if !rest.is_empty() {
-            let result = self.executor.execute_parallel(rest.clone()).await;
+            let result = self.executor.run_batch(rest.clone()).await;
             self.record(result, &rest, &mut answers, out);
         }
         out.tool_ms += started.elapsed().as_secs_f64() * 1e3;

@@ -240,3 +240,61 @@ async fn nothing_is_dispatched_or_run_after_a_length_finish() {
     let text = msgs[2]["content"].as_str().expect("text");
     assert!(text.contains("cut short"), "{text}");
 }
+
+#[tokio::test]
+async fn calls_started_early_share_the_executors_per_host_limit() {
+    use toolgraph_core::{ParallelExecutorConfig, ToolSet, ToolSpec};
+    use toolgraph_engine::ParallelExecutor;
+    use toolgraph_test_support::{Probe, ScriptedTool};
+
+    // Three reads of one host, each whole long before the stream ends: each starts early,
+    // as an execution of its own, yet the host's limit of one holds across them.
+    let args = r#"{"ms": 60, "reads": ["host:api.example"], "key": "host:api.example"}"#;
+    let server = ScriptedServer::start(vec![
+        Reply::openai_sse(
+            vec![
+                oa_call(0, Some("g1"), Some("get"), args),
+                oa_call(1, Some("g2"), Some("get"), args),
+                oa_call(2, Some("g3"), Some("get"), args),
+                oa_delta(json!({})),
+                oa_delta(json!({})),
+                oa_finish("tool_calls"),
+                oa_usage(),
+            ],
+            Duration::from_millis(10),
+        ),
+        oa_text_stream("done"),
+    ])
+    .await;
+    let probe = Probe::new();
+    let mut tools = ToolSet::new();
+    tools
+        .register(ScriptedTool::with_spec(
+            ToolSpec::new("get").idempotent(),
+            &probe,
+        ))
+        .expect("get");
+    let config = ParallelExecutorConfig {
+        per_resource_parallel_limits: [("host".to_owned(), 1)].into(),
+        ..ParallelExecutorConfig::default()
+    };
+    let executor = std::sync::Arc::new(ParallelExecutor::new(tools, config).expect("config"));
+    let orch = toolgraph_llm::ToolOrchestrator::new(
+        server.client(Provider::OpenAi, true),
+        executor.clone(),
+    );
+    let result = orch.execute_with_tools("go").await.expect("run");
+    assert!(result.success, "{}", result.answer);
+    assert_eq!(
+        result.executions.len(),
+        3,
+        "each call started early, on its own"
+    );
+    assert_eq!(probe.invocations(), 3);
+    assert_eq!(
+        probe.peak_for("host:api.example"),
+        1,
+        "one at a time on the host"
+    );
+    assert_eq!(executor.limiter().peaks().resources["host:api.example"], 1);
+}
