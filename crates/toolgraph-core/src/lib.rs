@@ -23,7 +23,8 @@ pub use config::{ConfigError, ParallelExecutorConfig, RetryPolicy};
 pub use error::{InputError, Problem};
 pub use event::{CallOutcome, Event, EventSink};
 pub use result::{
-    BatchReport, CallError, CallResult, CallStatus, ErrorKind, ParallelExecutionResult,
+    BatchReport, CallError, CallResult, CallStatus, ErrorKind, ExecutionMetadata, ExecutionMode,
+    ParallelExecutionResult, ResumeMetadata, StatusCounts,
 };
 pub use tool::{
     Access, CallContext, CancelFlag, FnTool, ResourceAccess, ResourceCost, Tool, ToolError,

@@ -5,7 +5,7 @@
 //! an Anthropic user message of `tool_result` blocks.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -177,8 +177,106 @@ pub struct ParallelExecutionResult {
     pub batches: Vec<BatchReport>,
     /// One line per call that did not succeed.
     pub errors: Vec<String>,
-    /// Execution mode, limits, counts, peak concurrency.
-    pub metadata: Map<String, Value>,
+    /// Execution mode, limits, counts, peak concurrency, and where it was recorded.
+    pub metadata: ExecutionMetadata,
+}
+
+/// Whether calls ran in parallel or one at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionMode {
+    /// Under the limits, as dependencies allow.
+    #[default]
+    Parallel,
+    /// One call at a time (`enable_parallel = false`).
+    Sequential,
+}
+
+/// Calls per final status, in [`CallStatus::ALL`] order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StatusCounts {
+    /// Succeeded.
+    pub ok: usize,
+    /// Failed.
+    pub error: usize,
+    /// Ran out of time.
+    pub timeout: usize,
+    /// Not run: a dependency did not succeed.
+    pub skipped: usize,
+    /// Not finished: the execution was cancelled.
+    pub cancelled: usize,
+    /// Running when the process stopped; not run again (not idempotent).
+    pub interrupted: usize,
+}
+
+impl StatusCounts {
+    /// Counts `results` by status.
+    pub fn of(results: &[CallResult]) -> Self {
+        let mut counts = StatusCounts::default();
+        for r in results {
+            *match r.status {
+                CallStatus::Ok => &mut counts.ok,
+                CallStatus::Error => &mut counts.error,
+                CallStatus::Timeout => &mut counts.timeout,
+                CallStatus::Skipped => &mut counts.skipped,
+                CallStatus::Cancelled => &mut counts.cancelled,
+                CallStatus::Interrupted => &mut counts.interrupted,
+            } += 1;
+        }
+        counts
+    }
+}
+
+/// What a resume did with the calls a crash left (see `toolgraph resume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResumeMetadata {
+    /// Calls whose recorded outcome was kept.
+    pub kept: usize,
+    /// Calls running at the crash, idempotent, run again.
+    pub rerun: usize,
+    /// Calls running at the crash, not idempotent, reported `interrupted`.
+    pub interrupted: usize,
+}
+
+/// The `metadata` of a [`ParallelExecutionResult`]: typed, serialised to the same JSON
+/// object as always. The engine fills the run's figures, [`ParallelExecutionResult::from_calls`]
+/// the counts, the runtime where it was recorded; fields a source does not know are left
+/// out of the JSON.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ExecutionMetadata {
+    /// Dependency edges in the plan.
+    pub edges: usize,
+    /// The global limit the execution ran under.
+    pub max_parallel_calls: usize,
+    /// The most calls of this execution running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_in_flight: Option<usize>,
+    /// Retries made (attempts beyond each call's first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Time spent planning, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planning_ms: Option<f64>,
+    /// How many times the stored execution was resumed (results read back from a store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<i64>,
+    /// Parallel or sequential.
+    pub execution_mode: ExecutionMode,
+    /// Calls in the batch.
+    pub calls: usize,
+    /// Dependency levels.
+    pub levels: u32,
+    /// Calls per final status.
+    pub status_counts: StatusCounts,
+    /// The id of the stored execution, when it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
+    /// What a resume did, for a resumed execution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeMetadata>,
+    /// Why recording failed, when it did (the calls ran and their results are complete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_error: Option<String>,
 }
 
 /// Rounds to a microsecond, for figures in ms.
@@ -190,14 +288,14 @@ impl ParallelExecutionResult {
     /// The whole result from per-call results and the two figures that need more than
     /// them — the makespan (a clock) and the critical path (the graph): sequential time
     /// (sum of durations), first start to last end, speedup, efficiency, level timings,
-    /// error lines, and `execution_mode` / `calls` / `levels` / `status_counts` added to
+    /// error lines, and `execution_mode` / `calls` / `levels` / `status_counts` filled in
     /// `metadata`. In sequential mode the speedup is 1 by definition.
     pub fn from_calls(
         results: Vec<CallResult>,
         total_time_ms: f64,
         critical_path_ms: f64,
         sequential_mode: bool,
-        mut metadata: Map<String, Value>,
+        mut metadata: ExecutionMetadata,
     ) -> Self {
         let total_time_ms = round_ms(total_time_ms);
         let critical_path_ms = round_ms(critical_path_ms);
@@ -267,26 +365,14 @@ impl ParallelExecutionResult {
                 format!("{} ({}): {}: {why}", r.id, r.name, r.status.as_str())
             })
             .collect();
-        let counts: Map<String, Value> = CallStatus::ALL
-            .iter()
-            .map(|s| {
-                (
-                    s.as_str().to_owned(),
-                    json!(results.iter().filter(|r| r.status == *s).count()),
-                )
-            })
-            .collect();
-        metadata.insert(
-            "execution_mode".into(),
-            json!(if sequential_mode {
-                "sequential"
-            } else {
-                "parallel"
-            }),
-        );
-        metadata.insert("calls".into(), json!(results.len()));
-        metadata.insert("levels".into(), json!(levels));
-        metadata.insert("status_counts".into(), Value::Object(counts));
+        metadata.execution_mode = if sequential_mode {
+            ExecutionMode::Sequential
+        } else {
+            ExecutionMode::Parallel
+        };
+        metadata.calls = results.len();
+        metadata.levels = levels;
+        metadata.status_counts = StatusCounts::of(&results);
         ParallelExecutionResult {
             success: results.iter().all(CallResult::is_ok),
             results,

@@ -6,9 +6,8 @@
 
 use tokio::time::Instant;
 
-use serde_json::{Map, json};
 use toolgraph_core::result::round_ms;
-use toolgraph_core::{CallResult, ParallelExecutionResult};
+use toolgraph_core::{CallResult, ExecutionMetadata, ParallelExecutionResult};
 
 use crate::plan::Plan;
 use crate::schedule::RunReport;
@@ -55,15 +54,14 @@ pub(crate) fn assemble(
         .collect();
 
     let critical_path_ms = plan.critical_path(|i| results[i].duration_ms);
-    let mut metadata = Map::new();
-    metadata.insert("edges".into(), json!(plan.edges().len()));
-    metadata.insert(
-        "max_parallel_calls".into(),
-        json!(run.config.max_parallel_calls),
-    );
-    metadata.insert("peak_in_flight".into(), json!(run.peak_in_flight));
-    metadata.insert("retries".into(), json!(run.retries));
-    metadata.insert("planning_ms".into(), json!(ms_since(origin, planned_at)));
+    let metadata = ExecutionMetadata {
+        edges: plan.edges().len(),
+        max_parallel_calls: run.config.max_parallel_calls,
+        peak_in_flight: Some(run.peak_in_flight),
+        retries: Some(run.retries),
+        planning_ms: Some(ms_since(origin, planned_at)),
+        ..ExecutionMetadata::default()
+    };
     ParallelExecutionResult::from_calls(
         results,
         ms_since(origin, ended),

@@ -85,7 +85,7 @@ async fn global_limit_is_never_exceeded() {
     let r = run(&rig, workload::fan_out(20, "t", json!({"ms": 10}))).await;
     assert!(r.success);
     assert_eq!(rig.probe.peak(), 3);
-    assert_eq!(r.metadata["peak_in_flight"], json!(3));
+    assert_eq!(r.metadata.peak_in_flight, Some(3));
     // 20 calls, 3 at a time, 10 ms each: 7 waves.
     assert_eq!(r.total_time_ms, 70.0);
     assert_eq!(r.sequential_time_estimate_ms, 200.0);
@@ -431,7 +431,7 @@ async fn only_idempotent_tools_retry_and_only_transient_errors() {
         "{}",
         a.duration_ms
     );
-    assert_eq!(r.metadata["retries"], json!(4));
+    assert_eq!(r.metadata.retries, Some(4));
 }
 
 #[tokio::test(start_paused = true)]
@@ -585,7 +585,10 @@ async fn sequential_mode_runs_one_at_a_time_in_dependency_order() {
     )
     .await;
     assert_eq!(rig.probe.peak(), 1);
-    assert_eq!(r.metadata["execution_mode"], json!("sequential"));
+    assert_eq!(
+        r.metadata.execution_mode,
+        toolgraph_core::ExecutionMode::Sequential
+    );
     assert_eq!(r.speedup, 1.0);
     assert_eq!(r.total_time_ms, 30.0);
     assert!(rig.probe.ended_at("a") < rig.probe.started_at("b"));

@@ -154,7 +154,7 @@ async fn an_executions_own_limit_is_layered_under_the_shared_ones() {
     );
     assert!(mine.success);
     assert_eq!(probe.peak_for("own"), 1, "its own limit of one holds");
-    assert_eq!(mine.metadata["peak_in_flight"], json!(1));
+    assert_eq!(mine.metadata.peak_in_flight, Some(1));
     assert_eq!(mine.total_time_ms, 60.0, "one at a time: 6 × 10 ms");
     assert!(probe.peak() <= GLOBAL);
 }
