@@ -1,19 +1,17 @@
 //! `toolgraph chat "PROMPT"`: the agent loop from the command line — the model asks for
 //! tools, the executor runs them in parallel, results go back, until it answers.
 //!
-//! Each turn's execution is recorded into the store as part of one session.
+//! Each turn's batch is recorded ahead into the store, as part of one session, by the
+//! runtime's batch runner.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
-use serde_json::Value;
 use toolgraph::llm::{LlmClient, LlmConfig, Provider, ToolOrchestrator};
-use toolgraph_core::ToolCall;
 
 use crate::Outcome;
-use crate::input::{ExecutorFlags, open_store};
+use crate::input::ExecutorFlags;
 use crate::progress::Progress;
 
 /// Providers, on the command line.
@@ -62,12 +60,16 @@ pub struct ChatArgs {
 
 pub async fn run(args: ChatArgs) -> Result<Outcome> {
     let config = args.flags.config()?;
-    let (mut executor, _servers) = toolgraph::build_executor(&config).await?;
+    let mut runtime = toolgraph::Runtime::start(&config).await?;
     let progress = (!args.quiet).then(|| Arc::new(Progress::new()));
     if let Some(p) = &progress {
-        executor = executor.with_sink(p.clone());
+        runtime = runtime.with_sink(p.clone());
     }
-    let executor = Arc::new(executor);
+    // Every turn's batch is recorded ahead, under one session, with the plan the model sent.
+    let session = runtime
+        .store()
+        .is_some()
+        .then(toolgraph::Runtime::new_session_id);
     let provider = match args.provider {
         Some(ProviderArg::Openai) => Provider::OpenAi,
         Some(ProviderArg::Anthropic) => Provider::Anthropic,
@@ -92,7 +94,8 @@ pub async fn run(args: ChatArgs) -> Result<Outcome> {
     if args.stream {
         llm.stream = true;
     }
-    let mut orchestrator = ToolOrchestrator::new(LlmClient::new(llm)?, executor.clone())
+    let runner = runtime.batch_runner(session.clone());
+    let mut orchestrator = ToolOrchestrator::with_runner(LlmClient::new(llm)?, runner)
         .max_iterations(args.max_iterations)
         .teach_references(args.teach_references);
     if let Some(system) = &args.system {
@@ -103,11 +106,11 @@ pub async fn run(args: ChatArgs) -> Result<Outcome> {
         p.finish();
     }
 
-    let session = if config.store.record && !result.executions.is_empty() {
-        Some(record(&config.store.url, &executor, &result).await)
-    } else {
-        None
-    };
+    let recording_errors: Vec<&str> = result
+        .executions
+        .iter()
+        .filter_map(|e| e.metadata.recording_error.as_deref())
+        .collect();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
@@ -137,10 +140,14 @@ pub async fn run(args: ChatArgs) -> Result<Outcome> {
                 }
             );
         }
-        match session {
-            Some(Ok(id)) => println!("recorded as session {id} ({})", config.store.url),
-            Some(Err(e)) => eprintln!("toolgraph: warning: recording the session failed: {e:#}"),
-            None => {}
+        match (&session, recording_errors.first()) {
+            (Some(_), Some(e)) => {
+                eprintln!("toolgraph: warning: recording the session failed: {e}")
+            }
+            (Some(id), None) if !result.executions.is_empty() => {
+                println!("recorded as session {id} ({})", config.store.url)
+            }
+            _ => {}
         }
     }
     Ok(if result.success {
@@ -148,44 +155,4 @@ pub async fn run(args: ChatArgs) -> Result<Outcome> {
     } else {
         Outcome::CallsFailed
     })
-}
-
-/// Records every execution of the chat under one session; calls' arguments come from the
-/// assistant messages of the transcript.
-async fn record(
-    url: &str,
-    executor: &toolgraph::ParallelExecutor,
-    result: &toolgraph::llm::OrchestratorResult,
-) -> Result<String> {
-    let store = open_store(url).await?;
-    let session = toolgraph_store::Store::new_id();
-    let mut arguments: HashMap<String, Value> = HashMap::new();
-    for message in &result.transcript {
-        if let Ok(calls) = toolgraph_core::parse_tool_calls(message) {
-            for c in calls {
-                arguments.insert(c.id, c.arguments);
-            }
-        }
-    }
-    for execution in &result.executions {
-        let calls: Vec<ToolCall> = execution
-            .results
-            .iter()
-            .map(|r| {
-                let args = arguments
-                    .get(&r.id)
-                    .cloned()
-                    .unwrap_or_else(|| Value::Object(Default::default()));
-                ToolCall::new(r.id.clone(), r.name.clone(), args)
-            })
-            .collect();
-        let plan = executor
-            .plan(calls)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .context("re-planning a turn")?;
-        store
-            .record_completed(&plan, &executor.config(), Some(&session), execution)
-            .await?;
-    }
-    Ok(session)
 }

@@ -2,7 +2,6 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use toolgraph_store::ExecutionStore;
 
 use crate::Outcome;
 use crate::input::StoreFlags;

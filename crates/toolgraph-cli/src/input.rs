@@ -3,11 +3,13 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use toolgraph::Config;
 use toolgraph_core::{InputError, ToolCall, parse_tool_calls_str};
+use toolgraph_store::ExecutionStore;
 
 /// Configuration flags; each wins over the file and the environment.
 #[derive(Args, Clone, Debug, Default)]
@@ -99,7 +101,7 @@ impl ExecutorFlags {
     }
 
     /// The store named by the configuration.
-    pub async fn store(&self) -> Result<toolgraph_store::Store> {
+    pub async fn store(&self) -> Result<Arc<dyn ExecutionStore>> {
         let config = self.config()?;
         open_store(&config.store.url).await
     }
@@ -123,8 +125,8 @@ pub struct OutputFlags {
 pub type Servers = Vec<std::sync::Arc<toolgraph::mcp::McpServer>>;
 
 /// Opens the store at `url`, saying which one on failure.
-pub async fn open_store(url: &str) -> Result<toolgraph_store::Store> {
-    toolgraph_store::Store::open(url)
+pub async fn open_store(url: &str) -> Result<Arc<dyn ExecutionStore>> {
+    toolgraph_store::open(url)
         .await
         .with_context(|| format!("opening the store {url}"))
 }
@@ -145,7 +147,7 @@ pub struct StoreFlags {
 
 impl StoreFlags {
     /// The store these flags name.
-    pub async fn store(&self) -> Result<toolgraph_store::Store> {
+    pub async fn store(&self) -> Result<Arc<dyn ExecutionStore>> {
         let flags = ExecutorFlags {
             config: self.config.clone(),
             db: self.db.clone(),

@@ -5,6 +5,8 @@
 //! rejected and nothing ran). It is the only crate that prints.
 
 mod bench;
+mod bench_concurrent;
+mod bench_memory;
 mod chat_cmd;
 mod history_cmd;
 mod input;

@@ -47,11 +47,10 @@ pub fn summary(r: &ParallelExecutionResult) -> String {
             c.attempts,
         ));
     }
-    let mode = r
-        .metadata
-        .get("execution_mode")
-        .and_then(|v| v.as_str())
-        .unwrap_or("parallel");
+    let mode = match r.metadata.execution_mode {
+        toolgraph_core::ExecutionMode::Parallel => "parallel",
+        toolgraph_core::ExecutionMode::Sequential => "sequential",
+    };
     let ok = r
         .results
         .iter()

@@ -4,15 +4,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use serde_json::json;
-use toolgraph_core::{EventSink, ParallelExecutionResult};
-use toolgraph_engine::{Plan, RunOptions};
-use toolgraph_store::ExecutionStore;
+use toolgraph::ExecuteOptions;
+use toolgraph_core::ParallelExecutionResult;
+use toolgraph_engine::Plan;
 
 use crate::Outcome;
-use crate::input::{
-    ExecutorFlags, OutputFlags, open_store, parse_or_report, read_source, report_rejection,
-};
+use crate::input::{ExecutorFlags, OutputFlags, parse_or_report, read_source, report_rejection};
 use crate::progress::Progress;
 use crate::{render, timeline};
 
@@ -32,58 +29,28 @@ pub async fn run(args: RunArgs) -> Result<Outcome> {
         return Ok(Outcome::Rejected);
     };
     let config = args.flags.config()?;
-    let (mut executor, _servers) = toolgraph::build_executor(&config).await?;
+    let mut runtime = toolgraph::Runtime::start(&config).await?;
     let progress = (!args.output.quiet).then(|| Arc::new(Progress::new()));
     if let Some(p) = &progress {
-        executor = executor.with_sink(p.clone());
+        runtime = runtime.with_sink(p.clone());
     }
-    let plan = match executor.plan(calls) {
+    let plan = match runtime.plan(calls) {
         Ok(plan) => plan,
         Err(e) => {
             report_rejection(&e);
             return Ok(Outcome::Rejected);
         }
     };
-    // Recording starts before anything runs: a crash leaves an account to resume from.
-    let store = if config.store.record {
-        Some(open_store(&config.store.url).await?)
-    } else {
-        None
-    };
-    let recording = match &store {
-        Some(store) => {
-            let id = store
-                .begin_execution(&plan, &executor.config(), None)
-                .await?;
-            Some((id.clone(), store.recorder(&id, plan.len(), Vec::new(), 0.0)))
-        }
-        None => None,
-    };
-    let sink = recording.as_ref().map(|(_, r)| r as &dyn EventSink);
-    let mut result = executor
-        .execute_plan_with(
-            &plan,
-            RunOptions {
-                sink,
-                ..RunOptions::default()
-            },
-        )
-        .await;
+    // The runtime records the execution before anything runs: a crash leaves an account
+    // to resume from.
+    let execution = runtime.execute(&plan, ExecuteOptions::default()).await?;
     if let Some(p) = &progress {
         p.finish();
     }
-    if let (Some(store), Some((id, recorder))) = (&store, &recording) {
-        let recorded = async {
-            recorder.close().await?;
-            store.finish_execution(id).await
-        };
-        match recorded.await {
-            Ok(_) => {
-                result.metadata.insert("execution_id".into(), json!(id));
-            }
-            Err(e) => eprintln!("toolgraph: warning: recording execution {id} failed: {e}"),
-        }
+    if let (Some(id), Some(e)) = (&execution.id, &execution.recording_error) {
+        eprintln!("toolgraph: warning: recording execution {id} failed: {e}");
     }
+    let result = execution.result;
     print_result(&result, args.output.json)?;
     if let Some(path) = &args.output.timeline {
         write_timeline(
@@ -96,7 +63,7 @@ pub async fn run(args: RunArgs) -> Result<Outcome> {
             println!("timeline: {}", path.display());
         }
     }
-    if let (Some((id, _)), false) = (&recording, args.output.json) {
+    if let (Some(id), false) = (&execution.id, args.output.json) {
         println!("recorded as execution {id} ({})", config.store.url);
     }
     Ok(if result.success {

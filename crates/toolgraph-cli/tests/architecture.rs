@@ -1,5 +1,7 @@
 //! ARCHITECTURE.md's dependency rules, checked: each crate may depend only on the
-//! toolgraph crates listed for it (dev-dependencies listed apart).
+//! toolgraph crates listed for it (dev-dependencies listed apart), and the third-party
+//! crates for an outside world (sqlx, reqwest, rmcp, async-nats) only in the crates that
+//! own that world.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,7 +26,7 @@ fn allowed() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static str>)> {
             "toolgraph",
             (
                 vec![core, engine, tools, store, mcp, "toolgraph-llm"],
-                vec![],
+                vec![support],
             ),
         ),
         (
@@ -76,4 +78,69 @@ fn crates_depend_only_on_what_the_architecture_allows() {
         seen.push(name);
     }
     assert_eq!(seen.len(), rules.len(), "every crate checked: {seen:?}");
+}
+
+/// Third-party crates for an outside world → the crates that own that world. Everyone else
+/// reaches that world through the owner.
+fn outside_worlds() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static str>)> {
+    BTreeMap::from([
+        // SQL: the store. The CLI's tests create a PostgreSQL schema per test with it.
+        ("sqlx", (vec!["toolgraph-store"], vec!["toolgraph-cli"])),
+        // HTTP clients: the http_fetch tool, the model APIs, MCP's streamable HTTP transport.
+        (
+            "reqwest",
+            (
+                vec!["toolgraph-tools", "toolgraph-llm", "toolgraph-mcp"],
+                vec![],
+            ),
+        ),
+        ("rmcp", (vec!["toolgraph-mcp"], vec![])),
+        ("async-nats", (vec!["toolgraph-broker"], vec![])),
+    ])
+}
+
+#[test]
+fn outside_world_crates_are_used_only_by_the_crates_that_own_that_world() {
+    let crates = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let worlds = outside_worlds();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&crates).expect("crates/") {
+        let dir = entry.expect("entry").path();
+        let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let mut section = String::new();
+        for line in manifest.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                section = line.to_owned();
+                continue;
+            }
+            let dep = line.split(['=', '.', ' ']).next().unwrap_or_default();
+            let Some((owners, dev_owners)) = worlds.get(dep) else {
+                continue;
+            };
+            checked += 1;
+            match section.as_str() {
+                "[dependencies]" => assert!(
+                    owners.contains(&name.as_str()),
+                    "{name} may not depend on {dep}: only {owners:?} do"
+                ),
+                "[dev-dependencies]" => assert!(
+                    owners.contains(&name.as_str()) || dev_owners.contains(&name.as_str()),
+                    "{name} may not dev-depend on {dep}"
+                ),
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        checked >= 5,
+        "the manifests were read ({checked} uses found)"
+    );
 }

@@ -21,7 +21,7 @@ async fn completions(State(seen): State<Seen>, Json(body): Json<Value>) -> Json<
     let message = if turn == 1 {
         json!({"role": "assistant", "content": null, "tool_calls": [
             {"id": "call_1", "type": "function", "function": {"name": "sleep", "arguments": "{\"ms\": 30}"}},
-            {"id": "call_2", "type": "function", "function": {"name": "echo", "arguments": "{\"said\": \"hello\"}"}}
+            {"id": "call_2", "type": "function", "function": {"name": "echo", "arguments": "{\"said\": \"hello\", \"depends_on\": [\"call_1\"]}"}}
         ]})
     } else {
         json!({"role": "assistant", "content": "Complete"})
@@ -125,4 +125,17 @@ async fn chat_runs_the_tools_the_model_asks_for_and_records_the_session() {
     assert_eq!(rows.as_array().map(Vec::len), Some(1));
     assert_eq!(rows[0]["calls"], 2);
     assert_eq!(rows[0]["success"], true);
+    // The turn was recorded with its real plan: call_2's `depends_on` is an edge.
+    let id = rows[0]["id"].as_str().expect("id").to_owned();
+    let show = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_toolgraph"))
+            .args(["show", &id, "--json", "--db", &db])
+            .output()
+            .expect("toolgraph runs")
+    })
+    .await
+    .expect("joined");
+    let stored: Value = serde_json::from_slice(&show.stdout).expect("json");
+    assert_eq!(stored["metadata"]["edges"], 1, "{stored}");
+    assert_eq!(stored["results"][1]["level"], 1, "call_2 ran after call_1");
 }

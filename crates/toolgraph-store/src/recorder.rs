@@ -1,4 +1,5 @@
-//! [`Recorder`]: the `EventSink` that writes an execution's calls as they start and end.
+//! [`Recorder`]: the SQL store's [`ExecutionRecorder`], writing an execution's calls as
+//! they start and end.
 //!
 //! The scheduler only pushes a row onto a queue (a mutex held for a push); a writer task
 //! drains the queue in batches, one transaction each. For a call that must not run twice,
@@ -9,12 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
-use toolgraph_core::{CallError, CallOutcome, CallStatus, Event, EventSink};
+use toolgraph_core::{CallOutcome, Event, EventSink};
 
+use crate::database::Store;
 use crate::sql::{self, Param};
-use crate::{Store, StoreError, now_ms};
+use crate::stored::Ended;
+use crate::{ExecutionRecorder, StoreError, now_ms};
 
 /// A row waiting to be written.
 enum Row {
@@ -23,17 +25,7 @@ enum Row {
         at: i64,
         durable: Option<oneshot::Sender<()>>,
     },
-    Finished {
-        position: usize,
-        status: CallStatus,
-        output: Option<Value>,
-        error: Option<CallError>,
-        attempts: u32,
-        queued_ms: f64,
-        started_ms: Option<f64>,
-        finished_ms: f64,
-        finished_at: i64,
-    },
+    Finished(Ended),
 }
 
 struct Shared {
@@ -44,7 +36,7 @@ struct Shared {
 }
 
 /// Records one execution's calls into a [`Store`].
-pub struct Recorder {
+pub(crate) struct Recorder {
     shared: Arc<Shared>,
     skip: Vec<bool>,
     offset_ms: f64,
@@ -103,7 +95,7 @@ impl Recorder {
     }
 
     /// Writes everything queued and stops the writer. Returns the rows written.
-    pub async fn close(&self) -> Result<u64, StoreError> {
+    async fn drain(&self) -> Result<u64, StoreError> {
         self.shared
             .closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -146,18 +138,22 @@ impl EventSink for Recorder {
         if self.skipped(position) {
             return;
         }
-        let finished_ms = o.finished_ms + self.offset_ms;
-        self.push(Row::Finished {
+        self.push(Row::Finished(Ended::new(
             position,
-            status: o.status,
-            output: o.output.cloned(),
-            error: o.error.cloned(),
-            attempts: o.attempts,
-            queued_ms: o.queued_ms,
-            started_ms: o.started_ms.map(|s| s + self.offset_ms),
-            finished_ms,
-            finished_at: self.base_ms + o.finished_ms as i64,
-        });
+            o,
+            self.offset_ms,
+            self.base_ms,
+        )));
+    }
+}
+
+impl ExecutionRecorder for Recorder {
+    fn as_sink(&self) -> &dyn EventSink {
+        self
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.drain())
     }
 }
 
@@ -198,39 +194,30 @@ async fn write_batch(store: &Store, id: &str, rows: Vec<Row>) -> Result<(), Stor
                 started.push(vec![Param::Int(position as i64), Param::Int(at)]);
                 acks.extend(durable);
             }
-            Row::Finished {
-                position,
-                status,
-                output,
-                error,
-                attempts,
-                queued_ms,
-                started_ms,
-                finished_ms,
-                finished_at,
-            } => {
-                let duration = started_ms.map(|s| (finished_ms - s).max(0.0));
-                let kind = error
+            Row::Finished(end) => {
+                let duration = end.duration_ms();
+                let kind = end
+                    .error
                     .as_ref()
                     .and_then(|e| serde_json::to_value(e.kind).ok())
                     .and_then(|v| v.as_str().map(str::to_owned));
                 finished.push(vec![
-                    Param::Int(position as i64),
-                    Param::Text(status.as_str().to_owned()),
-                    Param::Int(i64::from(attempts)),
-                    Param::Real(queued_ms),
-                    Param::OptReal(started_ms),
-                    Param::Real(finished_ms),
+                    Param::Int(end.position as i64),
+                    Param::Text(end.status.as_str().to_owned()),
+                    Param::Int(i64::from(end.attempts)),
+                    Param::Real(end.queued_ms),
+                    Param::OptReal(end.started_ms),
+                    Param::Real(end.finished_ms),
                     Param::OptReal(duration),
-                    Param::Int(finished_at),
+                    Param::Int(end.finished_at),
                     Param::OptText(kind),
-                    Param::OptText(error.map(|e| e.message)),
+                    Param::OptText(end.error.map(|e| e.message)),
                 ]);
-                if let Some(out) = output {
+                if let Some(out) = end.output {
                     let text = out.to_string();
                     results.push(vec![
                         Param::Text(id.to_owned()),
-                        Param::Int(position as i64),
+                        Param::Int(end.position as i64),
                         Param::Int(text.len() as i64),
                         Param::Text(text),
                     ]);

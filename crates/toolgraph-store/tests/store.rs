@@ -1,38 +1,47 @@
-//! The store on both backends: SQLite in a temporary file, and the local PostgreSQL from
-//! `TOOLGRAPH_TEST_PG_URL` (each test in a schema of its own). Without the URL the
-//! PostgreSQL half is skipped with a message — unless `TOOLGRAPH_REQUIRE_SERVICES` is set,
-//! as CI sets it, where a missing service fails the test.
+//! The store suite (`suite/`) on every store: the memory store, SQLite in a temporary
+//! file, and the local PostgreSQL from `TOOLGRAPH_TEST_PG_URL` (each test in a schema of
+//! its own) — test names read `backend::behaviour`. Without the URL the PostgreSQL tests
+//! are skipped with a message — unless `TOOLGRAPH_REQUIRE_SERVICES` is set, as CI sets it,
+//! where a missing service fails the test.
+//!
+//! Then what only the SQL store does: URLs, and a new file opened by many at once.
+
+mod suite;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde_json::json;
 use sqlx::Connection;
-use toolgraph_core::{
-    CallStatus, FnTool, ParallelExecutorConfig, ToolCall, ToolError, ToolSet, ToolSpec,
-};
-use toolgraph_engine::{ParallelExecutor, RunOptions};
-use toolgraph_store::{Backend, ExecutionStore, Store};
-use toolgraph_test_support::{Probe, ScriptedTool};
+use toolgraph_store::{Backend, ExecutionStore, MemoryStore, Store, StoreError};
 
-/// Every store this test should run against: SQLite always, PostgreSQL when configured.
-async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("toolgraph.db").display());
-    let mut out = vec![(Store::open(&url).await.expect("sqlite store"), Some(dir))];
-    if let Some(pg) = postgres().await {
-        out.push((pg, None));
-    }
-    out
+/// A store under test, and the temporary directory its file lives in (if any).
+struct Opened {
+    store: Arc<dyn ExecutionStore>,
+    _dir: Option<tempfile::TempDir>,
 }
 
-async fn postgres() -> Option<Store> {
+async fn memory() -> Option<Opened> {
+    Some(Opened {
+        store: Arc::new(MemoryStore::new()),
+        _dir: None,
+    })
+}
+
+async fn sqlite() -> Option<Opened> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("toolgraph.db").display());
+    Some(Opened {
+        store: toolgraph_store::open(&url).await.expect("sqlite store"),
+        _dir: Some(dir),
+    })
+}
+
+async fn postgres() -> Option<Opened> {
     let Ok(url) = std::env::var("TOOLGRAPH_TEST_PG_URL") else {
         assert!(
             std::env::var_os("TOOLGRAPH_REQUIRE_SERVICES").is_none(),
             "TOOLGRAPH_TEST_PG_URL is unset but TOOLGRAPH_REQUIRE_SERVICES demands PostgreSQL"
         );
-        eprintln!("SKIPPED the PostgreSQL half: TOOLGRAPH_TEST_PG_URL is unset");
+        eprintln!("SKIPPED on PostgreSQL: TOOLGRAPH_TEST_PG_URL is unset");
         return None;
     };
     let schema = format!("tg_test_{}", uuid::Uuid::new_v4().simple());
@@ -44,254 +53,106 @@ async fn postgres() -> Option<Store> {
         .await
         .expect("schema");
     let sep = if url.contains('?') { '&' } else { '?' };
-    Some(
-        Store::open(&format!("{url}{sep}options[search_path]={schema}"))
+    Some(Opened {
+        store: toolgraph_store::open(&format!("{url}{sep}options[search_path]={schema}"))
             .await
             .expect("postgres store"),
-    )
+        _dir: None,
+    })
 }
 
-fn tools(probe: &Arc<Probe>) -> ToolSet {
-    let mut set = ToolSet::new();
-    set.register(ScriptedTool::with_spec(
-        ToolSpec::new("t").idempotent(),
-        probe,
-    ))
-    .expect("t");
-    set
+/// One test per behaviour of the suite, in one module per store.
+macro_rules! on_every_store {
+    ($($behaviour:ident),* $(,)?) => {
+        on_every_store!(@on memory; $($behaviour),*);
+        on_every_store!(@on sqlite; $($behaviour),*);
+        on_every_store!(@on postgres; $($behaviour),*);
+    };
+    (@on $backend:ident; $($behaviour:ident),*) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $behaviour() {
+                    let Some(opened) = super::$backend().await else {
+                        return;
+                    };
+                    super::suite::$behaviour(opened.store.clone()).await;
+                }
+            )*
+        }
+    };
 }
 
-async fn record(
-    store: &Store,
-    executor: &ParallelExecutor,
-    calls: Vec<ToolCall>,
-) -> (String, toolgraph_core::ParallelExecutionResult) {
-    let plan = executor.plan(calls).expect("valid");
-    let id = store
-        .begin_execution(&plan, &executor.config(), Some("session-1"))
+on_every_store!(
+    an_execution_round_trips_through_the_store,
+    finishing_returns_the_execution_as_now_stored,
+    a_call_that_must_not_run_twice_is_durably_running_before_its_tool_starts,
+    concurrent_executions_recording_into_one_store_lose_no_row,
+    pruning_removes_old_executions_and_everything_they_own,
+    resume_point_keeps_ended_calls_and_leaves_running_and_pending_ones_to_run,
+    a_resumed_execution_keeps_earlier_outcomes_and_is_measured_over_every_run,
+    history_lists_the_newest_executions_first_up_to_the_limit,
+    every_execution_gets_a_fresh_uuid_v4_id,
+    statistics_cover_finished_executions_since_the_cutoff_and_the_named_tool,
+    a_run_recorded_after_it_completed_reads_back_as_it_ran,
+    an_unknown_execution_is_not_found,
+);
+
+#[tokio::test]
+async fn every_store_is_a_trait_object_shared_across_tasks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("dyn.db").display());
+    let stores: Vec<Arc<dyn ExecutionStore>> = vec![
+        Arc::new(MemoryStore::new()),
+        Arc::new(Store::open(&url).await.expect("sqlite store")),
+    ];
+    for store in stores {
+        let shared = store.clone();
+        let history = tokio::spawn(async move { shared.history(1).await })
+            .await
+            .expect("joined")
+            .expect("history");
+        assert!(history.is_empty(), "{}", store.describe());
+    }
+}
+
+#[tokio::test]
+async fn open_picks_the_store_a_url_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("opened.db").display());
+    let sqlite = toolgraph_store::open(&url).await.expect("sqlite");
+    assert_eq!(sqlite.describe(), url);
+    assert!(dir.path().join("opened.db").exists());
+    let memory = toolgraph_store::open("memory:").await.expect("memory");
+    assert_eq!(memory.describe(), "memory:");
+    let other = toolgraph_store::open("memory:").await.expect("memory");
+    let probe = toolgraph_test_support::Probe::new();
+    let mut tools = toolgraph_core::ToolSet::new();
+    tools
+        .register(toolgraph_test_support::ScriptedTool::new("t", &probe))
+        .expect("t");
+    let executor =
+        toolgraph_engine::ParallelExecutor::new(tools, Default::default()).expect("executor");
+    let plan = executor
+        .plan(vec![toolgraph_core::ToolCall::new(
+            "a",
+            "t",
+            serde_json::json!({}),
+        )])
+        .expect("valid");
+    memory
+        .begin_execution(&plan, &executor.config(), None)
         .await
         .expect("begin");
-    let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
-    let result = executor
-        .execute_plan_with(
-            &plan,
-            RunOptions {
-                sink: Some(&recorder),
-                ..Default::default()
-            },
-        )
-        .await;
-    recorder.close().await.expect("recorder drained");
-    store.finish_execution(&id).await.expect("finish");
-    (id, result)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_execution_round_trips_through_the_store() {
-    for (store, _dir) in stores().await {
-        let probe = Probe::new();
-        let executor = ParallelExecutor::new(tools(&probe), ParallelExecutorConfig::default())
-            .expect("config");
-        let calls = vec![
-            ToolCall::new("a", "t", json!({"ms": 20, "v": [1, 2]})),
-            ToolCall::new("b", "t", json!({"x": "${a.args.v.1}"})),
-            ToolCall::new("bad", "t", json!({"fail": "nope"})),
-            ToolCall::new("after_bad", "t", json!({})).depends_on(["bad"]),
-        ];
-        let (id, live) = record(&store, &executor, calls.clone()).await;
-        let stored = store.load(&id).await.expect("load");
-        assert_eq!(stored.calls, calls, "{:?}", store.backend());
-        assert_eq!(stored.states, ["ok", "ok", "error", "skipped"]);
-        for (s, l) in stored.result.results.iter().zip(&live.results) {
-            assert_eq!(
-                (&s.id, s.status, &s.output, s.attempts, s.level),
-                (&l.id, l.status, &l.output, l.attempts, l.level)
-            );
-            assert_eq!(
-                s.error.as_ref().map(|e| (&e.message, e.kind)),
-                l.error.as_ref().map(|e| (&e.message, e.kind))
-            );
-        }
-        assert_eq!(stored.edges.len(), 2);
+    assert!(
+        other.history(1).await.expect("history").is_empty(),
+        "each memory: URL opens a fresh store"
+    );
+    for bad in ["mysql://x", "memory:shared", "toolgraph.db"] {
         assert!(
-            stored
-                .edges
-                .iter()
-                .any(|(f, t, r)| (*f, *t, r.as_str()) == (0, 1, "reference ${a.args.v.1}"))
+            matches!(toolgraph_store::open(bad).await, Err(StoreError::Url(_))),
+            "{bad}"
         );
-        assert_eq!(stored.summary.status, "finished");
-        assert_eq!(stored.summary.success, Some(false));
-        let seq = stored.result.sequential_time_estimate_ms;
-        assert!(
-            (seq - live.sequential_time_estimate_ms).abs() < 1.0,
-            "{seq} vs {}",
-            live.sequential_time_estimate_ms
-        );
-        assert!(stored.result.critical_path_ms >= 20.0);
-        let counts = store.row_counts(&id).await.expect("counts");
-        assert_eq!(counts["tool_calls"], 4);
-        assert_eq!(counts["tool_results"], 2);
-        assert_eq!(counts["dependency_edges"], 2);
-        assert_eq!(counts["batches"], 2);
-        assert_eq!(counts["performance_metrics"], 6);
-        let history = store.history(10).await.expect("history");
-        assert_eq!(history.first().map(|h| h.id.as_str()), Some(id.as_str()));
-        let stats = store.performance_stats(0, None).await.expect("stats");
-        assert_eq!(stats.total_executions, 1);
-        assert_eq!(stats.tools["t"].count, 3, "skipped calls are not counted");
-        assert_eq!(stats.tools["t"].errors, 1);
-        assert!((stats.avg_success_rate - 0.5).abs() < 1e-9);
-        let only = store
-            .performance_stats(0, Some("nope"))
-            .await
-            .expect("stats");
-        assert!(only.tools.is_empty());
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_that_must_not_run_twice_is_durably_running_before_its_tool_starts() {
-    for (store, _dir) in stores().await {
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let id_slot: Arc<std::sync::Mutex<String>> = Arc::default();
-        let (s2, seen2, slot2) = (store.clone(), seen.clone(), id_slot.clone());
-        let mut set = ToolSet::new();
-        let once = FnTool::new(ToolSpec::new("once"), move |_, ctx| {
-            let (store, seen, slot) = (s2.clone(), seen2.clone(), slot2.clone());
-            async move {
-                let id = slot.lock().map(|s| s.clone()).unwrap_or_default();
-                let stored = store
-                    .load(&id)
-                    .await
-                    .map_err(|e| ToolError::permanent(e.to_string()))?;
-                let pos = stored
-                    .calls
-                    .iter()
-                    .position(|c| c.id == *ctx.call_id)
-                    .unwrap_or(0);
-                if let Ok(mut s) = seen.lock() {
-                    s.push(stored.states[pos].clone());
-                }
-                Ok(json!(null))
-            }
-        });
-        set.register(once).expect("once");
-        let executor =
-            ParallelExecutor::new(set, ParallelExecutorConfig::default()).expect("config");
-        let plan = executor
-            .plan(vec![
-                ToolCall::new("x", "once", json!({})),
-                ToolCall::new("y", "once", json!({})),
-            ])
-            .expect("valid");
-        let id = store
-            .begin_execution(&plan, &executor.config(), None)
-            .await
-            .expect("begin");
-        if let Ok(mut s) = id_slot.lock() {
-            *s = id.clone();
-        }
-        let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
-        let r = executor
-            .execute_plan_with(
-                &plan,
-                RunOptions {
-                    sink: Some(&recorder),
-                    ..Default::default()
-                },
-            )
-            .await;
-        recorder.close().await.expect("drained");
-        assert!(r.success, "{:?}", r.errors);
-        assert_eq!(
-            seen.lock().map(|s| s.clone()).unwrap_or_default(),
-            ["running", "running"],
-            "{:?}",
-            store.backend()
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_executions_recording_into_one_store_lose_no_row() {
-    for (store, _dir) in stores().await {
-        let probe = Probe::new();
-        let executor = Arc::new(
-            ParallelExecutor::new(
-                tools(&probe),
-                ParallelExecutorConfig {
-                    max_parallel_calls: 64,
-                    ..Default::default()
-                },
-            )
-            .expect("config"),
-        );
-        let mut runs = Vec::new();
-        for k in 0..4 {
-            let (store, executor) = (store.clone(), executor.clone());
-            runs.push(tokio::spawn(async move {
-                let calls: Vec<ToolCall> = (0..300)
-                    .map(|i| {
-                        let c = ToolCall::new(format!("r{k}_{i}"), "t", json!({"ms": i % 3}));
-                        if i % 10 == 9 {
-                            c.depends_on([format!("r{k}_{}", i - 1)])
-                        } else {
-                            c
-                        }
-                    })
-                    .collect();
-                record(&store, &executor, calls).await.0
-            }));
-        }
-        let mut ids = Vec::new();
-        for r in runs {
-            ids.push(r.await.expect("joined"));
-        }
-        for id in &ids {
-            let counts = store.row_counts(id).await.expect("counts");
-            assert_eq!(
-                (
-                    counts["tool_calls"],
-                    counts["tool_results"],
-                    counts["dependency_edges"]
-                ),
-                (300, 300, 30),
-                "{:?}",
-                store.backend()
-            );
-            let stored = store.load(id).await.expect("load");
-            assert!(
-                stored.states.iter().all(|s| s == "ok"),
-                "every call ended ok in the store"
-            );
-        }
-        assert_eq!(store.history(100).await.expect("history").len(), 4);
-        assert_eq!(probe.invocations(), 1200);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pruning_removes_old_executions_and_everything_they_own() {
-    for (store, _dir) in stores().await {
-        let probe = Probe::new();
-        let executor = ParallelExecutor::new(tools(&probe), ParallelExecutorConfig::default())
-            .expect("config");
-        let (id, _) = record(&store, &executor, vec![ToolCall::new("a", "t", json!({}))]).await;
-        assert_eq!(
-            store.prune(0).await.expect("prune"),
-            0,
-            "nothing is older than the epoch"
-        );
-        assert_eq!(store.history(10).await.expect("history").len(), 1);
-        let future = i64::MAX / 2;
-        assert_eq!(store.prune(future).await.expect("prune"), 1);
-        assert!(store.history(10).await.expect("history").is_empty());
-        let counts = store.row_counts(&id).await.expect("counts");
-        assert!(counts.values().all(|n| *n == 0), "{counts:?}");
-        assert!(matches!(
-            store.load(&id).await,
-            Err(toolgraph_store::StoreError::NotFound(_))
-        ));
     }
 }
 
@@ -306,10 +167,8 @@ async fn urls_name_their_backend_and_bad_ones_are_refused() {
     assert!(again.history(1).await.expect("history").is_empty());
     assert!(matches!(
         Store::open("mysql://x").await,
-        Err(toolgraph_store::StoreError::Url(_))
+        Err(StoreError::Url(_))
     ));
-    let _ = AtomicUsize::new(0).fetch_add(1, Ordering::SeqCst);
-    let _ = CallStatus::Ok;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

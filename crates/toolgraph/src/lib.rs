@@ -1,16 +1,21 @@
 //! toolgraph for embedders: one [`Config`] — read from `toolgraph.toml`, overridden by
 //! `TOOLGRAPH_*` environment variables, then by the caller (the CLI's flags) — wired into a
-//! [`ParallelExecutor`] with the built-in, file, HTTP and shell tools and the tools of the
-//! configured MCP servers.
+//! [`Runtime`]: a [`ParallelExecutor`] with the built-in, file, HTTP and shell tools and the
+//! tools of the configured MCP servers, its shared limits, and the store that records every
+//! execution. Every front end runs executions through a `Runtime`.
 //!
 //! Precedence is file < environment < flags. Unknown keys are errors that name the key,
 //! in the file and in the environment alike.
 
 mod config;
+mod runtime;
 
 use std::sync::Arc;
 
 pub use config::{Config, ConfigLoadError, ENV_PREFIX, StoreConfig};
+pub use runtime::{
+    ExecuteOptions, Execution, ResumeCounts, Resumed, Runtime, RuntimeError, classify_resume,
+};
 pub use toolgraph_core as core;
 pub use toolgraph_engine as engine;
 pub use toolgraph_engine::ParallelExecutor;
@@ -34,6 +39,14 @@ pub enum SetupError {
     /// A limit is invalid.
     #[error(transparent)]
     Config(#[from] toolgraph_core::ConfigError),
+    /// The store could not be opened.
+    #[error("opening the store {url}: {source}")]
+    Store {
+        /// The store's URL.
+        url: String,
+        /// Why.
+        source: toolgraph_store::StoreError,
+    },
 }
 
 /// Every tool the configuration enables — built-in, file, HTTP, shell, and the tools of

@@ -1,0 +1,418 @@
+//! [`Store`]: the [`ExecutionStore`] over SQLite or PostgreSQL (sqlx's any-driver) —
+//! opening and migrating, and the writes that bracket an execution (begin, finish, prune).
+//! Reads are in `read`, the per-call writes of a running execution in `recorder`.
+//!
+//! This is the only module family of the workspace that speaks SQL.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, AssertSqlSafe, Executor};
+use toolgraph_core::ParallelExecutorConfig;
+use toolgraph_engine::{PerformanceStats, Plan};
+
+use crate::read::TABLES;
+use crate::recorder::Recorder;
+use crate::stored::{self, ExecutionSummary, ResumePoint, StoredExecution};
+use crate::{ExecutionRecorder, ExecutionStore, StoreError, now_ms, sql};
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// A connection pool to a SQLite or PostgreSQL store, with the schema migrated.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// The URL it was opened with, any password hidden.
+    shown: Arc<str>,
+}
+
+impl Store {
+    /// Opens (and for SQLite creates) the store at `url`, applying migrations.
+    ///
+    /// `sqlite://toolgraph.db` is a file relative to the current directory;
+    /// `postgres://user@host/db` a server.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        install_default_drivers();
+        let shown: Arc<str> = hide_password(url).into();
+        let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let mut url = format!("sqlite:{rest}");
+            if !url.contains("mode=") {
+                url.push_str(if url.contains('?') {
+                    "&mode=rwc"
+                } else {
+                    "?mode=rwc"
+                });
+            }
+            (Backend::Sqlite, url)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else {
+            return Err(StoreError::Url(url.to_owned()));
+        };
+        let mut options = AnyPoolOptions::new().max_connections(match backend {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 8,
+        });
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            });
+        }
+        // A new SQLite file opened by several processes at once races on switching to WAL
+        // and on migrating (SQLite has no migration lock); the loser's step fails or rolls
+        // back, and on retry finds the work done.
+        let mut attempt = 0u64;
+        let pool = loop {
+            match Store::prepare(&options, &url, backend).await {
+                Ok(pool) => break pool,
+                Err(_) if backend == Backend::Sqlite && attempt < 20 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(Store {
+            pool,
+            backend,
+            shown,
+        })
+    }
+
+    async fn prepare(
+        options: &AnyPoolOptions,
+        url: &str,
+        backend: Backend,
+    ) -> Result<AnyPool, StoreError> {
+        let pool = options.clone().connect(url).await?;
+        match backend {
+            Backend::Sqlite => {
+                pool.execute("PRAGMA journal_mode = WAL").await?;
+                sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            }
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(pool)
+    }
+
+    /// A new unique id (for sessions).
+    pub fn new_id() -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    /// The database behind this store.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    async fn insert_execution(
+        &self,
+        plan: &Plan,
+        config: &ParallelExecutorConfig,
+        session: Option<&str>,
+    ) -> Result<String, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let created = now_ms();
+        let mut tx = self.pool.begin().await?;
+        if let Some(session) = session {
+            sqlx::query(
+                "INSERT INTO sessions (id, created_at, label) VALUES ($1, $2, NULL) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(session)
+            .bind(created)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let config_json = serde_json::to_string(config).unwrap_or_else(|_| "{}".into());
+        // NULL is written as a literal: the any-driver's NULL parameters are not portable.
+        let insert = if session.is_some() {
+            "INSERT INTO executions (id, session_id, created_at, status, config, call_count) VALUES ($1, $5, $2, 'running', $3, $4)"
+        } else {
+            "INSERT INTO executions (id, session_id, created_at, status, config, call_count) VALUES ($1, NULL, $2, 'running', $3, $4)"
+        };
+        let mut q = sqlx::query(insert)
+            .bind(&id)
+            .bind(created)
+            .bind(config_json)
+            .bind(plan.len() as i64);
+        if let Some(session) = session {
+            q = q.bind(session);
+        }
+        q.execute(&mut *tx).await?;
+        let levels = plan.levels();
+        let rows: Vec<Vec<sql::Param>> = plan
+            .calls()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let call = &c.call;
+                vec![
+                    sql::Param::Text(id.clone()),
+                    sql::Param::Int(i as i64),
+                    sql::Param::Text(call.id.clone()),
+                    sql::Param::Text(call.name.clone()),
+                    sql::Param::Text(call.arguments.to_string()),
+                    sql::Param::Text(Value::from(call.depends_on.clone()).to_string()),
+                    sql::Param::Int(call.priority),
+                    sql::Param::OptInt(call.timeout_ms.map(|t| t as i64)),
+                    sql::Param::Int(i64::from(levels[i])),
+                ]
+            })
+            .collect();
+        sql::insert_rows(
+            &mut tx,
+            "INSERT INTO tool_calls (execution_id, position, call_id, tool, arguments, depends_on, priority, timeout_ms, level, status) VALUES ",
+            &rows,
+            "'pending'",
+            "",
+        )
+        .await?;
+        let edges: Vec<Vec<sql::Param>> = plan
+            .edges()
+            .iter()
+            .map(|e| {
+                vec![
+                    sql::Param::Text(id.clone()),
+                    sql::Param::Int(e.from as i64),
+                    sql::Param::Int(e.to as i64),
+                    sql::Param::Text(e.reason.to_string()),
+                ]
+            })
+            .collect();
+        sql::insert_rows(
+            &mut tx,
+            "INSERT INTO dependency_edges (execution_id, from_position, to_position, reason) VALUES ",
+            &edges,
+            "",
+            "",
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn store_figures(&self, id: &str) -> Result<StoredExecution, StoreError> {
+        let mut stored = self.fetch_execution(id).await?;
+        let r = &stored.result;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE executions SET status = 'finished', finished_at = $2, success = $3, makespan_ms = $4, sequential_ms = $5, speedup = $6, critical_path_ms = $7, efficiency = $8 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(i64::from(r.success))
+        .bind(r.total_time_ms)
+        .bind(r.sequential_time_estimate_ms)
+        .bind(r.speedup)
+        .bind(r.critical_path_ms)
+        .bind(r.efficiency)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM batches WHERE execution_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let batches: Vec<Vec<sql::Param>> = r
+            .batches
+            .iter()
+            .map(|b| {
+                vec![
+                    sql::Param::Text(id.to_owned()),
+                    sql::Param::Int(i64::from(b.level)),
+                    sql::Param::Int(b.call_ids.len() as i64),
+                    sql::Param::OptReal(b.started_ms),
+                    sql::Param::OptReal(b.finished_ms),
+                ]
+            })
+            .collect();
+        sql::insert_rows(
+            &mut tx,
+            "INSERT INTO batches (execution_id, level, call_count, started_ms, finished_ms) VALUES ",
+            &batches,
+            "",
+            "",
+        )
+        .await?;
+        sqlx::query("DELETE FROM performance_metrics WHERE execution_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let meta =
+            serde_json::json!({"calls": r.results.len(), "edges": r.metadata.edges}).to_string();
+        let rows: Vec<Vec<sql::Param>> = stored::metrics(r)
+            .iter()
+            .map(|(name, value, unit)| {
+                vec![
+                    sql::Param::Text(id.to_owned()),
+                    sql::Param::Text((*name).to_owned()),
+                    sql::Param::Real(*value),
+                    sql::Param::Text((*unit).to_owned()),
+                    sql::Param::Text(meta.clone()),
+                    sql::Param::Int(now),
+                ]
+            })
+            .collect();
+        sql::insert_rows(
+            &mut tx,
+            "INSERT INTO performance_metrics (execution_id, name, value, unit, metadata, recorded_at) VALUES ",
+            &rows,
+            "",
+            "",
+        )
+        .await?;
+        tx.commit().await?;
+        stored::mark_finished(&mut stored);
+        Ok(stored)
+    }
+
+    async fn delete_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let old = "(SELECT id FROM executions WHERE created_at < $1)";
+        for table in TABLES {
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE execution_id IN {old}"
+            )))
+            .bind(cutoff_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let gone = sqlx::query("DELETE FROM executions WHERE created_at < $1")
+            .bind(cutoff_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(gone.rows_affected())
+    }
+}
+
+impl ExecutionStore for Store {
+    fn describe(&self) -> String {
+        self.shown.to_string()
+    }
+
+    fn begin_execution<'a>(
+        &'a self,
+        plan: &'a Plan,
+        config: &'a ParallelExecutorConfig,
+        session: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        Box::pin(self.insert_execution(plan, config, session))
+    }
+
+    fn recorder(
+        &self,
+        id: &str,
+        calls: usize,
+        skip: Vec<bool>,
+        offset_ms: f64,
+    ) -> Arc<dyn ExecutionRecorder> {
+        Arc::new(Recorder::start(
+            self.clone(),
+            id.to_owned(),
+            calls,
+            skip,
+            offset_ms,
+        ))
+    }
+
+    fn finish_execution<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<StoredExecution, StoreError>> {
+        Box::pin(self.store_figures(id))
+    }
+
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<StoredExecution, StoreError>> {
+        Box::pin(self.fetch_execution(id))
+    }
+
+    fn history(&self, limit: i64) -> BoxFuture<'_, Result<Vec<ExecutionSummary>, StoreError>> {
+        Box::pin(self.fetch_history(limit))
+    }
+
+    fn performance_stats<'a>(
+        &'a self,
+        since_ms: i64,
+        tool: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<PerformanceStats, StoreError>> {
+        Box::pin(self.fetch_stats(since_ms, tool))
+    }
+
+    fn resume_point<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ResumePoint, StoreError>> {
+        Box::pin(async move { Ok(stored::resume_point(self.fetch_execution(id).await?)) })
+    }
+
+    fn mark_resumed<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.set_resumed(id))
+    }
+
+    fn prune(&self, cutoff_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.delete_before(cutoff_ms))
+    }
+
+    fn row_counts<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, i64>, StoreError>> {
+        Box::pin(self.count_rows(id))
+    }
+}
+
+/// `url` with the password of its user part, if any, replaced by `***`.
+fn hide_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((user_info, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match user_info.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hide_password;
+
+    #[test]
+    fn a_password_in_a_url_is_hidden_and_the_rest_kept() {
+        assert_eq!(
+            hide_password("postgres://tg:s3cret@db.test:5432/tg?sslmode=require"),
+            "postgres://tg:***@db.test:5432/tg?sslmode=require"
+        );
+        assert_eq!(
+            hide_password("postgres://tg@db.test/tg"),
+            "postgres://tg@db.test/tg"
+        );
+        assert_eq!(
+            hide_password("sqlite://toolgraph.db"),
+            "sqlite://toolgraph.db"
+        );
+        assert_eq!(hide_password("sqlite:x.db"), "sqlite:x.db");
+    }
+}

@@ -1,0 +1,395 @@
+//! [`MemoryStore`]: an [`ExecutionStore`] that keeps everything in this process — for
+//! tests, embedders that want the record without a database, and `memory:` URLs.
+//!
+//! It behaves as the SQL store does: the same states, figures and reads, built by the same
+//! code in `stored`. Its record is as durable as the process, so a recorder's
+//! `before_start` has nothing to wait for: the "running" state is written before it
+//! returns. One std mutex guards the data; it is held for a few field updates and never
+//! across an `.await`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures_util::future::BoxFuture;
+use toolgraph_core::{CallOutcome, Event, EventSink, ParallelExecutorConfig};
+use toolgraph_engine::{PerformanceStats, Plan};
+
+use crate::stored::{
+    self, CallRecord, Ended, ExecutionSummary, ResumePoint, StoredExecution, TOOL_STATS_STATES,
+    ToolTally,
+};
+use crate::{ExecutionRecorder, ExecutionStore, StoreError, now_ms};
+
+/// Executions kept in memory. Clones share the same record.
+///
+/// ```
+/// use std::sync::Arc;
+/// use toolgraph_store::{ExecutionStore, MemoryStore};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store: Arc<dyn ExecutionStore> = Arc::new(MemoryStore::new());
+/// assert!(store.history(10).await.unwrap().is_empty());
+/// assert_eq!(store.describe(), "memory:");
+/// # });
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    executions: Arc<Mutex<HashMap<String, Execution>>>,
+}
+
+/// One execution: what the SQL store keeps in its tables, as values.
+struct Execution {
+    created_at: i64,
+    status: &'static str,
+    config: ParallelExecutorConfig,
+    resumed: i64,
+    /// Set by `finish_execution`.
+    figures: Option<Figures>,
+    calls: Vec<CallRecord>,
+    edges: Vec<(usize, usize, String)>,
+}
+
+/// What `finish_execution` stores besides the status.
+struct Figures {
+    success: bool,
+    makespan_ms: f64,
+    speedup: f64,
+    efficiency: f64,
+    /// Level timings.
+    levels: usize,
+    /// Metrics stored.
+    metrics: usize,
+}
+
+impl Execution {
+    fn summary(&self, id: &str) -> ExecutionSummary {
+        let f = self.figures.as_ref();
+        ExecutionSummary {
+            id: id.to_owned(),
+            created_at: self.created_at,
+            status: self.status.to_owned(),
+            calls: self.calls.len() as i64,
+            success: f.map(|f| f.success),
+            makespan_ms: f.map(|f| f.makespan_ms),
+            speedup: f.map(|f| f.speedup),
+            efficiency: f.map(|f| f.efficiency),
+            resumed: self.resumed,
+        }
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// The data, even if a thread panicked while holding it (every update leaves it whole).
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Execution>> {
+        self.executions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn begin(&self, plan: &Plan, config: &ParallelExecutorConfig) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let levels = plan.levels();
+        let calls = plan
+            .calls()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| CallRecord::pending(c.call.clone(), levels[i]))
+            .collect();
+        let edges = plan
+            .edges()
+            .iter()
+            .map(|e| (e.from, e.to, e.reason.to_string()))
+            .collect();
+        let execution = Execution {
+            created_at: now_ms(),
+            status: "running",
+            config: config.clone(),
+            resumed: 0,
+            figures: None,
+            calls,
+            edges,
+        };
+        self.lock().insert(id.clone(), execution);
+        id
+    }
+
+    /// Execution `id` rebuilt; the copy is made under the lock, the figures outside it.
+    fn snapshot(&self, id: &str) -> Result<StoredExecution, StoreError> {
+        let (summary, config, calls, edges) = {
+            let executions = self.lock();
+            let e = executions
+                .get(id)
+                .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+            (
+                e.summary(id),
+                e.config.clone(),
+                e.calls.clone(),
+                e.edges.clone(),
+            )
+        };
+        stored::rebuild(summary, config, calls, edges)
+    }
+
+    fn finish(&self, id: &str) -> Result<StoredExecution, StoreError> {
+        let mut stored = self.snapshot(id)?;
+        let r = &stored.result;
+        if let Some(e) = self.lock().get_mut(id) {
+            e.status = "finished";
+            e.figures = Some(Figures {
+                success: r.success,
+                makespan_ms: r.total_time_ms,
+                speedup: r.speedup,
+                efficiency: r.efficiency,
+                levels: r.batches.len(),
+                metrics: stored::metrics(r).len(),
+            });
+        }
+        stored::mark_finished(&mut stored);
+        Ok(stored)
+    }
+
+    fn history_now(&self, limit: i64) -> Vec<ExecutionSummary> {
+        let executions = self.lock();
+        let mut lines: Vec<ExecutionSummary> =
+            executions.iter().map(|(id, e)| e.summary(id)).collect();
+        drop(executions);
+        // As the SQL store orders them: newest first, ties by id.
+        lines.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        lines.truncate(usize::try_from(limit).unwrap_or(0));
+        lines
+    }
+
+    fn stats_now(&self, since_ms: i64, tool: Option<&str>) -> PerformanceStats {
+        let executions = self.lock();
+        let mut finished = 0u64;
+        let (mut speedup, mut makespan, mut efficiency) = (0.0, 0.0, 0.0);
+        let (mut calls, mut ok) = (0u64, 0u64);
+        let mut tally = ToolTally::default();
+        for e in executions.values().filter(|e| e.created_at >= since_ms) {
+            if let (Some(f), "finished") = (&e.figures, e.status) {
+                finished += 1;
+                speedup += f.speedup;
+                makespan += f.makespan_ms;
+                efficiency += f.efficiency;
+                calls += e.calls.len() as u64;
+                ok += e.calls.iter().filter(|c| c.state == "ok").count() as u64;
+            }
+            // Per tool, every execution counts, finished or not (as in the SQL store).
+            for c in &e.calls {
+                if TOOL_STATS_STATES.contains(&c.state.as_str())
+                    && tool.is_none_or(|t| t == c.call.name)
+                {
+                    tally.add(c.call.name.clone(), &c.state, c.duration_ms);
+                }
+            }
+        }
+        drop(executions);
+        let mean = |sum: f64| {
+            if finished == 0 {
+                0.0
+            } else {
+                sum / finished as f64
+            }
+        };
+        PerformanceStats {
+            total_executions: finished,
+            avg_speedup: mean(speedup),
+            avg_execution_time_ms: mean(makespan),
+            avg_success_rate: if calls == 0 {
+                0.0
+            } else {
+                ok as f64 / calls as f64
+            },
+            avg_efficiency: mean(efficiency),
+            total_calls: calls,
+            tools: tally.finish(),
+        }
+    }
+
+    fn counts(&self, id: &str) -> BTreeMap<String, i64> {
+        let executions = self.lock();
+        let e = executions.get(id);
+        let count = |f: fn(&Execution) -> usize| e.map_or(0, |e| f(e) as i64);
+        [
+            ("tool_calls", count(|e| e.calls.len())),
+            (
+                "tool_results",
+                count(|e| e.calls.iter().filter(|c| c.output.is_some()).count()),
+            ),
+            ("dependency_edges", count(|e| e.edges.len())),
+            (
+                "batches",
+                count(|e| e.figures.as_ref().map_or(0, |f| f.levels)),
+            ),
+            (
+                "performance_metrics",
+                count(|e| e.figures.as_ref().map_or(0, |f| f.metrics)),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, n)| (k.to_owned(), n))
+        .collect()
+    }
+
+    fn prune_now(&self, cutoff_ms: i64) -> u64 {
+        let mut executions = self.lock();
+        let before = executions.len();
+        executions.retain(|_, e| e.created_at >= cutoff_ms);
+        (before - executions.len()) as u64
+    }
+
+    /// Applies `change` to call `position` of execution `id`, if both exist (as the SQL
+    /// store's updates touch no row otherwise).
+    fn update(&self, id: &str, position: usize, change: impl FnOnce(&mut CallRecord)) {
+        if let Some(call) = self
+            .lock()
+            .get_mut(id)
+            .and_then(|e| e.calls.get_mut(position))
+        {
+            change(call);
+        }
+    }
+}
+
+impl ExecutionStore for MemoryStore {
+    fn describe(&self) -> String {
+        "memory:".to_owned()
+    }
+
+    fn begin_execution<'a>(
+        &'a self,
+        plan: &'a Plan,
+        config: &'a ParallelExecutorConfig,
+        _session: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        // Sessions group executions in the SQL store; nothing reads them back yet.
+        Box::pin(async move { Ok(self.begin(plan, config)) })
+    }
+
+    fn recorder(
+        &self,
+        id: &str,
+        _calls: usize,
+        skip: Vec<bool>,
+        offset_ms: f64,
+    ) -> Arc<dyn ExecutionRecorder> {
+        Arc::new(MemoryRecorder {
+            store: self.clone(),
+            id: id.to_owned(),
+            skip,
+            offset_ms,
+            base_ms: now_ms(),
+            written: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn finish_execution<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<StoredExecution, StoreError>> {
+        Box::pin(async move { self.finish(id) })
+    }
+
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<StoredExecution, StoreError>> {
+        Box::pin(async move { self.snapshot(id) })
+    }
+
+    fn history(&self, limit: i64) -> BoxFuture<'_, Result<Vec<ExecutionSummary>, StoreError>> {
+        Box::pin(async move { Ok(self.history_now(limit)) })
+    }
+
+    fn performance_stats<'a>(
+        &'a self,
+        since_ms: i64,
+        tool: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<PerformanceStats, StoreError>> {
+        Box::pin(async move { Ok(self.stats_now(since_ms, tool)) })
+    }
+
+    fn resume_point<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ResumePoint, StoreError>> {
+        Box::pin(async move { self.snapshot(id).map(stored::resume_point) })
+    }
+
+    fn mark_resumed<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if let Some(e) = self.lock().get_mut(id) {
+                e.status = "running";
+                e.resumed += 1;
+            }
+            Ok(())
+        })
+    }
+
+    fn prune(&self, cutoff_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move { Ok(self.prune_now(cutoff_ms)) })
+    }
+
+    fn row_counts<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, i64>, StoreError>> {
+        Box::pin(async move { Ok(self.counts(id)) })
+    }
+}
+
+/// Records one execution's calls into a [`MemoryStore`] as they happen.
+struct MemoryRecorder {
+    store: MemoryStore,
+    id: String,
+    skip: Vec<bool>,
+    offset_ms: f64,
+    base_ms: i64,
+    /// Starts and ends recorded, as the SQL recorder counts its rows.
+    written: AtomicU64,
+    /// After `close`, nothing more is recorded (as with the SQL recorder's stopped writer).
+    closed: AtomicBool,
+}
+
+impl MemoryRecorder {
+    fn record(&self, position: usize, change: impl FnOnce(&mut CallRecord)) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        self.written.fetch_add(1, Ordering::Relaxed);
+        self.store.update(&self.id, position, change);
+    }
+}
+
+impl EventSink for MemoryRecorder {
+    fn on_event(&self, _event: &Event) {}
+
+    fn before_start(&self, position: usize, _idempotent: bool) -> Option<BoxFuture<'static, ()>> {
+        // Written before returning: nothing for the call to wait for.
+        self.record(position, CallRecord::start);
+        None
+    }
+
+    fn on_outcome(&self, position: usize, o: &CallOutcome<'_>) {
+        if self.skip.get(position).copied().unwrap_or(false) {
+            return;
+        }
+        let ended = Ended::new(position, o, self.offset_ms, self.base_ms);
+        self.record(position, |call| call.end(ended));
+    }
+}
+
+impl ExecutionRecorder for MemoryRecorder {
+    fn as_sink(&self) -> &dyn EventSink {
+        self
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            self.closed.store(true, Ordering::Release);
+            // A second close has nothing left to drain, as with the SQL recorder.
+            Ok(self.written.swap(0, Ordering::AcqRel))
+        })
+    }
+}

@@ -1,0 +1,596 @@
+//! What every [`ExecutionStore`] must do, written once against the trait object: each
+//! function is one behaviour, run by `tests/store.rs` on the memory store, SQLite and
+//! PostgreSQL. Executions run through the real [`ParallelExecutor`] with scripted tools.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use toolgraph_core::{
+    FnTool, ParallelExecutionResult, ParallelExecutorConfig, ToolCall, ToolError, ToolSet, ToolSpec,
+};
+use toolgraph_engine::{ParallelExecutor, Plan, RunOptions};
+use toolgraph_store::{ExecutionStore, StoreError, now_ms};
+use toolgraph_test_support::{Gate, Probe, ScriptedTool, Step};
+
+/// An idempotent scripted tool `t`, a second one `u`, and a gated (not idempotent) `gate`.
+fn tools(probe: &Arc<Probe>) -> (ToolSet, Arc<tokio::sync::Semaphore>) {
+    let mut set = ToolSet::new();
+    set.register(ScriptedTool::with_spec(
+        ToolSpec::new("t").idempotent(),
+        probe,
+    ))
+    .expect("t");
+    set.register(ScriptedTool::with_spec(
+        ToolSpec::new("u").idempotent(),
+        probe,
+    ))
+    .expect("u");
+    let (gate, permits) = Gate::new("gate", probe);
+    set.register(gate).expect("gate");
+    (set, permits)
+}
+
+fn executor(probe: &Arc<Probe>) -> ParallelExecutor {
+    ParallelExecutor::new(tools(probe).0, ParallelExecutorConfig::default()).expect("config")
+}
+
+/// Plans, records and runs `calls`, then finishes the execution.
+async fn record(
+    store: &dyn ExecutionStore,
+    executor: &ParallelExecutor,
+    calls: Vec<ToolCall>,
+) -> (String, ParallelExecutionResult) {
+    let plan = executor.plan(calls).expect("valid");
+    let id = store
+        .begin_execution(&plan, &executor.config(), Some("session-1"))
+        .await
+        .expect("begin");
+    let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
+    let result = executor
+        .execute_plan_with(
+            &plan,
+            RunOptions {
+                sink: Some(recorder.as_sink()),
+                ..Default::default()
+            },
+        )
+        .await;
+    recorder.close().await.expect("recorder drained");
+    store.finish_execution(&id).await.expect("finish");
+    (id, result)
+}
+
+/// Waits until call `position` of execution `id` is stored in `state`.
+async fn stored_state(store: &dyn ExecutionStore, id: &str, position: usize, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stored = store.load(id).await.expect("load");
+        if stored.states[position] == state {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "call {position} never became {state}: {:?}",
+            stored.states
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// An execution that stopped as a crash stops it: `a` (30 ms) ended ok, `g` (gated, not
+/// idempotent) was running, `after` (depends on `g`) was pending. Returns the execution,
+/// its plan, the executor and the gate's permits.
+async fn crashed(
+    store: &dyn ExecutionStore,
+    probe: &Arc<Probe>,
+) -> (String, Plan, ParallelExecutor, Arc<tokio::sync::Semaphore>) {
+    let (set, permits) = tools(probe);
+    let executor = ParallelExecutor::new(set, ParallelExecutorConfig::default()).expect("config");
+    let plan = executor
+        .plan(vec![
+            ToolCall::new("a", "t", json!({"ms": 30, "v": 7})),
+            ToolCall::new("g", "gate", json!({"from": "${a.args.v}"})),
+            ToolCall::new("after", "t", json!({})).depends_on(["g"]),
+        ])
+        .expect("valid");
+    let id = store
+        .begin_execution(&plan, &executor.config(), None)
+        .await
+        .expect("begin");
+    let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
+    let run = executor.execute_plan_with(
+        &plan,
+        RunOptions {
+            sink: Some(recorder.as_sink()),
+            ..Default::default()
+        },
+    );
+    // The process "dies" once g is recorded running: the run is dropped mid-way.
+    tokio::select! {
+        _ = run => panic!("the gated call cannot end while the gate is shut"),
+        () = stored_state(store, &id, 1, "running") => {}
+    }
+    recorder.close().await.expect("drained");
+    (id, plan, executor, permits)
+}
+
+pub async fn an_execution_round_trips_through_the_store(store: Arc<dyn ExecutionStore>) {
+    let probe = Probe::new();
+    let executor = executor(&probe);
+    let calls = vec![
+        ToolCall::new("a", "t", json!({"ms": 20, "v": [1, 2]})),
+        ToolCall::new("b", "t", json!({"x": "${a.args.v.1}"})),
+        ToolCall::new("bad", "t", json!({"fail": "nope"})),
+        ToolCall::new("after_bad", "t", json!({})).depends_on(["bad"]),
+    ];
+    let (id, live) = record(&*store, &executor, calls.clone()).await;
+    let stored = store.load(&id).await.expect("load");
+    assert_eq!(stored.calls, calls, "{}", store.describe());
+    assert_eq!(stored.config, *executor.config());
+    assert_eq!(stored.states, ["ok", "ok", "error", "skipped"]);
+    for (s, l) in stored.result.results.iter().zip(&live.results) {
+        assert_eq!(
+            (&s.id, s.status, &s.output, s.attempts, s.level),
+            (&l.id, l.status, &l.output, l.attempts, l.level)
+        );
+        assert_eq!(
+            s.error.as_ref().map(|e| (&e.message, e.kind)),
+            l.error.as_ref().map(|e| (&e.message, e.kind))
+        );
+    }
+    assert_eq!(stored.edges.len(), 2);
+    assert!(
+        stored
+            .edges
+            .iter()
+            .any(|(f, t, r)| (*f, *t, r.as_str()) == (0, 1, "reference ${a.args.v.1}"))
+    );
+    assert_eq!(stored.summary.status, "finished");
+    assert_eq!(stored.summary.success, Some(false));
+    assert_eq!(
+        stored.summary.makespan_ms,
+        Some(stored.result.total_time_ms)
+    );
+    let seq = stored.result.sequential_time_estimate_ms;
+    assert!(
+        (seq - live.sequential_time_estimate_ms).abs() < 1.0,
+        "{seq} vs {}",
+        live.sequential_time_estimate_ms
+    );
+    assert!(stored.result.critical_path_ms >= 20.0);
+    assert_eq!(stored.critical.first(), Some(&0), "the chain starts at a");
+    assert_eq!(stored.result.batches.len(), 2, "level timings");
+    let counts = store.row_counts(&id).await.expect("counts");
+    assert_eq!(counts["tool_calls"], 4);
+    assert_eq!(counts["tool_results"], 2);
+    assert_eq!(counts["dependency_edges"], 2);
+    assert_eq!(counts["batches"], 2);
+    assert_eq!(counts["performance_metrics"], 6);
+    let history = store.history(10).await.expect("history");
+    assert_eq!(history.first(), Some(&stored.summary));
+    let stats = store.performance_stats(0, None).await.expect("stats");
+    assert_eq!(stats.total_executions, 1);
+    assert_eq!(stats.total_calls, 4);
+    assert_eq!(stats.tools["t"].count, 3, "skipped calls are not counted");
+    assert_eq!(stats.tools["t"].errors, 1);
+    assert!((stats.avg_success_rate - 0.5).abs() < 1e-9);
+    let only = store
+        .performance_stats(0, Some("nope"))
+        .await
+        .expect("stats");
+    assert!(only.tools.is_empty());
+}
+
+pub async fn finishing_returns_the_execution_as_now_stored(store: Arc<dyn ExecutionStore>) {
+    let probe = Probe::new();
+    let executor = executor(&probe);
+    let plan = executor
+        .plan(vec![ToolCall::new("a", "t", json!({"ms": 5}))])
+        .expect("valid");
+    let id = store
+        .begin_execution(&plan, &executor.config(), None)
+        .await
+        .expect("begin");
+    let before = store.load(&id).await.expect("load");
+    assert_eq!(before.summary.status, "running");
+    assert_eq!(before.summary.success, None);
+    assert_eq!(before.states, ["pending"]);
+    let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
+    executor
+        .execute_plan_with(
+            &plan,
+            RunOptions {
+                sink: Some(recorder.as_sink()),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(
+        recorder.close().await.expect("drained"),
+        2,
+        "a start and an end"
+    );
+    let finished = store.finish_execution(&id).await.expect("finish");
+    let loaded = store.load(&id).await.expect("load");
+    assert_eq!(finished.summary, loaded.summary);
+    assert_eq!(finished.summary.status, "finished");
+    assert_eq!(finished.summary.success, Some(true));
+    assert_eq!(finished.result, loaded.result);
+}
+
+pub async fn a_call_that_must_not_run_twice_is_durably_running_before_its_tool_starts(
+    store: Arc<dyn ExecutionStore>,
+) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let id_slot: Arc<Mutex<String>> = Arc::default();
+    let (s2, seen2, slot2) = (store.clone(), seen.clone(), id_slot.clone());
+    let mut set = ToolSet::new();
+    let once = FnTool::new(ToolSpec::new("once"), move |_, ctx| {
+        let (store, seen, slot) = (s2.clone(), seen2.clone(), slot2.clone());
+        async move {
+            let id = slot.lock().map(|s| s.clone()).unwrap_or_default();
+            let stored = store
+                .load(&id)
+                .await
+                .map_err(|e| ToolError::permanent(e.to_string()))?;
+            let pos = stored
+                .calls
+                .iter()
+                .position(|c| c.id == *ctx.call_id)
+                .unwrap_or(0);
+            if let Ok(mut s) = seen.lock() {
+                s.push(stored.states[pos].clone());
+            }
+            Ok(json!(null))
+        }
+    });
+    set.register(once).expect("once");
+    let executor = ParallelExecutor::new(set, ParallelExecutorConfig::default()).expect("config");
+    let plan = executor
+        .plan(vec![
+            ToolCall::new("x", "once", json!({})),
+            ToolCall::new("y", "once", json!({})),
+        ])
+        .expect("valid");
+    let id = store
+        .begin_execution(&plan, &executor.config(), None)
+        .await
+        .expect("begin");
+    if let Ok(mut s) = id_slot.lock() {
+        *s = id.clone();
+    }
+    let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
+    let r = executor
+        .execute_plan_with(
+            &plan,
+            RunOptions {
+                sink: Some(recorder.as_sink()),
+                ..Default::default()
+            },
+        )
+        .await;
+    recorder.close().await.expect("drained");
+    assert!(r.success, "{:?}", r.errors);
+    assert_eq!(
+        seen.lock().map(|s| s.clone()).unwrap_or_default(),
+        ["running", "running"],
+        "{}",
+        store.describe()
+    );
+}
+
+pub async fn concurrent_executions_recording_into_one_store_lose_no_row(
+    store: Arc<dyn ExecutionStore>,
+) {
+    let probe = Probe::new();
+    let executor = Arc::new(
+        ParallelExecutor::new(
+            tools(&probe).0,
+            ParallelExecutorConfig {
+                max_parallel_calls: 64,
+                ..Default::default()
+            },
+        )
+        .expect("config"),
+    );
+    let mut runs = Vec::new();
+    for k in 0..4 {
+        let (store, executor) = (store.clone(), executor.clone());
+        runs.push(tokio::spawn(async move {
+            let calls: Vec<ToolCall> = (0..300)
+                .map(|i| {
+                    let c = ToolCall::new(format!("r{k}_{i}"), "t", json!({"ms": i % 3}));
+                    if i % 10 == 9 {
+                        c.depends_on([format!("r{k}_{}", i - 1)])
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            record(&*store, &executor, calls).await.0
+        }));
+    }
+    let mut ids = Vec::new();
+    for r in runs {
+        ids.push(r.await.expect("joined"));
+    }
+    for id in &ids {
+        let counts = store.row_counts(id).await.expect("counts");
+        assert_eq!(
+            (
+                counts["tool_calls"],
+                counts["tool_results"],
+                counts["dependency_edges"]
+            ),
+            (300, 300, 30),
+            "{}",
+            store.describe()
+        );
+        let stored = store.load(id).await.expect("load");
+        assert!(
+            stored.states.iter().all(|s| s == "ok"),
+            "every call ended ok in the store"
+        );
+    }
+    assert_eq!(store.history(100).await.expect("history").len(), 4);
+    assert_eq!(probe.invocations(), 1200);
+}
+
+pub async fn pruning_removes_old_executions_and_everything_they_own(
+    store: Arc<dyn ExecutionStore>,
+) {
+    let probe = Probe::new();
+    let executor = executor(&probe);
+    let (id, _) = record(&*store, &executor, vec![ToolCall::new("a", "t", json!({}))]).await;
+    assert_eq!(
+        store.prune(0).await.expect("prune"),
+        0,
+        "nothing is older than the epoch"
+    );
+    assert_eq!(store.history(10).await.expect("history").len(), 1);
+    let future = i64::MAX / 2;
+    assert_eq!(store.prune(future).await.expect("prune"), 1);
+    assert!(store.history(10).await.expect("history").is_empty());
+    let counts = store.row_counts(&id).await.expect("counts");
+    assert!(counts.values().all(|n| *n == 0), "{counts:?}");
+    assert!(matches!(
+        store.load(&id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn resume_point_keeps_ended_calls_and_leaves_running_and_pending_ones_to_run(
+    store: Arc<dyn ExecutionStore>,
+) {
+    let probe = Probe::new();
+    let (id, plan, executor, _permits) = crashed(&*store, &probe).await;
+    let point = store.resume_point(&id).await.expect("resume point");
+    assert_eq!(point.states, ["ok", "running", "pending"]);
+    let calls: Vec<ToolCall> = plan.calls().iter().map(|c| c.call.clone()).collect();
+    assert_eq!(point.calls, calls);
+    assert_eq!(point.config, *executor.config());
+    let kept = point.ended[0].as_ref().expect("a ended");
+    assert_eq!(kept.status, toolgraph_core::CallStatus::Ok);
+    assert_eq!(
+        kept.output.as_ref().map(|o| &o["args"]["v"]),
+        Some(&json!(7))
+    );
+    assert!(
+        point.ended[1].is_none() && point.ended[2].is_none(),
+        "running and pending calls have no outcome to keep"
+    );
+    let summary = store.load(&id).await.expect("load").summary;
+    assert_eq!(point.created_at, summary.created_at);
+    assert_eq!(summary.status, "running", "nobody finished it");
+    let stored = store.load(&id).await.expect("load");
+    assert_eq!(
+        stored.result.results[1].error.as_ref().map(|e| e.kind),
+        Some(toolgraph_core::ErrorKind::Interrupted),
+        "a call that never ended reads back as interrupted work"
+    );
+}
+
+pub async fn a_resumed_execution_keeps_earlier_outcomes_and_is_measured_over_every_run(
+    store: Arc<dyn ExecutionStore>,
+) {
+    let probe = Probe::new();
+    let (id, plan, executor, permits) = crashed(&*store, &probe).await;
+    let point = store.resume_point(&id).await.expect("resume point");
+    store.mark_resumed(&id).await.expect("marked");
+    permits.add_permits(1);
+    let skip: Vec<bool> = point.ended.iter().map(Option::is_some).collect();
+    let offset_ms = (now_ms() - point.created_at).max(0) as f64;
+    let recorder = store.recorder(&id, plan.len(), skip, offset_ms);
+    let r = executor
+        .execute_plan_with(
+            &plan,
+            RunOptions {
+                sink: Some(recorder.as_sink()),
+                preset: point.ended.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    recorder.close().await.expect("drained");
+    assert!(r.success, "{:?}", r.errors);
+    let stored = store.finish_execution(&id).await.expect("finish");
+    assert_eq!(stored.states, ["ok", "ok", "ok"]);
+    assert_eq!(
+        probe
+            .log()
+            .iter()
+            .filter(|s| **s == Step::Start("a".into()))
+            .count(),
+        1,
+        "a ended before the crash and did not run again"
+    );
+    assert_eq!(
+        stored.result.results[0].output,
+        point.ended[0].as_ref().and_then(|p| p.output.clone())
+    );
+    assert_eq!(
+        stored.result.results[1].output,
+        Some(json!({"from": 7})),
+        "the re-run call got its input from the kept output"
+    );
+    assert!(
+        stored.result.sequential_time_estimate_ms >= 30.0,
+        "the first run's 30 ms count: {}",
+        stored.result.sequential_time_estimate_ms
+    );
+    assert!(
+        stored.result.total_time_ms >= offset_ms,
+        "the makespan spans both runs: {} < {offset_ms}",
+        stored.result.total_time_ms
+    );
+    let summary = &store.history(1).await.expect("history")[0];
+    assert_eq!((summary.status.as_str(), summary.resumed), ("finished", 1));
+    assert_eq!(stored.result.metadata.resumed, Some(1));
+}
+
+pub async fn history_lists_the_newest_executions_first_up_to_the_limit(
+    store: Arc<dyn ExecutionStore>,
+) {
+    let probe = Probe::new();
+    let executor = executor(&probe);
+    let mut ids = Vec::new();
+    for k in 0..3 {
+        let plan = executor
+            .plan(vec![ToolCall::new(format!("c{k}"), "t", json!({}))])
+            .expect("valid");
+        ids.push(
+            store
+                .begin_execution(&plan, &executor.config(), None)
+                .await
+                .expect("begin"),
+        );
+        // Creation times are in ms: keep them apart.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let newest: Vec<String> = store
+        .history(2)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(newest, [ids[2].clone(), ids[1].clone()]);
+    let all = store.history(10).await.expect("history");
+    assert_eq!(all.len(), 3);
+    assert!(
+        all.iter()
+            .all(|h| h.status == "running" && h.calls == 1 && h.success.is_none())
+    );
+}
+
+pub async fn every_execution_gets_a_fresh_uuid_v4_id(store: Arc<dyn ExecutionStore>) {
+    let probe = Probe::new();
+    let executor = executor(&probe);
+    let plan = executor
+        .plan(vec![ToolCall::new("a", "t", json!({}))])
+        .expect("valid");
+    let first = store
+        .begin_execution(&plan, &executor.config(), None)
+        .await
+        .expect("begin");
+    let second = store
+        .begin_execution(&plan, &executor.config(), Some("session-1"))
+        .await
+        .expect("begin");
+    assert_ne!(first, second);
+    for id in [&first, &second] {
+        let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 4, "{id}");
+    }
+}
+
+pub async fn statistics_cover_finished_executions_since_the_cutoff_and_the_named_tool(
+    store: Arc<dyn ExecutionStore>,
+) {
+    let probe = Probe::new();
+    let executor = executor(&probe);
+    record(
+        &*store,
+        &executor,
+        vec![
+            ToolCall::new("a", "t", json!({"ms": 4})),
+            ToolCall::new("b", "u", json!({"ms": 8})),
+            ToolCall::new("c", "u", json!({"fail": "no"})),
+        ],
+    )
+    .await;
+    // Begun, never finished: not an execution the averages cover.
+    let plan = executor
+        .plan(vec![ToolCall::new("x", "t", json!({}))])
+        .expect("valid");
+    store
+        .begin_execution(&plan, &executor.config(), None)
+        .await
+        .expect("begin");
+    let all = store.performance_stats(0, None).await.expect("stats");
+    assert_eq!((all.total_executions, all.total_calls), (1, 3));
+    assert!((all.avg_success_rate - 2.0 / 3.0).abs() < 1e-9);
+    assert!(all.avg_speedup > 0.0 && all.avg_execution_time_ms > 0.0);
+    assert_eq!(
+        all.tools.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["t", "u"]
+    );
+    let u = &all.tools["u"];
+    assert_eq!((u.count, u.errors), (2, 1));
+    assert!((u.error_rate - 0.5).abs() < 1e-9);
+    assert!(u.p99_ms >= 8.0, "{u:?}");
+    let only_u = store.performance_stats(0, Some("u")).await.expect("stats");
+    assert_eq!(
+        only_u.tools.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["u"]
+    );
+    let later = store
+        .performance_stats(now_ms() + 60_000, None)
+        .await
+        .expect("stats");
+    assert_eq!((later.total_executions, later.total_calls), (0, 0));
+    assert!(later.tools.is_empty());
+}
+
+pub async fn a_run_recorded_after_it_completed_reads_back_as_it_ran(
+    store: Arc<dyn ExecutionStore>,
+) {
+    let probe = Probe::new();
+    let executor = executor(&probe);
+    let plan = executor
+        .plan(vec![
+            ToolCall::new("a", "t", json!({"v": 1})),
+            ToolCall::new("b", "u", json!({"fail": "no"})),
+        ])
+        .expect("valid");
+    let result = executor
+        .execute_plan_with(&plan, RunOptions::default())
+        .await;
+    let id = store
+        .record_completed(&plan, &executor.config(), Some("chat-1"), &result)
+        .await
+        .expect("recorded");
+    let stored = store.load(&id).await.expect("load");
+    assert_eq!(stored.states, ["ok", "error"]);
+    assert_eq!(stored.summary.status, "finished");
+    for (s, l) in stored.result.results.iter().zip(&result.results) {
+        assert_eq!((&s.id, s.status, &s.output), (&l.id, l.status, &l.output));
+    }
+}
+
+pub async fn an_unknown_execution_is_not_found(store: Arc<dyn ExecutionStore>) {
+    let id = "00000000-0000-4000-8000-000000000000";
+    assert!(matches!(store.load(id).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.resume_point(id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.finish_execution(id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let counts = store.row_counts(id).await.expect("counts");
+    assert_eq!(counts.len(), 5);
+    assert!(counts.values().all(|n| *n == 0), "{counts:?}");
+}

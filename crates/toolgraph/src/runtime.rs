@@ -1,0 +1,371 @@
+//! [`Runtime`]: what every front end (the CLI now; the HTTP service, workers and the Python
+//! package next) runs executions through. One per process, cheap to clone, shared by every
+//! execution: it owns the executor (tools, live configuration, the shared limiter, the layer
+//! stack, the history), the store, and the MCP servers the tools talk to.
+//!
+//! It owns recording too: [`Runtime::execute`] writes the execution ahead (every call
+//! pending, every edge) before anything runs, records starts and ends as they happen (a call
+//! that must not run twice waits for its start to be durable), and finishes the record from
+//! what was stored; [`Runtime::resume`] classifies what a crash left and runs the rest;
+//! [`Runtime::batch_runner`] records a chat's turns the same way, under one session.
+//!
+//! Invariant: front ends translate input into a runtime call and its result into output;
+//! nothing here prints, reads the environment or exits.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use toolgraph_core::{
+    CallError, CallStatus, ErrorKind, EventSink, InputError, ParallelExecutionResult,
+    ParallelExecutorConfig, ToolCall, ToolSet,
+};
+use toolgraph_engine::{CancellationToken, ParallelExecutor, Plan, Preset, RunOptions};
+use toolgraph_llm::BatchRunner;
+use toolgraph_mcp::McpServer;
+use toolgraph_store::{ExecutionStore, ResumePoint, StoreError, StoredExecution};
+
+use crate::{Config, SetupError};
+
+/// The process-wide runtime.
+#[derive(Clone)]
+pub struct Runtime {
+    executor: ParallelExecutor,
+    store: Option<Arc<dyn ExecutionStore>>,
+    servers: Arc<Vec<Arc<McpServer>>>,
+}
+
+/// Per-execution choices.
+#[derive(Default, Clone)]
+pub struct ExecuteOptions {
+    /// Fires to cancel the execution: unfinished calls end `cancelled`, and the record says
+    /// so.
+    pub cancel: CancellationToken,
+    /// The session (a chat) the execution belongs to.
+    pub session: Option<String>,
+    /// The execution's own limits and policies, layered under the runtime's shared limits.
+    pub config: Option<Arc<ParallelExecutorConfig>>,
+}
+
+/// One execution's outcome.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    /// What ran, with its figures (its `metadata.execution_id` names the record).
+    pub result: ParallelExecutionResult,
+    /// The stored execution's id, when it was recorded.
+    pub id: Option<String>,
+    /// Why recording failed after the calls ran (the result is complete regardless).
+    pub recording_error: Option<String>,
+}
+
+/// What `resume` did with each call a crash left behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ResumeCounts {
+    /// Calls that had ended: their recorded outcome is kept (outputs feed dependants).
+    pub kept: usize,
+    /// Calls running at the crash whose tool is idempotent: run again.
+    pub rerun: usize,
+    /// Calls running at the crash whose tool is not idempotent: not run again, reported
+    /// `interrupted`.
+    pub interrupted: usize,
+}
+
+/// A resumed execution: as stored now, its figures covering every run.
+#[derive(Debug, Clone)]
+pub struct Resumed {
+    /// The execution, rebuilt from the store after this run.
+    pub stored: StoredExecution,
+    /// What was done with each call.
+    pub counts: ResumeCounts,
+}
+
+/// Why the runtime could not run or resume an execution.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The batch was rejected before anything ran.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The store failed before anything ran (or, for resume, while reading what is there).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Resume was asked of a runtime without a store.
+    #[error("no store is configured (recording is off)")]
+    NoStore,
+    /// Every call of the execution has ended.
+    #[error("execution {0} has no call left to run: nothing to resume")]
+    NothingToResume(String),
+}
+
+impl Runtime {
+    /// The runtime a configuration describes: its tools (MCP servers connected), its limits,
+    /// and its store when recording is on.
+    pub async fn start(config: &Config) -> Result<Runtime, SetupError> {
+        let (executor, servers) = crate::build_executor(config).await?;
+        let store = if config.store.record {
+            Some(
+                toolgraph_store::open(&config.store.url)
+                    .await
+                    .map_err(|source| SetupError::Store {
+                        url: config.store.url.clone(),
+                        source,
+                    })?,
+            )
+        } else {
+            None
+        };
+        Ok(Runtime {
+            executor,
+            store,
+            servers: Arc::new(servers),
+        })
+    }
+
+    /// A runtime over an executor and (optionally) a store, for embedders and tests.
+    pub fn new(executor: ParallelExecutor, store: Option<Arc<dyn ExecutionStore>>) -> Self {
+        Runtime {
+            executor,
+            store,
+            servers: Arc::new(Vec::new()),
+        }
+    }
+
+    /// This runtime, also sending every execution's events to `sink` (a progress display).
+    /// The clone shares everything else.
+    pub fn with_sink(&self, sink: Arc<dyn EventSink>) -> Runtime {
+        Runtime {
+            executor: self.executor.clone().with_sink(sink),
+            ..self.clone()
+        }
+    }
+
+    /// The executor: tools, configuration, shared limiter, history.
+    pub fn executor(&self) -> &ParallelExecutor {
+        &self.executor
+    }
+
+    /// The store, when recording is on.
+    pub fn store(&self) -> Option<&Arc<dyn ExecutionStore>> {
+        self.store.as_ref()
+    }
+
+    /// The MCP servers the tools talk to.
+    pub fn mcp_servers(&self) -> &[Arc<McpServer>] {
+        &self.servers
+    }
+
+    /// Checks a batch and builds its plan, without running anything.
+    pub fn plan(&self, calls: Vec<ToolCall>) -> Result<Plan, InputError> {
+        self.executor.plan(calls)
+    }
+
+    /// Plans and runs a batch (recorded when the runtime has a store).
+    pub async fn execute_calls(
+        &self,
+        calls: Vec<ToolCall>,
+        options: ExecuteOptions,
+    ) -> Result<Execution, RuntimeError> {
+        let plan = self.plan(calls)?;
+        self.execute(&plan, options).await
+    }
+
+    /// Runs a planned batch. With a store, the execution is written ahead before anything
+    /// runs (a failure there is an error, and nothing ran); a failure to finish the record
+    /// afterwards is reported in [`Execution::recording_error`], never by losing the result.
+    pub async fn execute(
+        &self,
+        plan: &Plan,
+        options: ExecuteOptions,
+    ) -> Result<Execution, RuntimeError> {
+        let Some(store) = &self.store else {
+            let result = self.run(plan, options, None, Vec::new()).await;
+            return Ok(Execution {
+                result,
+                id: None,
+                recording_error: None,
+            });
+        };
+        let config = options
+            .config
+            .clone()
+            .unwrap_or_else(|| self.executor.config());
+        let id = store
+            .begin_execution(plan, &config, options.session.as_deref())
+            .await?;
+        let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
+        let mut result = self
+            .run(plan, options, Some(recorder.as_sink()), Vec::new())
+            .await;
+        let recorded = async {
+            recorder.close().await?;
+            store.finish_execution(&id).await
+        };
+        let recording_error = recorded.await.err().map(|e| e.to_string());
+        result.metadata.execution_id = Some(id.clone());
+        Ok(Execution {
+            result,
+            id: Some(id),
+            recording_error,
+        })
+    }
+
+    async fn run(
+        &self,
+        plan: &Plan,
+        options: ExecuteOptions,
+        sink: Option<&dyn EventSink>,
+        preset: Vec<Option<Preset>>,
+    ) -> ParallelExecutionResult {
+        self.executor
+            .execute_plan_with(
+                plan,
+                RunOptions {
+                    cancel: options.cancel,
+                    sink,
+                    preset,
+                    config: options.config,
+                },
+            )
+            .await
+    }
+
+    /// Finishes execution `id`, which a crash (or Ctrl-C) interrupted: calls that ended keep
+    /// their recorded outcome, calls that never started run, calls that were running run
+    /// again only when their tool is idempotent for their arguments (otherwise they end
+    /// `interrupted`: what they did is unknown). The batch runs with the limits it was
+    /// recorded with, under the runtime's shared limits, with today's tools.
+    pub async fn resume(&self, id: &str, options: ExecuteOptions) -> Result<Resumed, RuntimeError> {
+        let store = self.store.as_ref().ok_or(RuntimeError::NoStore)?;
+        let point = store.resume_point(id).await?;
+        if point.ended.iter().all(Option::is_some) {
+            return Err(RuntimeError::NothingToResume(id.to_owned()));
+        }
+        let plan = self.plan(point.calls.clone())?;
+        let (preset, counts) = classify_resume(&point, self.executor.tools());
+        let skip: Vec<bool> = point.ended.iter().map(Option::is_some).collect();
+        let offset_ms = (toolgraph_store::now_ms() - point.created_at).max(0) as f64;
+        store.mark_resumed(id).await?;
+        let recorder = store.recorder(id, plan.len(), skip, offset_ms);
+        let options = ExecuteOptions {
+            config: Some(
+                options
+                    .config
+                    .unwrap_or_else(|| Arc::new(point.config.clone())),
+            ),
+            ..options
+        };
+        self.run(&plan, options, Some(recorder.as_sink()), preset)
+            .await;
+        recorder.close().await?;
+        let mut stored = store.finish_execution(id).await?;
+        stored.result.metadata.execution_id = Some(id.to_owned());
+        stored.result.metadata.resume = Some(toolgraph_core::ResumeMetadata {
+            kept: counts.kept,
+            rerun: counts.rerun,
+            interrupted: counts.interrupted,
+        });
+        Ok(Resumed { stored, counts })
+    }
+
+    /// Runs a chat's batches (one per turn, and one per call started early) through this
+    /// runtime, each written ahead into the store under `session` with its real plan —
+    /// dependencies, priorities and timeouts as the model sent them.
+    pub fn batch_runner(&self, session: Option<String>) -> Arc<dyn BatchRunner> {
+        Arc::new(SessionRunner {
+            runtime: self.clone(),
+            session,
+        })
+    }
+
+    /// A new session id.
+    pub fn new_session_id() -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+}
+
+/// What resume does with each call: keep its outcome, run it (again), or report it
+/// interrupted.
+pub fn classify_resume(
+    point: &ResumePoint,
+    tools: &ToolSet,
+) -> (Vec<Option<Preset>>, ResumeCounts) {
+    let mut counts = ResumeCounts::default();
+    let preset = point
+        .ended
+        .iter()
+        .enumerate()
+        .map(|(i, ended)| {
+            let call = &point.calls[i];
+            match ended {
+                Some(p) => {
+                    counts.kept += 1;
+                    Some(p.clone())
+                }
+                None if point.states[i] == "running" => {
+                    let idempotent = tools
+                        .get(&call.name)
+                        .is_some_and(|t| t.tool.is_idempotent(&call.arguments));
+                    if idempotent {
+                        counts.rerun += 1;
+                        None
+                    } else {
+                        counts.interrupted += 1;
+                        Some(Preset {
+                            status: CallStatus::Interrupted,
+                            output: None,
+                            error: Some(CallError {
+                                kind: ErrorKind::Interrupted,
+                                message: format!(
+                                    "the process stopped while this call ran; {} is not idempotent, so it was not run again",
+                                    call.name
+                                ),
+                            }),
+                            attempts: 1,
+                        })
+                    }
+                }
+                None => None,
+            }
+        })
+        .collect();
+    (preset, counts)
+}
+
+/// A chat's batches, recorded under one session.
+struct SessionRunner {
+    runtime: Runtime,
+    session: Option<String>,
+}
+
+impl BatchRunner for SessionRunner {
+    fn tools(&self) -> &ToolSet {
+        self.runtime.executor.tools()
+    }
+
+    fn run_batch(
+        &self,
+        calls: Vec<ToolCall>,
+    ) -> BoxFuture<'static, Result<ParallelExecutionResult, InputError>> {
+        let runtime = self.runtime.clone();
+        let session = self.session.clone();
+        Box::pin(async move {
+            let plan = runtime.plan(calls)?;
+            let options = ExecuteOptions {
+                session,
+                ..ExecuteOptions::default()
+            };
+            match runtime.execute(&plan, options.clone()).await {
+                Ok(execution) => {
+                    let mut result = execution.result;
+                    result.metadata.recording_error = execution.recording_error;
+                    Ok(result)
+                }
+                Err(RuntimeError::Input(e)) => Err(e),
+                // The store failed before anything ran: the turn still runs, unrecorded.
+                Err(e) => {
+                    let mut result = runtime.run(&plan, options, None, Vec::new()).await;
+                    result.metadata.recording_error = Some(e.to_string());
+                    Ok(result)
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,262 @@
+//! The runtime owns recording: an execution is written ahead and finished from what was
+//! stored, a chat's batches are recorded ahead with their real plan, resume classifies what
+//! a crash left, and every clone shares one set of limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use toolgraph::{ExecuteOptions, Runtime, RuntimeError, classify_resume};
+use toolgraph_core::{CallStatus, ParallelExecutorConfig, ToolCall, ToolSet, ToolSpec};
+use toolgraph_engine::{ParallelExecutor, Preset};
+use toolgraph_store::{ExecutionStore, MemoryStore, ResumePoint};
+use toolgraph_test_support::{Gate, Probe, ScriptedTool};
+
+fn tools(probe: &Arc<Probe>) -> (ToolSet, Arc<tokio::sync::Semaphore>) {
+    let mut tools = ToolSet::new();
+    tools.register(ScriptedTool::new("t", probe)).expect("t");
+    tools
+        .register(ScriptedTool::with_spec(
+            ToolSpec::new("read").idempotent(),
+            probe,
+        ))
+        .expect("read");
+    let (gate, permits) = Gate::new("gate", probe);
+    tools.register(gate).expect("gate");
+    (tools, permits)
+}
+
+fn runtime(
+    config: ParallelExecutorConfig,
+) -> (
+    Runtime,
+    Arc<MemoryStore>,
+    Arc<Probe>,
+    Arc<tokio::sync::Semaphore>,
+) {
+    let probe = Probe::new();
+    let (tools, permits) = tools(&probe);
+    let store = Arc::new(MemoryStore::new());
+    let executor = ParallelExecutor::new(tools, config).expect("config");
+    let runtime = Runtime::new(executor, Some(store.clone() as Arc<dyn ExecutionStore>));
+    (runtime, store, probe, permits)
+}
+
+#[tokio::test]
+async fn an_execution_is_written_ahead_and_finished_from_the_store() {
+    let (runtime, store, _probe, permits) = runtime(ParallelExecutorConfig::default());
+    let calls = vec![
+        ToolCall::new("a", "t", json!({"x": 1})),
+        ToolCall::new("g", "gate", json!({})),
+        ToolCall::new("b", "t", json!({"in": "${a}"})),
+    ];
+    let running = tokio::spawn({
+        let runtime = runtime.clone();
+        async move {
+            runtime
+                .execute_calls(calls, ExecuteOptions::default())
+                .await
+        }
+    });
+    // While the gated call is held, the execution is already on record, the gated call
+    // durably running (its tool is not idempotent: written ahead).
+    let id = loop {
+        let history = store.history(10).await.expect("history");
+        if let Some(h) = history.first() {
+            let stored = store.load(&h.id).await.expect("load");
+            if stored.states[1] == "running" {
+                break h.id.clone();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    permits.add_permits(1);
+    let execution = running.await.expect("joined").expect("ran");
+    assert_eq!(execution.id.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        execution.result.metadata.execution_id.as_deref(),
+        Some(id.as_str())
+    );
+    assert!(execution.recording_error.is_none());
+    let stored = store.load(&id).await.expect("load");
+    assert_eq!(stored.summary.status, "finished");
+    assert_eq!(stored.states, ["ok", "ok", "ok"]);
+    assert_eq!(stored.edges.len(), 1, "the reference a → b is on record");
+}
+
+#[tokio::test]
+async fn a_chats_batches_are_recorded_ahead_with_their_real_plan() {
+    let (runtime, store, _probe, permits) = runtime(ParallelExecutorConfig::default());
+    let session = Runtime::new_session_id();
+    let runner = runtime.batch_runner(Some(session));
+    let turn = vec![
+        ToolCall::new("c1", "read", json!({"k": 1})).priority(3),
+        ToolCall::new("c2", "gate", json!({}))
+            .depends_on(["c1"])
+            .timeout_ms(9_000),
+    ];
+    let running = tokio::spawn(runner.run_batch(turn));
+    // Held at the gate: the turn is already recorded, its plan intact.
+    let stored = loop {
+        if let Some(h) = store.history(1).await.expect("history").first() {
+            let stored = store.load(&h.id).await.expect("load");
+            if stored.states[1] == "running" {
+                break stored;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(stored.calls[0].priority, 3);
+    assert_eq!(stored.calls[1].depends_on, ["c1"]);
+    assert_eq!(stored.calls[1].timeout_ms, Some(9_000));
+    assert_eq!(stored.edges.len(), 1);
+    permits.add_permits(1);
+    let result = running.await.expect("joined").expect("valid");
+    assert!(result.success);
+    assert!(result.metadata.execution_id.is_some());
+    assert!(result.metadata.recording_error.is_none());
+}
+
+#[tokio::test]
+async fn without_a_store_executions_run_unrecorded() {
+    let probe = Probe::new();
+    let (tools, _) = tools(&probe);
+    let executor = ParallelExecutor::new(tools, ParallelExecutorConfig::default()).expect("ok");
+    let runtime = Runtime::new(executor, None);
+    let execution = runtime
+        .execute_calls(
+            vec![ToolCall::new("a", "t", json!({}))],
+            ExecuteOptions::default(),
+        )
+        .await
+        .expect("ran");
+    assert!(execution.result.success);
+    assert!(execution.id.is_none());
+    assert!(execution.result.metadata.execution_id.is_none());
+    assert!(matches!(
+        runtime.resume("x", ExecuteOptions::default()).await,
+        Err(RuntimeError::NoStore)
+    ));
+}
+
+#[test]
+fn resume_keeps_ended_calls_reruns_idempotent_ones_and_interrupts_the_rest() {
+    let probe = Probe::new();
+    let (tools, _) = tools(&probe);
+    let kept = Preset {
+        status: CallStatus::Ok,
+        output: Some(json!(1)),
+        error: None,
+        attempts: 1,
+    };
+    let point = ResumePoint {
+        calls: vec![
+            ToolCall::new("done", "t", json!({})),
+            ToolCall::new("read", "read", json!({})),
+            ToolCall::new("write", "t", json!({})),
+            ToolCall::new("later", "t", json!({})),
+        ],
+        config: ParallelExecutorConfig::default(),
+        states: vec![
+            "ok".into(),
+            "running".into(),
+            "running".into(),
+            "pending".into(),
+        ],
+        ended: vec![Some(kept.clone()), None, None, None],
+        created_at: 0,
+    };
+    let (preset, counts) = classify_resume(&point, &tools);
+    assert_eq!((counts.kept, counts.rerun, counts.interrupted), (1, 1, 1));
+    assert_eq!(preset[0], Some(kept));
+    assert_eq!(preset[1], None, "idempotent: run again");
+    assert_eq!(
+        preset[2].as_ref().map(|p| p.status),
+        Some(CallStatus::Interrupted),
+        "may have acted: not run twice"
+    );
+    assert_eq!(preset[3], None, "never started: runs");
+}
+
+#[tokio::test]
+async fn a_resumed_execution_is_finished_with_its_counts() {
+    let (runtime, store, probe, permits) = runtime(ParallelExecutorConfig::default());
+    // A crash: the recorded execution's gated call never ends.
+    let calls = vec![
+        ToolCall::new("a", "t", json!({})),
+        ToolCall::new("g", "gate", json!({})),
+        ToolCall::new("r", "read", json!({"after": "${g}"})),
+    ];
+    let crashed = tokio::spawn({
+        let runtime = runtime.clone();
+        async move {
+            runtime
+                .execute_calls(calls, ExecuteOptions::default())
+                .await
+        }
+    });
+    let id = loop {
+        if let Some(h) = store.history(1).await.expect("history").first() {
+            let stored = store.load(&h.id).await.expect("load");
+            if stored.states[1] == "running" && stored.states[0] == "ok" {
+                break h.id.clone();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    crashed.abort();
+    let _ = crashed.await;
+    drop(permits);
+    let resumed = runtime
+        .resume(&id, ExecuteOptions::default())
+        .await
+        .expect("resumed");
+    assert_eq!(
+        (
+            resumed.counts.kept,
+            resumed.counts.rerun,
+            resumed.counts.interrupted
+        ),
+        (1, 0, 1)
+    );
+    assert_eq!(resumed.stored.states, ["ok", "interrupted", "skipped"]);
+    let meta = &resumed.stored.result.metadata;
+    assert_eq!(meta.execution_id.as_deref(), Some(id.as_str()));
+    assert_eq!(meta.resume.map(|r| r.interrupted), Some(1));
+    assert_eq!(
+        probe.invocations(),
+        2,
+        "the interrupted call was not run again"
+    );
+    assert!(matches!(
+        runtime.resume(&id, ExecuteOptions::default()).await,
+        Err(RuntimeError::NothingToResume(_))
+    ));
+}
+
+#[tokio::test]
+async fn clones_of_a_runtime_share_one_limit() {
+    let (runtime, _store, probe, _) = runtime(ParallelExecutorConfig {
+        max_parallel_calls: 2,
+        ..ParallelExecutorConfig::default()
+    });
+    let batch = |k: usize| -> Vec<ToolCall> {
+        (0..4)
+            .map(|j| ToolCall::new(format!("c{k}_{j}"), "read", json!({"ms": 20})))
+            .collect()
+    };
+    let runs = (0..3).map(|k| {
+        let runtime = runtime.clone();
+        let calls = batch(k);
+        async move {
+            runtime
+                .execute_calls(calls, ExecuteOptions::default())
+                .await
+        }
+    });
+    for r in futures_util::future::join_all(runs).await {
+        assert!(r.expect("ran").result.success);
+    }
+    assert_eq!(probe.peak(), 2);
+    assert_eq!(runtime.executor().limiter().peaks().global, 2);
+}
