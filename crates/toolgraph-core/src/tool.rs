@@ -43,10 +43,12 @@ pub trait Tool: Send + Sync + 'static {
         None
     }
 
-    /// Runs one call. Dropping the future cancels the call; a tool with
-    /// [`ToolTraits::blocking`] runs on a blocking thread and should poll
+    /// Runs one call. The arguments are shared, not copied: a retry passes the same ones,
+    /// and a tool that needs them owned takes them with `Arc::unwrap_or_clone` (a copy
+    /// only while another attempt may still need them). Dropping the future cancels the
+    /// call; a tool with [`ToolTraits::blocking`] runs on a blocking thread and should poll
     /// [`CallContext::cancel`] instead.
-    fn call<'a>(&'a self, args: Value, ctx: CallContext) -> ToolFuture<'a>;
+    fn call<'a>(&'a self, args: Arc<Value>, ctx: CallContext) -> ToolFuture<'a>;
 }
 
 /// How a call touches a resource.
@@ -361,7 +363,7 @@ where
         self.resources.as_ref().map(|r| r(args)).unwrap_or_default()
     }
 
-    fn call<'a>(&'a self, args: Value, ctx: CallContext) -> ToolFuture<'a> {
-        Box::pin((self.f)(args, ctx))
+    fn call<'a>(&'a self, args: Arc<Value>, ctx: CallContext) -> ToolFuture<'a> {
+        Box::pin((self.f)(Arc::unwrap_or_clone(args), ctx))
     }
 }

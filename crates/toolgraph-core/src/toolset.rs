@@ -254,7 +254,11 @@ impl Tool for Overridden {
             .unwrap_or_else(|| self.inner.is_idempotent(args))
     }
 
-    fn call<'a>(&'a self, args: Value, ctx: CallContext) -> crate::tool::ToolFuture<'a> {
+    fn call<'a>(
+        &'a self,
+        args: std::sync::Arc<Value>,
+        ctx: CallContext,
+    ) -> crate::tool::ToolFuture<'a> {
         self.inner.call(args, ctx)
     }
 }

@@ -191,8 +191,6 @@ impl CallService for Invoke {
             ..
         } = request;
         meter.begin_attempt();
-        // The last holder takes the arguments as they are; otherwise the tool gets a copy.
-        let args = Arc::try_unwrap(args).unwrap_or_else(|shared| (*shared).clone());
         if policy.blocking {
             let handle = tokio::runtime::Handle::current();
             return Box::pin(async move {

@@ -143,9 +143,9 @@ impl Tool for McpTool {
         Some(format!("{}: {}", self.class, self.why))
     }
 
-    fn call<'a>(&'a self, args: Value, _ctx: CallContext) -> ToolFuture<'a> {
+    fn call<'a>(&'a self, args: std::sync::Arc<Value>, _ctx: CallContext) -> ToolFuture<'a> {
         Box::pin(async move {
-            let arguments = match args {
+            let arguments = match std::sync::Arc::unwrap_or_clone(args) {
                 Value::Object(map) => map,
                 Value::Null => Map::new(),
                 other => {

@@ -212,7 +212,10 @@ async fn dropping_a_call_sends_the_server_a_cancellation() {
         .iter()
         .find(|t| t.remote_name() == "wait")
         .expect("listed");
-    let call = wait.call(json!({}), toolgraph_core::CallContext::detached("w"));
+    let call = wait.call(
+        std::sync::Arc::new(json!({})),
+        toolgraph_core::CallContext::detached("w"),
+    );
     let waiting = served.waiting.clone();
     tokio::select! {
         _ = call => panic!("wait returns only when cancelled"),

@@ -189,8 +189,9 @@ impl Tool for ScriptedTool {
         out
     }
 
-    fn call<'a>(&'a self, args: Value, ctx: CallContext) -> ToolFuture<'a> {
+    fn call<'a>(&'a self, args: Arc<Value>, ctx: CallContext) -> ToolFuture<'a> {
         Box::pin(async move {
+            let args = Arc::unwrap_or_clone(args);
             let key = args.get("key").and_then(Value::as_str).map(str::to_owned);
             let _live = Live::enter(&self.probe, &ctx.call_id, key);
             if let Some(ms) = args.get("ms").and_then(Value::as_u64) {
@@ -250,8 +251,9 @@ impl Tool for Gate {
         &self.spec
     }
 
-    fn call<'a>(&'a self, args: Value, ctx: CallContext) -> ToolFuture<'a> {
+    fn call<'a>(&'a self, args: Arc<Value>, ctx: CallContext) -> ToolFuture<'a> {
         Box::pin(async move {
+            let args = Arc::unwrap_or_clone(args);
             let _live = Live::enter(&self.probe, &ctx.call_id, None);
             match self.permits.acquire().await {
                 Ok(p) => p.forget(),

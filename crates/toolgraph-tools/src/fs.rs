@@ -297,7 +297,7 @@ impl Tool for FileTool {
         }
     }
 
-    fn call<'a>(&'a self, args: Value, _ctx: CallContext) -> ToolFuture<'a> {
+    fn call<'a>(&'a self, args: std::sync::Arc<Value>, _ctx: CallContext) -> ToolFuture<'a> {
         Box::pin(async move {
             match self.kind {
                 Kind::Read => self.read(&args),

@@ -345,8 +345,8 @@ impl Tool for HttpFetch {
         )
     }
 
-    fn call<'a>(&'a self, args: Value, _ctx: CallContext) -> ToolFuture<'a> {
-        Box::pin(self.fetch(args))
+    fn call<'a>(&'a self, args: std::sync::Arc<Value>, _ctx: CallContext) -> ToolFuture<'a> {
+        Box::pin(self.fetch(std::sync::Arc::unwrap_or_clone(args)))
     }
 }
 

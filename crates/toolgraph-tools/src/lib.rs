@@ -133,7 +133,10 @@ mod tests {
             let tool = set.get(name).map(|e| e.tool.clone());
             async move {
                 match tool {
-                    Some(t) => t.call(args, CallContext::detached("t")).await,
+                    Some(t) => {
+                        t.call(std::sync::Arc::new(args), CallContext::detached("t"))
+                            .await
+                    }
                     None => Err(ToolError::permanent("missing")),
                 }
             }

@@ -94,7 +94,7 @@ impl Tool for Shell {
         &self.spec
     }
 
-    fn call<'a>(&'a self, args: Value, _ctx: CallContext) -> ToolFuture<'a> {
+    fn call<'a>(&'a self, args: Arc<Value>, _ctx: CallContext) -> ToolFuture<'a> {
         Box::pin(async move {
             let command = args
                 .get("command")

@@ -52,7 +52,7 @@ async fn call(rig: &Rig, tool: &str, args: Value) -> Result<Value, String> {
     let entry = rig.tools.get(tool).expect("registered");
     entry
         .tool
-        .call(args, CallContext::detached("t"))
+        .call(std::sync::Arc::new(args), CallContext::detached("t"))
         .await
         .map_err(|e| e.message)
 }
@@ -377,7 +377,7 @@ async fn shell_is_off_by_default_and_runs_only_allowed_programs_inside_the_root(
     let run = |args: Value| {
         let tool = entry.tool.clone();
         async move {
-            tool.call(args, CallContext::detached("s"))
+            tool.call(std::sync::Arc::new(args), CallContext::detached("s"))
                 .await
                 .map_err(|e| e.message)
         }

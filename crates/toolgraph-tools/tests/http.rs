@@ -156,7 +156,8 @@ fn tool() -> HttpFetch {
 }
 
 async fn fetch(tool: &HttpFetch, args: Value) -> Result<Value, ToolError> {
-    tool.call(args, CallContext::detached("test")).await
+    tool.call(std::sync::Arc::new(args), CallContext::detached("test"))
+        .await
 }
 
 #[tokio::test]
