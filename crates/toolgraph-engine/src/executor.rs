@@ -72,6 +72,8 @@ struct Shared {
     config: ConfigCell,
     limiter: Limiter,
     history: Mutex<History>,
+    /// Serialises `update_config`, so the cell and the limiter never disagree.
+    updating: Mutex<()>,
 }
 
 impl ParallelExecutor {
@@ -86,6 +88,7 @@ impl ParallelExecutor {
                 config,
                 limiter,
                 history: Mutex::new(History::default()),
+                updating: Mutex::new(()),
             }),
             sink: None,
             layers: Vec::new(),
@@ -130,10 +133,13 @@ impl ParallelExecutor {
     /// admission, and calls waiting for a shared slot are reconsidered at once.
     pub fn update_config(&self, config: ParallelExecutorConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        self.shared.config.store(config);
-        self.shared
-            .limiter
-            .set_limits(&self.shared.tools, self.shared.config.load());
+        let _one_at_a_time = match self.shared.updating.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let config = Arc::new(config);
+        self.shared.config.store_arc(config.clone());
+        self.shared.limiter.set_limits(&self.shared.tools, config);
         Ok(())
     }
 

@@ -54,6 +54,9 @@ pub struct CallRequest {
     pub gates: Vec<BoxFuture<'static, ()>>,
     /// Attempts made and when the first began, shared with the scheduler.
     pub meter: Arc<Meter>,
+    /// The call's shared slots, held until its tool is done — on the blocking pool, until
+    /// the thread returns, even when the call timed out or was cancelled before.
+    pub slots: Option<Arc<crate::limiter::Permit>>,
 }
 
 impl CallRequest {
@@ -77,6 +80,7 @@ impl CallRequest {
             },
             gates: Vec::new(),
             meter: Arc::new(Meter::default()),
+            slots: None,
         }
     }
 }
@@ -188,14 +192,17 @@ impl CallService for Invoke {
             ctx,
             policy,
             meter,
+            slots,
             ..
         } = request;
         meter.begin_attempt();
         if policy.blocking {
             let handle = tokio::runtime::Handle::current();
             return Box::pin(async move {
-                let work =
-                    tokio::task::spawn_blocking(move || handle.block_on(tool.call(args, ctx)));
+                let work = tokio::task::spawn_blocking(move || {
+                    let _slots = slots;
+                    handle.block_on(tool.call(args, ctx))
+                });
                 match work.await {
                     Ok(r) => r.map_err(Failure::Tool),
                     Err(e) if e.is_panic() => {
@@ -205,7 +212,10 @@ impl CallService for Invoke {
                 }
             });
         }
-        Box::pin(async move { tool.call(args, ctx).await.map_err(Failure::Tool) })
+        Box::pin(async move {
+            let _slots = slots;
+            tool.call(args, ctx).await.map_err(Failure::Tool)
+        })
     }
 }
 
@@ -218,6 +228,10 @@ pub fn stack(extra: &[Arc<dyn Layer>]) -> Arc<dyn CallService> {
     service = timeout::TimeoutLayer.layer(service);
     for layer in extra.iter().rev() {
         service = layer.layer(service);
+    }
+    if !extra.is_empty() {
+        // A panic in an added layer fails its call, not the execution.
+        service = catch_panic::CatchPanicLayer.layer(service);
     }
     durable::DurableLayer.layer(service)
 }

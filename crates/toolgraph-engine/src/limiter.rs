@@ -58,10 +58,41 @@ pub(crate) struct Request<'a> {
 pub(crate) enum Acquire {
     /// The slots are the caller's until the permit drops.
     Granted(Permit),
-    /// The call waits; the permit arrives here when its slots free up.
-    Waiting(oneshot::Receiver<Permit>),
+    /// The call waits; the permit arrives through this when its slots free up.
+    Waiting(Waiting),
     /// The call can never fit (it costs more than a whole budget).
     Never(String),
+}
+
+/// A call waiting for its slots: resolves to its permit (or to an error when the limits
+/// changed so that it can never run). Dropping it withdraws the call from the queue.
+pub(crate) struct Waiting {
+    rx: oneshot::Receiver<Permit>,
+    _withdraw: Withdraw,
+}
+
+impl std::future::Future for Waiting {
+    type Output = Result<Permit, oneshot::error::RecvError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx).poll(cx)
+    }
+}
+
+/// Removes a waiter that went away (its execution cancelled or dropped) from the queue.
+struct Withdraw {
+    shared: Arc<Shared>,
+    seq: u64,
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        // A no-op once the permit was sent (the waiter left the queue then).
+        self.shared.lock().waiters.remove(&self.seq);
+    }
 }
 
 /// Slots held by one running call; dropping it frees them and hands them on.
@@ -125,10 +156,20 @@ impl Shared {
 }
 
 /// A waiting call's place: earliest virtual deadline first, then earliest arrival.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Slot {
     deadline: i128,
     seq: u64,
+    /// The limit whose freed slot moved this call to the ready heap: if the call turns out
+    /// gone or blocked elsewhere, that slot is handed to the next waiter of the limit.
+    woken_by: Option<Wake>,
+}
+
+/// A limit that wakes one waiter at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Wake {
+    Tool(usize),
+    Resource(String),
 }
 
 impl PartialEq for Slot {
@@ -237,7 +278,12 @@ impl Limiter {
     /// Asks for the slots of one call.
     pub(crate) fn acquire(&self, request: Request<'_>) -> Acquire {
         let mut state = self.shared.lock();
-        match state.blocked(request.tool, request.resources, request.cost) {
+        let mut blocked = state.blocked(request.tool, request.resources, request.cost);
+        if blocked.is_none() && state.budget_queue_ahead(request.cost) {
+            // Budget waiters are served in order: a small call does not jump the queue.
+            blocked = Some(Blocked::Budget);
+        }
+        match blocked {
             None => {
                 let held = state.take(request.tool, request.resources, request.cost);
                 Acquire::Granted(Permit {
@@ -258,13 +304,10 @@ impl Limiter {
                 let slot = Slot {
                     deadline,
                     seq: state.seq,
+                    woken_by: None,
                 };
-                let resources = request
-                    .resources
-                    .iter()
-                    .filter(|k| state.config.resource_limit(k).is_some())
-                    .cloned()
-                    .collect();
+                // Every key, not only limited ones: a limit may be added while it waits.
+                let resources = request.resources.to_vec();
                 state.waiters.insert(
                     slot.seq,
                     Waiter {
@@ -275,7 +318,13 @@ impl Limiter {
                     },
                 );
                 state.park(slot, blocked);
-                Acquire::Waiting(rx)
+                Acquire::Waiting(Waiting {
+                    rx,
+                    _withdraw: Withdraw {
+                        shared: self.shared.clone(),
+                        seq: state.seq,
+                    },
+                })
             }
         }
     }
@@ -408,9 +457,7 @@ impl State {
         self.in_flight = self.in_flight.saturating_sub(1);
         if let Some(n) = self.tool_in_flight.get_mut(held.tool) {
             *n = n.saturating_sub(1);
-            if let Some(e) = self.parked_tool[held.tool].pop() {
-                self.ready.push(e);
-            }
+            self.wake(Wake::Tool(held.tool));
         }
         for key in &held.resources {
             if let Some(n) = self.resource_in_flight.get_mut(key) {
@@ -419,20 +466,12 @@ impl State {
                     self.resource_in_flight.remove(key);
                 }
             }
-            if let Some(heap) = self.parked_resource.get_mut(key) {
-                if let Some(e) = heap.pop() {
-                    self.ready.push(e);
-                }
-                if heap.is_empty() {
-                    self.parked_resource.remove(key);
-                }
-            }
+            self.wake(Wake::Resource(key.clone()));
         }
         self.cpu_used = (self.cpu_used - held.cost.cpu).max(0.0);
         self.memory_used = self.memory_used.saturating_sub(held.cost.memory_mb);
         if held.cost.cpu > 0.0 || held.cost.memory_mb > 0 {
-            // Budget waiters have different sizes: reconsider them all (few in practice).
-            self.ready.extend(self.parked_budget.drain());
+            self.wake_budget();
         }
     }
 
@@ -440,12 +479,104 @@ impl State {
         self.release_counts(&held);
     }
 
-    fn park(&mut self, slot: Slot, why: Blocked) {
+    /// True while a waiter still wants its slots.
+    fn is_live(&self, seq: u64) -> bool {
+        self.waiters.get(&seq).is_some_and(|w| !w.reply.is_closed())
+    }
+
+    /// Moves the best live waiter parked on `limit` to the ready heap (dropping dead ones).
+    fn wake(&mut self, limit: Wake) {
+        loop {
+            let next = match &limit {
+                Wake::Tool(t) => self.parked_tool.get_mut(*t).and_then(BinaryHeap::pop),
+                Wake::Resource(key) => {
+                    let Some(heap) = self.parked_resource.get_mut(key) else {
+                        return;
+                    };
+                    let next = heap.pop();
+                    if heap.is_empty() {
+                        self.parked_resource.remove(key);
+                    }
+                    next
+                }
+            };
+            let Some(mut slot) = next else { return };
+            if self.is_live(slot.seq) {
+                slot.woken_by = Some(limit);
+                self.ready.push(slot);
+                return;
+            }
+            self.waiters.remove(&slot.seq);
+        }
+    }
+
+    /// True when `cost` uses a budget that live calls are already queued for.
+    fn budget_queue_ahead(&mut self, cost: ResourceCost) -> bool {
+        if cost.cpu <= 0.0 && cost.memory_mb == 0 {
+            return false;
+        }
+        while let Some(top) = self.parked_budget.peek() {
+            if self.is_live(top.seq) {
+                return true;
+            }
+            let seq = top.seq;
+            self.parked_budget.pop();
+            self.waiters.remove(&seq);
+        }
+        false
+    }
+
+    /// Hands freed budget to budget waiters in deadline order, as far as it goes (the first
+    /// always gets its chance, so a large call is not starved by small ones).
+    fn wake_budget(&mut self) {
+        let mut cpu = self
+            .config
+            .resource_limit_cpu
+            .map_or(f64::INFINITY, |c| c - self.cpu_used);
+        let mut mem = self
+            .config
+            .resource_limit_memory_mb
+            .map_or(u64::MAX, |m| m.saturating_sub(self.memory_used));
+        let mut first = true;
+        while let Some(top) = self.parked_budget.peek() {
+            let seq = top.seq;
+            let Some(cost) = self
+                .waiters
+                .get(&seq)
+                .filter(|w| !w.reply.is_closed())
+                .map(|w| w.cost)
+            else {
+                self.parked_budget.pop();
+                self.waiters.remove(&seq);
+                continue;
+            };
+            if !first && (cost.cpu > cpu + 1e-9 || cost.memory_mb > mem) {
+                return;
+            }
+            first = false;
+            cpu -= cost.cpu;
+            mem = mem.saturating_sub(cost.memory_mb);
+            if let Some(slot) = self.parked_budget.pop() {
+                self.ready.push(slot);
+            }
+        }
+    }
+
+    fn park(&mut self, mut slot: Slot, why: Blocked) {
         match why {
             Blocked::Global => self.ready.push(slot),
-            Blocked::Tool(t) => self.parked_tool[t].push(slot),
-            Blocked::Resource(key) => self.parked_resource.entry(key).or_default().push(slot),
-            Blocked::Budget => self.parked_budget.push(slot),
+            Blocked::Tool(t) => {
+                slot.woken_by = None;
+                self.parked_tool[t].push(slot)
+            }
+            Blocked::Resource(key) => {
+                slot.woken_by = None;
+                self.parked_resource.entry(key).or_default().push(slot)
+            }
+            Blocked::Budget => {
+                slot.woken_by = None;
+                self.parked_budget.push(slot)
+            }
             Blocked::Never(_) => {}
         }
     }
@@ -460,17 +591,22 @@ impl State {
         self.ready.extend(self.parked_budget.drain());
     }
 
-    /// Hands slots to waiters, best first, while the global limit allows.
+    /// Hands slots to waiters, best first, while the global limit allows. A waiter that a
+    /// freed limit woke but that cannot use it (gone, never fits, blocked by another limit)
+    /// passes that limit on to the next waiter of it, so no freed slot sits idle.
     fn grant(&mut self, shared: &Arc<Shared>) {
         while self.in_flight < self.global {
             let Some(top) = self.ready.pop() else { return };
+            if !self.is_live(top.seq) {
+                self.waiters.remove(&top.seq);
+                if let Some(limit) = top.woken_by {
+                    self.wake(limit);
+                }
+                continue;
+            }
             let Some(waiter) = self.waiters.get(&top.seq) else {
                 continue;
             };
-            if waiter.reply.is_closed() {
-                self.waiters.remove(&top.seq);
-                continue;
-            }
             match self.blocked(waiter.tool, &waiter.resources, waiter.cost) {
                 None => {
                     let Some(waiter) = self.waiters.remove(&top.seq) else {
@@ -492,12 +628,27 @@ impl State {
                 Some(Blocked::Never(_)) => {
                     // Limits changed under it: it can never run; dropping its sender tells it.
                     self.waiters.remove(&top.seq);
+                    if let Some(limit) = top.woken_by {
+                        self.wake(limit);
+                    }
+                }
+                Some(Blocked::Global) => {
+                    // Keeps what woke it: it takes that slot once the global one frees.
+                    self.park(top, Blocked::Global);
+                    return;
                 }
                 Some(blocked) => {
-                    let global = matches!(blocked, Blocked::Global);
+                    let woken_by = top.woken_by.clone();
+                    let same = matches!(
+                        (&woken_by, &blocked),
+                        (Some(Wake::Tool(a)), Blocked::Tool(b)) if a == b
+                    ) || matches!(
+                        (&woken_by, &blocked),
+                        (Some(Wake::Resource(a)), Blocked::Resource(b)) if a == b
+                    );
                     self.park(top, blocked);
-                    if global {
-                        return;
+                    if let (Some(limit), false) = (woken_by, same) {
+                        self.wake(limit);
                     }
                 }
             }
@@ -550,11 +701,16 @@ mod tests {
         }
     }
 
-    fn waiting(a: Acquire) -> oneshot::Receiver<Permit> {
+    fn waiting(a: Acquire) -> Waiting {
         match a {
-            Acquire::Waiting(rx) => rx,
+            Acquire::Waiting(w) => w,
             _ => panic!("expected to wait"),
         }
+    }
+
+    /// The permit, if it has been handed over.
+    fn arrived(w: &mut Waiting) -> Option<Permit> {
+        futures_util::FutureExt::now_or_never(w).and_then(Result::ok)
     }
 
     #[tokio::test]
@@ -566,11 +722,11 @@ mod tests {
         let mut high = waiting(limiter.acquire(req(1, &[], 3)));
         assert_eq!(limiter.waiting(), 2);
         drop(first);
-        let permit = high.try_recv().expect("high priority first");
-        assert!(low.try_recv().is_err(), "only one slot");
+        let permit = arrived(&mut high).expect("high priority first");
+        assert!(arrived(&mut low).is_none(), "only one slot");
         assert_eq!(limiter.in_flight(), 1);
         drop(permit);
-        let _p = low.try_recv().expect("then the other");
+        let _p = arrived(&mut low).expect("then the other");
         assert_eq!(limiter.peaks().global, 1);
     }
 
@@ -585,8 +741,8 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1)).await;
         let mut young = waiting(limiter.acquire(req(0, &[], PRIORITY_CAP * 100)));
         drop(running);
-        let _p = old.try_recv().expect("the old waiter is served first");
-        assert!(young.try_recv().is_err());
+        let _p = arrived(&mut old).expect("the old waiter is served first");
+        assert!(arrived(&mut young).is_none());
     }
 
     #[tokio::test]
@@ -602,7 +758,7 @@ mod tests {
         let mut a2 = waiting(limiter.acquire(req(0, &[], 0)));
         let _b = granted(limiter.acquire(req(1, &[], 0)));
         drop(a1);
-        let _a2 = a2.try_recv().expect("a's slot handed on");
+        let _a2 = arrived(&mut a2).expect("a's slot handed on");
         assert_eq!(limiter.peaks().tools["a"], 1);
     }
 
@@ -620,7 +776,7 @@ mod tests {
         let _p2 = granted(limiter.acquire(req(0, &other, 0)));
         let mut p3 = waiting(limiter.acquire(req(1, &one[..1], 0)));
         drop(p1);
-        let _p3 = p3.try_recv().expect("host:x freed");
+        let _p3 = arrived(&mut p3).expect("host:x freed");
         let peaks = limiter.peaks();
         assert_eq!(peaks.resources.get("host:x"), Some(&1));
         assert!(!peaks.resources.contains_key("file:a"));
@@ -635,7 +791,7 @@ mod tests {
         let mut next = waiting(limiter.acquire(req(0, &[], 0)));
         drop(gone);
         drop(running);
-        let _p = next.try_recv().expect("skipped the departed waiter");
+        let _p = arrived(&mut next).expect("skipped the departed waiter");
         assert_eq!(limiter.in_flight(), 1);
         assert_eq!(limiter.waiting(), 0);
     }
@@ -647,8 +803,93 @@ mod tests {
         let _running = granted(limiter.acquire(req(0, &[], 0)));
         let mut waiter = waiting(limiter.acquire(req(0, &[], 0)));
         limiter.set_limits(&tools, config(2));
-        let _p = waiter.try_recv().expect("granted by the new limit");
+        let _p = arrived(&mut waiter).expect("granted by the new limit");
         assert_eq!(limiter.peaks().global, 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_went_away_passes_the_freed_slot_to_the_next() {
+        let tools = tools();
+        let config = Arc::new(ParallelExecutorConfig {
+            max_parallel_calls: 8,
+            per_tool_parallel_limits: [("a".to_owned(), 1)].into(),
+            ..ParallelExecutorConfig::default()
+        });
+        let limiter = Limiter::new(&tools, config);
+        let holder = granted(limiter.acquire(req(0, &[], 0)));
+        let cancelled = waiting(limiter.acquire(req(0, &[], 0)));
+        let mut next = waiting(limiter.acquire(req(0, &[], 0)));
+        drop(cancelled);
+        assert_eq!(limiter.waiting(), 1, "withdrawn from the queue");
+        drop(holder);
+        let _p = arrived(&mut next).expect("the slot reached the live waiter");
+        assert_eq!(limiter.in_flight(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_woken_waiter_blocked_elsewhere_hands_the_slot_on() {
+        let tools = tools();
+        let config = Arc::new(ParallelExecutorConfig {
+            max_parallel_calls: 8,
+            per_tool_parallel_limits: [("a".to_owned(), 1)].into(),
+            per_resource_parallel_limits: [("host".to_owned(), 1)].into(),
+            ..ParallelExecutorConfig::default()
+        });
+        let limiter = Limiter::new(&tools, config);
+        let host = ["host:x".to_owned()];
+        let tool_a = granted(limiter.acquire(req(0, &[], 0)));
+        let _host_x = granted(limiter.acquire(req(1, &host, 0)));
+        // First in line for tool a, but also needs host:x, which stays busy.
+        let mut both = waiting(limiter.acquire(req(0, &host, 0)));
+        let mut a_only = waiting(limiter.acquire(req(0, &[], 0)));
+        drop(tool_a);
+        let _p = arrived(&mut a_only).expect("tool a is not left idle");
+        assert!(arrived(&mut both).is_none());
+    }
+
+    #[tokio::test]
+    async fn budget_waiters_are_served_in_order_so_a_large_call_is_not_starved() {
+        let tools = tools();
+        let config = Arc::new(ParallelExecutorConfig {
+            max_parallel_calls: 16,
+            resource_limit_cpu: Some(4.0),
+            ..ParallelExecutorConfig::default()
+        });
+        let limiter = Limiter::new(&tools, config);
+        let cost = |cpu| Request {
+            cost: ResourceCost { cpu, memory_mb: 0 },
+            ..req(0, &[], 0)
+        };
+        let small = granted(limiter.acquire(cost(1.0)));
+        let mut big = waiting(limiter.acquire(cost(4.0)));
+        // Fits right now (3 free), but waits behind the big one.
+        let mut late = waiting(limiter.acquire(cost(1.0)));
+        drop(small);
+        let big_permit = arrived(&mut big).expect("the big call goes first");
+        assert!(arrived(&mut late).is_none());
+        drop(big_permit);
+        let _p = arrived(&mut late).expect("then the small one");
+    }
+
+    #[tokio::test]
+    async fn a_resource_limit_added_while_calls_wait_applies_to_them() {
+        let tools = tools();
+        let limiter = Limiter::new(&tools, config(1));
+        let host = ["host:x".to_owned()];
+        let running = granted(limiter.acquire(req(0, &[], 0)));
+        let mut w: Vec<Waiting> = (0..4)
+            .map(|_| waiting(limiter.acquire(req(0, &host, 0))))
+            .collect();
+        let limited = Arc::new(ParallelExecutorConfig {
+            max_parallel_calls: 10,
+            per_resource_parallel_limits: [("host".to_owned(), 1)].into(),
+            ..ParallelExecutorConfig::default()
+        });
+        limiter.set_limits(&tools, limited);
+        let granted_now: Vec<Permit> = w.iter_mut().filter_map(arrived).collect();
+        assert_eq!(granted_now.len(), 1, "one on host:x at a time");
+        assert_eq!(limiter.peaks().resources["host:x"], 1);
+        drop(running);
     }
 
     #[tokio::test]

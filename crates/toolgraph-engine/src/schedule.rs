@@ -58,8 +58,7 @@ impl ConfigCell {
         }
     }
 
-    pub(crate) fn store(&self, config: ParallelExecutorConfig) {
-        let config = Arc::new(config);
+    pub(crate) fn store_arc(&self, config: Arc<ParallelExecutorConfig>) {
         match self.current.write() {
             Ok(mut c) => *c = config,
             Err(poisoned) => *poisoned.into_inner() = config,
@@ -218,6 +217,9 @@ pub(crate) struct Scheduler<'a> {
     /// The running calls' futures, polled by this loop (blocking tools hand their work to
     /// the blocking pool and await it here).
     tasks: FuturesUnordered<BoxFuture<'static, Finished>>,
+    /// Calls admitted by this execution's limits, waiting for their shared slots.
+    waiting: FuturesUnordered<BoxFuture<'static, (u32, Option<Permit>)>>,
+    waiting_for_slots: HashMap<u32, CallRequest>,
     running: Vec<bool>,
     finished: usize,
     peak_in_flight: usize,
@@ -280,6 +282,8 @@ impl<'a> Scheduler<'a> {
             cpu_used: 0.0,
             memory_used: 0,
             tasks: FuturesUnordered::new(),
+            waiting: FuturesUnordered::new(),
+            waiting_for_slots: HashMap::new(),
             running: vec![false; n],
             finished: 0,
             peak_in_flight: 0,
@@ -322,15 +326,16 @@ impl<'a> Scheduler<'a> {
                 _ = cancel.cancelled(), if self.cancelled.is_none() => {
                     self.cancel_all("the execution was cancelled".into());
                 }
-                done = self.tasks.next() => match done {
-                    Some(done) => {
-                        self.on_done(done);
-                        while let Some(Some(more)) = self.tasks.next().now_or_never() {
-                            self.on_done(more);
-                        }
+                Some(done) = self.tasks.next(), if !self.tasks.is_empty() => {
+                    self.on_done(done);
+                    while let Some(Some(more)) = self.tasks.next().now_or_never() {
+                        self.on_done(more);
                     }
-                    None => self.lose_in_flight(),
-                },
+                }
+                Some((index, permit)) = self.waiting.next(), if !self.waiting.is_empty() => {
+                    self.on_slots(index, permit);
+                }
+                else => self.lose_in_flight(),
             }
         }
         let records = self
@@ -410,6 +415,19 @@ impl<'a> Scheduler<'a> {
         }
         self.seen_generation = generation;
         self.limits = Limits::new(self.cell.load(), self.tools);
+        // Which keys are limited may have changed: count the running calls again under the
+        // new limits, so every later release matches a count.
+        self.resource_in_flight.clear();
+        for i in 0..self.plan.len() {
+            if !self.running[i] {
+                continue;
+            }
+            for key in &self.plan.calls()[i].resources {
+                if self.limits.config.resource_limit(key).is_some() {
+                    *self.resource_in_flight.entry(key.clone()).or_insert(0) += 1;
+                }
+            }
+        }
         self.unpark_all();
     }
 
@@ -539,21 +557,14 @@ impl<'a> Scheduler<'a> {
             priority: planned.call.priority,
             rank: self.rank[i],
         });
-        let slot = match shared {
-            Acquire::Granted(permit) => Slot::Held(permit),
-            Acquire::Waiting(rx) => Slot::Waiting(rx),
+        let waiting = match shared {
+            Acquire::Granted(permit) => Ok(permit),
+            Acquire::Waiting(waiting) => Err(waiting),
             Acquire::Never(message) => {
                 self.fail_before_start(i, ErrorKind::Unschedulable, message);
                 return;
             }
         };
-        let gates: Vec<BoxFuture<'static, ()>> = self
-            .sinks
-            .iter()
-            .filter_map(|s| s.before_start(i, idempotent))
-            .collect();
-        let cancel = CancelFlag::new();
-        let meter = Arc::new(Meter::default());
         let request = CallRequest {
             position: i,
             tool: entry.tool.clone(),
@@ -561,7 +572,7 @@ impl<'a> Scheduler<'a> {
             ctx: CallContext {
                 call_id: Arc::from(planned.call.id.as_str()),
                 attempt: 1,
-                cancel: cancel.clone(),
+                cancel: CancelFlag::new(),
             },
             policy: CallPolicy {
                 timeout: timeout_ms.map(Duration::from_millis),
@@ -569,11 +580,13 @@ impl<'a> Scheduler<'a> {
                 idempotent,
                 blocking: spec.traits.blocking,
             },
-            gates,
-            meter: meter.clone(),
+            gates: Vec::new(),
+            meter: Arc::new(Meter::default()),
+            slots: None,
         };
-        let service = self.service.clone();
 
+        // The execution's own slots are taken now; the call holds them while it waits for
+        // the shared ones.
         self.in_flight += 1;
         self.peak_in_flight = self.peak_in_flight.max(self.in_flight);
         self.tool_in_flight[planned.tool] += 1;
@@ -584,39 +597,41 @@ impl<'a> Scheduler<'a> {
         }
         self.cpu_used += spec.traits.cost.cpu;
         self.memory_used += spec.traits.cost.memory_mb;
-        self.admitted_at[i] = Some(Instant::now());
-
-        let index = i as u32;
         self.running[i] = true;
+        match waiting {
+            Ok(permit) => self.launch(request, permit),
+            Err(waiting) => {
+                let index = i as u32;
+                self.waiting_for_slots.insert(index, request);
+                self.waiting
+                    .push(Box::pin(async move { (index, waiting.await.ok()) }));
+            }
+        }
+    }
+
+    /// A call got its shared slots: its start is made durable if a sink asks (the
+    /// durability layer waits for that), it is announced, and it runs.
+    fn launch(&mut self, mut request: CallRequest, permit: Permit) {
+        let i = request.position;
+        request.gates = self
+            .sinks
+            .iter()
+            .filter_map(|s| s.before_start(i, request.policy.idempotent))
+            .collect();
+        // A blocking tool's thread keeps the slots until it returns, even past a timeout.
+        request.slots = Some(Arc::new(permit));
+        self.admitted_at[i] = Some(Instant::now());
+        let index = i as u32;
+        let cancel = request.ctx.cancel.clone();
+        let meter = request.meter.clone();
+        let service = self.service.clone();
         let gauge = self.running_now.clone();
         self.tasks.push(Box::pin(async move {
-            let permit = match slot {
-                Slot::Held(permit) => permit,
-                Slot::Waiting(rx) => match rx.await {
-                    Ok(permit) => permit,
-                    Err(_) => {
-                        let now = Instant::now();
-                        return Finished {
-                            index,
-                            result: Err(CallError {
-                                kind: ErrorKind::Unschedulable,
-                                message:
-                                    "the shared limits changed so that this call can never run"
-                                        .into(),
-                            }),
-                            attempts: 0,
-                            started: now,
-                            finished: now,
-                        };
-                    }
-                },
-            };
             let _running = gauge.enter();
             // A blocking tool still on its thread learns that nobody waits any more.
             let _raise = RaiseOnDrop(cancel);
             let result = service.call(request).await;
             let finished = Instant::now();
-            drop(permit);
             let attempts = meter.attempts();
             Finished {
                 index,
@@ -629,6 +644,27 @@ impl<'a> Scheduler<'a> {
         self.emit(Event::CallStarted { position: i });
     }
 
+    /// A waiting call's shared slots arrived, or never will (the limits changed so that it
+    /// cannot fit).
+    fn on_slots(&mut self, index: u32, permit: Option<Permit>) {
+        let Some(request) = self.waiting_for_slots.remove(&index) else {
+            return;
+        };
+        match permit {
+            Some(permit) => self.launch(request, permit),
+            None => {
+                let i = index as usize;
+                self.running[i] = false;
+                self.release(i);
+                self.fail_before_start(
+                    i,
+                    ErrorKind::Unschedulable,
+                    "the shared limits changed so that this call can never run".into(),
+                );
+            }
+        }
+    }
+
     /// Returns a finished call's slots and wakes one waiter of each freed limit.
     fn release(&mut self, i: usize) {
         let planned = &self.plan.calls()[i];
@@ -638,8 +674,12 @@ impl<'a> Scheduler<'a> {
             self.ready.push(e);
         }
         for key in &planned.resources {
+            // Counted at start only under a limit; a reload recounts (see below).
+            if self.limits.config.resource_limit(key).is_none() {
+                continue;
+            }
             if let Some(count) = self.resource_in_flight.get_mut(key) {
-                *count -= 1;
+                *count = count.saturating_sub(1);
                 if let Some(heap) = self.parked_resource.get_mut(key) {
                     if let Some(e) = heap.pop() {
                         self.ready.push(e);
@@ -828,7 +868,16 @@ impl<'a> Scheduler<'a> {
             self.on_done(done);
         }
         self.tasks = FuturesUnordered::new();
+        // Calls still waiting for shared slots never started: they withdraw from the queue.
+        self.waiting = FuturesUnordered::new();
+        let never_started: Vec<u32> = self.waiting_for_slots.drain().map(|(i, _)| i).collect();
         let now = Instant::now();
+        for i in never_started {
+            let i = i as usize;
+            self.running[i] = false;
+            self.release(i);
+            self.finalize(i, cancelled_record(&why, self.ready_at[i], now));
+        }
         for i in 0..self.plan.len() {
             if self.running[i] {
                 self.running[i] = false;
@@ -912,12 +961,6 @@ fn cancelled_record(why: &str, ready_at: Option<Instant>, now: Instant) -> Recor
         started: None,
         finished: now,
     }
-}
-
-/// A call's shared slots: already held, or on their way.
-enum Slot {
-    Held(Permit),
-    Waiting(tokio::sync::oneshot::Receiver<Permit>),
 }
 
 /// Counts an execution's calls that hold their shared slots, and the most at once.

@@ -121,3 +121,42 @@ async fn the_standard_layers_still_apply_beneath_an_added_one() {
         "one visit per call, not per attempt"
     );
 }
+
+struct Buggy;
+struct BuggyService(Arc<dyn CallService>);
+
+impl Layer for Buggy {
+    fn layer(&self, inner: Arc<dyn CallService>) -> Arc<dyn CallService> {
+        Arc::new(BuggyService(inner))
+    }
+}
+
+impl CallService for BuggyService {
+    fn call(&self, request: CallRequest) -> CallFuture {
+        if request.args.get("boom").is_some() {
+            panic!("layer bug");
+        }
+        self.0.call(request)
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_an_added_layer_fails_only_its_call() {
+    let probe = Probe::new();
+    let mut tools = ToolSet::new();
+    tools.register(ScriptedTool::new("t", &probe)).expect("t");
+    let executor = ParallelExecutor::new(tools, ParallelExecutorConfig::default())
+        .expect("config")
+        .layer(Arc::new(Buggy));
+    let r = executor
+        .execute_parallel(vec![
+            ToolCall::new("bad", "t", json!({"boom": true})),
+            ToolCall::new("good", "t", json!({})),
+        ])
+        .await
+        .expect("valid");
+    assert_eq!(r.results[0].status, CallStatus::Error);
+    let message = r.results[0].error.as_ref().map(|e| e.message.clone());
+    assert_eq!(message.as_deref(), Some("tool panicked: layer bug"));
+    assert_eq!(r.results[1].status, CallStatus::Ok);
+}

@@ -219,3 +219,165 @@ async fn without_priority_a_late_call_waits_its_turn() {
     let order = start_order_with_late_call_of_priority(0).await;
     assert_eq!(order, ["low0", "low1", "low2", "low3", "low4", "late"]);
 }
+
+/// Counts what a sink is told about starts.
+#[derive(Default)]
+struct StartSink {
+    write_ahead: std::sync::atomic::AtomicUsize,
+    started: std::sync::atomic::AtomicUsize,
+}
+
+impl toolgraph_core::EventSink for StartSink {
+    fn on_event(&self, event: &toolgraph_core::Event) {
+        if matches!(event, toolgraph_core::Event::CallStarted { .. }) {
+            self.started
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn before_start(
+        &self,
+        _position: usize,
+        _idempotent: bool,
+    ) -> Option<futures_util::future::BoxFuture<'static, ()>> {
+        self.write_ahead
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        None
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_still_waiting_for_a_shared_slot_has_not_started() {
+    let probe = Probe::new();
+    let mut tools = ToolSet::new();
+    tools
+        .register(ScriptedTool::new("t", &probe))
+        .expect("register");
+    let config = ParallelExecutorConfig {
+        max_parallel_calls: 1,
+        ..ParallelExecutorConfig::default()
+    };
+    let executor = ParallelExecutor::new(tools, config).expect("config");
+    let sink = StartSink::default();
+    let cancel = toolgraph_engine::CancellationToken::new();
+    let waiting = executor
+        .plan(vec![ToolCall::new("w", "t", json!({"ms": 10}))])
+        .expect("plan");
+    let other = executor.clone();
+    let stop = cancel.clone();
+    let (_, r) = tokio::join!(
+        other.execute_parallel(vec![ToolCall::new("busy", "t", json!({"ms": 100}))]),
+        async {
+            let run = executor.execute_plan_with(
+                &waiting,
+                RunOptions {
+                    cancel,
+                    sink: Some(&sink),
+                    ..RunOptions::default()
+                },
+            );
+            let canceller = async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                stop.cancel();
+            };
+            tokio::join!(run, canceller).0
+        }
+    );
+    let w = &r.results[0];
+    assert_eq!(w.status, toolgraph_core::CallStatus::Cancelled);
+    assert_eq!((w.attempts, w.started_ms), (0, None), "it never started");
+    let seen = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        seen(&sink.write_ahead),
+        0,
+        "no write-ahead for a call that never ran"
+    );
+    assert_eq!(seen(&sink.started), 0);
+    assert_eq!(executor.limiter().waiting(), 0, "it left the queue");
+    assert_eq!(probe.invocations(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_blocking_call_keeps_its_slot_until_its_thread_returns() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+    let seen = threads.clone();
+    let mut tools = ToolSet::new();
+    tools
+        .register(toolgraph_core::FnTool::new(
+            ToolSpec::new("blk")
+                .blocking()
+                .max_concurrency(1)
+                .timeout_ms(30),
+            move |_, _| {
+                let seen = seen.clone();
+                async move {
+                    let now = seen.0.fetch_add(1, Ordering::SeqCst) + 1;
+                    seen.1.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(120));
+                    seen.0.fetch_sub(1, Ordering::SeqCst);
+                    Ok(serde_json::Value::Null)
+                }
+            },
+        ))
+        .expect("register");
+    let executor = ParallelExecutor::new(tools, ParallelExecutorConfig::default()).expect("config");
+    let runs = (0..3).map(|k| {
+        let executor = executor.clone();
+        async move {
+            executor
+                .execute_parallel(vec![ToolCall::new(format!("b{k}"), "blk", json!({}))])
+                .await
+        }
+    });
+    for r in join_all(runs).await {
+        let r = r.expect("valid");
+        assert_eq!(r.results[0].status, toolgraph_core::CallStatus::Timeout);
+    }
+    // Let the last thread finish.
+    while threads.0.load(Ordering::SeqCst) > 0 || executor.limiter().in_flight() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        threads.1.load(Ordering::SeqCst),
+        1,
+        "one thread of blk at a time"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resource_limit_added_mid_run_counts_calls_already_running() {
+    let probe = Probe::new();
+    let mut tools = ToolSet::new();
+    tools
+        .register(ScriptedTool::new("t", &probe))
+        .expect("register");
+    let executor = ParallelExecutor::new(tools, ParallelExecutorConfig::default()).expect("config");
+    let host = json!(["host:x"]);
+    let calls = vec![
+        ToolCall::new("a", "t", json!({"ms": 20, "reads": host, "key": "host:x"})),
+        ToolCall::new("c", "t", json!({"ms": 5})),
+        ToolCall::new("b", "t", json!({"ms": 20, "reads": host, "key": "host:x"}))
+            .depends_on(["c"]),
+        ToolCall::new("d", "t", json!({"ms": 20, "reads": host, "key": "host:x"}))
+            .depends_on(["b"]),
+    ];
+    let updater = executor.clone();
+    let (r, _) = tokio::join!(executor.execute_parallel(calls), async move {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        updater
+            .update_config(ParallelExecutorConfig {
+                per_resource_parallel_limits: [("host".to_owned(), 1)].into(),
+                ..ParallelExecutorConfig::default()
+            })
+            .expect("valid");
+    });
+    let r = r.expect("valid");
+    assert!(r.success, "{:?}", r.errors);
+    assert_eq!(
+        probe.peak_for("host:x"),
+        1,
+        "b waited for a, which was running"
+    );
+    assert_eq!(r.get("b").and_then(|c| c.started_ms), Some(20.0));
+}

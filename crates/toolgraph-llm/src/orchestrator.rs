@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use toolgraph_core::{InputError, ParallelExecutionResult, ToolCall, ToolSet, ToolSpec};
-use toolgraph_engine::ParallelExecutor;
+use toolgraph_engine::{CancellationToken, ParallelExecutor};
 
 use crate::client::LlmClient;
 use crate::config::Provider;
@@ -44,10 +44,12 @@ pub trait BatchRunner: Send + Sync + 'static {
     /// The tools the model may call.
     fn tools(&self) -> &ToolSet;
 
-    /// Plans and runs one batch. The future owns what it needs (it may be spawned).
+    /// Plans and runs one batch until it ends or `cancel` fires (unfinished calls then end
+    /// `cancelled`). The future owns what it needs (it may be spawned).
     fn run_batch(
         &self,
         calls: Vec<ToolCall>,
+        cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<ParallelExecutionResult, InputError>>;
 }
 
@@ -59,9 +61,10 @@ impl BatchRunner for ParallelExecutor {
     fn run_batch(
         &self,
         calls: Vec<ToolCall>,
+        cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<ParallelExecutionResult, InputError>> {
         let executor = self.clone();
-        Box::pin(async move { executor.execute_parallel(calls).await })
+        Box::pin(async move { executor.execute_with_cancel(calls, cancel).await })
     }
 }
 
@@ -109,6 +112,16 @@ struct Answer {
 struct Early {
     call: ToolCall,
     handle: JoinHandle<Result<ParallelExecutionResult, InputError>>,
+    cancel: CancellationToken,
+}
+
+impl Early {
+    /// Stops a call whose result is no longer wanted: its execution ends it `cancelled` and
+    /// finishes normally (a recording runner closes its record), in the background.
+    fn discard(self) -> ToolCall {
+        self.cancel.cancel();
+        self.call
+    }
 }
 
 impl ToolOrchestrator {
@@ -195,7 +208,7 @@ impl ToolOrchestrator {
             let order = call_order(self.client.config().provider, &turn);
             if order.is_empty() {
                 for e in early {
-                    e.handle.abort();
+                    let _ = e.discard();
                 }
                 out.success = !turn.finish_reason.is_cut_short();
                 out.answer = if out.success || !turn.text.is_empty() {
@@ -238,8 +251,15 @@ impl ToolOrchestrator {
                 StreamEvent::ToolCallComplete(call) if dispatch && !cut_short && !blocked => {
                     if self.safe_to_start_early(&call) {
                         // The runner's shared limits apply to early calls as to any other.
-                        let handle = tokio::spawn(self.executor.run_batch(vec![call.clone()]));
-                        early.push(Early { call, handle });
+                        let cancel = CancellationToken::new();
+                        let handle = tokio::spawn(
+                            self.executor.run_batch(vec![call.clone()], cancel.clone()),
+                        );
+                        early.push(Early {
+                            call,
+                            handle,
+                            cancel,
+                        });
                     } else {
                         // Keep emitted order: nothing after a call that must wait starts early.
                         blocked = true;
@@ -252,7 +272,7 @@ impl ToolOrchestrator {
             Ok(turn) => Ok((turn, early)),
             Err(e) => {
                 for e in early {
-                    e.handle.abort();
+                    let _ = e.discard();
                 }
                 Err(e)
             }
@@ -291,7 +311,7 @@ impl ToolOrchestrator {
         }
         if turn.finish_reason.is_cut_short() {
             for e in early {
-                e.handle.abort();
+                let _ = e.discard();
             }
             for call in &turn.tool_calls {
                 answers.insert(
@@ -329,8 +349,7 @@ impl ToolOrchestrator {
                 early.into_iter().partition(|e| needed.contains(&e.call.id));
             early = keep;
             for e in back {
-                e.handle.abort();
-                rest.push(e.call);
+                rest.push(e.discard());
             }
             let position: HashMap<&str, usize> = turn
                 .tool_calls
@@ -358,7 +377,10 @@ impl ToolOrchestrator {
             }
         }
         if !rest.is_empty() {
-            let result = self.executor.run_batch(rest.clone()).await;
+            let result = self
+                .executor
+                .run_batch(rest.clone(), CancellationToken::new())
+                .await;
             self.record(result, &rest, &mut answers, out);
         }
         out.tool_ms += started.elapsed().as_secs_f64() * 1e3;

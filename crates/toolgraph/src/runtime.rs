@@ -343,6 +343,7 @@ impl BatchRunner for SessionRunner {
     fn run_batch(
         &self,
         calls: Vec<ToolCall>,
+        cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<ParallelExecutionResult, InputError>> {
         let runtime = self.runtime.clone();
         let session = self.session.clone();
@@ -350,6 +351,7 @@ impl BatchRunner for SessionRunner {
             let plan = runtime.plan(calls)?;
             let options = ExecuteOptions {
                 session,
+                cancel,
                 ..ExecuteOptions::default()
             };
             match runtime.execute(&plan, options.clone()).await {

@@ -95,7 +95,7 @@ async fn a_chats_batches_are_recorded_ahead_with_their_real_plan() {
             .depends_on(["c1"])
             .timeout_ms(9_000),
     ];
-    let running = tokio::spawn(runner.run_batch(turn));
+    let running = tokio::spawn(runner.run_batch(turn, Default::default()));
     // Held at the gate: the turn is already recorded, its plan intact.
     let stored = loop {
         if let Some(h) = store.history(1).await.expect("history").first() {

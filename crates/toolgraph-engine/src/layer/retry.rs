@@ -39,6 +39,7 @@ struct Attempt {
     ctx: CallContext,
     policy: CallPolicy,
     meter: Arc<Meter>,
+    slots: Option<Arc<crate::limiter::Permit>>,
 }
 
 impl Attempt {
@@ -59,6 +60,7 @@ impl Attempt {
             policy: self.policy,
             gates: Vec::new(),
             meter: self.meter.clone(),
+            slots: self.slots.clone(),
         }
     }
 }
@@ -90,6 +92,7 @@ impl CallService for Retry {
             ctx,
             policy,
             meter,
+            slots,
             ..
         } = request;
         let template = Attempt {
@@ -99,6 +102,7 @@ impl CallService for Retry {
             ctx,
             policy,
             meter,
+            slots,
         };
         Box::pin(async move {
             let mut attempt = 0u32;
