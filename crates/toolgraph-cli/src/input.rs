@@ -35,7 +35,8 @@ pub struct ExecutorFlags {
     /// The directory the file tools are confined to.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// Where executions are recorded (`sqlite://FILE` or `postgres://…`).
+    /// Where executions are recorded (`sqlite://FILE`, `postgres://…`, or `memory:` — kept
+    /// only while the command runs).
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
     /// Do not record this execution.
@@ -137,7 +138,7 @@ pub struct StoreFlags {
     /// Configuration file (default: ./toolgraph.toml when it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The store (`sqlite://FILE` or `postgres://…`).
+    /// The store (`sqlite://FILE` or `postgres://…`; `memory:` is empty in a new process).
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
     /// Print JSON.
