@@ -230,10 +230,22 @@ pub fn resolve_path<'v>(value: &'v Value, path: &[String]) -> Result<&'v Value, 
 }
 
 /// The arguments of one call with their references bound, ready to render.
+///
+/// One pointer wide, and allocated only when there is something to rewrite: a plan holds
+/// one per call, and most calls have no references.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ArgumentTemplate {
-    /// The strings to rewrite.
-    pub strings: Vec<StringTemplate<BoundReference>>,
+    #[allow(
+        clippy::box_collection,
+        reason = "a thin pointer: one word per call instead of a Vec's three"
+    )]
+    strings: Option<Box<Vec<StringTemplate<BoundReference>>>>,
+}
+
+impl From<Vec<StringTemplate<BoundReference>>> for ArgumentTemplate {
+    fn from(strings: Vec<StringTemplate<BoundReference>>) -> Self {
+        ArgumentTemplate::new(strings)
+    }
 }
 
 /// A reference that could not be resolved at run time.
@@ -256,14 +268,26 @@ impl fmt::Display for UnresolvedReference {
 }
 
 impl ArgumentTemplate {
+    /// The template rewriting `strings` (none: an empty template, which allocates nothing).
+    pub fn new(strings: Vec<StringTemplate<BoundReference>>) -> Self {
+        ArgumentTemplate {
+            strings: (!strings.is_empty()).then(|| Box::new(strings)),
+        }
+    }
+
+    /// The strings to rewrite.
+    pub fn strings(&self) -> &[StringTemplate<BoundReference>] {
+        self.strings.as_deref().map_or(&[], Vec::as_slice)
+    }
+
     /// True when nothing needs rewriting.
     pub fn is_empty(&self) -> bool {
-        self.strings.is_empty()
+        self.strings.is_none()
     }
 
     /// Every bound reference.
     pub fn references(&self) -> impl Iterator<Item = &BoundReference> {
-        self.strings.iter().flat_map(StringTemplate::references)
+        self.strings().iter().flat_map(StringTemplate::references)
     }
 
     /// Builds the final arguments from `args`, taking outputs from `output_of`.
@@ -273,7 +297,7 @@ impl ArgumentTemplate {
         output_of: impl Fn(usize) -> Option<&'o Value>,
     ) -> Result<Value, UnresolvedReference> {
         let mut out = args.clone();
-        for template in &self.strings {
+        for template in self.strings() {
             let value = render_string(template, &output_of)?;
             if let Some(slot) = slot_mut(&mut out, &template.location) {
                 *slot = value;
@@ -348,7 +372,7 @@ mod tests {
                     .collect(),
             })
             .collect();
-        ArgumentTemplate { strings }
+        ArgumentTemplate::new(strings)
     }
 
     #[test]
@@ -396,6 +420,19 @@ mod tests {
             let err = t.render(&args, |i| outputs.get(i)).expect_err("fails");
             assert!(err.to_string().contains(reason), "{err}");
         }
+    }
+
+    #[test]
+    fn a_template_without_strings_is_one_word_and_empty() {
+        assert_eq!(
+            std::mem::size_of::<ArgumentTemplate>(),
+            std::mem::size_of::<usize>()
+        );
+        assert!(ArgumentTemplate::new(Vec::new()).is_empty());
+        let t = bound(&json!({"x": "${a}", "y": 1}), &["a"]);
+        assert!(!t.is_empty());
+        assert_eq!(t.strings().len(), 1);
+        assert_eq!(t.references().map(|r| r.call).collect::<Vec<_>>(), [0]);
     }
 
     #[test]

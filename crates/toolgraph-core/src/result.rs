@@ -279,6 +279,43 @@ pub struct ExecutionMetadata {
     pub recording_error: Option<String>,
 }
 
+/// The timing of each of `levels` levels, in two passes over the calls whatever the number
+/// of levels (a chain has one per call); each level's id list is allocated once, to size.
+fn level_reports(results: &[CallResult], levels: u32) -> Vec<BatchReport> {
+    let mut sizes = vec![0usize; levels as usize];
+    for r in results {
+        sizes[r.level as usize] += 1;
+    }
+    let mut batches: Vec<BatchReport> = sizes
+        .into_iter()
+        .zip(0..)
+        .map(|(size, level)| BatchReport {
+            level,
+            call_ids: Vec::with_capacity(size),
+            started_ms: None,
+            finished_ms: None,
+            duration_ms: 0.0,
+        })
+        .collect();
+    for r in results {
+        let b = &mut batches[r.level as usize];
+        b.call_ids.push(r.id.clone());
+        if let Some(s) = r.started_ms {
+            b.started_ms = Some(b.started_ms.map_or(s, |first| first.min(s)));
+        }
+        if let Some(f) = r.finished_ms {
+            b.finished_ms = Some(b.finished_ms.map_or(f, |last| last.max(f)));
+        }
+    }
+    for b in &mut batches {
+        match (b.started_ms, b.finished_ms) {
+            (Some(s), Some(f)) => b.duration_ms = round_ms(f - s),
+            _ => (b.started_ms, b.finished_ms) = (None, None),
+        }
+    }
+    batches
+}
+
 /// Rounds to a microsecond, for figures in ms.
 pub fn round_ms(x: f64) -> f64 {
     (x * 1e3).round() / 1e3
@@ -324,39 +361,7 @@ impl ParallelExecutionResult {
             1.0
         };
         let levels = results.iter().map(|r| r.level + 1).max().unwrap_or(0);
-        // One pass over the calls, whatever the number of levels (a chain has one per call).
-        let mut members: Vec<Vec<usize>> = vec![Vec::new(); levels as usize];
-        for (i, r) in results.iter().enumerate() {
-            members[r.level as usize].push(i);
-        }
-        let batches = members
-            .into_iter()
-            .enumerate()
-            .map(|(level, members)| {
-                let s = members
-                    .iter()
-                    .filter_map(|&i| results[i].started_ms)
-                    .fold(f64::INFINITY, f64::min);
-                let f = members
-                    .iter()
-                    .filter_map(|&i| results[i].finished_ms)
-                    .fold(f64::NEG_INFINITY, f64::max);
-                let (started_ms, finished_ms) = if s.is_finite() && f.is_finite() {
-                    (Some(s), Some(f))
-                } else {
-                    (None, None)
-                };
-                BatchReport {
-                    level: level as u32,
-                    call_ids: members.iter().map(|&i| results[i].id.clone()).collect(),
-                    started_ms,
-                    finished_ms,
-                    duration_ms: started_ms
-                        .zip(finished_ms)
-                        .map_or(0.0, |(s, f)| round_ms(f - s)),
-                }
-            })
-            .collect();
+        let batches = level_reports(&results, levels);
         let errors = results
             .iter()
             .filter(|r| !r.is_ok())
@@ -415,5 +420,65 @@ impl ParallelExecutionResult {
     /// The result of one call, by id.
     pub fn get(&self, id: &str) -> Option<&CallResult> {
         self.results.iter().find(|r| r.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ran(id: &str, level: u32, span: Option<(f64, f64)>) -> CallResult {
+        CallResult {
+            id: id.into(),
+            name: "t".into(),
+            status: if span.is_some() {
+                CallStatus::Ok
+            } else {
+                CallStatus::Skipped
+            },
+            output: None,
+            error: None,
+            attempts: u32::from(span.is_some()),
+            queued_ms: 0.0,
+            started_ms: span.map(|s| s.0),
+            finished_ms: span.map(|s| s.1),
+            duration_ms: span.map_or(0.0, |(s, f)| f - s),
+            level,
+        }
+    }
+
+    #[test]
+    fn levels_list_their_calls_in_input_order_with_first_start_and_last_end() {
+        let results = vec![
+            ran("a", 0, Some((0.5, 5.0))),
+            ran("b", 1, None),
+            ran("c", 0, Some((0.25, 7.0))),
+            ran("d", 2, Some((10.0, 12.5))),
+        ];
+        let r = ParallelExecutionResult::from_calls(
+            results,
+            13.0,
+            12.5,
+            false,
+            ExecutionMetadata::default(),
+        );
+        type Row<'a> = (u32, Vec<&'a str>, Option<f64>, Option<f64>, f64);
+        let summary: Vec<Row> = r
+            .batches
+            .iter()
+            .map(|b| {
+                let ids = b.call_ids.iter().map(String::as_str).collect();
+                (b.level, ids, b.started_ms, b.finished_ms, b.duration_ms)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (0, vec!["a", "c"], Some(0.25), Some(7.0), 6.75),
+                (1, vec!["b"], None, None, 0.0),
+                (2, vec!["d"], Some(10.0), Some(12.5), 2.5),
+            ]
+        );
+        assert_eq!(r.metadata.levels, 3);
     }
 }

@@ -91,6 +91,9 @@ pub struct Edge {
 }
 
 /// One call, checked and ready to schedule.
+///
+/// A plan holds one per call, so beside the call itself it keeps only what is needed, each
+/// part one pointer wide and allocated only when not empty.
 #[derive(Debug, Clone)]
 pub struct PlannedCall {
     /// The call as given.
@@ -100,7 +103,36 @@ pub struct PlannedCall {
     /// Its references, bound to positions.
     pub template: ArgumentTemplate,
     /// Resource keys it touches (for per-resource limits).
-    pub resources: Vec<String>,
+    pub resources: ResourceKeys,
+}
+
+/// The resource keys one call touches, in key order; reads as a `[String]`.
+///
+/// One pointer wide, and allocated only when the call touches a resource (most touch none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceKeys(Option<Box<Box<[String]>>>);
+
+impl From<Vec<String>> for ResourceKeys {
+    fn from(keys: Vec<String>) -> Self {
+        ResourceKeys((!keys.is_empty()).then(|| Box::new(keys.into_boxed_slice())))
+    }
+}
+
+impl std::ops::Deref for ResourceKeys {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        self.0.as_deref().map_or(&[], |keys| &**keys)
+    }
+}
+
+impl<'a> IntoIterator for &'a ResourceKeys {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
 }
 
 /// A checked batch and its dependency graph.
@@ -183,8 +215,19 @@ impl Plan {
                 "too many calls in one batch",
             )));
         }
+        // Wrapped before any per-call table exists, so the batch is never held twice beside
+        // them; what planning finds is written in once the index of ids is gone.
+        let mut planned: Vec<PlannedCall> = calls
+            .into_iter()
+            .map(|call| PlannedCall {
+                call,
+                tool: usize::MAX,
+                template: ArgumentTemplate::default(),
+                resources: ResourceKeys::default(),
+            })
+            .collect();
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(n);
-        for (pos, call) in calls.iter().enumerate() {
+        for (pos, call) in planned.iter().map(|p| &p.call).enumerate() {
             if call.id.is_empty() {
                 problems.push(Problem::position(pos, "missing \"id\""));
             } else if index.insert(call.id.as_str(), pos).is_some() {
@@ -192,15 +235,13 @@ impl Plan {
             }
         }
 
-        let mut planned_tools = Vec::with_capacity(n);
-        let mut templates = Vec::with_capacity(n);
+        let mut found: Vec<(usize, ArgumentTemplate, ResourceKeys)> = Vec::with_capacity(n);
         let mut edges: Vec<Edge> = Vec::new();
         let mut incoming_stamp = vec![u32::MAX; n];
         let mut universal = UniversalState::default();
         let mut resources: HashMap<String, ResourceState> = HashMap::new();
-        let mut call_resources = Vec::with_capacity(n);
 
-        for (pos, call) in calls.iter().enumerate() {
+        for (pos, call) in planned.iter().map(|p| &p.call).enumerate() {
             let id = call.id.as_str();
             let problem = |m: String| Problem::call(pos, id, m);
             let mut add_edge = |edges: &mut Vec<Edge>, from: usize, reason: EdgeReason| {
@@ -278,7 +319,7 @@ impl Plan {
                             parts,
                         });
                     }
-                    ArgumentTemplate { strings }
+                    ArgumentTemplate::new(strings)
                 }
                 Err(errors) => {
                     problems.extend(errors.into_iter().map(&problem));
@@ -286,12 +327,12 @@ impl Plan {
                 }
             };
 
-            let mut touched = Vec::new();
+            let mut touched = ResourceKeys::default();
             if let Some(t) = tool {
                 let entry = tools.entry(t);
                 for (path, message) in entry.schema_violations(&call.arguments) {
                     let from_reference = template
-                        .strings
+                        .strings()
                         .iter()
                         .any(|s| is_within(&path, &pointer(&s.location)));
                     if !from_reference {
@@ -343,7 +384,7 @@ impl Plan {
                         universal.last_writer = Some(pos as u32);
                     } else {
                         if let Some(w) = universal.last_writer {
-                            let why = format!("tool {} runs alone", calls[w as usize].name);
+                            let why = format!("tool {} runs alone", planned[w as usize].call.name);
                             add_edge(&mut edges, w as usize, EdgeReason::Exclusive { why });
                         }
                         universal.readers.push(pos as u32);
@@ -366,31 +407,27 @@ impl Plan {
                             add_edge(&mut edges, p as usize, hazard(&access.key, kind));
                         }
                     }
-                    touched = accesses.into_iter().map(|a| a.key).collect();
+                    touched = accesses
+                        .into_iter()
+                        .map(|a| a.key)
+                        .collect::<Vec<_>>()
+                        .into();
                 }
             }
-            planned_tools.push(tool.unwrap_or(usize::MAX));
-            templates.push(template);
-            call_resources.push(touched);
+            found.push((tool.unwrap_or(usize::MAX), template, touched));
         }
         drop(resources);
         drop(universal);
         drop(index);
-        let calls: Vec<PlannedCall> = calls
-            .into_iter()
-            .zip(planned_tools)
-            .zip(templates)
-            .zip(call_resources)
-            .map(|(((call, tool), template), resources)| PlannedCall {
-                call,
-                tool,
-                template,
-                resources,
-            })
-            .collect();
+        drop(incoming_stamp);
+        for (p, (tool, template, resources)) in planned.iter_mut().zip(found) {
+            p.tool = tool;
+            p.template = template;
+            p.resources = resources;
+        }
         // Cycles are looked for even when other problems were found, so one round of fixes
         // suffices.
-        match Plan::from_edges(calls, edges) {
+        match Plan::from_edges(planned, edges) {
             Ok(plan) if problems.is_empty() => Ok(plan),
             Ok(_) => Err(InputError { problems }),
             Err(cycles) => {
@@ -673,5 +710,27 @@ impl DependencyGraph {
             independent: plan.independent().into_iter().map(id).collect(),
             dependent: plan.dependent().into_iter().map(id).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use super::*;
+
+    #[test]
+    fn a_planned_call_is_its_call_and_three_words() {
+        assert!(size_of::<PlannedCall>() <= size_of::<ToolCall>() + 3 * size_of::<usize>());
+    }
+
+    #[test]
+    fn resource_keys_read_as_a_slice_and_allocate_only_when_some() {
+        assert_eq!(size_of::<ResourceKeys>(), size_of::<usize>());
+        let none = ResourceKeys::from(Vec::new());
+        assert!(none.is_empty() && none == ResourceKeys::default());
+        let keys = ResourceKeys::from(vec!["file:a".to_owned(), "host:b".to_owned()]);
+        assert_eq!(&keys[..], ["file:a", "host:b"]);
+        assert_eq!((&keys).into_iter().count(), 2);
     }
 }
