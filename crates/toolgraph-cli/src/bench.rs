@@ -173,6 +173,15 @@ fn tools() -> ToolSet {
         |_, _| async { Ok(Value::Null) },
     );
     let _ = set.register(noop);
+    // A no-op that yields once: calls of many executions overlap, as real ones do.
+    let yielding = toolgraph_core::FnTool::new(
+        toolgraph_core::ToolSpec::new("noop_yield").idempotent(),
+        |_, _| async {
+            tokio::task::yield_now().await;
+            Ok(Value::Null)
+        },
+    );
+    let _ = set.register(yielding);
     set
 }
 

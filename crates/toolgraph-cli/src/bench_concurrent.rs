@@ -1,10 +1,12 @@
 //! `toolgraph bench`: many executions at once through one executor — what a service or a
 //! worker does — and what the shared limiter costs there.
 //!
-//! `executions` executions of `calls` no-op calls each start together on clones of one
-//! executor whose global limit is `limit`; the figure is the wall time until the last ends,
-//! per call, with the peak number of calls the limiter saw running at once (which must not
-//! exceed `limit`: the run fails otherwise).
+//! `executions` executions of `calls` no-op calls each start together, each as its own task
+//! on the multi-threaded runtime, on clones of one executor whose global limit is `limit`;
+//! the no-op yields once, so calls of different executions overlap and compete for the
+//! shared slots. The figure is the wall time until the last ends, per call, with the peak
+//! number of calls the limiter saw running at once (which must not exceed `limit`: the run
+//! fails otherwise).
 
 use std::time::Instant;
 
@@ -32,17 +34,17 @@ pub(crate) async fn figures(
             ..Default::default()
         })?;
         let batches: Vec<_> = (0..executions)
-            .map(|_| workload::fan_out(calls, "noop", json!({})))
+            .map(|_| workload::fan_out(calls, "noop_yield", json!({})))
             .collect();
         let start = Instant::now();
         let results = join_all(batches.into_iter().map(|batch| {
             let ex = ex.clone();
-            async move { ex.execute_parallel(batch).await }
+            tokio::spawn(async move { ex.execute_parallel(batch).await })
         }))
         .await;
         times.push(start.elapsed().as_secs_f64());
         for r in results {
-            let r = r.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let r = r?.map_err(|e| anyhow::anyhow!("{e}"))?;
             ensure!(r.success, "a concurrent execution failed: {:?}", r.errors);
         }
         let peaks = ex.limiter().peaks();

@@ -618,8 +618,14 @@ impl<'a> Scheduler<'a> {
             .iter()
             .filter_map(|s| s.before_start(i, request.policy.idempotent))
             .collect();
-        // A blocking tool's thread keeps the slots until it returns, even past a timeout.
-        request.slots = Some(Arc::new(permit));
+        // A blocking tool's thread keeps the slots until it returns, even past a timeout;
+        // any other call keeps them until its future ends.
+        let permit = if request.policy.blocking {
+            request.slots = Some(Arc::new(permit));
+            None
+        } else {
+            Some(permit)
+        };
         self.admitted_at[i] = Some(Instant::now());
         let index = i as u32;
         let cancel = request.ctx.cancel.clone();
@@ -632,6 +638,7 @@ impl<'a> Scheduler<'a> {
             let _raise = RaiseOnDrop(cancel);
             let result = service.call(request).await;
             let finished = Instant::now();
+            drop(permit);
             let attempts = meter.attempts();
             Finished {
                 index,
