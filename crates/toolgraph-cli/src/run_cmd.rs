@@ -9,7 +9,9 @@ use toolgraph_core::ParallelExecutionResult;
 use toolgraph_engine::Plan;
 
 use crate::Outcome;
-use crate::input::{ExecutorFlags, OutputFlags, parse_or_report, read_source, report_rejection};
+use crate::input::{
+    ExecutorFlags, OutputFlags, open_store, parse_or_report, read_source, report_rejection,
+};
 use crate::progress::Progress;
 use crate::{render, timeline};
 
@@ -29,7 +31,10 @@ pub async fn run(args: RunArgs) -> Result<Outcome> {
         return Ok(Outcome::Rejected);
     };
     let config = args.flags.config()?;
-    let mut runtime = toolgraph::Runtime::start(&config).await?;
+    // The store is opened once the batch is accepted: a rejected batch touches nothing.
+    let mut unrecorded = config.clone();
+    unrecorded.store.record = false;
+    let mut runtime = toolgraph::Runtime::start(&unrecorded).await?;
     let progress = (!args.output.quiet).then(|| Arc::new(Progress::new()));
     if let Some(p) = &progress {
         runtime = runtime.with_sink(p.clone());
@@ -41,6 +46,9 @@ pub async fn run(args: RunArgs) -> Result<Outcome> {
             return Ok(Outcome::Rejected);
         }
     };
+    if config.store.record {
+        runtime = runtime.with_store(Some(open_store(&config.store.url).await?));
+    }
     // The runtime records the execution before anything runs: a crash leaves an account
     // to resume from.
     let execution = runtime.execute(&plan, ExecuteOptions::default()).await?;

@@ -39,8 +39,8 @@ pub enum SetupError {
     /// A limit is invalid.
     #[error(transparent)]
     Config(#[from] toolgraph_core::ConfigError),
-    /// The store could not be opened.
-    #[error("opening the store {url}: {source}")]
+    /// The store could not be opened (the cause is the error's source).
+    #[error("opening the store {url}")]
     Store {
         /// The store's URL.
         url: String,

@@ -128,6 +128,14 @@ impl Runtime {
         }
     }
 
+    /// This runtime recording into `store` (or not at all). The clone shares everything else.
+    pub fn with_store(&self, store: Option<Arc<dyn ExecutionStore>>) -> Runtime {
+        Runtime {
+            store,
+            ..self.clone()
+        }
+    }
+
     /// This runtime, also sending every execution's events to `sink` (a progress display).
     /// The clone shares everything else.
     pub fn with_sink(&self, sink: Arc<dyn EventSink>) -> Runtime {
