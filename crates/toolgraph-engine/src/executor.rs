@@ -166,16 +166,15 @@ impl ParallelExecutor {
     ) -> Result<ParallelExecutionResult, InputError> {
         let origin = Instant::now();
         let plan = self.plan(calls)?;
-        Ok(self
-            .run(
-                &plan,
-                origin,
-                RunOptions {
-                    cancel,
-                    ..RunOptions::default()
-                },
-            )
-            .await)
+        let options = RunOptions {
+            cancel,
+            ..RunOptions::default()
+        };
+        let (run, planned_at) = self.schedule(&plan, origin, &options).await;
+        let track = run.config.track_performance;
+        // The plan is ours: the report moves each call's id and name into its result.
+        let result = report::assemble_owned(plan, run, origin, planned_at, Instant::now());
+        Ok(self.finish(result, track, &options))
     }
 
     /// Runs an already checked plan.
@@ -210,14 +209,22 @@ impl ParallelExecutor {
         origin: Instant,
         options: RunOptions<'_>,
     ) -> ParallelExecutionResult {
+        let (run, planned_at) = self.schedule(plan, origin, &options).await;
+        let track = run.config.track_performance;
+        let result = report::assemble(plan, run, origin, planned_at, Instant::now());
+        self.finish(result, track, &options)
+    }
+
+    /// Runs the scheduler over `plan`, telling the sinks it starts; returns what it measured
+    /// and when planning ended.
+    async fn schedule(
+        &self,
+        plan: &Plan,
+        origin: Instant,
+        options: &RunOptions<'_>,
+    ) -> (crate::schedule::RunReport, Instant) {
         let planned_at = Instant::now();
-        let mut sinks: Vec<&dyn EventSink> = Vec::new();
-        if let Some(sink) = &self.sink {
-            sinks.push(sink.as_ref());
-        }
-        if let Some(sink) = options.sink {
-            sinks.push(sink);
-        }
+        let sinks = self.sinks(options);
         if !sinks.is_empty() {
             let calls: Vec<&toolgraph_core::ToolCall> =
                 plan.calls().iter().map(|c| &c.call).collect();
@@ -240,21 +247,40 @@ impl ParallelExecutor {
             options.config.clone(),
             &self.shared.limiter,
             self.service.clone(),
-            sinks.clone(),
+            sinks,
             origin,
             &options.preset,
             |i| estimates[plan.calls()[i].tool],
         );
-        let run = scheduler.run(&options.cancel).await;
-        let track = run.config.track_performance;
-        let result = report::assemble(plan, run, origin, planned_at, Instant::now());
+        (scheduler.run(&options.cancel).await, planned_at)
+    }
+
+    fn sinks<'s>(&'s self, options: &RunOptions<'s>) -> Vec<&'s dyn EventSink> {
+        let mut sinks: Vec<&dyn EventSink> = Vec::new();
+        if let Some(sink) = &self.sink {
+            sinks.push(sink.as_ref());
+        }
+        if let Some(sink) = options.sink {
+            sinks.push(sink);
+        }
+        sinks
+    }
+
+    /// Records the result in the history (when tracking) and tells the sinks the execution
+    /// ended.
+    fn finish(
+        &self,
+        result: ParallelExecutionResult,
+        track: bool,
+        options: &RunOptions<'_>,
+    ) -> ParallelExecutionResult {
         if track {
             self.with_history(|h| h.record(&result));
         }
         let finished = Event::ExecutionFinished {
             success: result.success,
         };
-        for sink in &sinks {
+        for sink in self.sinks(options) {
             sink.on_event(&finished);
         }
         result

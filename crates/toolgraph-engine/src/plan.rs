@@ -496,6 +496,12 @@ impl Plan {
         &self.calls
     }
 
+    /// Takes the calls out, leaving the graph (for the report of an execution that owns its
+    /// plan: ids and names move into the results instead of being copied).
+    pub(crate) fn take_calls(&mut self) -> Vec<PlannedCall> {
+        std::mem::take(&mut self.calls)
+    }
+
     /// Every edge, with its reason (one per pair of calls; data reasons first).
     pub fn edges(&self) -> &[Edge] {
         &self.edges
@@ -557,7 +563,8 @@ impl Plan {
     /// For each call, the longest chain of `weight`s from it to the end of the graph,
     /// its own weight included (the scheduler's "remaining critical path").
     pub fn remaining_path(&self, weight: impl Fn(usize) -> f64) -> Vec<f64> {
-        let mut rank = vec![0.0f64; self.len()];
+        // Sized by the order, not the calls: the report may have taken the calls already.
+        let mut rank = vec![0.0f64; self.order.len()];
         for &i in self.order.iter().rev() {
             let i = i as usize;
             let tail = self

@@ -11,7 +11,9 @@
 use tokio::time::Instant;
 
 use toolgraph_core::result::round_ms;
-use toolgraph_core::{CallResult, ExecutionMetadata, ParallelExecutionResult};
+use toolgraph_core::{
+    CallResult, ExecutionMetadata, ParallelExecutionResult, ParallelExecutorConfig, ToolCall,
+};
 
 use crate::plan::{Plan, PlannedCall};
 use crate::schedule::{Record, RunReport};
@@ -25,6 +27,18 @@ fn ms_since(origin: Instant, t: Instant) -> f64 {
 
 /// One call's result, from its plan entry and its record.
 fn call_result(planned: &PlannedCall, level: u32, r: Record, origin: Instant) -> CallResult {
+    let (id, name) = (planned.call.id.clone(), planned.call.name.clone());
+    call_result_named(id, name, level, r, origin)
+}
+
+/// One call's result, given its id and name.
+fn call_result_named(
+    id: String,
+    name: String,
+    level: u32,
+    r: Record,
+    origin: Instant,
+) -> CallResult {
     let duration_ms = r.started.map_or(0.0, |s| ms_since(s, r.finished));
     let queued_ms = match (r.ready_at, r.started) {
         (Some(ready), Some(start)) => ms_since(ready, start),
@@ -32,8 +46,8 @@ fn call_result(planned: &PlannedCall, level: u32, r: Record, origin: Instant) ->
         _ => 0.0,
     };
     CallResult {
-        id: planned.call.id.clone(),
-        name: planned.call.name.clone(),
+        id,
+        name,
         status: r.status,
         output: r.output,
         error: r.error,
@@ -65,6 +79,54 @@ fn results(plan: &Plan, mut records: Vec<Record>, origin: Instant) -> Vec<CallRe
     results
 }
 
+/// The results of `records`, moving each call's id and name out of `calls`; both are
+/// consumed from the back a block at a time, their memory returned as the results grow.
+fn results_owned(
+    mut calls: Vec<PlannedCall>,
+    levels: &[u32],
+    mut records: Vec<Record>,
+    origin: Instant,
+) -> Vec<CallResult> {
+    let n = calls.len().min(records.len());
+    calls.truncate(n);
+    records.truncate(n);
+    calls.reverse();
+    records.reverse();
+    let mut results = Vec::with_capacity(n);
+    while !records.is_empty() {
+        let from = records.len().saturating_sub(BLOCK);
+        let block = calls.drain(from..).rev().zip(records.drain(from..).rev());
+        for (planned, r) in block {
+            let i = results.len();
+            let ToolCall { id, name, .. } = planned.call;
+            results.push(call_result_named(id, name, levels[i], r, origin));
+        }
+        calls.shrink_to_fit();
+        records.shrink_to_fit();
+    }
+    results
+}
+
+/// Assembles the result of an execution that owns its plan (see [`assemble`]).
+pub(crate) fn assemble_owned(
+    mut plan: Plan,
+    run: RunReport,
+    origin: Instant,
+    planned_at: Instant,
+    ended: Instant,
+) -> ParallelExecutionResult {
+    let calls = plan.take_calls();
+    let RunReport {
+        records,
+        peak_in_flight,
+        retries,
+        config,
+    } = run;
+    let results = results_owned(calls, plan.levels(), records, origin);
+    let figures = (peak_in_flight, retries, config);
+    finish(&plan, results, figures, origin, planned_at, ended)
+}
+
 /// Assembles the result; `origin` is when the execution began (before planning).
 pub(crate) fn assemble(
     plan: &Plan,
@@ -73,13 +135,39 @@ pub(crate) fn assemble(
     planned_at: Instant,
     ended: Instant,
 ) -> ParallelExecutionResult {
-    let results = results(plan, run.records, origin);
+    let RunReport {
+        records,
+        peak_in_flight,
+        retries,
+        config,
+    } = run;
+    let results = results(plan, records, origin);
+    finish(
+        plan,
+        results,
+        (peak_in_flight, retries, config),
+        origin,
+        planned_at,
+        ended,
+    )
+}
+
+/// The figures over the results: critical path, metadata, and everything `from_calls`
+/// derives.
+fn finish(
+    plan: &Plan,
+    results: Vec<CallResult>,
+    (peak_in_flight, retries, config): (usize, u32, std::sync::Arc<ParallelExecutorConfig>),
+    origin: Instant,
+    planned_at: Instant,
+    ended: Instant,
+) -> ParallelExecutionResult {
     let critical_path_ms = plan.critical_path(|i| results[i].duration_ms);
     let metadata = ExecutionMetadata {
         edges: plan.edges().len(),
-        max_parallel_calls: run.config.max_parallel_calls,
-        peak_in_flight: Some(run.peak_in_flight),
-        retries: Some(run.retries),
+        max_parallel_calls: config.max_parallel_calls,
+        peak_in_flight: Some(peak_in_flight),
+        retries: Some(retries),
         planning_ms: Some(ms_since(origin, planned_at)),
         ..ExecutionMetadata::default()
     };
@@ -87,7 +175,7 @@ pub(crate) fn assemble(
         results,
         ms_since(origin, ended),
         critical_path_ms,
-        !run.config.enable_parallel,
+        !config.enable_parallel,
         metadata,
     )
 }
@@ -111,7 +199,7 @@ mod tests {
             .collect();
         let plan = Plan::build(calls, &tools, &ParallelExecutorConfig::default()).expect("plans");
         let now = Instant::now();
-        let records = (0..n)
+        let records: Vec<Record> = (0..n)
             .map(|i| Record {
                 status: CallStatus::Ok,
                 output: Some(json!(i)),
@@ -122,13 +210,18 @@ mod tests {
                 finished: now,
             })
             .collect();
-        let results = results(&plan, records, now);
-        assert_eq!(results.len(), n);
-        for (i, r) in results.iter().enumerate() {
-            assert_eq!(
-                (r.id.as_str(), &r.output),
-                (format!("c{i}").as_str(), &Some(json!(i)))
-            );
+        let borrowed = results(&plan, records.clone(), now);
+        let mut plan = plan;
+        let levels = plan.levels().to_vec();
+        let owned = results_owned(plan.take_calls(), &levels, records, now);
+        for results in [borrowed, owned] {
+            assert_eq!(results.len(), n);
+            for (i, r) in results.iter().enumerate() {
+                assert_eq!(
+                    (r.id.as_str(), r.name.as_str(), &r.output),
+                    (format!("c{i}").as_str(), "t", &Some(json!(i)))
+                );
+            }
         }
     }
 }

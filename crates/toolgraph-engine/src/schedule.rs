@@ -85,7 +85,7 @@ pub struct Preset {
 }
 
 /// How one call ended, as the scheduler saw it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Record {
     pub status: CallStatus,
     pub output: Option<Value>,
