@@ -381,3 +381,8 @@ async fn a_resource_limit_added_mid_run_counts_calls_already_running() {
     );
     assert_eq!(r.get("b").and_then(|c| c.started_ms), Some(20.0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_concurrent_executions_never_exceed_a_shared_limit() {
+    concurrent_executions_share_every_limit(1000).await;
+}
