@@ -206,6 +206,8 @@ pub(crate) struct Scheduler<'a> {
     ready_at: Vec<Option<Instant>>,
     admitted_at: Vec<Option<Instant>>,
     ready: BinaryHeap<Ready>,
+    /// Calls ready at the start, sorted: the best is last.
+    sources: Vec<Ready>,
     parked_tool: Vec<BinaryHeap<Ready>>,
     parked_resource: HashMap<String, BinaryHeap<Ready>>,
     parked_budget: BinaryHeap<Ready>,
@@ -273,6 +275,7 @@ impl<'a> Scheduler<'a> {
             ready_at: vec![None; n],
             admitted_at: vec![None; n],
             ready: BinaryHeap::new(),
+            sources: Vec::new(),
             parked_tool: vec![BinaryHeap::new(); tools.len()],
             parked_resource: HashMap::new(),
             parked_budget: BinaryHeap::new(),
@@ -298,13 +301,24 @@ impl<'a> Scheduler<'a> {
     pub(crate) async fn run(mut self, cancel: &CancellationToken) -> RunReport {
         let n = self.plan.len();
         let now = Instant::now();
-        let sources: Vec<usize> = (0..n).filter(|&i| self.remaining[i] == 0).collect();
-        for i in sources {
+        // The calls ready at the start go into a vector sorted once, not through the heap:
+        // a wide fan-out would otherwise pay a heap push and pop per call.
+        let mut sources = Vec::new();
+        for i in 0..n {
+            if self.remaining[i] != 0 {
+                continue;
+            }
             match self.preset_record(i, now) {
                 Some(record) => self.finalize(i, record),
-                None => self.make_ready(i, now),
+                None => {
+                    self.ready_at[i] = Some(now);
+                    sources.push(self.ready_entry(i));
+                    self.emit(Event::CallReady { position: i });
+                }
             }
         }
+        sources.sort_unstable();
+        self.sources = sources;
         while self.finished < n {
             if let Some(reason) = self.fail_fast_reason() {
                 self.cancel_all(reason);
@@ -394,7 +408,13 @@ impl<'a> Scheduler<'a> {
 
     fn make_ready(&mut self, i: usize, now: Instant) {
         self.ready_at[i] = Some(now);
-        let entry = if self.limits.config.enable_parallel {
+        let entry = self.ready_entry(i);
+        self.ready.push(entry);
+        self.emit(Event::CallReady { position: i });
+    }
+
+    fn ready_entry(&self, i: usize) -> Ready {
+        if self.limits.config.enable_parallel {
             self.entry(i)
         } else {
             // Sequential mode: plain input order among ready calls.
@@ -403,9 +423,16 @@ impl<'a> Scheduler<'a> {
                 rank: 0.0,
                 index: i as u32,
             }
-        };
-        self.ready.push(entry);
-        self.emit(Event::CallReady { position: i });
+        }
+    }
+
+    /// The best ready call: from the heap or from the sorted sources, whichever is better.
+    fn pop_ready(&mut self) -> Option<Ready> {
+        match (self.ready.peek(), self.sources.last()) {
+            (Some(h), Some(s)) if s > h => self.sources.pop(),
+            (Some(_), _) => self.ready.pop(),
+            (None, _) => self.sources.pop(),
+        }
     }
 
     fn reload_limits_if_changed(&mut self) {
@@ -448,7 +475,7 @@ impl<'a> Scheduler<'a> {
         }
         self.reload_limits_if_changed();
         while self.in_flight < self.limits.global {
-            let Some(top) = self.ready.pop() else { break };
+            let Some(top) = self.pop_ready() else { break };
             let i = top.index as usize;
             match self.blocked(i) {
                 None => self.start(i),
@@ -899,6 +926,7 @@ impl<'a> Scheduler<'a> {
         let waiting: Vec<usize> = self
             .ready
             .drain()
+            .chain(std::mem::take(&mut self.sources))
             .chain(self.parked_budget.drain())
             .chain(
                 self.parked_tool
