@@ -303,11 +303,14 @@ impl<'a> Scheduler<'a> {
         let now = Instant::now();
         // The calls ready at the start go into a vector sorted once, not through the heap:
         // a wide fan-out would otherwise pay a heap push and pop per call.
-        let mut sources = Vec::new();
-        for i in 0..n {
-            if self.remaining[i] != 0 {
-                continue;
-            }
+        // Which calls are sources is decided before any is finalized: finalizing a resumed
+        // call's preset outcome readies its dependants, which are not sources.
+        let initial: Vec<u32> = (0..n as u32)
+            .filter(|&i| self.remaining[i as usize] == 0)
+            .collect();
+        let mut sources = Vec::with_capacity(initial.len());
+        for i in initial {
+            let i = i as usize;
             match self.preset_record(i, now) {
                 Some(record) => self.finalize(i, record),
                 None => {

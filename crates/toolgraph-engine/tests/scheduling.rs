@@ -694,3 +694,45 @@ async fn results_convert_to_provider_messages_in_call_order() {
     assert_eq!(anthropic["content"][1]["tool_use_id"], "y");
     assert!(anthropic["content"][1].get("is_error").is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_preset_calls_dependants_run_once() {
+    let r = rig(ParallelExecutorConfig::default());
+    let plan = r
+        .executor
+        .plan(vec![
+            call("a", json!({})),
+            ToolCall::new("b", "t", json!({"after": "${a}"})),
+            call("c", json!({})),
+        ])
+        .expect("plan");
+    let preset = vec![
+        Some(toolgraph_engine::Preset {
+            status: CallStatus::Ok,
+            output: Some(json!("kept")),
+            error: None,
+            attempts: 1,
+        }),
+        None,
+        None,
+    ];
+    let result = r
+        .executor
+        .execute_plan_with(
+            &plan,
+            toolgraph_engine::RunOptions {
+                preset,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(result.success, "{:?}", result.errors);
+    assert_eq!(r.probe.invocations(), 2, "b and c, once each; a was kept");
+    assert_eq!(
+        result.results[1]
+            .output
+            .as_ref()
+            .map(|o| o["args"]["after"].clone()),
+        Some(json!("kept"))
+    );
+}
