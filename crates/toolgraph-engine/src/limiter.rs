@@ -135,6 +135,105 @@ pub struct LimiterPeaks {
     pub resources: BTreeMap<String, usize>,
 }
 
+/// The limits in force, derived from a configuration: the shared limiter's and each
+/// execution's own, rebuilt when the configuration changes.
+pub(crate) struct Limits {
+    pub(crate) config: Arc<ParallelExecutorConfig>,
+    pub(crate) global: usize,
+    pub(crate) per_tool: Vec<Option<usize>>,
+}
+
+impl Limits {
+    pub(crate) fn new(config: Arc<ParallelExecutorConfig>, tools: &ToolSet) -> Self {
+        let global = if config.enable_parallel {
+            config.max_parallel_calls.max(1)
+        } else {
+            1
+        };
+        let per_tool = tools
+            .entries()
+            .iter()
+            .map(|e| {
+                let spec = e.tool.spec();
+                config
+                    .per_tool_parallel_limits
+                    .get(&spec.name)
+                    .copied()
+                    .or(spec.traits.max_concurrency)
+            })
+            .collect();
+        Limits {
+            config,
+            global,
+            per_tool,
+        }
+    }
+}
+
+/// What runs now under a set of [`Limits`], borrowed for one check.
+pub(crate) struct InUse<'a> {
+    pub(crate) tool: &'a [usize],
+    pub(crate) resources: &'a HashMap<String, usize>,
+    pub(crate) cpu: f64,
+    pub(crate) memory_mb: u64,
+}
+
+/// Why a call does not fit beside what runs (the global limit aside).
+pub(crate) enum Misfit {
+    Tool(usize),
+    Resource(String),
+    Budget,
+    /// It can never fit: it costs more than a whole budget.
+    Never(String),
+}
+
+impl Limits {
+    /// Whether a call of `tool` touching `resources` at `cost` fits beside `in_use`.
+    pub(crate) fn misfit(
+        &self,
+        in_use: &InUse<'_>,
+        tool: usize,
+        resources: &[String],
+        cost: ResourceCost,
+    ) -> Option<Misfit> {
+        if let Some(limit) = self.per_tool.get(tool).copied().flatten() {
+            if in_use.tool.get(tool).copied().unwrap_or(0) >= limit {
+                return Some(Misfit::Tool(tool));
+            }
+        }
+        for key in resources {
+            if let Some(limit) = self.config.resource_limit(key) {
+                if in_use.resources.get(key).copied().unwrap_or(0) >= limit {
+                    return Some(Misfit::Resource(key.clone()));
+                }
+            }
+        }
+        if let Some(cpu) = self.config.resource_limit_cpu {
+            if cost.cpu > cpu {
+                return Some(Misfit::Never(format!(
+                    "declares {} CPU units but resource_limit_cpu is {cpu}",
+                    cost.cpu
+                )));
+            }
+            if in_use.cpu + cost.cpu > cpu + 1e-9 {
+                return Some(Misfit::Budget);
+            }
+        }
+        if let Some(mem) = self.config.resource_limit_memory_mb {
+            if cost.memory_mb > mem {
+                return Some(Misfit::Never(format!(
+                    "declares {} MB but resource_limit_memory_mb is {mem}",
+                    cost.memory_mb
+                )));
+            }
+            if in_use.memory_mb + cost.memory_mb > mem {
+                return Some(Misfit::Budget);
+            }
+        }
+        None
+    }
+}
+
 /// The shared limits, their counters and their waiting calls.
 #[derive(Clone)]
 pub struct Limiter {
@@ -209,9 +308,7 @@ enum Blocked {
 }
 
 struct State {
-    config: Arc<ParallelExecutorConfig>,
-    global: usize,
-    per_tool: Vec<Option<usize>>,
+    limits: Limits,
     tool_names: Vec<String>,
     in_flight: usize,
     tool_in_flight: Vec<usize>,
@@ -238,10 +335,8 @@ impl Limiter {
             .iter()
             .map(|e| e.tool.spec().name.clone())
             .collect();
-        let mut state = State {
-            config: config.clone(),
-            global: 0,
-            per_tool: Vec::new(),
+        let state = State {
+            limits: Limits::new(config, tools),
             tool_names,
             in_flight: 0,
             tool_in_flight: vec![0; n],
@@ -258,7 +353,6 @@ impl Limiter {
             parked_budget: BinaryHeap::new(),
             seq: 0,
         };
-        state.set_limits(config, tools);
         Limiter {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
@@ -362,65 +456,25 @@ impl Limiter {
 
 impl State {
     fn set_limits(&mut self, config: Arc<ParallelExecutorConfig>, tools: &ToolSet) {
-        self.global = if config.enable_parallel {
-            config.max_parallel_calls.max(1)
-        } else {
-            1
-        };
-        self.per_tool = tools
-            .entries()
-            .iter()
-            .map(|e| {
-                let spec = e.tool.spec();
-                config
-                    .per_tool_parallel_limits
-                    .get(&spec.name)
-                    .copied()
-                    .or(spec.traits.max_concurrency)
-            })
-            .collect();
-        self.config = config;
+        self.limits = Limits::new(config, tools);
     }
 
     fn blocked(&self, tool: usize, resources: &[String], cost: ResourceCost) -> Option<Blocked> {
-        if self.in_flight >= self.global {
+        if self.in_flight >= self.limits.global {
             return Some(Blocked::Global);
         }
-        if let Some(limit) = self.per_tool.get(tool).copied().flatten() {
-            if self.tool_in_flight[tool] >= limit {
-                return Some(Blocked::Tool(tool));
-            }
-        }
-        for key in resources {
-            if let Some(limit) = self.config.resource_limit(key) {
-                if self.resource_in_flight.get(key).copied().unwrap_or(0) >= limit {
-                    return Some(Blocked::Resource(key.clone()));
-                }
-            }
-        }
-        if let Some(cpu) = self.config.resource_limit_cpu {
-            if cost.cpu > cpu {
-                return Some(Blocked::Never(format!(
-                    "declares {} CPU units but resource_limit_cpu is {cpu}",
-                    cost.cpu
-                )));
-            }
-            if self.cpu_used + cost.cpu > cpu + 1e-9 {
-                return Some(Blocked::Budget);
-            }
-        }
-        if let Some(mem) = self.config.resource_limit_memory_mb {
-            if cost.memory_mb > mem {
-                return Some(Blocked::Never(format!(
-                    "declares {} MB but resource_limit_memory_mb is {mem}",
-                    cost.memory_mb
-                )));
-            }
-            if self.memory_used + cost.memory_mb > mem {
-                return Some(Blocked::Budget);
-            }
-        }
-        None
+        let in_use = InUse {
+            tool: &self.tool_in_flight,
+            resources: &self.resource_in_flight,
+            cpu: self.cpu_used,
+            memory_mb: self.memory_used,
+        };
+        Some(match self.limits.misfit(&in_use, tool, resources, cost)? {
+            Misfit::Tool(t) => Blocked::Tool(t),
+            Misfit::Resource(key) => Blocked::Resource(key),
+            Misfit::Budget => Blocked::Budget,
+            Misfit::Never(why) => Blocked::Never(why),
+        })
     }
 
     /// Counts a call in; returns what it holds.
@@ -433,7 +487,7 @@ impl State {
         }
         let mut held = Vec::new();
         for key in resources {
-            if self.config.resource_limit(key).is_none() {
+            if self.limits.config.resource_limit(key).is_none() {
                 continue;
             }
             let n = self.resource_in_flight.entry(key.clone()).or_insert(0);
@@ -530,10 +584,12 @@ impl State {
     /// always gets its chance, so a large call is not starved by small ones).
     fn wake_budget(&mut self) {
         let mut cpu = self
+            .limits
             .config
             .resource_limit_cpu
             .map_or(f64::INFINITY, |c| c - self.cpu_used);
         let mut mem = self
+            .limits
             .config
             .resource_limit_memory_mb
             .map_or(u64::MAX, |m| m.saturating_sub(self.memory_used));
@@ -595,7 +651,7 @@ impl State {
     /// freed limit woke but that cannot use it (gone, never fits, blocked by another limit)
     /// passes that limit on to the next waiter of it, so no freed slot sits idle.
     fn grant(&mut self, shared: &Arc<Shared>) {
-        while self.in_flight < self.global {
+        while self.in_flight < self.limits.global {
             let Some(top) = self.ready.pop() else { return };
             if !self.is_live(top.seq) {
                 self.waiters.remove(&top.seq);

@@ -33,7 +33,7 @@ use toolgraph_core::{
 };
 
 use crate::layer::{CallPolicy, CallRequest, CallService, Meter};
-use crate::limiter::{Acquire, Limiter, Permit, Request};
+use crate::limiter::{Acquire, InUse, Limiter, Limits, Misfit, Permit, Request};
 use crate::plan::Plan;
 
 /// The live configuration: swapped by `update_config`, read by running executions at
@@ -130,48 +130,6 @@ impl Ord for Ready {
             .then(self.rank.total_cmp(&other.rank))
             .then(other.index.cmp(&self.index))
     }
-}
-
-/// The limits in force, rebuilt when the configuration changes.
-struct Limits {
-    config: Arc<ParallelExecutorConfig>,
-    global: usize,
-    per_tool: Vec<Option<usize>>,
-}
-
-impl Limits {
-    fn new(config: Arc<ParallelExecutorConfig>, tools: &ToolSet) -> Self {
-        let global = if config.enable_parallel {
-            config.max_parallel_calls.max(1)
-        } else {
-            1
-        };
-        let per_tool = tools
-            .entries()
-            .iter()
-            .map(|e| {
-                let spec = e.tool.spec();
-                config
-                    .per_tool_parallel_limits
-                    .get(&spec.name)
-                    .copied()
-                    .or(spec.traits.max_concurrency)
-            })
-            .collect();
-        Limits {
-            config,
-            global,
-            per_tool,
-        }
-    }
-}
-
-/// Why a ready call cannot start now.
-enum Blocked {
-    Tool(usize),
-    Resource(String),
-    Budget,
-    Never(String),
 }
 
 /// What a call task returns.
@@ -482,56 +440,29 @@ impl<'a> Scheduler<'a> {
             let i = top.index as usize;
             match self.blocked(i) {
                 None => self.start(i),
-                Some(Blocked::Tool(t)) => self.parked_tool[t].push(top),
-                Some(Blocked::Resource(key)) => {
+                Some(Misfit::Tool(t)) => self.parked_tool[t].push(top),
+                Some(Misfit::Resource(key)) => {
                     self.parked_resource.entry(key).or_default().push(top)
                 }
-                Some(Blocked::Budget) => self.parked_budget.push(top),
-                Some(Blocked::Never(message)) => {
+                Some(Misfit::Budget) => self.parked_budget.push(top),
+                Some(Misfit::Never(message)) => {
                     self.fail_before_start(i, ErrorKind::Unschedulable, message);
                 }
             }
         }
     }
 
-    fn blocked(&self, i: usize) -> Option<Blocked> {
+    fn blocked(&self, i: usize) -> Option<Misfit> {
         let call = &self.plan.calls()[i];
-        if let Some(limit) = self.limits.per_tool[call.tool] {
-            if self.tool_in_flight[call.tool] >= limit {
-                return Some(Blocked::Tool(call.tool));
-            }
-        }
-        for key in &call.resources {
-            if let Some(limit) = self.limits.config.resource_limit(key) {
-                if self.resource_in_flight.get(key).copied().unwrap_or(0) >= limit {
-                    return Some(Blocked::Resource(key.clone()));
-                }
-            }
-        }
+        let in_use = InUse {
+            tool: &self.tool_in_flight,
+            resources: &self.resource_in_flight,
+            cpu: self.cpu_used,
+            memory_mb: self.memory_used,
+        };
         let cost = self.tools.entry(call.tool).tool.spec().traits.cost;
-        if let Some(cpu) = self.limits.config.resource_limit_cpu {
-            if cost.cpu > cpu {
-                return Some(Blocked::Never(format!(
-                    "declares {} CPU units but resource_limit_cpu is {cpu}",
-                    cost.cpu
-                )));
-            }
-            if self.cpu_used + cost.cpu > cpu + 1e-9 {
-                return Some(Blocked::Budget);
-            }
-        }
-        if let Some(mem) = self.limits.config.resource_limit_memory_mb {
-            if cost.memory_mb > mem {
-                return Some(Blocked::Never(format!(
-                    "declares {} MB but resource_limit_memory_mb is {mem}",
-                    cost.memory_mb
-                )));
-            }
-            if self.memory_used + cost.memory_mb > mem {
-                return Some(Blocked::Budget);
-            }
-        }
-        None
+        self.limits
+            .misfit(&in_use, call.tool, &call.resources, cost)
     }
 
     fn start(&mut self, i: usize) {
