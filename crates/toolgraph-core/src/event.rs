@@ -3,6 +3,8 @@
 //! Sinks are called from the scheduler's loop: they must return quickly and never block
 //! (hand work to a channel).
 
+use std::sync::Arc;
+
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value;
@@ -51,8 +53,8 @@ pub enum Event {
 pub struct CallOutcome<'a> {
     /// How it ended.
     pub status: CallStatus,
-    /// The tool's output, when ok.
-    pub output: Option<&'a Value>,
+    /// The tool's output, when ok: a sink that keeps it clones the `Arc`, not the value.
+    pub output: Option<&'a Arc<Value>>,
     /// The error, when not ok.
     pub error: Option<&'a CallError>,
     /// Attempts made.

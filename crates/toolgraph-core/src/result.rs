@@ -4,6 +4,8 @@
 //! Results convert to the messages providers expect back: OpenAI `role: tool` messages and
 //! an Anthropic user message of `tool_result` blocks.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -103,8 +105,9 @@ pub struct CallResult {
     pub name: String,
     /// How it ended.
     pub status: CallStatus,
-    /// The tool's output (when `ok`).
-    pub output: Option<Value>,
+    /// The tool's output (when `ok`), shared with the recorders that hold it: never
+    /// deep-cloned between the tool, the dependants that reference it, the sinks and here.
+    pub output: Option<Arc<Value>>,
     /// The error (when not `ok`).
     pub error: Option<CallError>,
     /// Attempts made (0 when the call never ran).
@@ -127,11 +130,18 @@ impl CallResult {
         self.status == CallStatus::Ok
     }
 
+    /// The tool's output, when `ok`.
+    pub fn output(&self) -> Option<&Value> {
+        self.output.as_deref()
+    }
+
     /// The text a model should read for this call.
     pub fn content_text(&self) -> String {
         match (&self.status, &self.output, &self.error) {
-            (CallStatus::Ok, Some(Value::String(s)), _) => s.clone(),
-            (CallStatus::Ok, Some(v), _) => v.to_string(),
+            (CallStatus::Ok, Some(v), _) => match &**v {
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            },
             (CallStatus::Ok, None, _) => String::new(),
             (status, _, Some(e)) => format!("{}: {}", status.as_str(), e.message),
             (status, _, None) => status.as_str().to_owned(),

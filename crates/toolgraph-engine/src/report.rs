@@ -182,6 +182,8 @@ fn finish(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use serde_json::{Value, json};
     use toolgraph_core::{CallStatus, ParallelExecutorConfig, ToolCall, ToolSet};
 
@@ -202,7 +204,7 @@ mod tests {
         let records: Vec<Record> = (0..n)
             .map(|i| Record {
                 status: CallStatus::Ok,
-                output: Some(json!(i)),
+                output: Some(Arc::new(json!(i))),
                 error: None,
                 attempts: 1,
                 ready_at: Some(now),
@@ -218,8 +220,8 @@ mod tests {
             assert_eq!(results.len(), n);
             for (i, r) in results.iter().enumerate() {
                 assert_eq!(
-                    (r.id.as_str(), r.name.as_str(), &r.output),
-                    (format!("c{i}").as_str(), "t", &Some(json!(i)))
+                    (r.id.as_str(), r.name.as_str(), r.output()),
+                    (format!("c{i}").as_str(), "t", Some(&json!(i)))
                 );
             }
         }

@@ -77,7 +77,7 @@ pub struct Preset {
     /// How it ended.
     pub status: CallStatus,
     /// Its output (feeds references of dependants).
-    pub output: Option<Value>,
+    pub output: Option<Arc<Value>>,
     /// Its error.
     pub error: Option<CallError>,
     /// Attempts it took.
@@ -88,7 +88,7 @@ pub struct Preset {
 #[derive(Debug, Clone)]
 pub(crate) struct Record {
     pub status: CallStatus,
-    pub output: Option<Value>,
+    pub output: Option<Arc<Value>>,
     pub error: Option<CallError>,
     pub attempts: u32,
     pub ready_at: Option<Instant>,
@@ -473,7 +473,7 @@ impl<'a> Scheduler<'a> {
         } else {
             let records = &self.records;
             let rendered = planned.template.render(&planned.call.arguments, |p| {
-                records.get(p)?.as_ref()?.output.as_ref()
+                records.get(p)?.as_ref()?.output.as_deref()
             });
             match rendered {
                 Ok(args) => {
@@ -690,7 +690,7 @@ impl<'a> Scheduler<'a> {
         self.running[i] = false;
         self.release(i);
         let (status, output, error) = match done.result {
-            Ok(v) => (CallStatus::Ok, Some(v), None),
+            Ok(v) => (CallStatus::Ok, Some(Arc::new(v)), None),
             Err(e) if e.kind == ErrorKind::Timeout => (CallStatus::Timeout, None, Some(e)),
             Err(e) => (CallStatus::Error, None, Some(e)),
         };

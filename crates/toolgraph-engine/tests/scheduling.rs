@@ -709,7 +709,7 @@ async fn a_preset_calls_dependants_run_once() {
     let preset = vec![
         Some(toolgraph_engine::Preset {
             status: CallStatus::Ok,
-            output: Some(json!("kept")),
+            output: Some(std::sync::Arc::new(json!("kept"))),
             error: None,
             attempts: 1,
         }),

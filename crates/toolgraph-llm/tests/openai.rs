@@ -140,8 +140,8 @@ async fn dependent_calls_in_one_turn_resolve_references_and_teach_them() {
     let exec = &result.executions[0];
     assert!(exec.success, "{:?}", exec.errors);
     assert_eq!(
-        exec.get("again").and_then(|r| r.output.clone()),
-        Some(json!(13.0))
+        exec.get("again").and_then(|r| r.output()),
+        Some(&json!(13.0))
     );
     assert_eq!(exec.get("shout").map(|r| r.level), Some(2));
     let requests = server.requests();

@@ -41,8 +41,8 @@ async fn everything_server_calls_share_one_session_and_overlap() {
     for i in 0..20 {
         let call = result.get(&format!("echo{i}")).expect("present");
         assert_eq!(
-            call.output,
-            Some(json!(format!("Echo: m{i}"))),
+            call.output(),
+            Some(&json!(format!("Echo: m{i}"))),
             "answers must not mix"
         );
     }
@@ -52,8 +52,8 @@ async fn everything_server_calls_share_one_session_and_overlap() {
     for i in 0..3 {
         let call = result.get(&format!("slow{i}")).expect("present");
         assert_eq!(
-            call.output,
-            Some(json!(
+            call.output(),
+            Some(&json!(
                 "Long running operation completed. Duration: 1 seconds, Steps: 2."
             ))
         );

@@ -95,8 +95,8 @@ async fn filesystem_server_write_then_read_of_one_file_is_ordered_by_its_mapping
     assert!(result.success, "{:?}", result.errors);
     let read = result.get("r").expect("present");
     assert_eq!(
-        read.output,
-        Some(json!({"content": "hello from toolgraph"}))
+        read.output(),
+        Some(&json!({"content": "hello from toolgraph"}))
     );
     let (_, w_end) = common::interval(&result, "w");
     let (r_start, _) = common::interval(&result, "r");

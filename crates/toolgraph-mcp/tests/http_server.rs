@@ -164,12 +164,12 @@ async fn http_server_behind_a_bearer_token_serves_tools_through_the_engine() {
     for i in 0..10 {
         let out = result
             .get(&format!("add{i}"))
-            .and_then(|c| c.output.clone());
-        assert_eq!(out, Some(json!((i + 100).to_string())));
+            .and_then(|c| c.output());
+        assert_eq!(out, Some(&json!((i + 100).to_string())));
     }
     assert_eq!(
-        result.get("alias").and_then(|c| c.output.clone()),
-        Some(json!("5"))
+        result.get("alias").and_then(|c| c.output()),
+        Some(&json!("5"))
     );
 
     // The schema is checked before anything runs.

@@ -131,7 +131,7 @@ async fn killed_server_fails_its_in_flight_calls_and_is_restarted_once() {
     )
     .await;
     let echo = again.get("echo").expect("present");
-    assert_eq!(echo.output, Some(json!("Echo: back")), "{echo:?}");
+    assert_eq!(echo.output(), Some(&json!("Echo: back")), "{echo:?}");
     let second_pid = ev.pid().expect("a new child");
     assert_ne!(second_pid, first_pid);
 

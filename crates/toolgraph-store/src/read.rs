@@ -7,6 +7,7 @@
 //! that contributed to it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -89,7 +90,7 @@ fn call_record(id: &str, row: &AnyRow) -> Result<CallRecord, StoreError> {
                 .unwrap_or(ErrorKind::Permanent),
             message: m,
         }),
-        output: output.and_then(|o| serde_json::from_str(&o).ok()),
+        output: output.and_then(|o| serde_json::from_str(&o).ok()).map(Arc::new),
     })
 }
 

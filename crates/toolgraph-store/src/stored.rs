@@ -7,6 +7,7 @@
 //! [`rebuild`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -92,7 +93,7 @@ pub(crate) struct CallRecord {
     pub(crate) finished_ms: Option<f64>,
     pub(crate) duration_ms: Option<f64>,
     pub(crate) error: Option<CallError>,
-    pub(crate) output: Option<Value>,
+    pub(crate) output: Option<Arc<Value>>,
 }
 
 impl CallRecord {
@@ -140,7 +141,7 @@ impl CallRecord {
 pub(crate) struct Ended {
     pub(crate) position: usize,
     pub(crate) status: CallStatus,
-    pub(crate) output: Option<Value>,
+    pub(crate) output: Option<Arc<Value>>,
     pub(crate) error: Option<CallError>,
     pub(crate) attempts: u32,
     pub(crate) queued_ms: f64,

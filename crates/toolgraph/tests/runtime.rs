@@ -145,7 +145,7 @@ fn resume_keeps_ended_calls_reruns_idempotent_ones_and_interrupts_the_rest() {
     let (tools, _) = tools(&probe);
     let kept = Preset {
         status: CallStatus::Ok,
-        output: Some(json!(1)),
+        output: Some(std::sync::Arc::new(json!(1))),
         error: None,
         attempts: 1,
     };
@@ -259,4 +259,24 @@ async fn clones_of_a_runtime_share_one_limit() {
     }
     assert_eq!(probe.peak(), 2);
     assert_eq!(runtime.executor().limiter().peaks().global, 2);
+}
+
+#[tokio::test]
+async fn an_output_is_shared_with_the_store_not_copied() {
+    let (runtime, store, _probe, _permits) = runtime(ParallelExecutorConfig::default());
+    let big: Vec<u32> = (0..10_000).collect();
+    let calls = vec![ToolCall::new("a", "t", json!({ "big": big }))];
+    let execution = runtime
+        .execute_calls(calls, ExecuteOptions::default())
+        .await
+        .expect("ran");
+    let id = execution.id.expect("recorded");
+    let stored = store.load(&id).await.expect("load");
+    let ran = execution.result.results[0].output.as_ref().expect("output");
+    let kept = stored.result.results[0].output.as_ref().expect("output");
+    assert_eq!(ran, kept);
+    assert!(
+        Arc::ptr_eq(ran, kept),
+        "the result and the in-memory store hold one output, not two copies"
+    );
 }

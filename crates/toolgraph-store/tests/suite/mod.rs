@@ -430,8 +430,8 @@ pub async fn a_resumed_execution_keeps_earlier_outcomes_and_is_measured_over_eve
         point.ended[0].as_ref().and_then(|p| p.output.clone())
     );
     assert_eq!(
-        stored.result.results[1].output,
-        Some(json!({"from": 7})),
+        stored.result.results[1].output(),
+        Some(&json!({"from": 7})),
         "the re-run call got its input from the kept output"
     );
     assert!(
