@@ -29,7 +29,8 @@ pub struct ToolCall {
     /// Higher runs first among ready calls.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: i64,
-    /// A timeout for this call alone, overriding the tool's and the executor's.
+    /// A timeout for this call alone, overriding the tool's and the executor's; 0 = none
+    /// (as `default_timeout_ms = 0` means).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
 }

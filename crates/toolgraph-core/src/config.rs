@@ -70,7 +70,23 @@ pub struct ParallelExecutorConfig {
     pub retry: RetryPolicy,
     /// Cancel everything at the first failure.
     pub fail_fast: bool,
+    /// Largest arguments a call may get once its references are resolved, in bytes of
+    /// compact JSON: past it the call fails (`too_large`) before it is built.
+    pub max_argument_bytes: u64,
+    /// Largest output one call may return, in bytes of compact JSON: past it the output is
+    /// dropped and the call fails (`too_large`).
+    pub max_output_bytes: u64,
+    /// Bytes of outputs one execution may hold at once: a call whose output would pass it
+    /// fails (`too_large`) and its output is dropped; the rest of the execution goes on.
+    pub output_budget_bytes: u64,
 }
+
+/// 16 MiB.
+pub const DEFAULT_MAX_ARGUMENT_BYTES: u64 = 16 << 20;
+/// 64 MiB.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 64 << 20;
+/// 1 GiB.
+pub const DEFAULT_OUTPUT_BUDGET_BYTES: u64 = 1 << 30;
 
 impl Default for ParallelExecutorConfig {
     fn default() -> Self {
@@ -86,6 +102,9 @@ impl Default for ParallelExecutorConfig {
             resource_limit_memory_mb: None,
             retry: RetryPolicy::default(),
             fail_fast: false,
+            max_argument_bytes: DEFAULT_MAX_ARGUMENT_BYTES,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            output_budget_bytes: DEFAULT_OUTPUT_BUDGET_BYTES,
         }
     }
 }
@@ -136,6 +155,15 @@ impl ParallelExecutorConfig {
         if self.resource_limit_memory_mb == Some(0) {
             return bad("resource_limit_memory_mb".into(), "must be at least 1");
         }
+        for (field, value) in [
+            ("max_argument_bytes", self.max_argument_bytes),
+            ("max_output_bytes", self.max_output_bytes),
+            ("output_budget_bytes", self.output_budget_bytes),
+        ] {
+            if value == 0 {
+                return bad(field.into(), "must be at least 1");
+            }
+        }
         if self.retry.max_attempts == 0 {
             return bad(
                 "retry.max_attempts".into(),
@@ -176,6 +204,22 @@ mod tests {
             c.validate().map_err(|e| e.field),
             Err("per_tool_parallel_limits.fetch".into())
         );
+        for (field, set) in [
+            (
+                "max_argument_bytes",
+                (|c: &mut ParallelExecutorConfig| c.max_argument_bytes = 0) as fn(&mut _),
+            ),
+            ("max_output_bytes", |c| c.max_output_bytes = 0),
+            ("output_budget_bytes", |c| c.output_budget_bytes = 0),
+            ("resource_limit_cpu", |c| {
+                c.resource_limit_cpu = Some(f64::NAN)
+            }),
+            ("resource_limit_cpu", |c| c.resource_limit_cpu = Some(-1.0)),
+        ] {
+            let mut c = ParallelExecutorConfig::default();
+            set(&mut c);
+            assert_eq!(c.validate().map_err(|e| e.field), Err(field.into()));
+        }
     }
 
     #[test]

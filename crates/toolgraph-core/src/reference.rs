@@ -290,15 +290,44 @@ impl ArgumentTemplate {
         self.strings().iter().flat_map(StringTemplate::references)
     }
 
-    /// Builds the final arguments from `args`, taking outputs from `output_of`.
+    /// Builds the final arguments from `args`, taking outputs from `output_of`, refusing
+    /// to build arguments larger than `limit` bytes of compact JSON.
+    ///
+    /// The size is counted from the referenced values before anything is copied, so a chain
+    /// of calls that each double what they reference is stopped before it allocates.
     pub fn render<'o>(
         &self,
         args: &Value,
         output_of: impl Fn(usize) -> Option<&'o Value>,
-    ) -> Result<Value, UnresolvedReference> {
+        limit: usize,
+    ) -> Result<Value, RenderError> {
+        let lookup = |r: &BoundReference| -> Result<&'o Value, UnresolvedReference> {
+            let output = output_of(r.call).ok_or_else(|| UnresolvedReference {
+                text: r.text.clone(),
+                reason: "the referenced call has no output".into(),
+            })?;
+            resolve_path(output, &r.path).map_err(|reason| UnresolvedReference {
+                text: r.text.clone(),
+                reason,
+            })
+        };
+        // The written arguments plus everything the references splice in: an upper bound
+        // of the result (each reference string it replaces is counted too).
+        let mut size = json_size(args, limit);
+        for template in self.strings() {
+            for part in &template.parts {
+                if let Part::Ref(r) = part {
+                    let budget = limit.saturating_sub(size);
+                    size = size.saturating_add(json_size(lookup(r)?, budget));
+                    if size > limit {
+                        return Err(RenderError::TooLarge { limit });
+                    }
+                }
+            }
+        }
         let mut out = args.clone();
         for template in self.strings() {
-            let value = render_string(template, &output_of)?;
+            let value = render_string(template, &lookup)?;
             if let Some(slot) = slot_mut(&mut out, &template.location) {
                 *slot = value;
             }
@@ -307,20 +336,109 @@ impl ArgumentTemplate {
     }
 }
 
+/// Why arguments could not be rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderError {
+    /// A reference did not resolve.
+    Unresolved(UnresolvedReference),
+    /// The resolved arguments would pass the size limit.
+    TooLarge {
+        /// The limit, in bytes of compact JSON.
+        limit: usize,
+    },
+}
+
+impl From<UnresolvedReference> for RenderError {
+    fn from(e: UnresolvedReference) -> Self {
+        RenderError::Unresolved(e)
+    }
+}
+
+impl fmt::Display for RenderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RenderError::Unresolved(e) => e.fmt(f),
+            RenderError::TooLarge { limit } => write!(
+                f,
+                "arguments with references resolved would pass {limit} bytes (max_argument_bytes)"
+            ),
+        }
+    }
+}
+
+/// The size of `value` written as compact JSON, in bytes, counted without writing it.
+/// Counting stops once it passes `stop_above`: the result is then some size above it, so
+/// the cost is bounded by the limit being checked, not by the value.
+pub fn json_size(value: &Value, stop_above: usize) -> usize {
+    match value {
+        Value::Array(_) | Value::Object(_) => {}
+        Value::String(s) => return string_size(s),
+        Value::Number(n) => return number_size(n),
+        Value::Bool(b) => return if *b { 4 } else { 5 },
+        Value::Null => return 4,
+    }
+    let mut size = 0usize;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        size = size.saturating_add(match v {
+            Value::Null => 4,
+            Value::Bool(true) => 4,
+            Value::Bool(false) => 5,
+            Value::Number(n) => number_size(n),
+            Value::String(s) => string_size(s),
+            Value::Array(items) => {
+                stack.extend(items.iter());
+                2 + items.len().saturating_sub(1)
+            }
+            Value::Object(map) => {
+                stack.extend(map.values());
+                // Braces, a colon per entry and the commas between them.
+                let keys: usize = map.keys().map(|k| string_size(k)).sum();
+                2 + keys + map.len() + map.len().saturating_sub(1)
+            }
+        });
+        if size > stop_above {
+            break;
+        }
+    }
+    size
+}
+
+fn string_size(s: &str) -> usize {
+    let escapes: usize = s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+            0..=0x1f => 5,
+            _ => 0,
+        })
+        .sum();
+    s.len() + escapes + 2
+}
+
+fn number_size(n: &serde_json::Number) -> usize {
+    if let Some(u) = n.as_u64() {
+        digits(u)
+    } else if let Some(i) = n.as_i64() {
+        1 + digits(i.unsigned_abs())
+    } else {
+        n.to_string().len()
+    }
+}
+
+fn digits(mut n: u64) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
 fn render_string<'o>(
     template: &StringTemplate<BoundReference>,
-    output_of: &impl Fn(usize) -> Option<&'o Value>,
+    lookup: &impl Fn(&BoundReference) -> Result<&'o Value, UnresolvedReference>,
 ) -> Result<Value, UnresolvedReference> {
-    let lookup = |r: &BoundReference| -> Result<&'o Value, UnresolvedReference> {
-        let output = output_of(r.call).ok_or_else(|| UnresolvedReference {
-            text: r.text.clone(),
-            reason: "the referenced call has no output".into(),
-        })?;
-        resolve_path(output, &r.path).map_err(|reason| UnresolvedReference {
-            text: r.text.clone(),
-            reason,
-        })
-    };
     if let Some(r) = template.whole() {
         return lookup(r).cloned();
     }
@@ -380,7 +498,9 @@ mod tests {
         let outputs = [json!({"items": [{"url": "http://a"}, {"url": "http://b"}], "n": 2})];
         let args = json!({"all": "${c1}", "url": "${c1.items.1.url}", "n": "${c1.n}", "list": ["${c1.items.0}"]});
         let t = bound(&args, &["c1"]);
-        let out = t.render(&args, |i| outputs.get(i)).expect("renders");
+        let out = t
+            .render(&args, |i| outputs.get(i), usize::MAX)
+            .expect("renders");
         assert_eq!(out["all"], outputs[0]);
         assert_eq!(out["url"], json!("http://b"));
         assert_eq!(out["n"], json!(2));
@@ -392,7 +512,9 @@ mod tests {
         let outputs = [json!("world"), json!({"k": [1, 2]})];
         let args = json!({"s": "hello ${a}! ${b.k} costs $${price}"});
         let t = bound(&args, &["a", "b"]);
-        let out = t.render(&args, |i| outputs.get(i)).expect("renders");
+        let out = t
+            .render(&args, |i| outputs.get(i), usize::MAX)
+            .expect("renders");
         assert_eq!(out["s"], json!("hello world! [1,2] costs ${price}"));
     }
 
@@ -417,9 +539,52 @@ mod tests {
             (json!({"x": "${a.items.0.deeper}"}), "is a number"),
         ] {
             let t = bound(&args, &["a"]);
-            let err = t.render(&args, |i| outputs.get(i)).expect_err("fails");
+            let err = t
+                .render(&args, |i| outputs.get(i), usize::MAX)
+                .expect_err("fails");
             assert!(err.to_string().contains(reason), "{err}");
         }
+    }
+
+    #[test]
+    fn json_size_counts_what_serde_json_writes() {
+        for v in [
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(0),
+            json!(-1234567),
+            json!(u64::MAX),
+            json!(1.5e-7),
+            json!("plain"),
+            json!("quote\" slash\\ tab\t nul\u{0} bell\u{7} é"),
+            json!([]),
+            json!({}),
+            json!([1, [2, {"a": "b", "c\n": [null, false]}], "x"]),
+        ] {
+            assert_eq!(json_size(&v, usize::MAX), v.to_string().len(), "{v}");
+        }
+        let big = json!(vec!["0123456789"; 1000]);
+        let partial = json_size(&big, 100);
+        assert!(
+            partial > 100 && partial < big.to_string().len() / 4,
+            "stops soon after the limit: {partial}"
+        );
+    }
+
+    #[test]
+    fn arguments_that_would_pass_the_limit_are_refused_before_they_are_built() {
+        let outputs = [json!("x".repeat(1000))];
+        let args = json!({"l": "${a}", "r": "${a}", "s": "a ${a} b"});
+        let t = bound(&args, &["a"]);
+        let built = t.render(&args, |i| outputs.get(i), 4000).expect("fits");
+        assert!(built.to_string().len() <= 4000);
+        assert_eq!(
+            t.render(&args, |i| outputs.get(i), 2500),
+            Err(RenderError::TooLarge { limit: 2500 })
+        );
+        let message = RenderError::TooLarge { limit: 2500 }.to_string();
+        assert!(message.contains("2500 bytes") && message.contains("max_argument_bytes"));
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub enum ErrorKind {
     Unschedulable,
     /// The process died while the call ran.
     Interrupted,
+    /// Resolved arguments, an output, or the outputs an execution holds would pass a size
+    /// limit (`max_argument_bytes`, `max_output_bytes`, `output_budget_bytes`).
+    TooLarge,
 }
 
 /// A call's error: its kind and a message.

@@ -126,7 +126,7 @@ pub struct ToolTraits {
     pub blocking: bool,
     /// Declared cost per call.
     pub cost: ResourceCost,
-    /// The tool's own default timeout.
+    /// The tool's own default timeout; 0 = none.
     pub timeout_ms: Option<u64>,
 }
 

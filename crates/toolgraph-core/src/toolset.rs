@@ -31,6 +31,35 @@ pub enum ToolSetError {
         /// The compiler's message.
         message: String,
     },
+    /// A declared trait cannot work (a negative cost, a limit of 0).
+    #[error("tool \"{name}\": {field} {message}")]
+    InvalidTrait {
+        /// The tool.
+        name: String,
+        /// The trait, e.g. `cpu`.
+        field: &'static str,
+        /// What is wrong.
+        message: &'static str,
+    },
+}
+
+/// Checks what a tool declares about itself: costs finite and ≥ 0, a concurrency limit of
+/// at least 1 (0 would be a tool that can never run, which is a configuration error).
+fn check_traits(name: &str, traits: &crate::tool::ToolTraits) -> Result<(), ToolSetError> {
+    let bad = |field, message| {
+        Err(ToolSetError::InvalidTrait {
+            name: name.to_owned(),
+            field,
+            message,
+        })
+    };
+    if !(traits.cost.cpu.is_finite() && traits.cost.cpu >= 0.0) {
+        return bad("cpu", "must be a finite number ≥ 0");
+    }
+    if traits.max_concurrency == Some(0) {
+        return bad("max_concurrency", "must be at least 1");
+    }
+    Ok(())
 }
 
 /// One registered tool.
@@ -86,6 +115,7 @@ impl ToolSet {
         if self.by_name.contains_key(&name) {
             return Err(ToolSetError::Duplicate(name));
         }
+        check_traits(&name, &spec.traits)?;
         let validator = if accepts_any_object(&spec.parameters) {
             None
         } else {
@@ -152,6 +182,7 @@ impl ToolSet {
         if let Some(v) = settings.memory_mb {
             t.cost.memory_mb = v;
         }
+        check_traits(name, t)?;
         entry.tool = Arc::new(Overridden {
             inner: entry.tool.clone(),
             spec,
@@ -321,6 +352,49 @@ mod tests {
         assert_eq!(
             set.apply_override("ghost", &settings),
             Err(ToolSetError::Unknown("ghost".into()))
+        );
+    }
+
+    #[test]
+    fn costs_and_limits_that_cannot_work_are_refused_by_tool_and_field() {
+        let noop = |spec| FnTool::new(spec, |_, _| async { Ok(Value::Null) });
+        let mut set = ToolSet::new();
+        let negative = set.register(noop(ToolSpec::new("neg").cost(-5.0, 0)));
+        assert!(
+            matches!(negative, Err(ToolSetError::InvalidTrait { ref name, field: "cpu", .. }) if name == "neg"),
+            "{:?}",
+            negative.err()
+        );
+        let zero = set.register(noop(ToolSpec::new("zero").max_concurrency(0)));
+        assert!(matches!(
+            zero,
+            Err(ToolSetError::InvalidTrait {
+                field: "max_concurrency",
+                ..
+            })
+        ));
+        set.register(noop(ToolSpec::new("t"))).expect("ok");
+        for cpu in [f64::NAN, f64::INFINITY, -0.5] {
+            let settings = ToolOverride {
+                cpu: Some(cpu),
+                ..Default::default()
+            };
+            let err = set.apply_override("t", &settings).expect_err("refused");
+            assert_eq!(
+                err.to_string(),
+                "tool \"t\": cpu must be a finite number ≥ 0",
+                "{cpu}"
+            );
+        }
+        let settings = ToolOverride {
+            max_concurrency: Some(0),
+            ..Default::default()
+        };
+        assert!(set.apply_override("t", &settings).is_err());
+        assert_eq!(
+            set.get("t").expect("kept").tool.spec().traits.cost.cpu,
+            0.0,
+            "a refused override changes nothing"
         );
     }
 

@@ -55,7 +55,7 @@ pub struct RunOptions<'a> {
 ///     .await
 ///     .unwrap();
 /// assert!(result.success);
-/// assert_eq!(result.results[1].output, Some(json!(84)));
+/// assert_eq!(result.results[1].output(), Some(&json!(84)));
 /// # });
 /// ```
 #[derive(Clone)]

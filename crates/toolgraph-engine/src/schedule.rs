@@ -27,6 +27,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use toolgraph_core::reference::{RenderError, json_size};
 use toolgraph_core::{
     CallContext, CallError, CallOutcome, CallStatus, CancelFlag, ErrorKind, Event, EventSink,
     ParallelExecutorConfig, ToolSet,
@@ -159,7 +160,9 @@ pub(crate) struct Scheduler<'a> {
     rank: Vec<f64>,
     remaining: Vec<u32>,
     /// The dependency (by data edge) whose failure dooms this call.
-    doomed_by: Vec<Option<u32>>,
+    /// Per call: the data dependency that did not succeed, and the call where the failure
+    /// began (itself not skipped), so a skip message names the root cause in one line.
+    doomed_by: Vec<Option<(u32, u32)>>,
     records: Vec<Option<Record>>,
     ready_at: Vec<Option<Instant>>,
     admitted_at: Vec<Option<Instant>>,
@@ -183,6 +186,8 @@ pub(crate) struct Scheduler<'a> {
     running: Vec<bool>,
     finished: usize,
     peak_in_flight: usize,
+    /// Bytes of outputs this execution holds (compact JSON), against `output_budget_bytes`.
+    held_output_bytes: usize,
     retries: u32,
     /// How calls are carried out: the executor's layer stack.
     service: Arc<dyn CallService>,
@@ -248,6 +253,7 @@ impl<'a> Scheduler<'a> {
             running: vec![false; n],
             finished: 0,
             peak_in_flight: 0,
+            held_output_bytes: 0,
             retries: 0,
             service,
             cancelled: None,
@@ -472,9 +478,13 @@ impl<'a> Scheduler<'a> {
             planned.call.arguments.clone()
         } else {
             let records = &self.records;
-            let rendered = planned.template.render(&planned.call.arguments, |p| {
-                records.get(p)?.as_ref()?.output.as_deref()
-            });
+            let limit =
+                usize::try_from(self.limits.config.max_argument_bytes).unwrap_or(usize::MAX);
+            let rendered = planned.template.render(
+                &planned.call.arguments,
+                |p| records.get(p)?.as_ref()?.output.as_deref(),
+                limit,
+            );
             match rendered {
                 Ok(args) => {
                     let violations = entry.schema_violations(&args);
@@ -493,7 +503,11 @@ impl<'a> Scheduler<'a> {
                     args
                 }
                 Err(e) => {
-                    self.fail_before_start(i, ErrorKind::Reference, e.to_string());
+                    let kind = match e {
+                        RenderError::Unresolved(_) => ErrorKind::Reference,
+                        RenderError::TooLarge { .. } => ErrorKind::TooLarge,
+                    };
+                    self.fail_before_start(i, kind, e.to_string());
                     return;
                 }
             }
@@ -505,7 +519,7 @@ impl<'a> Scheduler<'a> {
             .call
             .timeout_ms
             .or(spec.traits.timeout_ms)
-            .or((config.default_timeout_ms > 0).then_some(config.default_timeout_ms));
+            .unwrap_or(config.default_timeout_ms);
         let idempotent = entry.tool.is_idempotent(&args);
         let mut retry = config.retry;
         if !idempotent {
@@ -536,7 +550,8 @@ impl<'a> Scheduler<'a> {
                 cancel: CancelFlag::new(),
             },
             policy: CallPolicy {
-                timeout: timeout_ms.map(Duration::from_millis),
+                // 0 means none at every level: call, tool and executor.
+                timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms)),
                 retry,
                 idempotent,
                 blocking: spec.traits.blocking,
@@ -689,7 +704,8 @@ impl<'a> Scheduler<'a> {
         self.retries += done.attempts.saturating_sub(1);
         self.running[i] = false;
         self.release(i);
-        let (status, output, error) = match done.result {
+        let result = done.result.and_then(|v| self.hold_output(v));
+        let (status, output, error) = match result {
             Ok(v) => (CallStatus::Ok, Some(Arc::new(v)), None),
             Err(e) if e.kind == ErrorKind::Timeout => (CallStatus::Timeout, None, Some(e)),
             Err(e) => (CallStatus::Error, None, Some(e)),
@@ -704,6 +720,31 @@ impl<'a> Scheduler<'a> {
             finished: done.finished,
         };
         self.finalize(i, record);
+    }
+
+    /// Keeps a call's output if it fits `max_output_bytes` and the execution's
+    /// `output_budget_bytes`; otherwise the output is dropped and the call fails.
+    fn hold_output(&mut self, output: Value) -> Result<Value, CallError> {
+        let config = &self.limits.config;
+        let max = usize::try_from(config.max_output_bytes).unwrap_or(usize::MAX);
+        let budget = usize::try_from(config.output_budget_bytes).unwrap_or(usize::MAX);
+        let size = json_size(&output, max);
+        let message = if size > max {
+            format!("the output passes {max} bytes (max_output_bytes); it was dropped")
+        } else if self.held_output_bytes.saturating_add(size) > budget {
+            format!(
+                "the output ({size} bytes) would make the execution hold more than {budget} \
+                 bytes of outputs (output_budget_bytes, {} held); it was dropped",
+                self.held_output_bytes
+            )
+        } else {
+            self.held_output_bytes += size;
+            return Ok(output);
+        };
+        Err(CallError {
+            kind: ErrorKind::TooLarge,
+            message,
+        })
     }
 
     fn fail_before_start(&mut self, i: usize, kind: ErrorKind, message: String) {
@@ -768,7 +809,11 @@ impl<'a> Scheduler<'a> {
             for &(to, data) in self.plan.dependants(i) {
                 let to = to as usize;
                 if data && !ok && self.doomed_by[to].is_none() {
-                    self.doomed_by[to] = Some(i as u32);
+                    let root = match self.doomed_by[i] {
+                        Some((_, root)) if status == CallStatus::Skipped => root,
+                        _ => i as u32,
+                    };
+                    self.doomed_by[to] = Some((i as u32, root));
                 }
                 self.remaining[to] -= 1;
                 if self.remaining[to] > 0 {
@@ -778,8 +823,9 @@ impl<'a> Scheduler<'a> {
                     work.push((to, record));
                 } else if let Some(why) = &self.cancelled {
                     work.push((to, cancelled_record(why, None, now)));
-                } else if let Some(dep) = self.doomed_by[to] {
-                    work.push((to, self.skipped_record(to, dep as usize, now)));
+                } else if let Some((dep, root)) = self.doomed_by[to] {
+                    let record = self.skipped_record(to, dep as usize, root as usize, now);
+                    work.push((to, record));
                 } else {
                     self.make_ready(to, now);
                 }
@@ -787,22 +833,24 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    fn skipped_record(&self, i: usize, dep: usize, now: Instant) -> Record {
+    /// Call `i` is skipped because `dep` did not succeed, a failure that began at `root`.
+    /// The message names both and the root's own error, shortened: one line per call, however
+    /// long the chain (no message nests another).
+    fn skipped_record(&self, i: usize, dep: usize, root: usize, now: Instant) -> Record {
         let calls = self.plan.calls();
         let dep_id = &calls[dep].call.id;
-        let message = match &self.records[dep] {
-            Some(r) if r.status == CallStatus::Skipped => {
-                let upstream = r.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
-                format!("dependency {dep_id} was skipped ({upstream})")
-            }
+        let root_id = &calls[root].call.id;
+        let cause = match &self.records[root] {
             Some(r) => {
                 let why = r.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
-                format!(
-                    "dependency {dep_id} did not succeed ({}: {why})",
-                    r.status.as_str()
-                )
+                format!("{}: {}", r.status.as_str(), shorten(why, 200))
             }
-            None => format!("dependency {dep_id} did not succeed"),
+            None => "did not succeed".to_owned(),
+        };
+        let message = if dep == root {
+            format!("dependency {dep_id} did not succeed ({cause})")
+        } else {
+            format!("dependency {dep_id} was skipped: {root_id} did not succeed ({cause})")
         };
         Record {
             status: CallStatus::Skipped,
@@ -914,6 +962,14 @@ impl<'a> Scheduler<'a> {
             }
         }
         self.in_flight = 0;
+    }
+}
+
+/// `text` cut to at most `max` characters, marked when cut.
+fn shorten(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => text.into(),
+        Some((at, _)) => format!("{}…", &text[..at]).into(),
     }
 }
 

@@ -311,10 +311,9 @@ async fn dependants_of_a_failed_call_are_skipped_and_independent_branches_finish
         .get("grandchild")
         .and_then(|c| c.error.clone())
         .expect("cause");
-    assert!(
-        grand.message.contains("dependency child was skipped"),
-        "{}",
-        grand.message
+    assert_eq!(
+        grand.message,
+        "dependency child was skipped: bad did not succeed (error: disk full)"
     );
     assert_eq!(rig.probe.started_at("child"), None);
     assert_eq!(r.errors.len(), 3);
@@ -322,6 +321,37 @@ async fn dependants_of_a_failed_call_are_skipped_and_independent_branches_finish
         r.errors[0].starts_with("bad (t): error: disk full"),
         "{:?}",
         r.errors
+    );
+}
+
+#[tokio::test]
+async fn a_long_chain_skipped_after_its_first_call_gets_one_short_line_per_call() {
+    // Messages used to nest ("was skipped (dependency … was skipped (…))"): a 4,000-call
+    // chain printed hundreds of MB. Each skip now names its dependency and the root cause.
+    let rig = rig(Default::default());
+    let why = "x".repeat(1000);
+    let mut calls = vec![call("c0", json!({ "fail": why }))];
+    for i in 1..4000 {
+        calls.push(call(
+            &format!("c{i}"),
+            json!({"in": format!("${{c{}}}", i - 1)}),
+        ));
+    }
+    let r = run(&rig, calls).await;
+    assert_eq!(status(&r, "c3999"), CallStatus::Skipped);
+    let total: usize = r
+        .results
+        .iter()
+        .filter_map(|c| c.error.as_ref())
+        .map(|e| e.message.len())
+        .sum();
+    assert!(total < 4000 * 300, "{total} bytes of messages");
+    let last = r.get("c3999").and_then(|c| c.error.clone()).expect("cause");
+    assert!(
+        last.message
+            .starts_with("dependency c3998 was skipped: c0 did not succeed (error: xxx"),
+        "{}",
+        &last.message[..100]
     );
 }
 
@@ -378,6 +408,24 @@ async fn a_timed_out_call_is_cancelled_and_never_rerun() {
     assert_eq!(rig.probe.invocations(), 3, "no call ran twice");
     assert_eq!(rig.probe.live(), 0, "timed-out futures were dropped");
     assert_eq!(r.total_time_ms, 100.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_of_zero_means_none_on_a_call_as_on_the_executor() {
+    let rig = rig(ParallelExecutorConfig {
+        default_timeout_ms: 100,
+        ..Default::default()
+    });
+    let r = run(
+        &rig,
+        vec![ToolCall::new("long", "t", json!({"ms": 5_000})).timeout_ms(0)],
+    )
+    .await;
+    assert_eq!(
+        r.get("long").map(|c| (c.status, c.duration_ms)),
+        Some((CallStatus::Ok, 5_000.0)),
+        "timeout_ms: 0 lifts the executor's default instead of timing out at once"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -627,6 +675,53 @@ async fn update_config_changes_limits_for_the_next_admissions() {
             })
             .is_err()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resource_limit_added_or_removed_mid_run_keeps_counts_true() {
+    // Calls on host:a run unlimited; a limit of 1 arrives while four of them run, then goes
+    // away again. Every release must match a count: no underflow (a panic in debug builds,
+    // a key blocked forever in release builds), and the new limit holds for later calls.
+    let rig = rig(ParallelExecutorConfig::default());
+    let executor = rig.executor.clone();
+    let calls: Vec<ToolCall> = (0..4)
+        .map(|i| {
+            call(
+                &format!("early{i}"),
+                json!({"ms": 100, "reads": ["host:a"], "key": "host:a"}),
+            )
+        })
+        .chain((0..4).map(|i| {
+            call(
+                &format!("late{i}"),
+                json!({"ms": 100, "reads": ["host:a"], "key": "host:a"}),
+            )
+            .depends_on(["early0"])
+        }))
+        .collect();
+    let run = tokio::spawn(async move { executor.execute_parallel(calls).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut limited = ParallelExecutorConfig::default();
+    limited
+        .per_resource_parallel_limits
+        .insert("host:a".into(), 1);
+    rig.executor.update_config(limited).expect("valid");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        rig.probe.peak_for("host:a"),
+        4,
+        "the early calls ran unlimited"
+    );
+    // The late calls became ready at 100 under the limit: one at a time.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    rig.executor
+        .update_config(ParallelExecutorConfig::default())
+        .expect("valid");
+    let r = run.await.expect("joined").expect("valid");
+    assert!(r.success, "{:?}", r.errors);
+    // late: one from 100 to 200, one from 200 to 300; at 250 the limit is lifted, so the
+    // remaining two start together at 300 (the second had already started at 200).
+    assert_eq!(r.total_time_ms, 400.0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -162,9 +162,7 @@ async fn http_server_behind_a_bearer_token_serves_tools_through_the_engine() {
     let result = executor.execute_parallel(calls).await.expect("valid");
     assert!(result.success, "{:?}", result.errors);
     for i in 0..10 {
-        let out = result
-            .get(&format!("add{i}"))
-            .and_then(|c| c.output());
+        let out = result.get(&format!("add{i}")).and_then(|c| c.output());
         assert_eq!(out, Some(&json!((i + 100).to_string())));
     }
     assert_eq!(

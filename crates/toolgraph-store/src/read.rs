@@ -90,7 +90,9 @@ fn call_record(id: &str, row: &AnyRow) -> Result<CallRecord, StoreError> {
                 .unwrap_or(ErrorKind::Permanent),
             message: m,
         }),
-        output: output.and_then(|o| serde_json::from_str(&o).ok()).map(Arc::new),
+        output: output
+            .and_then(|o| serde_json::from_str(&o).ok())
+            .map(Arc::new),
     })
 }
 
