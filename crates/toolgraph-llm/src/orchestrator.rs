@@ -108,19 +108,28 @@ struct Answer {
     is_error: bool,
 }
 
-/// A call started while its turn was still streaming.
+/// A call started while its turn was still streaming. Dropping it (the turn was abandoned,
+/// or the orchestrator's future dropped) cancels its execution: the call's future is dropped
+/// at once and the execution finishes `cancelled` (a recording runner closes its record), so
+/// nothing an early call started outlives its turn.
 struct Early {
     call: ToolCall,
     handle: JoinHandle<Result<ParallelExecutionResult, InputError>>,
-    cancel: CancellationToken,
+    _cancel_on_drop: CancelOnDrop,
+}
+
+struct CancelOnDrop(CancellationToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 impl Early {
-    /// Stops a call whose result is no longer wanted: its execution ends it `cancelled` and
-    /// finishes normally (a recording runner closes its record), in the background.
+    /// Stops a call whose result is no longer wanted.
     fn discard(self) -> ToolCall {
-        self.cancel.cancel();
-        self.call
+        self.call.clone()
     }
 }
 
@@ -258,7 +267,7 @@ impl ToolOrchestrator {
                         early.push(Early {
                             call,
                             handle,
-                            cancel,
+                            _cancel_on_drop: CancelOnDrop(cancel),
                         });
                     } else {
                         // Keep emitted order: nothing after a call that must wait starts early.
@@ -279,14 +288,16 @@ impl ToolOrchestrator {
         }
     }
 
-    /// True for a call whose tool is safe to run twice and that needs no other call.
+    /// True for a call that is safe to run twice *with its own arguments* (an HTTP `GET`
+    /// is, a `POST` to the same tool is not) and that needs no other call.
     fn safe_to_start_early(&self, call: &ToolCall) -> bool {
         if !call.depends_on.is_empty() || has_reference(&call.arguments) {
             return false;
         }
-        self.executor.tools().get(&call.name).is_some_and(|entry| {
-            entry.tool.spec().traits.idempotent || entry.tool.is_idempotent(&call.arguments)
-        })
+        self.executor
+            .tools()
+            .get(&call.name)
+            .is_some_and(|entry| entry.tool.is_idempotent(&call.arguments))
     }
 
     /// Runs a turn's calls and returns one answer per call id.
@@ -361,9 +372,9 @@ impl ToolOrchestrator {
         }
         let started = Instant::now();
         // Early calls come first in emitted order: let them finish before the rest starts.
-        for e in early {
+        for mut e in early {
             let id = e.call.id.clone();
-            match e.handle.await {
+            match (&mut e.handle).await {
                 Ok(result) => self.record(result, std::slice::from_ref(&e.call), &mut answers, out),
                 Err(join) => {
                     answers.insert(

@@ -298,3 +298,142 @@ async fn calls_started_early_share_the_executors_per_host_limit() {
     );
     assert_eq!(executor.limiter().peaks().resources["host:api.example"], 1);
 }
+
+/// A scripted tool declared idempotent whose calls are safe to repeat only when they do not
+/// `POST` (as `http_fetch` decides per call).
+struct PerCall(toolgraph_test_support::ScriptedTool, Starts);
+
+impl toolgraph_core::Tool for PerCall {
+    fn spec(&self) -> &toolgraph_core::ToolSpec {
+        self.0.spec()
+    }
+    fn is_idempotent(&self, args: &Value) -> bool {
+        args["method"] != "POST"
+    }
+    fn call<'a>(
+        &'a self,
+        args: std::sync::Arc<Value>,
+        ctx: toolgraph_core::CallContext,
+    ) -> toolgraph_core::ToolFuture<'a> {
+        self.1
+            .lock()
+            .expect("lock")
+            .push((ctx.call_id.to_string(), Instant::now()));
+        self.0.call(args, ctx)
+    }
+}
+
+fn per_call_orchestrator(
+    server: &ScriptedServer,
+) -> (
+    toolgraph_llm::ToolOrchestrator,
+    std::sync::Arc<toolgraph_test_support::Probe>,
+    Starts,
+) {
+    use toolgraph_core::{ParallelExecutorConfig, ToolSet, ToolSpec};
+    use toolgraph_engine::ParallelExecutor;
+    use toolgraph_test_support::{Probe, ScriptedTool};
+    let probe = Probe::new();
+    let starts = Starts::default();
+    let mut tools = ToolSet::new();
+    tools
+        .register(PerCall(
+            ScriptedTool::with_spec(ToolSpec::new("fetch").idempotent(), &probe),
+            starts.clone(),
+        ))
+        .expect("fetch");
+    let executor = ParallelExecutor::new(tools, ParallelExecutorConfig::default()).expect("ok");
+    let orch = toolgraph_llm::ToolOrchestrator::new(
+        server.client(Provider::OpenAi, true),
+        std::sync::Arc::new(executor),
+    );
+    (orch, probe, starts)
+}
+
+#[tokio::test]
+async fn only_calls_idempotent_for_their_own_arguments_start_early() {
+    let server = ScriptedServer::start(vec![
+        Reply::openai_sse(
+            vec![
+                oa_call(
+                    0,
+                    Some("get"),
+                    Some("fetch"),
+                    r#"{"method": "GET", "ms": 10}"#,
+                ),
+                oa_call(
+                    1,
+                    Some("post"),
+                    Some("fetch"),
+                    r#"{"method": "POST", "ms": 10}"#,
+                ),
+                oa_call(
+                    2,
+                    Some("get2"),
+                    Some("fetch"),
+                    r#"{"method": "GET", "ms": 10}"#,
+                ),
+                oa_delta(json!({})),
+                oa_delta(json!({})),
+                oa_delta(json!({})),
+                oa_finish("tool_calls"),
+                oa_usage(),
+            ],
+            Duration::from_millis(40),
+        ),
+        oa_text_stream("done"),
+    ])
+    .await;
+    let (orch, probe, starts) = per_call_orchestrator(&server);
+    let result = orch.execute_with_tools("go").await.expect("run");
+    assert!(result.success, "{}", result.answer);
+    // The GET ran early; the POST (its tool is idempotent, this call is not) waited for the
+    // whole turn.
+    let starts = starts.lock().expect("lock").clone();
+    let at = |id: &str| starts.iter().find(|(c, _)| c == id).map(|(_, t)| *t);
+    let (get, post) = (at("get").expect("get ran"), at("post").expect("post ran"));
+    // The POST's arguments are whole when the next call begins, four 40 ms chunks before the
+    // turn ends; the GET (10 ms) ended long before.
+    assert!(
+        post.duration_since(get) >= Duration::from_millis(120),
+        "the POST started {:?} after the GET: it did not wait for its turn",
+        post.duration_since(get)
+    );
+    assert_eq!(probe.invocations(), 3, "each ran once");
+}
+
+#[tokio::test]
+async fn an_early_call_does_not_outlive_a_dropped_orchestrator() {
+    let server = ScriptedServer::start(vec![
+        Reply::openai_sse(
+            vec![
+                oa_call(0, Some("slow"), Some("fetch"), r#"{"ms": 60000}"#),
+                oa_call(1, Some("post"), Some("fetch"), r#"{"method": "POST"}"#),
+                oa_delta(json!({})),
+                oa_delta(json!({})),
+                oa_delta(json!({})),
+                oa_delta(json!({})),
+                oa_finish("tool_calls"),
+                oa_usage(),
+            ],
+            Duration::from_millis(100),
+        ),
+        oa_text_stream("done"),
+    ])
+    .await;
+    let (orch, probe, _) = per_call_orchestrator(&server);
+    let run = orch.execute_with_tools("go");
+    // Give up on the turn while it still streams, after the early call started.
+    let outcome = tokio::time::timeout(Duration::from_millis(250), run).await;
+    assert!(outcome.is_err(), "the turn was still streaming");
+    assert_eq!(probe.invocations(), 1, "the call had started early");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while probe.live() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        probe.live(),
+        0,
+        "the early call was stopped with its orchestrator"
+    );
+}
