@@ -115,8 +115,13 @@ impl CallService for Retry {
             .sleep(tokio::time::sleep)
             .when(|failure: &Failure| matches!(failure, Failure::Tool(e) if e.is_transient()))
             .adjust(|failure: &Failure, delay| match failure {
+                // A tool's retry-after hint lengthens the wait, up to the policy's cap: an
+                // hour's `Retry-After` must not hold a call (and its slots) for an hour.
                 Failure::Tool(e) => match (delay, e.retry_after_ms) {
-                    (Some(d), Some(after)) => Some(d.max(Duration::from_millis(after))),
+                    (Some(d), Some(after)) => {
+                        let after = after.min(policy.retry.max_delay_ms);
+                        Some(d.max(Duration::from_millis(after)))
+                    }
                     (d, _) => d,
                 },
                 _ => delay,
@@ -202,6 +207,16 @@ mod tests {
             Ok(json!(2))
         );
         assert_eq!(started.elapsed(), Duration::from_millis(750));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_hint_is_capped_by_the_policys_max_delay() {
+        let service = RetryLayer.layer(Arc::new(Invoke));
+        let started = tokio::time::Instant::now();
+        let r = request(flaky(1, Some(3_600_000), true));
+        let cap = r.policy.retry.max_delay_ms;
+        assert_eq!(service.call(r).await, Ok(json!(2)));
+        assert_eq!(started.elapsed(), Duration::from_millis(cap));
     }
 
     #[tokio::test(start_paused = true)]
