@@ -128,3 +128,55 @@ async fn blocking_tools_run_in_parallel_and_see_their_timeout() {
     }
     assert!(saw_cancel.load(Ordering::SeqCst));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_blocking_call_keeps_its_slot_until_its_thread_returns() {
+    // A blocking tool that ignores its cancel flag: after its timeout the call is over, but
+    // its thread still burns CPU, so its slot is held until the thread returns.
+    let returned = Arc::new(Mutex::new(None));
+    let r2 = returned.clone();
+    let stubborn = FnTool::new(ToolSpec::new("stubborn").blocking(), move |_, _| {
+        let returned = r2.clone();
+        async move {
+            std::thread::sleep(Duration::from_millis(300));
+            *returned.lock().expect("lock") = Some(Instant::now());
+            Ok(json!("late"))
+        }
+    });
+    let started = Arc::new(Mutex::new(None));
+    let s2 = started.clone();
+    let quick = FnTool::new(ToolSpec::new("quick"), move |_, _| {
+        let started = s2.clone();
+        async move {
+            *started.lock().expect("lock") = Some(Instant::now());
+            Ok(json!("ok"))
+        }
+    });
+    let mut tools = ToolSet::new();
+    tools.register(stubborn).expect("stubborn");
+    tools.register(quick).expect("quick");
+    let executor = ParallelExecutor::new(
+        tools,
+        ParallelExecutorConfig {
+            max_parallel_calls: 1,
+            ..Default::default()
+        },
+    )
+    .expect("config");
+    let r = executor
+        .execute_parallel(vec![
+            ToolCall::new("stuck", "stubborn", json!({})).timeout_ms(50),
+            ToolCall::new("next", "quick", json!({})),
+        ])
+        .await
+        .expect("valid");
+    assert_eq!(r.results[0].status, CallStatus::Timeout);
+    assert_eq!(r.results[1].status, CallStatus::Ok);
+    let returned = returned.lock().expect("lock").expect("the thread returned");
+    let started = started.lock().expect("lock").expect("next ran");
+    assert!(
+        started >= returned,
+        "the next call started {:?} before the timed-out call's thread returned",
+        returned - started
+    );
+}
