@@ -84,8 +84,59 @@ async fn main() -> ExitCode {
         Ok(Outcome::CallsFailed) => ExitCode::from(1),
         Ok(Outcome::Rejected) => ExitCode::from(2),
         Err(e) => {
-            eprintln!("toolgraph: {e:#}");
+            eprintln!("toolgraph: {}", error_text(&e));
             ExitCode::from(2)
         }
+    }
+}
+
+/// An error and its causes on one line, each cause said once: many errors already include
+/// their source's text in their own message (and sqlx's repeat it), so a cause whose text
+/// is already there is not appended again.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    /// Like most errors here: its message includes its source, which it also returns.
+    #[derive(Debug)]
+    struct Wrapping(std::io::Error);
+
+    impl std::fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "database: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapping {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_said_once() {
+        let io = std::io::Error::other("unable to open database file");
+        let e = anyhow::Error::from(Wrapping(io)).context("opening the store sqlite:x.db");
+        assert_eq!(
+            error_text(&e),
+            "opening the store sqlite:x.db: database: unable to open database file"
+        );
+        let plain = anyhow::anyhow!("no such file").context("reading x.json");
+        assert_eq!(error_text(&plain), "reading x.json: no such file");
     }
 }
