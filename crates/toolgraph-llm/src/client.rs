@@ -2,8 +2,11 @@
 //!
 //! Retries 429, 5xx and connection failures with exponential backoff, honouring
 //! `retry-after` / `retry-after-ms` (each wait capped at [`MAX_WAIT`]); other statuses fail
-//! with the body's error message. It must never retry once a streamed body has begun
-//! (events already reached the caller), and never panic on what a server sends.
+//! with the body's error message. Every body read is bounded: a reply by
+//! [`LlmConfig::max_response_bytes`], a stream event by [`LlmConfig::max_event_bytes`], an
+//! error body by [`ERROR_BODY_BYTES`]. It must never retry once a streamed body has begun
+//! (events already reached the caller), never buffer more than those limits, and never
+//! panic on what a server sends.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +17,7 @@ use toolgraph_core::ToolSpec;
 
 use crate::config::{LlmConfig, Provider};
 use crate::error::LlmError;
-use crate::sse::SseDecoder;
+use crate::sse::{EventTooLarge, SseDecoder};
 use crate::turn::{Conversation, StreamEvent, Turn};
 use crate::wire::{self, NameMap, TurnBuilder, anthropic, openai};
 
@@ -22,6 +25,10 @@ use crate::wire::{self, NameMap, TurnBuilder, anthropic, openai};
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// The first backoff step (doubled per attempt, with jitter) when the server names none.
 const BASE_BACKOFF: Duration = Duration::from_millis(250);
+/// Bytes read at most from an error response's body: enough for its message.
+pub const ERROR_BODY_BYTES: usize = 64 * 1024;
+/// Characters of a stream event quoted in an error about it.
+const QUOTED_EVENT_CHARS: usize = 200;
 
 /// A client for one provider configuration.
 ///
@@ -39,8 +46,17 @@ pub struct LlmClient {
 }
 
 impl LlmClient {
-    /// A client for `config`; fails when a header value (the key) is not valid.
+    /// A client for `config`; fails when a header value (the key) is not valid or a size
+    /// limit is zero.
     pub fn new(config: LlmConfig) -> Result<Self, LlmError> {
+        for (field, value) in [
+            ("max_response_bytes", config.max_response_bytes),
+            ("max_event_bytes", config.max_event_bytes),
+        ] {
+            if value == 0 {
+                return Err(LlmError::Config(format!("{field} must be at least 1")));
+            }
+        }
         // Another provider may already be installed; either one serves.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
@@ -107,8 +123,9 @@ impl LlmClient {
             self.read_stream(response, &mut builder, &mut on_event)
                 .await?;
         } else {
-            let text = response.text().await.map_err(|e| self.transport(&e))?;
-            let value: Value = serde_json::from_str(&text)
+            let body = self.read_body(response).await?;
+            let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body);
+            let value: Value = serde_json::from_slice(body)
                 .map_err(|e| LlmError::Protocol(format!("response is not JSON: {e}")))?;
             match self.config.provider {
                 Provider::OpenAi => openai::read_response(&value, &mut builder, &mut on_event)?,
@@ -131,14 +148,31 @@ impl LlmClient {
         builder: &mut TurnBuilder<'_>,
         on_event: &mut dyn FnMut(StreamEvent),
     ) -> Result<(), LlmError> {
-        let mut decoder = SseDecoder::default();
+        let limit = self.config.max_response_bytes;
+        let mut decoder = SseDecoder::new(self.config.max_event_bytes);
         let mut bytes = response.bytes_stream();
+        let mut read = 0usize;
         let mut ended = false;
         while !ended {
             let (events, last) = match bytes.next().await {
-                Some(chunk) => (decoder.feed(&chunk.map_err(|e| self.transport(&e))?), false),
+                Some(chunk) => {
+                    let chunk = chunk.map_err(|e| self.transport(&e))?;
+                    read = read.saturating_add(chunk.len());
+                    if read > limit {
+                        return Err(self.too_large(
+                            "the streamed reply",
+                            "max_response_bytes",
+                            limit,
+                        ));
+                    }
+                    (decoder.feed(&chunk), false)
+                }
                 None => (decoder.finish(), true),
             };
+            let events = events.map_err(|EventTooLarge| {
+                let limit = self.config.max_event_bytes;
+                self.too_large("a stream event", "max_event_bytes", limit)
+            })?;
             for data in events {
                 if data.trim() == "[DONE]" {
                     ended = true;
@@ -148,7 +182,10 @@ impl LlmClient {
                     continue;
                 }
                 let value: Value = serde_json::from_str(&data).map_err(|e| {
-                    LlmError::Protocol(format!("stream event is not JSON ({e}): {data}"))
+                    LlmError::Protocol(format!(
+                        "stream event is not JSON ({e}): {}",
+                        quote(&data, QUOTED_EVENT_CHARS)
+                    ))
                 })?;
                 match self.config.provider {
                     Provider::OpenAi => openai::read_chunk(&value, builder, on_event)?,
@@ -182,7 +219,7 @@ impl LlmClient {
                 Ok(response) => {
                     let status = response.status();
                     let wait = retry_after(response.headers());
-                    let text = response.text().await.unwrap_or_default();
+                    let text = error_body(response).await;
                     let error = LlmError::Status {
                         url: self.url.clone(),
                         status: status.as_u16(),
@@ -207,12 +244,62 @@ impl LlmClient {
         }
     }
 
+    /// The whole body of a successful plain reply, at most `max_response_bytes`.
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, LlmError> {
+        let limit = self.config.max_response_bytes;
+        let announced = response.content_length().unwrap_or(0);
+        if announced > u64::try_from(limit).unwrap_or(u64::MAX) {
+            return Err(self.too_large("the reply body", "max_response_bytes", limit));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(&e))? {
+            if body.len().saturating_add(chunk.len()) > limit {
+                return Err(self.too_large("the reply body", "max_response_bytes", limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    fn too_large(&self, what: &'static str, setting: &'static str, limit: usize) -> LlmError {
+        LlmError::TooLarge {
+            url: self.url.clone(),
+            what,
+            setting,
+            limit,
+        }
+    }
+
     fn transport(&self, e: &reqwest::Error) -> LlmError {
         LlmError::Transport {
             url: self.url.clone(),
             message: error_chain(e),
         }
     }
+}
+
+/// The start of an error response's body (at most [`ERROR_BODY_BYTES`]), as text; what
+/// could not be read is left out.
+async fn error_body(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = ERROR_BODY_BYTES.saturating_sub(body.len());
+        if chunk.len() >= room {
+            body.extend_from_slice(chunk.get(..room).unwrap_or_default());
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The first `chars` characters of `text`, with `…` when there were more.
+fn quote(text: &str, chars: usize) -> String {
+    let mut quoted: String = text.chars().take(chars).collect();
+    if quoted.len() < text.len() {
+        quoted.push('…');
+    }
+    quoted
 }
 
 /// The error and its sources, on one line.

@@ -36,6 +36,11 @@ pub struct LlmConfig {
     pub max_retries: u32,
     /// The most tokens the model may produce in one turn.
     pub max_tokens: u32,
+    /// The largest reply body read, plain or streamed, in bytes; a larger one fails the
+    /// turn rather than fill memory.
+    pub max_response_bytes: usize,
+    /// The largest server-sent event (and line within it) of a streamed reply, in bytes.
+    pub max_event_bytes: usize,
 }
 
 impl Default for LlmConfig {
@@ -49,6 +54,8 @@ impl Default for LlmConfig {
             timeout_ms: 120_000,
             max_retries: 3,
             max_tokens: 4096,
+            max_response_bytes: 64 * 1024 * 1024,
+            max_event_bytes: 4 * 1024 * 1024,
         }
     }
 }

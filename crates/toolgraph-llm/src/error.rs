@@ -29,4 +29,16 @@ pub enum LlmError {
     /// The server answered with something that is not the protocol.
     #[error("unexpected response from the model server: {0}")]
     Protocol(String),
+    /// A reply, or a part of it, is larger than the configuration allows.
+    #[error("{what} from {url} exceeds {setting} ({limit} bytes)")]
+    TooLarge {
+        /// The endpoint.
+        url: String,
+        /// What was too large (`the reply body`, `a stream event`).
+        what: &'static str,
+        /// The configuration field that sets the limit (`max_event_bytes`).
+        setting: &'static str,
+        /// The limit, in bytes.
+        limit: usize,
+    },
 }

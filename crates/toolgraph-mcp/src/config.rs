@@ -1,6 +1,6 @@
 //! Configuration of MCP servers as data: one [`McpServerConfig`] per `[[mcp]]` entry, the
-//! operator's per-tool [`McpToolOverride`]s, and the command-line form `NAME=COMMAND ARGS…`
-//! or `NAME=URL` ([`parse_cli_spec`]).
+//! operator's per-tool [`McpToolOverride`]s, the [`RestartPolicy`] of a server that dies,
+//! and the command-line form `NAME=COMMAND ARGS…` or `NAME=URL` ([`parse_cli_spec`]).
 //!
 //! Everything here is checked once, at the edge ([`McpServerConfig::validate`]), and is
 //! plain data afterwards. This module must never start a process, open a connection or
@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use toolgraph_core::Access;
@@ -53,9 +54,97 @@ pub struct McpServerConfig {
     /// [`server_resource`](crate::server_resource) (see [`crate::resource_limits`]).
     #[serde(default)]
     pub max_concurrency: Option<usize>,
+    /// The largest message the server may send, in bytes (default
+    /// [`DEFAULT_MAX_FRAME_BYTES`], 16 MiB): one line of JSON-RPC from a stdio server, one
+    /// response body or event from an HTTP server. A result over it fails its own call with
+    /// an error naming both sizes; the session goes on.
+    #[serde(default)]
+    pub max_frame_bytes: Option<usize>,
+    /// When a server that died is started again (`[mcp.restart]`).
+    #[serde(default)]
+    pub restart: RestartPolicy,
     /// The operator's settings per tool, by the server's own tool name.
     #[serde(default)]
     pub tools: BTreeMap<String, McpToolOverride>,
+}
+
+/// The largest message a server may send unless `max_frame_bytes` says otherwise: 16 MiB,
+/// rmcp's own limit for one stdio line and one HTTP event.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
+
+/// The smallest `max_frame_bytes` accepted: a handshake must fit.
+const MIN_FRAME_BYTES: usize = 1024;
+
+/// When a server that died is started again (`[mcp.restart]` of a server).
+///
+/// A call that finds its server dead restarts it. A failed restart is not tried again before
+/// a backoff has passed (`backoff_min_ms`, doubling with jitter per failure in a row, up to
+/// `backoff_max_ms`); calls meanwhile fail at once with a transient error saying when the
+/// next attempt is. A circuit breaker keeps a server that keeps dying from being restarted
+/// forever: once `max_restarts` restarts — failed ones, and ones after which the server died
+/// again — happened within `window_ms`, the circuit opens and every call fails at once with
+/// a permanent error until `cooldown_ms` has passed; then one restart is tried (success
+/// closes the circuit, failure opens it for another cool-down).
+///
+/// ```
+/// use toolgraph_mcp::RestartPolicy;
+///
+/// let policy: RestartPolicy = serde_json::from_value(serde_json::json!({
+///     "max_restarts": 3, "window_ms": 60000, "cooldown_ms": 10000
+/// })).expect("valid");
+/// assert_eq!(policy.backoff_min_ms, RestartPolicy::default().backoff_min_ms);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestartPolicy {
+    /// Restarts allowed within `window_ms` before the circuit opens (default 5; 0 = a server
+    /// that dies stays down).
+    pub max_restarts: u32,
+    /// The sliding window restarts are counted in, in milliseconds (default 60 000).
+    pub window_ms: u64,
+    /// How long calls fail at once after the circuit opened, in milliseconds (default
+    /// 30 000).
+    pub cooldown_ms: u64,
+    /// The wait after a failed restart before the next try, in milliseconds (default 250);
+    /// it doubles with every failure in a row…
+    pub backoff_min_ms: u64,
+    /// …up to this many milliseconds (default 10 000).
+    pub backoff_max_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            max_restarts: 5,
+            window_ms: 60_000,
+            cooldown_ms: 30_000,
+            backoff_min_ms: 250,
+            backoff_max_ms: 10_000,
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// The window, as a duration.
+    pub fn window(&self) -> Duration {
+        Duration::from_millis(self.window_ms)
+    }
+
+    /// The cool-down, as a duration.
+    pub fn cooldown(&self) -> Duration {
+        Duration::from_millis(self.cooldown_ms)
+    }
+
+    /// Why the policy cannot work, if it cannot.
+    fn problem(&self) -> Option<&'static str> {
+        if self.max_restarts > 0 && self.window_ms == 0 {
+            return Some("restart.window_ms must be at least 1");
+        }
+        if self.backoff_min_ms > self.backoff_max_ms {
+            return Some("restart.backoff_min_ms must not exceed restart.backoff_max_ms");
+        }
+        None
+    }
 }
 
 impl fmt::Debug for McpServerConfig {
@@ -71,6 +160,8 @@ impl fmt::Debug for McpServerConfig {
                 &self.bearer_token.as_ref().map(|_| "<redacted>"),
             )
             .field("max_concurrency", &self.max_concurrency)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("restart", &self.restart)
             .field("tools", &self.tools)
             .finish()
     }
@@ -177,6 +268,14 @@ impl McpServerConfig {
         if self.max_concurrency == Some(0) {
             return bad("`max_concurrency` must be at least 1".into());
         }
+        if self.max_frame_bytes.is_some_and(|n| n < MIN_FRAME_BYTES) {
+            return bad(format!(
+                "`max_frame_bytes` must be at least {MIN_FRAME_BYTES}"
+            ));
+        }
+        if let Some(problem) = self.restart.problem() {
+            return bad(problem.into());
+        }
         for (tool, o) in &self.tools {
             if o.max_concurrency == Some(0) {
                 return bad(format!("tools.{tool}.max_concurrency must be at least 1"));
@@ -190,6 +289,12 @@ impl McpServerConfig {
             }
         }
         Ok(())
+    }
+
+    /// The largest message the server may send, in bytes ([`Self::max_frame_bytes`] or
+    /// [`DEFAULT_MAX_FRAME_BYTES`]).
+    pub fn frame_limit(&self) -> usize {
+        self.max_frame_bytes.unwrap_or(DEFAULT_MAX_FRAME_BYTES)
     }
 
     /// What the server is, for messages: the command line or the URL (never the token).
@@ -348,6 +453,24 @@ mod tests {
                     ..base.clone()
                 },
                 "http://",
+            ),
+            (
+                McpServerConfig {
+                    max_frame_bytes: Some(10),
+                    ..base.clone()
+                },
+                "`max_frame_bytes` must be at least 1024",
+            ),
+            (
+                McpServerConfig {
+                    restart: RestartPolicy {
+                        backoff_min_ms: 2,
+                        backoff_max_ms: 1,
+                        ..Default::default()
+                    },
+                    ..base.clone()
+                },
+                "restart.backoff_min_ms",
             ),
         ];
         for (config, needle) in cases {

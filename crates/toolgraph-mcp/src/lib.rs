@@ -10,7 +10,12 @@
 //! [`McpToolOverride`] says better.
 //!
 //! Calls to one server share its one session concurrently. A server that dies is restarted
-//! once, on the next call; the calls in flight when it died fail with a transient error.
+//! on the next call, as its [`RestartPolicy`] allows (a backoff after failed restarts, and a
+//! circuit breaker for a server that keeps dying); the calls in flight when it died fail
+//! with a transient error. A stdio server runs in a process group of its own, killed when
+//! the server is closed or dropped or its process exits, so nothing it started outlives it.
+//! An answer larger than the server's `max_frame_bytes` fails its own call with an error
+//! naming both sizes.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,6 +37,9 @@
 mod classify;
 mod config;
 mod error;
+mod frame;
+mod process;
+mod restart;
 mod server;
 mod stderr;
 mod tool;
@@ -42,10 +50,16 @@ use std::sync::Arc;
 use toolgraph_core::ToolSet;
 
 pub use classify::{Classification, Hints, classify};
-pub use config::{McpServerConfig, McpToolOverride, ResourceMapping, SafetyClass, parse_cli_spec};
+pub use config::{
+    DEFAULT_MAX_FRAME_BYTES, McpServerConfig, McpToolOverride, ResourceMapping, RestartPolicy,
+    SafetyClass, parse_cli_spec,
+};
 pub use error::{McpError, StartupStage};
 pub use server::McpServer;
 pub use tool::McpTool;
+/// Not part of the API: the MCP-result mapping, public for the fuzz target (`fuzz/`).
+#[doc(hidden)]
+pub use tool::output_of;
 
 /// The resource key every call to server `name` touches: `mcpserver:<name>`.
 ///

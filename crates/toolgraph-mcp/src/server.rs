@@ -1,44 +1,55 @@
 //! [`McpServer`]: one connected MCP server — its session, the tools it listed, its stderr
-//! tail, and the one restart it is allowed.
+//! tail, and its restarts.
 //!
-//! A stdio server is a child process spawned with `command`, `args` and `env`; its stderr
-//! is drained into a [`StderrTail`]. A streamable-HTTP server is a URL with an optional
-//! bearer token. Calls share the one session concurrently (JSON-RPC ids tell the answers
-//! apart): no lock is held across a call, only while a call picks up the current session
-//! (or while the one restart runs). When a call fails because the transport closed, the
-//! session is marked down and the next call starts a new one — once; after a second death
-//! every call fails at once with a permanent error naming the server and its last stderr
-//! lines.
+//! A stdio server is a child process spawned with `command`, `args` and `env`, in a process
+//! group of its own ([`ServerProcess`]: nothing it starts outlives it); its stderr is drained
+//! into a [`StderrTail`] and its stdout read through a [`FrameReader`], which turns an answer
+//! over `max_frame_bytes` into an error for that call and reports garbage during the
+//! handshake. A streamable-HTTP server is a URL with an optional bearer token. Calls share the
+//! one session concurrently (JSON-RPC ids tell the answers apart): no lock is held across a
+//! call, only while a call picks up the current session (or while a restart runs). When a
+//! call fails because the transport closed, the session is marked down and the next call
+//! starts a new one, as the server's [`RestartPolicy`](crate::RestartPolicy) allows
+//! ([`Restarts`]): failed restarts back off, and a server that keeps dying trips a circuit
+//! breaker — calls fail at once, naming the server and its last stderr lines, until the
+//! cool-down has passed.
 //!
-//! It must never panic on anything a server sends, never restart a server more than once,
-//! and never put a bearer token into a message.
+//! It must never panic on anything a server sends, never restart a server against its
+//! policy, and never put a bearer token into a message.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, JsonObject,
 };
 use rmcp::service::{RoleClient, RunningService, ServiceError, ServiceExt};
+use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{IntoTransport, StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::transport::{IntoTransport, StreamableHttpClientTransport};
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use toolgraph_core::ToolError;
 
 use crate::config::McpServerConfig;
 use crate::error::{McpError, StartupStage};
+use crate::frame::{FRAME_TOO_LARGE, FrameReader};
+use crate::process::ServerProcess;
+use crate::restart::{Decision, Restarts};
 use crate::stderr::StderrTail;
 use crate::tool::{McpTool, output_of};
 
 /// How long `initialize` (and `tools/list`) may take before startup fails.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a handshake still waits for a valid answer after the server wrote a line that
+/// is not JSON-RPC (a banner before the answer is tolerated; garbage instead of it is not).
+const GARBAGE_GRACE: Duration = Duration::from_secs(2);
+/// How long a failed startup lets an exiting process finish before its group is killed.
+const EXIT_SETTLE: Duration = Duration::from_millis(200);
 /// How long a failed startup waits for the process to finish writing stderr.
 const STDERR_SETTLE: Duration = Duration::from_secs(2);
-/// Restarts after the first start.
-const MAX_RESTARTS: u32 = 1;
 /// Stderr lines quoted in a call's error.
 const ERROR_STDERR_LINES: usize = 8;
 /// HTTP requests in flight per session (the transport's own cap; the executor's
@@ -49,22 +60,36 @@ const HTTP_REQUESTS_IN_FLIGHT: usize = 64;
 struct Session {
     service: RunningService<RoleClient, ClientConfig>,
     generation: u32,
+    /// The child of a stdio server (None for HTTP); dropping it kills its process group.
+    process: Option<ServerProcess>,
+}
+
+impl Session {
+    fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(ServerProcess::id)
+    }
+
+    /// The transport closed, or the stdio server's process exited.
+    fn is_dead(&self) -> bool {
+        self.service.peer().is_transport_closed()
+            || self.process.as_ref().is_some_and(ServerProcess::has_exited)
+    }
 }
 
 /// The state of the server's connection.
 enum Link {
     /// Calls go here.
     Up(Arc<Session>),
-    /// The session died; the next call may restart it.
+    /// The session died (or its restart failed); a call restarts it when the policy allows.
     Down { reason: String },
-    /// Died after its restart (or the restart failed): final.
-    Gone { reason: String },
+    /// Closed by its owner: final.
+    Closed,
 }
 
 struct LinkState {
     link: Link,
-    restarts: u32,
     generation: u32,
+    restarts: Restarts,
 }
 
 /// A connected MCP server.
@@ -93,12 +118,14 @@ impl McpServer {
     ///
     /// Fails, naming the server, its command or URL and the tail of its stderr, when the
     /// configuration is invalid, the program does not spawn, `initialize` or `tools/list`
-    /// fails or takes more than a minute, or an override names a tool the server lacks.
+    /// fails or takes more than a minute, the server answers the handshake with something
+    /// that is not JSON-RPC, or an override names a tool the server lacks.
     pub async fn connect(config: &McpServerConfig) -> Result<Arc<McpServer>, McpError> {
         config.validate()?;
         let stderr = StderrTail::default();
         let target = config.target();
-        let (session, pid) = open(config, &target, &stderr, 1).await?;
+        let session = open(config, &target, &stderr, 1).await?;
+        let pid = session.pid();
 
         let startup = |stage, message: String, stderr: &StderrTail| McpError::Startup {
             server: config.name.clone(),
@@ -137,8 +164,8 @@ impl McpServer {
             stderr,
             state: tokio::sync::Mutex::new(LinkState {
                 link: Link::Up(Arc::new(session)),
-                restarts: 0,
                 generation: 1,
+                restarts: Restarts::new(config.restart.clone()),
             }),
             pid: AtomicU32::new(pid.unwrap_or(0)),
             tools,
@@ -200,62 +227,77 @@ impl McpServer {
         }
     }
 
-    /// Closes the session (a stdio child is asked to exit, then killed). Later calls fail.
+    /// Closes the session (a stdio child is asked to exit, then its process group is
+    /// killed). Later calls fail.
     pub async fn close(&self) {
         let session = {
             let mut state = self.state.lock().await;
-            let previous = std::mem::replace(
-                &mut state.link,
-                Link::Gone {
-                    reason: "closed by its owner".into(),
-                },
-            );
-            match previous {
+            match std::mem::replace(&mut state.link, Link::Closed) {
                 Link::Up(session) => Some(session),
                 _ => None,
             }
         };
         self.pid.store(0, Ordering::Relaxed);
-        if let Some(session) = session.and_then(Arc::into_inner) {
-            let mut service = session.service;
+        // With calls still in flight, the last of them drops the session (and kills the
+        // process group).
+        if let Some(Session {
+            mut service,
+            process,
+            ..
+        }) = session.and_then(Arc::into_inner)
+        {
             let _ = service.close_with_timeout(Duration::from_secs(5)).await;
+            if let Some(process) = process {
+                process.shutdown().await;
+            }
         }
     }
 
-    /// The session calls go to, restarting the server once if it died.
+    /// The session calls go to, restarting the server if it died and its policy allows.
     async fn session(&self) -> Result<Arc<Session>, ToolError> {
         let mut state = self.state.lock().await;
         let reason = match &state.link {
-            Link::Up(session) if !session.service.peer().is_transport_closed() => {
+            Link::Up(session) if !session.is_dead() => {
                 return Ok(session.clone());
             }
             Link::Up(_) => "the connection closed while idle".to_owned(),
-            Link::Gone { reason } => return Err(self.gone(reason)),
+            Link::Closed => {
+                return Err(self.unavailable(
+                    "it was closed by its owner",
+                    "it is not restarted",
+                    None,
+                ));
+            }
             Link::Down { reason } => reason.clone(),
         };
+        // The dead session goes now (and its process group with it).
+        state.link = Link::Down {
+            reason: reason.clone(),
+        };
         self.pid.store(0, Ordering::Relaxed);
-        if state.restarts >= MAX_RESTARTS {
-            let reason = format!(
-                "it died again after {} restart(s) ({reason})",
-                state.restarts
-            );
-            let error = self.gone(&reason);
-            state.link = Link::Gone { reason };
-            return Err(error);
+        let now = Instant::now();
+        let decision = state.restarts.decide(now);
+        if decision != Decision::Restart {
+            let (next, retry_after) = self.next_step(&state.restarts, &decision, now);
+            return Err(self.unavailable(&reason, &next, retry_after));
         }
-        state.restarts += 1;
+        state.restarts.started(now);
         state.generation += 1;
-        self.stderr
-            .push(b"\n--- toolgraph: restarting the server ---\n");
+        let restart = state.restarts.total();
+        self.stderr.push(
+            format!("\n--- toolgraph: restarting the server (restart {restart}) ---\n").as_bytes(),
+        );
         match open(&self.config, &self.target, &self.stderr, state.generation).await {
-            Ok((session, pid)) => {
-                self.pid.store(pid.unwrap_or(0), Ordering::Relaxed);
+            Ok(session) => {
+                state.restarts.succeeded();
+                self.pid
+                    .store(session.pid().unwrap_or(0), Ordering::Relaxed);
                 let session = Arc::new(session);
                 state.link = Link::Up(session.clone());
                 Ok(session)
             }
             Err(e) => {
-                // The stderr tail is appended by `gone`; quote the failure without it.
+                // The stderr tail is appended by `unavailable`; quote the failure without it.
                 let failure = match &e {
                     McpError::Startup { stage, message, .. } => {
                         format!("{stage} failed: {message}")
@@ -263,21 +305,65 @@ impl McpServer {
                     other => other.to_string(),
                 };
                 let reason = format!("its restart failed: {failure}");
-                let error = self.gone(&reason);
-                state.link = Link::Gone { reason };
-                Err(error)
+                state.link = Link::Down {
+                    reason: reason.clone(),
+                };
+                let now = Instant::now();
+                let decision = state.restarts.failed(now);
+                let (next, retry_after) = self.next_step(&state.restarts, &decision, now);
+                Err(self.unavailable(&reason, &next, retry_after))
             }
         }
     }
 
-    /// The permanent error of a server that will not come back.
-    fn gone(&self, reason: &str) -> ToolError {
-        ToolError::permanent(format!(
-            "MCP server {} ({}) is unavailable: {reason}{}",
+    /// What happens next to a server that is down, for messages, and — when a restart will
+    /// be tried later — how long until then.
+    fn next_step(
+        &self,
+        restarts: &Restarts,
+        decision: &Decision,
+        now: Instant,
+    ) -> (String, Option<Duration>) {
+        let policy = restarts.policy();
+        match decision {
+            Decision::Restart => ("it will be restarted on the next call".into(), None),
+            Decision::Backoff { until, failures } => {
+                let wait = until.saturating_duration_since(now);
+                let next = format!(
+                    "{failures} restart(s) in a row failed; the next is tried in {:.1} s",
+                    wait.as_secs_f64()
+                );
+                (next, Some(wait))
+            }
+            Decision::Open { until } => {
+                let wait = until.saturating_duration_since(now);
+                let next = format!(
+                    "circuit open after {} restart(s) within {:.1} s: calls fail at once for \
+                     another {:.1} s, then one restart is tried",
+                    policy.max_restarts,
+                    policy.window().as_secs_f64(),
+                    wait.as_secs_f64()
+                );
+                (next, None)
+            }
+            Decision::Never => ("restarts are off (restart.max_restarts = 0)".into(), None),
+        }
+    }
+
+    /// The error of a call to a server that is down: transient with a retry hint when a
+    /// restart will be tried after `retry_after`, permanent otherwise.
+    fn unavailable(&self, reason: &str, next: &str, retry_after: Option<Duration>) -> ToolError {
+        let message = format!(
+            "MCP server {} ({}) is unavailable: {reason}; {next}{}",
             self.config.name,
             self.target,
             self.stderr_lines()
-        ))
+        );
+        match retry_after {
+            Some(wait) => ToolError::transient(message)
+                .retry_after_ms(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+            None => ToolError::permanent(message),
+        }
     }
 
     fn stderr_lines(&self) -> String {
@@ -288,9 +374,11 @@ impl McpServer {
     /// transport closed.
     async fn failure(&self, session: &Session, error: ServiceError) -> ToolError {
         let name = &self.config.name;
+        // Over stdio a failed send is a broken pipe to the process: the session is over,
+        // even before rmcp noticed. Over HTTP it may be one failed request.
         let closed = matches!(error, ServiceError::TransportClosed)
             || (matches!(error, ServiceError::TransportSend(_))
-                && session.service.peer().is_transport_closed());
+                && (session.process.is_some() || session.is_dead()));
         if closed {
             let restart = {
                 let mut state = self.state.lock().await;
@@ -300,10 +388,14 @@ impl McpServer {
                     };
                     self.pid.store(0, Ordering::Relaxed);
                 }
-                if state.restarts < MAX_RESTARTS {
-                    "it will be restarted on the next call"
+                let restarts = &mut state.restarts;
+                let now = Instant::now();
+                if restarts.policy().max_restarts == 0 {
+                    "restarts are off (restart.max_restarts = 0)"
+                } else if restarts.recent(now) >= restarts.policy().max_restarts as usize {
+                    "it has been restarted too often: the next call opens the circuit"
                 } else {
-                    "it was restarted once already and will not be again"
+                    "it will be restarted on the next call"
                 }
             };
             // Give the process a moment to flush its last words to stderr.
@@ -314,6 +406,9 @@ impl McpServer {
             ));
         }
         match &error {
+            ServiceError::McpError(data) if data.code.0 == FRAME_TOO_LARGE => {
+                ToolError::permanent(format!("MCP server {name}: {}", data.message))
+            }
             ServiceError::McpError(data) => ToolError::permanent(format!(
                 "MCP server {name} refused the call: {} (code {})",
                 data.message, data.code.0
@@ -339,29 +434,58 @@ fn client_config() -> ClientConfig {
     )
 }
 
-/// Runs the MCP handshake over `transport`, within [`STARTUP_TIMEOUT`].
+/// Runs the MCP handshake over `transport`, within [`STARTUP_TIMEOUT`] — or, once
+/// `garbage` reports a line that is not JSON-RPC, within [`GARBAGE_GRACE`] of it.
 async fn initialize<T, E, A>(
     transport: T,
+    garbage: Option<watch::Receiver<Option<String>>>,
 ) -> Result<RunningService<RoleClient, ClientConfig>, String>
 where
     T: IntoTransport<RoleClient, E, A>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    match tokio::time::timeout(STARTUP_TIMEOUT, client_config().serve(transport)).await {
-        Ok(Ok(service)) => Ok(service),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {} s", STARTUP_TIMEOUT.as_secs())),
+    let timed_out = || format!("no answer within {} s", STARTUP_TIMEOUT.as_secs());
+    let serve = client_config().serve(transport);
+    tokio::pin!(serve);
+    let deadline = tokio::time::sleep(STARTUP_TIMEOUT);
+    tokio::pin!(deadline);
+    let garbage_seen = async move {
+        let Some(mut garbage) = garbage else {
+            return std::future::pending().await;
+        };
+        // The borrow must end before anything else is awaited.
+        let seen = garbage
+            .wait_for(Option::is_some)
+            .await
+            .map(|line| line.clone().unwrap_or_default());
+        match seen {
+            Ok(line) => line,
+            // The reader is gone: the handshake fails on its own.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let line = tokio::select! {
+        served = &mut serve => return served.map_err(|e| e.to_string()),
+        () = &mut deadline => return Err(timed_out()),
+        line = garbage_seen => line,
+    };
+    tokio::select! {
+        served = &mut serve => served.map_err(|e| e.to_string()),
+        () = &mut deadline => Err(timed_out()),
+        () = tokio::time::sleep(GARBAGE_GRACE) => Err(format!(
+            "the server wrote something that is not JSON-RPC to stdout instead of answering: {line:?}"
+        )),
     }
 }
 
 /// Starts one session: spawns the child (draining its stderr) or reaches the URL, then runs
-/// `initialize`. Returns the session and the child's pid.
+/// `initialize`.
 async fn open(
     config: &McpServerConfig,
     target: &str,
     stderr: &StderrTail,
     generation: u32,
-) -> Result<(Session, Option<u32>), McpError> {
+) -> Result<Session, McpError> {
     let startup = |stage, message: String, stderr: String| McpError::Startup {
         server: config.name.clone(),
         target: target.to_owned(),
@@ -369,27 +493,36 @@ async fn open(
         message,
         stderr,
     };
-    let (initialized, pid) = match (&config.command, &config.url) {
+    let limit = config.frame_limit();
+    match (&config.command, &config.url) {
         (Some(command), _) => {
-            let mut cmd = tokio::process::Command::new(command);
-            cmd.args(&config.args).envs(&config.env);
-            let spawned = TokioChildProcess::builder(cmd)
-                .stderr(Stdio::piped())
-                .spawn();
-            let (transport, pipe) = spawned.map_err(|e| {
-                let message = format!("cannot run `{command}`: {e}");
-                startup(StartupStage::Spawn, message, String::new())
-            })?;
-            let pid = transport.id();
-            let drain: Option<JoinHandle<()>> = pipe.map(|p| stderr.drain(p));
-            let initialized = initialize(transport).await;
-            if initialized.is_err() {
-                // The transport is gone and the child with it: let the drain reach EOF.
-                if let Some(drain) = drain {
-                    let _ = tokio::time::timeout(STDERR_SETTLE, drain).await;
+            let (process, pipes) = ServerProcess::spawn(command, &config.args, &config.env)
+                .map_err(|e| {
+                    let message = format!("cannot run `{command}`: {e}");
+                    startup(StartupStage::Spawn, message, String::new())
+                })?;
+            let drain: Option<JoinHandle<()>> = pipes.stderr.map(|p| stderr.drain(p));
+            let (stdout, garbage) = FrameReader::new(pipes.stdout, limit, stderr.clone());
+            // The reader passes on lines of at most `limit` bytes and a newline.
+            let transport = AsyncRwTransport::new_client(stdout, pipes.stdin)
+                .with_max_line_length(limit.saturating_add(1));
+            match initialize(transport, Some(garbage)).await {
+                Ok(service) => Ok(Session {
+                    service,
+                    generation,
+                    process: Some(process),
+                }),
+                Err(message) => {
+                    // Let a server that is exiting finish, then end its whole group, so the
+                    // stderr drain reaches its end.
+                    process.wait_exit(EXIT_SETTLE).await;
+                    drop(process);
+                    if let Some(drain) = drain {
+                        let _ = tokio::time::timeout(STDERR_SETTLE, drain).await;
+                    }
+                    Err(startup(StartupStage::Initialize, message, stderr.text()))
                 }
             }
-            (initialized, pid)
         }
         (None, Some(url)) => {
             // Another provider may already be installed; either one serves.
@@ -408,27 +541,24 @@ async fn open(
                 .max(HTTP_REQUESTS_IN_FLIGHT);
             let mut transport_config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
                 .max_concurrent_requests(in_flight);
+            transport_config.max_sse_event_size = limit;
+            transport_config.max_json_response_size = limit;
             if let Some(token) = &config.bearer_token {
                 transport_config = transport_config.auth_header(token.clone());
             }
             let transport = StreamableHttpClientTransport::with_client(client, transport_config);
-            (initialize(transport).await, None)
+            match initialize(transport, None).await {
+                Ok(service) => Ok(Session {
+                    service,
+                    generation,
+                    process: None,
+                }),
+                Err(message) => Err(startup(StartupStage::Initialize, message, stderr.text())),
+            }
         }
-        (None, None) => {
-            return Err(McpError::Config {
-                server: config.name.clone(),
-                message: "set `command` (stdio) or `url` (streamable HTTP)".into(),
-            });
-        }
-    };
-    match initialized {
-        Ok(service) => Ok((
-            Session {
-                service,
-                generation,
-            },
-            pid,
-        )),
-        Err(message) => Err(startup(StartupStage::Initialize, message, stderr.text())),
+        (None, None) => Err(McpError::Config {
+            server: config.name.clone(),
+            message: "set `command` (stdio) or `url` (streamable HTTP)".into(),
+        }),
     }
 }

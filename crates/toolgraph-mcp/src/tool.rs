@@ -163,7 +163,7 @@ impl Tool for McpTool {
 /// An MCP result as a call's output: an error result is a permanent tool error with the
 /// content's text; otherwise the structured content when present, else the text (one JSON
 /// string) when every block is text, else the blocks as a JSON array.
-pub(crate) fn output_of(result: CallToolResult) -> Result<Value, ToolError> {
+pub fn output_of(result: CallToolResult) -> Result<Value, ToolError> {
     if result.is_error == Some(true) {
         let mut text = text_of(&result.content).unwrap_or_default();
         if text.trim().is_empty() {

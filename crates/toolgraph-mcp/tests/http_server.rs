@@ -33,7 +33,14 @@ struct AddRequest {
     b: i64,
 }
 
-/// The test's MCP server: `add` (read-only) and `wait` (no hints; waits to be cancelled).
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+struct RepeatRequest {
+    /// How many bytes of text to return.
+    bytes: usize,
+}
+
+/// The test's MCP server: `add` (read-only), `wait` (no hints; waits to be cancelled) and
+/// `repeat` (read-only; a text as long as asked).
 #[derive(Clone)]
 struct Calculator {
     tool_router: ToolRouter<Self>,
@@ -46,6 +53,14 @@ impl Calculator {
     #[tool(description = "Add two integers", annotations(read_only_hint = true))]
     fn add(&self, Parameters(AddRequest { a, b }): Parameters<AddRequest>) -> String {
         (a + b).to_string()
+    }
+
+    #[tool(
+        description = "A text of `bytes` x's",
+        annotations(read_only_hint = true)
+    )]
+    fn repeat(&self, Parameters(RepeatRequest { bytes }): Parameters<RepeatRequest>) -> String {
+        "x".repeat(bytes)
     }
 
     #[tool(description = "Wait until the call is cancelled")]
@@ -238,6 +253,45 @@ async fn dropping_a_call_sends_the_server_a_cancellation() {
         )
         .await;
     assert_eq!(sum, Ok(json!("3")));
+    server.close().await;
+    served.stop.cancel();
+}
+
+/// Over HTTP the limit is rmcp's own: an answer over it ends the session (rmcp does not
+/// say why), so the call fails at once — it does not hang — and the next call reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_answer_over_max_frame_bytes_fails_its_call_and_the_next_call_reconnects() {
+    let served = serve().await;
+    let mut config = config(&served.url, TOKEN);
+    config.max_frame_bytes = Some(4096);
+    let server = McpServer::connect(&config).await.expect("connects");
+    let args = |bytes: usize| {
+        json!({ "bytes": bytes })
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        server.call_tool("repeat", args(3000)).await,
+        Ok(json!("x".repeat(3000))),
+        "within the limit"
+    );
+    let call = server.call_tool("repeat", args(10_000));
+    let error = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("the call ends instead of hanging")
+        .expect_err("too large");
+    println!("{}", error.message);
+    assert!(
+        error.message.starts_with("MCP server calc"),
+        "{}",
+        error.message
+    );
+    assert_eq!(
+        server.call_tool("repeat", args(3)).await,
+        Ok(json!("xxx")),
+        "the next call reconnects"
+    );
     server.close().await;
     served.stop.cancel();
 }

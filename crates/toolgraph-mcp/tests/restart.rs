@@ -1,6 +1,8 @@
 //! A stdio server killed (SIGKILL) in the middle of a batch: the calls in flight to it fail
-//! with the documented transient error, the other calls of the batch finish, the server is
-//! restarted once on the next call, and a second death is final.
+//! with the documented transient error, the other calls of the batch finish, and the server
+//! is restarted on the next call — again and again, as its restart policy allows: failed
+//! restarts back off, and too many restarts within the window open the circuit until the
+//! cool-down has passed.
 
 mod common;
 
@@ -52,14 +54,16 @@ fn slow_calls(n: usize, seconds: u64) -> Vec<ToolCall> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_server_fails_its_in_flight_calls_and_is_restarted_once() {
+async fn killed_server_fails_its_in_flight_calls_and_is_restarted_until_the_circuit_opens() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (Some(ev), Some(mem)) = (
+    let (Some(mut ev), Some(mem)) = (
         common::everything("ev"),
         common::memory("mem", &dir.path().join("memory.jsonl")),
     ) else {
         return;
     };
+    // One restart per minute: the second death opens the circuit.
+    ev.restart.max_restarts = 1;
     let servers = connect_all(&[ev, mem]).await.expect("both start");
     let ev = servers[0].clone();
     let first_pid = ev.pid().expect("a child");
@@ -135,7 +139,7 @@ async fn killed_server_fails_its_in_flight_calls_and_is_restarted_once() {
     let second_pid = ev.pid().expect("a new child");
     assert_ne!(second_pid, first_pid);
 
-    // A second death is final.
+    // A second death within the window opens the circuit.
     kill(second_pid).await;
     let mut last = None;
     for round in 0..2 {
@@ -158,7 +162,10 @@ async fn killed_server_fails_its_in_flight_calls_and_is_restarted_once() {
         error.message.starts_with("MCP server ev (node ")
             && error
                 .message
-                .contains("is unavailable: it died again after 1 restart(s)"),
+                .contains("is unavailable: the connection closed")
+            && error
+                .message
+                .contains("circuit open after 1 restart(s) within 60.0 s: calls fail at once"),
         "{}",
         error.message
     );
@@ -197,17 +204,19 @@ async fn killed_servers_idempotent_calls_are_retried_on_the_restarted_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_restart_is_final_and_quotes_the_servers_stderr() {
+async fn failed_restarts_back_off_then_open_the_circuit_until_the_cooldown_passed() {
     let Some(everything) = common::server_script("mcp-server-everything") else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    // Starts the everything server once; any later start fails, saying why on stderr.
+    // Counts its starts; starts the everything server unless the marker exists, else fails
+    // saying why on stderr. The first start writes the marker.
     let script = dir.path().join("once.mjs");
     std::fs::write(
         &script,
         r#"import fs from "node:fs";
 import { pathToFileURL } from "node:url";
+fs.appendFileSync(process.env.STARTS, "x");
 if (fs.existsSync(process.env.MARKER)) {
   console.error("refusing a second start");
   process.exit(4);
@@ -217,20 +226,31 @@ await import(pathToFileURL(process.env.EVERYTHING).href);
 "#,
     )
     .expect("script written");
+    let marker = dir.path().join("started");
+    let starts_file = dir.path().join("starts");
     let mut config = toolgraph_mcp::McpServerConfig {
         name: "once".into(),
         command: Some("node".into()),
         args: vec![script.to_string_lossy().into_owned()],
+        restart: toolgraph_mcp::RestartPolicy {
+            max_restarts: 2,
+            window_ms: 60_000,
+            cooldown_ms: 1_500,
+            backoff_min_ms: 200,
+            backoff_max_ms: 200,
+        },
         ..Default::default()
     };
-    config.env.insert(
-        "MARKER".into(),
-        dir.path().join("started").to_string_lossy().into_owned(),
-    );
-    config.env.insert(
-        "EVERYTHING".into(),
-        everything.to_string_lossy().into_owned(),
-    );
+    for (key, path) in [
+        ("MARKER", &marker),
+        ("STARTS", &starts_file),
+        ("EVERYTHING", &everything),
+    ] {
+        config
+            .env
+            .insert(key.into(), path.to_string_lossy().into_owned());
+    }
+    let starts = || std::fs::read_to_string(&starts_file).map_or(0, |s| s.len());
     let server = McpServer::connect(&config).await.expect("first start");
     let args = || {
         json!({"message": "hi"})
@@ -242,24 +262,96 @@ await import(pathToFileURL(process.env.EVERYTHING).href);
         server.call_tool("echo", args()).await,
         Ok(json!("Echo: hi"))
     );
-
     kill(server.pid().expect("a child")).await;
-    let mut errors = Vec::new();
-    for _ in 0..3 {
-        errors.push(server.call_tool("echo", args()).await.expect_err("down"));
+
+    // The first call that finds it dead restarts it; the restart fails and backs off.
+    let mut error = server.call_tool("echo", args()).await.expect_err("down");
+    if error.message.contains("closed the connection") {
+        error = server.call_tool("echo", args()).await.expect_err("down");
     }
-    let last = errors.last().expect("three errors");
-    assert!(!last.is_transient(), "{}", last.message);
+    println!("after a failed restart: {}", error.message);
+    assert!(error.is_transient(), "{}", error.message);
     assert!(
-        last.message
-            .contains("is unavailable: its restart failed: initialize failed"),
+        error
+            .message
+            .contains("is unavailable: its restart failed: initialize failed: connection closed")
+            && error
+                .message
+                .contains("1 restart(s) in a row failed; the next is tried in 0."),
         "{}",
-        last.message
+        error.message
     );
     assert!(
-        last.message.ends_with("refusing a second start"),
-        "{}",
-        last.message
+        error.message.ends_with("refusing a second start"),
+        "quotes the server's stderr: {}",
+        error.message
     );
-    println!("after a failed restart: {}", last.message);
+    let retry_after = error.retry_after_ms.expect("a retry hint");
+    assert!((200..=400).contains(&retry_after), "{retry_after}");
+    assert_eq!(starts(), 2);
+
+    // While backing off, calls fail at once without starting anything.
+    let backing_off = server.call_tool("echo", args()).await.expect_err("down");
+    assert!(backing_off.is_transient(), "{}", backing_off.message);
+    assert_eq!(starts(), 2, "{}", backing_off.message);
+
+    // The second failed restart within the window opens the circuit.
+    tokio::time::sleep(Duration::from_millis(retry_after + 50)).await;
+    let open = server.call_tool("echo", args()).await.expect_err("down");
+    println!("circuit open: {}", open.message);
+    assert_eq!(starts(), 3);
+    assert!(!open.is_transient(), "{}", open.message);
+    assert!(
+        open.message.contains(
+            "circuit open after 2 restart(s) within 60.0 s: calls fail at once for another 1."
+        ),
+        "{}",
+        open.message
+    );
+    let started = std::time::Instant::now();
+    let still_open = server.call_tool("echo", args()).await.expect_err("open");
+    assert!(!still_open.is_transient(), "{}", still_open.message);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "fails at once"
+    );
+    assert_eq!(starts(), 3, "nothing started while the circuit is open");
+
+    // After the cool-down one restart is tried: it works now, and the circuit closes.
+    std::fs::remove_file(&marker).expect("marker removed");
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    assert_eq!(
+        server.call_tool("echo", args()).await,
+        Ok(json!("Echo: hi"))
+    );
+    assert_eq!(starts(), 4);
+    server.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_dies_again_and_again_is_restarted_each_time() {
+    let Some(config) = common::everything("ev") else {
+        return;
+    };
+    let server = McpServer::connect(&config).await.expect("starts");
+    let args = || {
+        json!({"message": "hi"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut pids = vec![server.pid().expect("a child")];
+    for round in 0..3 {
+        kill(server.pid().expect("a child")).await;
+        // The first call after a death may still see the old session close.
+        let mut answer = server.call_tool("echo", args()).await;
+        if answer.is_err() {
+            answer = server.call_tool("echo", args()).await;
+        }
+        assert_eq!(answer, Ok(json!("Echo: hi")), "round {round}");
+        let pid = server.pid().expect("a new child");
+        assert!(!pids.contains(&pid), "round {round}: a new process");
+        pids.push(pid);
+    }
+    server.close().await;
 }

@@ -192,3 +192,41 @@ fn configuration_deserializes_strictly() {
     }));
     assert!(bad_class.is_err());
 }
+
+#[tokio::test]
+async fn a_server_answering_initialize_with_garbage_fails_fast() {
+    let config = McpServerConfig {
+        name: "garbage".into(),
+        command: Some("sh".into()),
+        args: vec![
+            "-c".into(),
+            "read line; echo 'this is not JSON-RPC'; sleep 100".into(),
+        ],
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let e = McpServer::connect(&config)
+        .await
+        .expect_err("garbage is no handshake");
+    let waited = started.elapsed();
+    let text = e.to_string();
+    println!("after {waited:?}: {text}");
+    assert!(
+        waited < std::time::Duration::from_secs(10),
+        "failed after {waited:?}"
+    );
+    assert!(
+        matches!(
+            &e,
+            McpError::Startup {
+                stage: StartupStage::Initialize,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        text.contains("this is not JSON-RPC"),
+        "quotes the garbage: {text}"
+    );
+}

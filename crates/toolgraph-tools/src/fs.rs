@@ -1,10 +1,13 @@
 //! File tools confined to a root directory: `file_read`, `file_write`, `list_dir`,
 //! `file_search`.
 //!
-//! [`Sandbox`] is the one place that turns a user's path into a real one. It refuses `..`
-//! that climbs out, absolute paths outside the root, and symbolic links that lead out
-//! (checked on the real filesystem, for every existing part of the path). Nothing here ever
-//! reads or writes outside the root.
+//! Every file and directory they touch is opened through [`Sandbox`] (in `sandbox`), which
+//! reaches it from a handle on the root, one component at a time, never following a link
+//! out: `..` that climbs out, absolute paths outside the root, and symbolic links that lead
+//! out are refused, even when the tree changes while a call runs. Only regular files are
+//! read or written (a FIFO or device is refused, never waited on), and the search walks
+//! directory handles without following links. Nothing here ever reads or writes outside
+//! the root.
 //!
 //! Resources, for the planner's hazard rules: a file's content is `file:<path>`, a
 //! directory's listing is `dir:<path>` (paths relative to the root, `/`-separated, `.` for
@@ -12,17 +15,28 @@
 //! `dir:` of every ancestor, so it is ordered against listings and searches above it but
 //! not against writes of other files; `list_dir` and `file_search` read `dir:`.
 //!
-//! All four run on the blocking pool (`std::fs`), never on the scheduler's thread.
+//! All four block their thread (std I/O through cap-std handles) and are declared blocking,
+//! so they run on the blocking pool, never on the scheduler's thread; `file_search` stops
+//! when its call is cancelled.
 
-use std::io::{self, Read};
-use std::path::{Component, Path, PathBuf};
+mod sandbox;
+
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use cap_fs_ext::DirExt;
+use cap_std::fs::Dir;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use toolgraph_core::{
-    CallContext, ResourceAccess, Tool, ToolError, ToolFuture, ToolSet, ToolSetError, ToolSpec,
+    CallContext, CancelFlag, ResourceAccess, Tool, ToolError, ToolFuture, ToolSet, ToolSetError,
+    ToolSpec,
 };
+
+pub use sandbox::Sandbox;
+use sandbox::{FileMode, io_error, read_options};
 
 /// Settings of the file tools.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,122 +60,6 @@ impl Default for FilesConfig {
             max_search_results: 200,
             max_search_file_bytes: 4 << 20,
         }
-    }
-}
-
-/// A root directory and the rules for staying inside it.
-#[derive(Debug, Clone)]
-pub struct Sandbox {
-    root: PathBuf,
-}
-
-impl Sandbox {
-    /// A sandbox rooted at `root`, which must be an existing directory.
-    pub fn new(root: &Path) -> Result<Self, String> {
-        let real = root
-            .canonicalize()
-            .map_err(|e| format!("file root {}: {e}", root.display()))?;
-        if !real.is_dir() {
-            return Err(format!("file root {} is not a directory", root.display()));
-        }
-        Ok(Sandbox { root: real })
-    }
-
-    /// The real root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// The path relative to the root, normalised (`a/b.txt`, `.` for the root), or why it
-    /// leaves the root. Purely lexical: no filesystem access.
-    pub fn relative(&self, path: &str) -> Result<String, String> {
-        if path.contains('\0') {
-            return Err("path contains a NUL byte".into());
-        }
-        let p = Path::new(path);
-        let inside = if p.is_absolute() {
-            p.strip_prefix(&self.root).map_err(|_| {
-                format!(
-                    "absolute path {path} is outside the root {}",
-                    self.root.display()
-                )
-            })?
-        } else {
-            p
-        };
-        let mut parts: Vec<&str> = Vec::new();
-        for component in inside.components() {
-            match component {
-                Component::Normal(c) => parts.push(c.to_str().ok_or("path is not valid UTF-8")?),
-                Component::CurDir => {}
-                Component::ParentDir => {
-                    if parts.pop().is_none() {
-                        return Err(format!("path {path} climbs out of the root with .."));
-                    }
-                }
-                Component::RootDir | Component::Prefix(_) => {
-                    return Err(format!("path {path} is outside the root"));
-                }
-            }
-        }
-        Ok(if parts.is_empty() {
-            ".".into()
-        } else {
-            parts.join("/")
-        })
-    }
-
-    /// The real path for `path`, checked against the filesystem: every existing part,
-    /// symbolic links followed, must stay inside the root. Returns it with the relative form.
-    pub fn resolve(&self, path: &str) -> Result<(PathBuf, String), String> {
-        let rel = self.relative(path)?;
-        let full = if rel == "." {
-            self.root.clone()
-        } else {
-            self.root.join(&rel)
-        };
-        // The deepest part of the path that exists decides where it really leads.
-        let mut existing = full.clone();
-        let mut missing: Vec<std::ffi::OsString> = Vec::new();
-        loop {
-            match std::fs::symlink_metadata(&existing) {
-                Ok(meta) => {
-                    let real = existing.canonicalize().map_err(|e| {
-                        if meta.file_type().is_symlink() {
-                            format!("{path}: symbolic link to a missing target")
-                        } else {
-                            format!("{path}: {e}")
-                        }
-                    })?;
-                    if !real.starts_with(&self.root) {
-                        return Err(format!(
-                            "{path} leads outside the root through a symbolic link"
-                        ));
-                    }
-                    let real = missing.iter().rev().fold(real, |p, part| p.join(part));
-                    return Ok((real, rel));
-                }
-                Err(_) => {
-                    let Some(name) = existing.file_name() else {
-                        return Err(format!("{path}: no part of it exists"));
-                    };
-                    missing.push(name.to_owned());
-                    if !existing.pop() {
-                        return Err(format!("{path}: no part of it exists"));
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn io_error(what: &str, e: io::Error) -> ToolError {
-    let message = format!("{what}: {e}");
-    match e.kind() {
-        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-            ToolError::transient(message)
-        }
-        _ => ToolError::permanent(message),
     }
 }
 
@@ -297,43 +195,47 @@ impl Tool for FileTool {
         }
     }
 
-    fn call<'a>(&'a self, args: std::sync::Arc<Value>, _ctx: CallContext) -> ToolFuture<'a> {
+    fn call<'a>(&'a self, args: Arc<Value>, ctx: CallContext) -> ToolFuture<'a> {
         Box::pin(async move {
             match self.kind {
                 Kind::Read => self.read(&args),
                 Kind::Write => self.write(&args),
                 Kind::List => self.list(&args),
-                Kind::Search => self.search(&args),
+                Kind::Search => self.search(&args, &ctx.cancel),
             }
         })
     }
 }
 
+/// A subdirectory the search has yet to walk: opened from its parent's handle when its turn
+/// comes, so the walk holds one handle per level, not one per pending directory.
+struct Pending {
+    parent: Arc<Dir>,
+    name: OsString,
+    rel: String,
+}
+
 impl FileTool {
-    fn resolve(&self, args: &Value, default: Option<&str>) -> Result<(PathBuf, String), ToolError> {
-        let path = str_arg(args, "path")
+    fn path_arg<'v>(args: &'v Value, default: Option<&'v str>) -> Result<&'v str, ToolError> {
+        str_arg(args, "path")
             .or(default)
-            .ok_or_else(|| ToolError::permanent("missing \"path\""))?;
-        self.sandbox.resolve(path).map_err(ToolError::permanent)
+            .ok_or_else(|| ToolError::permanent("missing \"path\""))
     }
 
     fn read(&self, args: &Value) -> Result<Value, ToolError> {
-        let (real, rel) = self.resolve(args, None)?;
+        let path = Self::path_arg(args, None)?;
         let cap = args
             .get("max_bytes")
             .and_then(Value::as_u64)
             .map_or(self.config.max_read_bytes, |m| {
                 (m as usize).min(self.config.max_read_bytes)
             });
-        let file = std::fs::File::open(&real).map_err(|e| io_error(&rel, e))?;
-        let meta = file.metadata().map_err(|e| io_error(&rel, e))?;
-        if meta.is_dir() {
-            return Err(ToolError::permanent(format!(
-                "{rel} is a directory (use list_dir)"
-            )));
-        }
+        let opened = self.sandbox.open_file(path, FileMode::Read)?;
+        let rel = opened.rel;
         let mut bytes = Vec::new();
-        file.take(cap as u64 + 1)
+        opened
+            .file
+            .take(cap as u64 + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| io_error(&rel, e))?;
         let truncated = bytes.len() > cap;
@@ -342,7 +244,7 @@ impl FileTool {
             "path": rel,
             "content": String::from_utf8_lossy(&bytes),
             "bytes": bytes.len(),
-            "size": meta.len(),
+            "size": opened.meta.len(),
             "truncated": truncated,
         }))
     }
@@ -351,36 +253,32 @@ impl FileTool {
         let content =
             str_arg(args, "content").ok_or_else(|| ToolError::permanent("missing \"content\""))?;
         let append = args.get("append").and_then(Value::as_bool) == Some(true);
-        let (real, rel) = self.resolve(args, None)?;
-        if rel == "." {
+        let path = Self::path_arg(args, None)?;
+        if self.sandbox.relative(path).map_err(ToolError::permanent)? == "." {
             return Err(ToolError::permanent(
                 "cannot write to the root directory itself",
             ));
         }
-        if let Some(parent) = real.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| io_error(&rel, e))?;
-            // Creating directories may not have moved anything outside; check again.
-            self.sandbox.resolve(&rel).map_err(ToolError::permanent)?;
+        let opened = self.sandbox.open_file(path, FileMode::Write { append })?;
+        let (mut file, rel) = (opened.file, opened.rel);
+        // Truncated only now that it is known to be a regular file.
+        if !append {
+            file.set_len(0).map_err(|e| io_error(&rel, e))?;
         }
-        let created = !real.exists();
-        let mut options = std::fs::OpenOptions::new();
-        options.create(true);
-        if append {
-            options.append(true)
-        } else {
-            options.write(true).truncate(true)
-        };
-        let mut file = options.open(&real).map_err(|e| io_error(&rel, e))?;
-        std::io::Write::write_all(&mut file, content.as_bytes()).map_err(|e| io_error(&rel, e))?;
-        Ok(
-            json!({"path": rel, "bytes_written": content.len(), "created": created, "appended": append}),
-        )
+        file.write_all(content.as_bytes())
+            .map_err(|e| io_error(&rel, e))?;
+        Ok(json!({
+            "path": rel,
+            "bytes_written": content.len(),
+            "created": opened.created,
+            "appended": append,
+        }))
     }
 
     fn list(&self, args: &Value) -> Result<Value, ToolError> {
-        let (real, rel) = self.resolve(args, Some("."))?;
+        let (dir, rel) = self.sandbox.open_dir(Self::path_arg(args, Some("."))?)?;
         let mut entries = Vec::new();
-        for entry in std::fs::read_dir(&real).map_err(|e| io_error(&rel, e))? {
+        for entry in dir.entries().map_err(|e| io_error(&rel, e))? {
             let entry = entry.map_err(|e| io_error(&rel, e))?;
             let kind = entry.file_type().map_err(|e| io_error(&rel, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -389,6 +287,7 @@ impl FileTool {
             } else if kind.is_dir() {
                 ("dir", None)
             } else if kind.is_file() {
+                // The entry's own metadata: a link in its place is not followed.
                 ("file", entry.metadata().ok().map(|m| m.len()))
             } else {
                 ("other", None)
@@ -399,7 +298,7 @@ impl FileTool {
         Ok(json!({"path": rel, "entries": entries}))
     }
 
-    fn search(&self, args: &Value) -> Result<Value, ToolError> {
+    fn search(&self, args: &Value, cancel: &CancelFlag) -> Result<Value, ToolError> {
         let pattern =
             str_arg(args, "pattern").ok_or_else(|| ToolError::permanent("missing \"pattern\""))?;
         let regex = regex::Regex::new(pattern)
@@ -410,47 +309,67 @@ impl FileTool {
             .map_or(self.config.max_search_results, |m| {
                 (m as usize).min(self.config.max_search_results)
             });
-        let (real, rel) = self.resolve(args, Some("."))?;
+        let (start, rel) = self.sandbox.open_dir(Self::path_arg(args, Some("."))?)?;
+        let cancelled = |files: usize| {
+            ToolError::permanent(format!("{rel}: search cancelled after {files} files"))
+        };
         let mut matches = Vec::new();
         let mut truncated = false;
         let mut files = 0usize;
-        // Depth-first, sorted, never following symbolic links: the walk cannot leave the root.
-        let mut stack = vec![(real, rel.clone())];
-        'walk: while let Some((dir, dir_rel)) = stack.pop() {
-            let mut entries: Vec<_> = match std::fs::read_dir(&dir) {
+        // Depth-first, sorted. Each directory is opened from its parent's handle and never
+        // through a symbolic link, each file likewise: the walk cannot leave the root, even
+        // when a directory is swapped for a link while it runs.
+        let mut next = Some((start, rel.clone()));
+        let mut pending: Vec<Pending> = Vec::new();
+        'walk: loop {
+            if cancel.is_cancelled() {
+                return Err(cancelled(files));
+            }
+            let (dir, dir_rel) = match next.take() {
+                Some(start) => start,
+                None => match pending.pop() {
+                    None => break,
+                    Some(sub) => match sub.parent.open_dir_nofollow(&sub.name) {
+                        Ok(dir) => (dir, sub.rel),
+                        Err(_) => continue, // gone, or no longer a directory
+                    },
+                },
+            };
+            let mut entries: Vec<_> = match dir.entries() {
                 Ok(rd) => rd.filter_map(Result::ok).collect(),
                 Err(e) if dir_rel == rel => return Err(io_error(&rel, e)),
                 Err(_) => continue,
             };
             entries.sort_by_key(|e| e.file_name());
+            let dir = Arc::new(dir);
             let mut subdirs = Vec::new();
             for entry in entries {
+                if cancel.is_cancelled() {
+                    return Err(cancelled(files));
+                }
                 let Ok(kind) = entry.file_type() else {
                     continue;
                 };
-                let name = entry.file_name().to_string_lossy().into_owned();
+                let name = entry.file_name();
                 let child_rel = if dir_rel == "." {
-                    name
+                    name.to_string_lossy().into_owned()
                 } else {
-                    format!("{dir_rel}/{name}")
+                    format!("{dir_rel}/{}", name.to_string_lossy())
                 };
                 if kind.is_dir() {
-                    subdirs.push((entry.path(), child_rel));
+                    subdirs.push(Pending {
+                        parent: dir.clone(),
+                        name,
+                        rel: child_rel,
+                    });
                     continue;
                 }
                 if !kind.is_file() {
                     continue;
                 }
-                let Ok(meta) = entry.metadata() else { continue };
-                if meta.len() > self.config.max_search_file_bytes {
-                    continue;
-                }
-                let Ok(bytes) = std::fs::read(entry.path()) else {
+                let Some(bytes) = self.searchable(&dir, &name) else {
                     continue;
                 };
-                if bytes.iter().take(8192).any(|b| *b == 0) {
-                    continue; // binary
-                }
                 files += 1;
                 let text = String::from_utf8_lossy(&bytes);
                 for (n, line) in text.lines().enumerate() {
@@ -464,35 +383,38 @@ impl FileTool {
                     }
                 }
             }
-            stack.extend(subdirs.into_iter().rev());
+            pending.extend(subdirs.into_iter().rev());
         }
-        Ok(
-            json!({"path": rel, "pattern": pattern, "matches": matches, "files_searched": files, "truncated": truncated}),
-        )
+        Ok(json!({
+            "path": rel,
+            "pattern": pattern,
+            "matches": matches,
+            "files_searched": files,
+            "truncated": truncated,
+        }))
+    }
+
+    /// The content of `name` in `dir` when it is a regular text file no larger than the
+    /// search's limit (opened without following a link and without blocking).
+    fn searchable(&self, dir: &Dir, name: &OsStr) -> Option<Vec<u8>> {
+        let file = dir.open_with(name, &read_options()).ok()?;
+        let meta = file.metadata().ok()?;
+        let max = self.config.max_search_file_bytes;
+        if !meta.is_file() || meta.len() > max {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        file.take(max + 1).read_to_end(&mut bytes).ok()?;
+        if bytes.len() as u64 > max || bytes.iter().take(8192).any(|b| *b == 0) {
+            return None; // grew past the limit, or binary
+        }
+        Some(bytes)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relative_paths_are_normalised_and_escapes_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sb = Sandbox::new(dir.path()).expect("sandbox");
-        assert_eq!(sb.relative("a/./b/../c.txt"), Ok("a/c.txt".into()));
-        assert_eq!(sb.relative(""), Ok(".".into()));
-        assert_eq!(sb.relative("."), Ok(".".into()));
-        let inside = sb.root().join("x/y.txt");
-        assert_eq!(
-            sb.relative(inside.to_str().expect("utf-8")),
-            Ok("x/y.txt".into())
-        );
-        assert!(sb.relative("../etc/passwd").is_err());
-        assert!(sb.relative("a/../../b").is_err());
-        assert!(sb.relative("/etc/passwd").is_err());
-        assert!(sb.relative("a\0b").is_err());
-    }
 
     #[test]
     fn ancestors_cover_every_directory_above_a_file() {

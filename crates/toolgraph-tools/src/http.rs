@@ -2,10 +2,16 @@
 //!
 //! The tool refuses, before anything goes on the wire, a URL that does not parse, a scheme
 //! other than `http`/`https`, a host outside [`HttpConfig::allow_hosts`] (also when a redirect
-//! leads there), and a bad method, header name or header value. It reads at most
-//! `max_bytes` of a body, chunk by chunk, and stops there: it never buffers a whole large
-//! body. Failures say whether a retry may help: connection trouble, 429 and 5xx are
-//! transient (with the server's `Retry-After` as a hint), other 4xx are permanent.
+//! leads there), and a bad method, header name or header value. It connects only to public
+//! IP addresses unless [`HttpConfig::allow_private`] or [`HttpConfig::allow_networks`] opens
+//! others: literal IP hosts are checked with the URL (redirects included), names after DNS
+//! resolution, on the addresses actually connected (`address`). Proxy environment variables
+//! are ignored: through a proxy the tool could not see the address it reaches. It reads at
+//! most `max_bytes` of a body, chunk by chunk, and stops there: it never buffers a whole
+//! large body. Failures say whether a retry may help: connection trouble, 429 and 5xx are
+//! transient (with the server's `Retry-After` as a hint, capped at
+//! [`HttpConfig::max_retry_after_ms`]); other 4xx, a refused address and a response head
+//! larger than the client accepts are permanent.
 //!
 //! Resources, for the planner: a call reads `host:<host>[:port]` (the port only when it is
 //! not the scheme's default), so an operator caps calls per host with a per-resource limit
@@ -14,9 +20,14 @@
 //! when its method is idempotent (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`).
 //!
 //! It must never spawn tasks (dropping the call's future aborts the request), never panic
-//! on anything a user or a server sends, and never reach a host the configuration refuses.
+//! on anything a user or a server sends, and never reach a host or an address the
+//! configuration refuses.
+
+mod address;
 
 use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
@@ -24,6 +35,8 @@ use reqwest::{Method, Response, StatusCode, Url, redirect};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use toolgraph_core::{CallContext, ResourceAccess, Tool, ToolError, ToolFuture, ToolSpec};
+
+use address::{AddressPolicy, AddressRefused, GuardedResolver, Network};
 
 /// The tool's name in a [`toolgraph_core::ToolSet`].
 const NAME: &str = "http_fetch";
@@ -50,8 +63,17 @@ const RESERVED_HEADERS: [&str; 5] = [
 pub struct HttpConfig {
     /// Hosts a call may reach (and be redirected to), compared case-insensitively with the
     /// URL's host, or with `host:port` when an entry names a port (`api.example.com`,
-    /// `127.0.0.1:8080`). Empty allows any host.
+    /// `127.0.0.1:8080`). Empty allows any host. Names only: whatever the name, the address
+    /// it resolves to must also pass `allow_private` / `allow_networks`.
     pub allow_hosts: Vec<String>,
+    /// Let calls reach non-public addresses: loopback, private (RFC 1918, `fc00::/7`),
+    /// link-local (`169.254.0.0/16`, `fe80::/10`), unspecified, shared, multicast and other
+    /// reserved ranges. Off by default: only public addresses are reached, checked after
+    /// DNS resolution on the address connected.
+    pub allow_private: bool,
+    /// Non-public networks calls may reach while `allow_private` is off, as CIDRs or single
+    /// addresses (`10.1.0.0/16`, `127.0.0.1`, `fd00::/8`). Public addresses need no entry.
+    pub allow_networks: Vec<String>,
     /// Calls to one host at once, at most. The tool only carries it: whoever builds the
     /// executor turns it into a per-resource limit on kind `host`.
     pub per_host_limit: usize,
@@ -59,15 +81,21 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// The `User-Agent` sent unless a call sets its own.
     pub user_agent: String,
+    /// The longest wait a server's `Retry-After` may ask for, in ms: a longer one is passed
+    /// on as this (the default matches the executor's default retry cap, 5 s).
+    pub max_retry_after_ms: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             allow_hosts: Vec::new(),
+            allow_private: false,
+            allow_networks: Vec::new(),
             per_host_limit: 6,
             max_body_bytes: 1024 * 1024,
             user_agent: concat!("toolgraph/", env!("CARGO_PKG_VERSION")).to_owned(),
+            max_retry_after_ms: 5_000,
         }
     }
 }
@@ -123,6 +151,8 @@ pub struct HttpFetch {
     config: HttpConfig,
     /// `allow_hosts`, trimmed and lowercased.
     allow: Vec<String>,
+    /// `allow_private` and `allow_networks`, parsed.
+    policy: Arc<AddressPolicy>,
     client: reqwest::Client,
 }
 
@@ -157,6 +187,19 @@ impl HttpFetch {
             }
             allow.push(host);
         }
+        let mut networks = Vec::with_capacity(config.allow_networks.len());
+        for entry in &config.allow_networks {
+            let network =
+                Network::parse(entry).map_err(|message| HttpSetupError::InvalidConfig {
+                    field: "allow_networks",
+                    message,
+                })?;
+            networks.push(network);
+        }
+        let policy = Arc::new(AddressPolicy {
+            allow_private: config.allow_private,
+            networks,
+        });
         let user_agent = HeaderValue::from_str(&config.user_agent).map_err(|e| {
             HttpSetupError::InvalidConfig {
                 field: "user_agent",
@@ -167,14 +210,20 @@ impl HttpFetch {
         // Another provider may already be installed; either one serves.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let redirect_allow = allow.clone();
+        let redirect_policy = policy.clone();
         let client = reqwest::Client::builder()
             .user_agent(user_agent)
+            // Through a proxy, the resolver below would vet the proxy, not the target.
+            .no_proxy()
+            .dns_resolver(GuardedResolver {
+                policy: policy.clone(),
+            })
             .redirect(redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= MAX_REDIRECTS {
                     let message = format!("more than {MAX_REDIRECTS} redirects");
                     return attempt.error(message);
                 }
-                match refusal(&redirect_allow, attempt.url()) {
+                match refusal(&redirect_allow, &redirect_policy, attempt.url()) {
                     Some(why) => {
                         let message = format!("redirect to {} refused: {why}", attempt.url());
                         attempt.error(message)
@@ -189,6 +238,7 @@ impl HttpFetch {
             spec: spec(),
             config,
             allow,
+            policy,
             client,
         })
     }
@@ -220,7 +270,8 @@ impl HttpFetch {
             } else {
                 format!("{what} (redirected to {})", response.url())
             };
-            return Err(status_error(&what, status, response).await);
+            let cap = self.config.max_retry_after_ms;
+            return Err(status_error(&what, status, response, cap).await);
         }
         let headers = headers_json(response.headers());
         let final_url = response.url().to_string();
@@ -261,7 +312,7 @@ impl HttpFetch {
         };
         let url = Url::parse(raw_url)
             .map_err(|e| refuse(format!("cannot parse URL \"{raw_url}\": {e}")))?;
-        if let Some(why) = refusal(&self.allow, &url) {
+        if let Some(why) = refusal(&self.allow, &self.policy, &url) {
             return Err(refuse(format!("refused {method_name} {url}: {why}")));
         }
         let method = Method::from_bytes(method_name.as_bytes())
@@ -421,8 +472,9 @@ fn host_key(url: &Url) -> Option<String> {
     })
 }
 
-/// Why `url` may not be fetched under `allow` (normalised `allow_hosts`), if it may not.
-fn refusal(allow: &[String], url: &Url) -> Option<String> {
+/// Why `url` may not be fetched under `allow` (normalised `allow_hosts`) and `policy`, if
+/// it may not. A name's addresses are checked later, by the resolver.
+fn refusal(allow: &[String], policy: &AddressPolicy, url: &Url) -> Option<String> {
     if !matches!(url.scheme(), "http" | "https") {
         return Some(format!(
             "scheme \"{}\" is not allowed (only http and https)",
@@ -432,24 +484,28 @@ fn refusal(allow: &[String], url: &Url) -> Option<String> {
     let Some(host) = url.host_str() else {
         return Some("the URL has no host".into());
     };
-    if allow.is_empty() {
-        return None;
+    if !allow.is_empty() {
+        let host = host.to_ascii_lowercase();
+        let with_port = url
+            .port_or_known_default()
+            .map(|port| format!("{host}:{port}"));
+        let allowed = allow
+            .iter()
+            .any(|a| *a == host || with_port.as_deref() == Some(a.as_str()));
+        if !allowed {
+            return Some(format!(
+                "host \"{host}\" is not in allow_hosts ({})",
+                allow.join(", ")
+            ));
+        }
     }
-    let host = host.to_ascii_lowercase();
-    let with_port = url
-        .port_or_known_default()
-        .map(|port| format!("{host}:{port}"));
-    let allowed = allow
-        .iter()
-        .any(|a| *a == host || with_port.as_deref() == Some(a.as_str()));
-    if allowed {
-        None
-    } else {
-        Some(format!(
-            "host \"{host}\" is not in allow_hosts ({})",
-            allow.join(", ")
-        ))
-    }
+    // The URL parser has normalised every IPv4 spelling (`0x7f.1`, `2130706433`) already.
+    let literal: IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
+    policy.refuse_literal(literal)
 }
 
 /// Reads at most `cap` body bytes; true when the body had more.
@@ -519,8 +575,14 @@ fn headers_json(headers: &HeaderMap) -> Value {
 /// A failure to send the request or to receive the response head.
 fn send_error(what: &str, e: reqwest::Error) -> ToolError {
     let e = e.without_url();
+    if let Some(refused) = find_source::<AddressRefused>(&e) {
+        return ToolError::permanent(format!("{what}: refused: {refused}"));
+    }
     let detail = error_chain(&e);
-    if e.is_redirect() {
+    if find_source::<hyper::Error>(&e).is_some_and(hyper::Error::is_parse_too_large) {
+        // The same server sends the same oversized head again: retrying cannot help.
+        ToolError::permanent(format!("{what}: the response head is too large: {detail}"))
+    } else if e.is_redirect() {
         ToolError::permanent(format!("{what}: {detail}"))
     } else if e.is_builder() {
         ToolError::permanent(format!("{what}: invalid request: {detail}"))
@@ -534,9 +596,16 @@ fn send_error(what: &str, e: reqwest::Error) -> ToolError {
     }
 }
 
-/// The error for a 4xx or 5xx response, quoting the start of its body.
-async fn status_error(what: &str, status: StatusCode, mut response: Response) -> ToolError {
-    let retry_after = retry_after_ms(response.headers(), SystemTime::now());
+/// The error for a 4xx or 5xx response, quoting the start of its body; a `Retry-After`
+/// hint is capped at `max_retry_after_ms`.
+async fn status_error(
+    what: &str,
+    status: StatusCode,
+    mut response: Response,
+    max_retry_after_ms: u64,
+) -> ToolError {
+    let retry_after =
+        retry_after_ms(response.headers(), SystemTime::now()).map(|ms| ms.min(max_retry_after_ms));
     let (bytes, truncated) = read_capped(&mut response, ERROR_BODY_BYTES)
         .await
         .unwrap_or_default();
@@ -572,6 +641,20 @@ fn retry_after_ms(headers: &HeaderMap, now: SystemTime) -> Option<u64> {
     let at = httpdate::parse_http_date(raw).ok()?;
     let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
     Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The first error of type `T` in `e`'s chain of sources, `e` included.
+fn find_source<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut next = Some(e);
+    while let Some(current) = next {
+        if let Some(found) = current.downcast_ref::<T>() {
+            return Some(found);
+        }
+        next = current.source();
+    }
+    None
 }
 
 /// An error and its sources, joined with `: `.
@@ -615,6 +698,68 @@ mod tests {
     }
 
     #[test]
+    fn literal_non_public_hosts_are_refused_in_every_spelling() {
+        let strict = AddressPolicy::default();
+        let check = |u: &str| refusal(&[], &strict, &Url::parse(u).expect("test URL"));
+        for (url, shown) in [
+            (
+                "http://127.0.0.1:8080/",
+                "127.0.0.1 is not a public address (loopback)",
+            ),
+            (
+                "http://2130706433/",
+                "127.0.0.1 is not a public address (loopback)",
+            ),
+            (
+                "http://0x7f.1/",
+                "127.0.0.1 is not a public address (loopback)",
+            ),
+            ("http://0/", "0.0.0.0 is not a public address (unspecified)"),
+            ("http://[::1]:81/", "::1 is not a public address (loopback)"),
+            (
+                "http://[::ffff:7f00:1]/",
+                "::ffff:127.0.0.1 is not a public address (loopback)",
+            ),
+            (
+                "http://169.254.169.254/latest",
+                "169.254.169.254 is not a public address (link-local)",
+            ),
+            (
+                "https://10.0.0.7/",
+                "10.0.0.7 is not a public address (private)",
+            ),
+            (
+                "https://192.168.0.1/",
+                "192.168.0.1 is not a public address (private)",
+            ),
+            (
+                "http://[fd00::1]/",
+                "fd00::1 is not a public address (unique local)",
+            ),
+            (
+                "http://[fe80::1]/",
+                "fe80::1 is not a public address (link-local)",
+            ),
+        ] {
+            let why = check(url).unwrap_or_default();
+            assert!(why.starts_with(shown), "{url}: {why}");
+            assert!(why.contains("allow_private"), "{url}: {why}");
+        }
+        assert_eq!(check("http://93.184.215.14/"), None);
+        assert_eq!(check("http://[2606:4700:4700::1111]/"), None);
+        // A name is checked after resolution, by the resolver.
+        assert_eq!(check("http://localhost/"), None);
+        let listed = AddressPolicy {
+            allow_private: false,
+            networks: vec![Network::parse("127.0.0.0/8").expect("network")],
+        };
+        let url = Url::parse("http://127.0.0.1:8080/").expect("url");
+        assert_eq!(refusal(&[], &listed, &url), None);
+        let url = Url::parse("http://[::1]:8080/").expect("url");
+        assert!(refusal(&[], &listed, &url).is_some());
+    }
+
+    #[test]
     fn a_character_cut_by_the_cap_is_dropped_not_garbled() {
         let text = "aé€😀".as_bytes(); // 1 + 2 + 3 + 4 bytes
         for cut in 0..=text.len() {
@@ -650,7 +795,11 @@ mod tests {
     #[test]
     fn allow_list_matches_host_or_host_and_port() {
         let allow = vec!["example.com".to_owned(), "127.0.0.1:8080".to_owned()];
-        let check = |u: &str| refusal(&allow, &Url::parse(u).expect("test URL"));
+        let open = AddressPolicy {
+            allow_private: true,
+            networks: Vec::new(),
+        };
+        let check = |u: &str| refusal(&allow, &open, &Url::parse(u).expect("test URL"));
         assert_eq!(check("https://EXAMPLE.com/a"), None);
         assert_eq!(check("http://example.com:9999/a"), None);
         assert_eq!(check("http://127.0.0.1:8080/"), None);
@@ -658,7 +807,7 @@ mod tests {
         assert!(check("http://sub.example.com/").is_some());
         assert!(check("ftp://example.com/").is_some());
         assert_eq!(
-            refusal(&[], &Url::parse("http://any.host/").expect("url")),
+            refusal(&[], &open, &Url::parse("http://any.host/").expect("url")),
             None
         );
     }
@@ -700,5 +849,18 @@ mod tests {
             serde_json::from_str(r#"{"allow_hosts": ["a.example"]}"#).expect("partial config");
         assert_eq!(config.max_body_bytes, 1024 * 1024);
         assert!(serde_json::from_str::<HttpConfig>(r#"{"allow_host": []}"#).is_err());
+        assert!(!config.allow_private && config.allow_networks.is_empty());
+        let bad_network = bad(HttpConfig {
+            allow_networks: vec!["10.0.0.0/40".into()],
+            ..Default::default()
+        });
+        assert!(
+            matches!(
+                &bad_network,
+                Some(HttpSetupError::InvalidConfig { field: "allow_networks", message })
+                    if message.contains("10.0.0.0/40")
+            ),
+            "{bad_network:?}"
+        );
     }
 }

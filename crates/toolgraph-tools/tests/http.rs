@@ -1,6 +1,8 @@
 //! `http_fetch` against axum servers on 127.0.0.1 that each test starts for itself: what a
 //! call returns, how failures are classified, what is refused before any request, and how
-//! the engine schedules and retries it. Real time, no assertions on durations.
+//! the engine schedules and retries it. Loopback is not public, so every tool here opts in
+//! to 127.0.0.1 (`allow_networks`); the default refusal is tested in `http_addresses.rs`.
+//! Real time, no assertions on durations.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -151,8 +153,16 @@ async fn start() -> Server {
     }
 }
 
+/// The default configuration, opened to the test servers' address.
+fn loopback() -> HttpConfig {
+    HttpConfig {
+        allow_networks: vec!["127.0.0.1".into()],
+        ..HttpConfig::default()
+    }
+}
+
 fn tool() -> HttpFetch {
-    HttpFetch::new(HttpConfig::default()).expect("default configuration")
+    HttpFetch::new(loopback()).expect("loopback configuration")
 }
 
 async fn fetch(tool: &HttpFetch, args: Value) -> Result<Value, ToolError> {
@@ -194,7 +204,7 @@ async fn body_is_cut_at_the_smaller_of_max_bytes_and_the_configured_cap() {
 
     let capped = HttpFetch::new(HttpConfig {
         max_body_bytes: 10,
-        ..Default::default()
+        ..loopback()
     })
     .expect("config");
     let out = fetch(
@@ -300,7 +310,7 @@ async fn a_host_outside_allow_hosts_is_refused_before_any_request() {
     let server = start().await;
     let strict = HttpFetch::new(HttpConfig {
         allow_hosts: vec!["Example.com".into()],
-        ..Default::default()
+        ..loopback()
     })
     .expect("config");
     let err = fetch(&strict, json!({"url": server.url("/hello")}))
@@ -313,7 +323,7 @@ async fn a_host_outside_allow_hosts_is_refused_before_any_request() {
 
     let open = HttpFetch::new(HttpConfig {
         allow_hosts: vec![format!("127.0.0.1:{}", server.port)],
-        ..Default::default()
+        ..loopback()
     })
     .expect("config");
     fetch(&open, json!({"url": server.url("/hello")}))
@@ -332,7 +342,7 @@ async fn redirects_are_followed_but_never_to_a_refused_host() {
 
     let strict = HttpFetch::new(HttpConfig {
         allow_hosts: vec!["127.0.0.1".into()],
-        ..Default::default()
+        ..loopback()
     })
     .expect("config");
     let away = server.url(&format!("/redirect-away/{}", server.port));

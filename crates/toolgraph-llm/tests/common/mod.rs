@@ -118,6 +118,7 @@ impl ScriptedServer {
             timeout_ms: 10_000,
             max_retries: 3,
             max_tokens: 512,
+            ..LlmConfig::default()
         }
     }
 
