@@ -35,12 +35,18 @@ pub struct ShellConfig {
     pub allow: Vec<String>,
     /// Most bytes of stdout and of stderr returned (0 = 64 KiB).
     pub max_output_bytes: usize,
+    /// Refuse arguments that name a path outside the root as written: absolute paths
+    /// (`/etc/passwd`, `--file=/etc/passwd`) and any `..` component. It reads arguments
+    /// only: a program may still reach outside through its own configuration, a symbolic
+    /// link inside the root, or paths it builds itself.
+    pub confine_args: bool,
 }
 
 /// The `shell` tool.
 pub struct Shell {
     spec: ToolSpec,
     allow: Vec<String>,
+    confine_args: bool,
     cap: usize,
     sandbox: Arc<Sandbox>,
 }
@@ -74,10 +80,23 @@ impl Shell {
         Some(Shell {
             spec,
             allow: config.allow.clone(),
+            confine_args: config.confine_args,
             cap,
             sandbox,
         })
     }
+}
+
+/// True for an argument that, read as a path (or as `--flag=path`), is absolute or climbs
+/// with `..`: what `confine_args` refuses.
+fn leaves_the_root(arg: &str) -> bool {
+    let value = match arg.split_once('=') {
+        Some((flag, value)) if flag.starts_with('-') => value,
+        _ => arg,
+    };
+    [arg, value].iter().any(|v| {
+        v.starts_with('/') || v.starts_with('~') || v.split(['/', '\\']).any(|part| part == "..")
+    })
 }
 
 /// How long output is still read after the program exited and its group was killed: only a
@@ -197,6 +216,14 @@ impl Tool for Shell {
                         self.allow.join(", ")
                     }
                 )));
+            }
+            if self.confine_args {
+                if let Some(arg) = argv[1..].iter().find(|a| leaves_the_root(a)) {
+                    return Err(ToolError::permanent(format!(
+                        "argument {arg:?} names a path outside the file root (absolute or \
+                         with \"..\"), refused by [shell] confine_args"
+                    )));
+                }
             }
             let cwd = args.get("cwd").and_then(Value::as_str).unwrap_or(".");
             let (dir, _) = self.sandbox.resolve(cwd).map_err(ToolError::permanent)?;

@@ -365,6 +365,7 @@ async fn shell_is_off_by_default_and_runs_only_allowed_programs_inside_the_root(
         enabled: true,
         allow: vec!["ls".into(), "cat".into(), "sh".into()],
         max_output_bytes: 0,
+        confine_args: false,
     };
     let shell = Shell::new(&config, sandbox).expect("enabled");
     let mut tools = ToolSet::new();

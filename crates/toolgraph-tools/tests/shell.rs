@@ -34,6 +34,7 @@ fn rig() -> Rig {
         enabled: true,
         allow: vec!["sh".into()],
         max_output_bytes: 0,
+        confine_args: false,
     };
     let mut tools = ToolSet::new();
     tools
@@ -203,4 +204,43 @@ async fn a_program_that_exits_leaving_a_background_child_returns_and_the_child_i
     assert_eq!(out.map(|o| o["stdout"].clone()), Ok(json!("started\n")));
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_gone(pid, "program exited");
+}
+
+#[tokio::test]
+async fn confine_args_refuses_paths_outside_the_root_as_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("inside.txt"), "in").expect("write");
+    let sandbox = Arc::new(Sandbox::new(dir.path()).expect("sandbox"));
+    let shell = |confine_args| {
+        let config = ShellConfig {
+            enabled: true,
+            allow: vec!["cat".into()],
+            max_output_bytes: 0,
+            confine_args,
+        };
+        Shell::new(&config, sandbox.clone()).expect("enabled")
+    };
+    let run = |tool: Shell, command: &'static str| async move {
+        use toolgraph_core::Tool;
+        tool.call(
+            Arc::new(json!({ "command": command })),
+            CallContext::detached("s"),
+        )
+        .await
+        .map_err(|e| e.message)
+    };
+    // Without it, an argument reaches any file the process may read.
+    assert!(run(shell(false), "cat /etc/hostname").await.is_ok());
+    for command in [
+        "cat /etc/hostname",
+        "cat ../outside",
+        "cat sub/../../outside",
+        "cat --file=/etc/hostname",
+        "cat ~/secret",
+    ] {
+        let err = run(shell(true), command).await.expect_err(command);
+        assert!(err.contains("confine_args"), "{command}: {err}");
+    }
+    let out = run(shell(true), "cat inside.txt").await.expect("inside");
+    assert_eq!(out["stdout"], "in");
 }
