@@ -23,10 +23,18 @@ pub async fn history(args: HistoryArgs) -> Result<Outcome> {
         return Ok(Outcome::Success);
     }
     println!(
-        "{:<36}  {:<19}  {:<8}  {:>6}  {:>7}  {:>11}  {:>8}",
+        "{:<36}  {:<19}  {:<11}  {:>6}  {:>7}  {:>11}  {:>8}",
         "id", "created (UTC)", "status", "calls", "success", "makespan", "speedup"
     );
+    let now = toolgraph_store::now_ms();
+    let timeout = toolgraph::LEASE_TIMEOUT.as_millis() as i64;
     for r in rows {
+        // A running execution whose owner stopped beating crashed: `resume` finishes it.
+        let status = if r.is_abandoned(now, timeout) {
+            "interrupted"
+        } else {
+            r.status.as_str()
+        };
         let when = humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.created_at.max(0) as u64),
         );
@@ -36,10 +44,10 @@ pub async fn history(args: HistoryArgs) -> Result<Outcome> {
             .trim_end_matches('Z')
             .to_owned();
         println!(
-            "{:<36}  {:<19}  {:<8}  {:>6}  {:>7}  {:>11}  {:>8}",
+            "{:<36}  {:<19}  {:<11}  {:>6}  {:>7}  {:>11}  {:>8}",
             r.id,
             when,
-            r.status,
+            status,
             r.calls,
             r.success.map_or("-", |s| if s { "yes" } else { "no" }),
             r.makespan_ms
@@ -64,9 +72,18 @@ pub struct ShowArgs {
 pub async fn show(args: ShowArgs) -> Result<Outcome> {
     let stored = args.store.store().await?.load(&args.id).await?;
     if !args.store.json {
+        let s = &stored.summary;
+        let timeout = toolgraph::LEASE_TIMEOUT.as_millis() as i64;
+        let status = match &s.owner {
+            _ if s.is_abandoned(toolgraph_store::now_ms(), timeout) => {
+                "interrupted (nobody runs it: `toolgraph resume` finishes it)".to_owned()
+            }
+            Some(owner) if s.status == "running" => format!("running in {owner}"),
+            _ => s.status.clone(),
+        };
         println!(
             "execution {} · {} · resumed {} time(s)",
-            stored.summary.id, stored.summary.status, stored.summary.resumed
+            s.id, status, s.resumed
         );
     }
     print_result(&stored.result, args.store.json)?;

@@ -367,6 +367,27 @@ impl ExecutionStore for Store {
         Box::pin(self.set_resumed(id))
     }
 
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        stale_ms: i64,
+    ) -> BoxFuture<'a, Result<crate::Claim, StoreError>> {
+        Box::pin(self.claim_lease(id, owner, stale_ms))
+    }
+
+    fn heartbeat<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.renew_lease(id, owner))
+    }
+
+    fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.release_lease(id, owner))
+    }
+
     fn prune(&self, cutoff_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.delete_before(cutoff_ms))
     }

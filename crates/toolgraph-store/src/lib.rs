@@ -23,6 +23,7 @@
 //! Invariant: the engine never sees SQL; this crate never runs a tool.
 
 mod database;
+mod lease;
 mod memory;
 mod read;
 mod recorder;
@@ -38,6 +39,7 @@ use toolgraph_core::{CallOutcome, EventSink, ParallelExecutionResult, ParallelEx
 use toolgraph_engine::{PerformanceStats, Plan};
 
 pub use database::{Backend, Store};
+pub use lease::Claim;
 pub use memory::MemoryStore;
 pub use stored::{ExecutionSummary, ResumePoint, StoredExecution};
 
@@ -122,6 +124,26 @@ pub trait ExecutionStore: Send + Sync {
 
     /// Marks execution `id` as being resumed once more.
     fn mark_resumed<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Takes the lease on execution `id` for `owner` (an execution is run by one process at
+    /// a time): granted when nobody holds it, `owner` already does, or the holder's last
+    /// heartbeat is older than `stale_ms` (it crashed); otherwise says who holds it.
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        stale_ms: i64,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>>;
+
+    /// Renews `owner`'s lease on `id`; false when the lease is not `owner`'s any more.
+    fn heartbeat<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Gives up `owner`'s lease on `id` (nothing happens when it is not `owner`'s).
+    fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Deletes executions created before `cutoff_ms` (epoch ms) and everything they own.
     /// Returns how many executions went.

@@ -44,6 +44,8 @@ struct Execution {
     status: &'static str,
     config: ParallelExecutorConfig,
     resumed: i64,
+    /// The lease: who runs it, and that owner's last heartbeat.
+    owner: Option<(String, i64)>,
     /// Set by `finish_execution`.
     figures: Option<Figures>,
     calls: Vec<CallRecord>,
@@ -75,6 +77,8 @@ impl Execution {
             speedup: f.map(|f| f.speedup),
             efficiency: f.map(|f| f.efficiency),
             resumed: self.resumed,
+            owner: self.owner.as_ref().map(|(o, _)| o.clone()),
+            heartbeat_at: self.owner.as_ref().map(|(_, beat)| *beat),
         }
     }
 }
@@ -111,6 +115,7 @@ impl MemoryStore {
             status: "running",
             config: config.clone(),
             resumed: 0,
+            owner: None,
             figures: None,
             calls,
             edges,
@@ -322,6 +327,63 @@ impl ExecutionStore for MemoryStore {
             if let Some(e) = self.lock().get_mut(id) {
                 e.status = "running";
                 e.resumed += 1;
+            }
+            Ok(())
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        stale_ms: i64,
+    ) -> BoxFuture<'a, Result<crate::Claim, StoreError>> {
+        Box::pin(async move {
+            let now = crate::now_ms();
+            let mut executions = self.lock();
+            let e = executions
+                .get_mut(id)
+                .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+            match &e.owner {
+                Some((holder, beat))
+                    if holder != owner && now.saturating_sub(*beat) <= stale_ms =>
+                {
+                    Ok(crate::Claim::Held {
+                        owner: holder.clone(),
+                        heartbeat_age_ms: now.saturating_sub(*beat),
+                    })
+                }
+                _ => {
+                    e.owner = Some((owner.to_owned(), now));
+                    Ok(crate::Claim::Granted)
+                }
+            }
+        })
+    }
+
+    fn heartbeat<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut executions = self.lock();
+            match executions.get_mut(id).and_then(|e| e.owner.as_mut()) {
+                Some((holder, beat)) if holder == owner => {
+                    *beat = crate::now_ms();
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+    }
+
+    fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if let Some(e) = self.lock().get_mut(id) {
+                if e.owner.as_ref().is_some_and(|(holder, _)| holder == owner) {
+                    e.owner = None;
+                }
             }
             Ok(())
         })

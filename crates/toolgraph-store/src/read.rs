@@ -46,11 +46,12 @@ fn summary(row: &AnyRow) -> Result<ExecutionSummary, sqlx::Error> {
         speedup: opt_f64(row, "speedup"),
         efficiency: opt_f64(row, "efficiency"),
         resumed: row.try_get("resumed_count")?,
+        owner: row.try_get("owner")?,
+        heartbeat_at: row.try_get("heartbeat_at")?,
     })
 }
 
-const SUMMARY_COLUMNS: &str =
-    "id, created_at, status, call_count, success, makespan_ms, speedup, efficiency, resumed_count";
+const SUMMARY_COLUMNS: &str = "id, created_at, status, call_count, success, makespan_ms, speedup, efficiency, resumed_count, owner, heartbeat_at";
 
 /// One `tool_calls` row joined with its result, decoded.
 fn call_record(id: &str, row: &AnyRow) -> Result<CallRecord, StoreError> {

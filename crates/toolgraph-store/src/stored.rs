@@ -41,6 +41,22 @@ pub struct ExecutionSummary {
     pub efficiency: Option<f64>,
     /// How many times it was resumed.
     pub resumed: i64,
+    /// The process running it now, if any (see [`crate::Claim`]).
+    pub owner: Option<String>,
+    /// That owner's last heartbeat, ms since the Unix epoch.
+    pub heartbeat_at: Option<i64>,
+}
+
+impl ExecutionSummary {
+    /// True when it is `running` but nobody is: no owner, or its owner's heartbeat is
+    /// older than `stale_ms` — the process running it crashed (`resume` finishes it).
+    pub fn is_abandoned(&self, now_ms: i64, stale_ms: i64) -> bool {
+        self.status == "running"
+            && (self.owner.is_none()
+                || self
+                    .heartbeat_at
+                    .is_none_or(|beat| now_ms.saturating_sub(beat) > stale_ms))
+    }
 }
 
 /// A stored execution, rebuilt.

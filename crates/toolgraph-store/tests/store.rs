@@ -96,6 +96,7 @@ on_every_store!(
     statistics_cover_finished_executions_since_the_cutoff_and_the_named_tool,
     a_run_recorded_after_it_completed_reads_back_as_it_ran,
     an_unknown_execution_is_not_found,
+    an_execution_is_leased_to_one_owner_at_a_time,
 );
 
 #[tokio::test]

@@ -9,10 +9,17 @@
 //! what was stored; [`Runtime::resume`] classifies what a crash left and runs the rest;
 //! [`Runtime::batch_runner`] records a chat's turns the same way, under one session.
 //!
+//! An execution is run by one process at a time: the runtime holds the store's lease on each
+//! execution it records (renewed every [`LEASE_RENEW`]) and `resume` must take it — refused
+//! while the holder is alive, granted once its heartbeat is older than the lease timeout
+//! ([`LEASE_TIMEOUT`] unless [`Runtime::with_lease_timeout`] says otherwise), so no call runs
+//! twice because two processes ran one execution.
+//!
 //! Invariant: front ends translate input into a runtime call and its result into output;
 //! nothing here prints, reads the environment or exits.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use toolgraph_core::{
@@ -22,9 +29,16 @@ use toolgraph_core::{
 use toolgraph_engine::{CancellationToken, ParallelExecutor, Plan, Preset, RunOptions};
 use toolgraph_llm::BatchRunner;
 use toolgraph_mcp::McpServer;
-use toolgraph_store::{ExecutionStore, ResumePoint, StoreError, StoredExecution};
+use toolgraph_store::{Claim, ExecutionStore, ResumePoint, StoreError, StoredExecution};
 
 use crate::{Config, SetupError};
+
+/// How often a runtime renews the lease of an execution it runs.
+pub const LEASE_RENEW: Duration = Duration::from_secs(2);
+
+/// How old a holder's last heartbeat must be before another process may take its lease:
+/// five missed renewals.
+pub const LEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The process-wide runtime.
 #[derive(Clone)]
@@ -32,6 +46,48 @@ pub struct Runtime {
     executor: ParallelExecutor,
     store: Option<Arc<dyn ExecutionStore>>,
     servers: Arc<Vec<Arc<McpServer>>>,
+    /// This runtime's name as a lease holder, unique per runtime.
+    owner: Arc<str>,
+    lease_timeout: Duration,
+}
+
+/// A lease holder's name: the process, the host, and a random part (two runtimes in one
+/// process are two owners).
+fn owner_name() -> Arc<str> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "?".to_owned());
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    format!("pid {} on {host} ({})", std::process::id(), &unique[..8]).into()
+}
+
+/// Renews a lease until dropped.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    fn start(store: Arc<dyn ExecutionStore>, id: String, owner: Arc<str>) -> Heartbeat {
+        Heartbeat(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_RENEW).await;
+                match store.heartbeat(&id, &owner).await {
+                    Ok(true) => {}
+                    // Taken over (this process was presumed dead) or the store failed: the
+                    // run goes on; its record may be finished by another process.
+                    Ok(false) => {
+                        tracing::warn!(execution = %id, "lost the execution's lease");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(execution = %id, error = %e, "lease heartbeat failed"),
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Per-execution choices.
@@ -93,6 +149,22 @@ pub enum RuntimeError {
     /// Every call of the execution has ended.
     #[error("execution {0} has no call left to run: nothing to resume")]
     NothingToResume(String),
+    /// Another live process runs the execution: resuming it would run calls twice.
+    #[error(
+        "execution {id} is being run by {owner} (its last heartbeat {age_ms} ms ago); resume \
+         refuses to run its calls a second time — wait for it to end, or resume after it has \
+         been silent for {timeout_ms} ms"
+    )]
+    Owned {
+        /// The execution.
+        id: String,
+        /// Who runs it.
+        owner: String,
+        /// How long ago that owner's last heartbeat was.
+        age_ms: i64,
+        /// The lease timeout after which it counts as crashed.
+        timeout_ms: u128,
+    },
 }
 
 impl Runtime {
@@ -116,6 +188,8 @@ impl Runtime {
             executor,
             store,
             servers: Arc::new(servers),
+            owner: owner_name(),
+            lease_timeout: LEASE_TIMEOUT,
         })
     }
 
@@ -125,7 +199,23 @@ impl Runtime {
             executor,
             store,
             servers: Arc::new(Vec::new()),
+            owner: owner_name(),
+            lease_timeout: LEASE_TIMEOUT,
         }
+    }
+
+    /// This runtime, counting a lease holder as crashed once its heartbeat is older than
+    /// `timeout` (default [`LEASE_TIMEOUT`]; keep it several times [`LEASE_RENEW`]).
+    pub fn with_lease_timeout(&self, timeout: Duration) -> Runtime {
+        Runtime {
+            lease_timeout: timeout,
+            ..self.clone()
+        }
+    }
+
+    /// This runtime's name as the holder of the executions it runs.
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     /// This runtime recording into `store` (or not at all). The clone shares everything else.
@@ -198,6 +288,9 @@ impl Runtime {
         let id = store
             .begin_execution(plan, &config, options.session.as_deref())
             .await?;
+        // A fresh record: the claim is granted (it only marks this process as the runner).
+        store.claim(&id, &self.owner, self.lease_ms()).await?;
+        let heartbeat = Heartbeat::start(store.clone(), id.clone(), self.owner.clone());
         let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
         let mut result = self
             .run(plan, options, Some(recorder.as_sink()), Vec::new())
@@ -207,6 +300,9 @@ impl Runtime {
             store.finish_execution(&id).await
         };
         let recording_error = recorded.await.err().map(|e| e.to_string());
+        drop(heartbeat);
+        // Best effort: a lease left behind lapses by itself.
+        let _ = store.release(&id, &self.owner).await;
         result.metadata.execution_id = Some(id.clone());
         Ok(Execution {
             result,
@@ -247,6 +343,25 @@ impl Runtime {
             return Err(RuntimeError::NothingToResume(id.to_owned()));
         }
         let plan = self.plan(point.calls.clone())?;
+        if let Claim::Held {
+            owner,
+            heartbeat_age_ms,
+        } = store.claim(id, &self.owner, self.lease_ms()).await?
+        {
+            return Err(RuntimeError::Owned {
+                id: id.to_owned(),
+                owner,
+                age_ms: heartbeat_age_ms,
+                timeout_ms: self.lease_timeout.as_millis(),
+            });
+        }
+        let heartbeat = Heartbeat::start(store.clone(), id.to_owned(), self.owner.clone());
+        // What was stored may have changed while the lease was with another process.
+        let point = store.resume_point(id).await?;
+        if point.ended.iter().all(Option::is_some) {
+            let _ = store.release(id, &self.owner).await;
+            return Err(RuntimeError::NothingToResume(id.to_owned()));
+        }
         let (preset, counts) = classify_resume(&point, self.executor.tools());
         let skip: Vec<bool> = point.ended.iter().map(Option::is_some).collect();
         let offset_ms = (toolgraph_store::now_ms() - point.created_at).max(0) as f64;
@@ -264,6 +379,8 @@ impl Runtime {
             .await;
         recorder.close().await?;
         let mut stored = store.finish_execution(id).await?;
+        drop(heartbeat);
+        let _ = store.release(id, &self.owner).await;
         stored.result.metadata.execution_id = Some(id.to_owned());
         stored.result.metadata.resume = Some(toolgraph_core::ResumeMetadata {
             kept: counts.kept,
@@ -271,6 +388,10 @@ impl Runtime {
             interrupted: counts.interrupted,
         });
         Ok(Resumed { stored, counts })
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease_timeout.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// Runs a chat's batches (one per turn, and one per call started early) through this

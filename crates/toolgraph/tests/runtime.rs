@@ -280,3 +280,89 @@ async fn an_output_is_shared_with_the_store_not_copied() {
         "the result and the in-memory store hold one output, not two copies"
     );
 }
+
+#[tokio::test]
+async fn an_execution_is_run_by_one_process_at_a_time() {
+    let (runtime, store, probe, permits) = runtime(ParallelExecutorConfig {
+        max_parallel_calls: 1,
+        ..Default::default()
+    });
+    let other = || {
+        Runtime::new(
+            runtime.executor().clone(),
+            Some(store.clone() as Arc<dyn ExecutionStore>),
+        )
+        .with_lease_timeout(Duration::from_millis(300))
+    };
+    // `a` ends, the gate holds `g` (not idempotent) running, `w` (not idempotent) waits.
+    let calls = vec![
+        ToolCall::new("a", "t", json!({})),
+        ToolCall::new("g", "gate", json!({})),
+        ToolCall::new("w", "t", json!({})),
+    ];
+    let live = tokio::spawn({
+        let runtime = runtime.clone();
+        async move {
+            runtime
+                .execute_calls(calls, ExecuteOptions::default())
+                .await
+        }
+    });
+    let id = loop {
+        if let Some(h) = store.history(1).await.expect("history").first() {
+            if store.load(&h.id).await.expect("load").states[1] == "running" {
+                break h.id.clone();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // While its owner lives, another process may not resume it.
+    match other().resume(&id, ExecuteOptions::default()).await {
+        Err(RuntimeError::Owned { owner, .. }) => assert_eq!(owner, runtime.owner()),
+        other => panic!(
+            "a live execution was resumed: {:?}",
+            other.map(|r| r.counts)
+        ),
+    }
+    let summary = &store.history(1).await.expect("history")[0];
+    assert_eq!(summary.owner.as_deref(), Some(runtime.owner()));
+    assert!(!summary.is_abandoned(toolgraph_store::now_ms(), 10_000));
+
+    // The owner crashes; once its heartbeat is stale, two processes race to resume: one
+    // runs the rest, the other is refused, and no call runs twice.
+    live.abort();
+    let _ = live.await;
+    drop(permits);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (one, two) = (other(), other());
+    let (r1, r2) = tokio::join!(
+        one.resume(&id, ExecuteOptions::default()),
+        two.resume(&id, ExecuteOptions::default())
+    );
+    let (won, lost) = match (r1, r2) {
+        (Ok(won), Err(lost)) | (Err(lost), Ok(won)) => (won, lost),
+        (a, b) => panic!(
+            "exactly one resume must run: {:?} / {:?}",
+            a.map(|r| r.counts),
+            b.map(|r| r.counts)
+        ),
+    };
+    assert!(
+        matches!(
+            lost,
+            RuntimeError::Owned { .. } | RuntimeError::NothingToResume(_)
+        ),
+        "{lost}"
+    );
+    assert_eq!(won.stored.states, ["ok", "interrupted", "ok"]);
+    assert_eq!(
+        probe.invocations(),
+        3,
+        "a, g and w each ran once: g was interrupted, w ran by one resumer"
+    );
+    let summary = &store.history(1).await.expect("history")[0];
+    assert_eq!(
+        summary.owner, None,
+        "the lease is released when the run ends"
+    );
+}

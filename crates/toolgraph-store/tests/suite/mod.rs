@@ -594,3 +594,88 @@ pub async fn an_unknown_execution_is_not_found(store: Arc<dyn ExecutionStore>) {
     assert_eq!(counts.len(), 5);
     assert!(counts.values().all(|n| *n == 0), "{counts:?}");
 }
+
+pub async fn an_execution_is_leased_to_one_owner_at_a_time(store: Arc<dyn ExecutionStore>) {
+    use toolgraph_store::Claim;
+    let probe = Probe::new();
+    let executor = executor(&probe);
+    let plan = executor
+        .plan(vec![ToolCall::new("a", "t", json!({}))])
+        .expect("valid");
+    let id = store
+        .begin_execution(&plan, &executor.config(), None)
+        .await
+        .expect("begin");
+    let minute = 60_000;
+    assert_eq!(
+        store.claim(&id, "alpha", minute).await.expect("claim"),
+        Claim::Granted
+    );
+    assert_eq!(
+        store.claim(&id, "alpha", minute).await.expect("again"),
+        Claim::Granted,
+        "the holder may claim again"
+    );
+    match store.claim(&id, "beta", minute).await.expect("claim") {
+        Claim::Held {
+            owner,
+            heartbeat_age_ms,
+        } => {
+            assert_eq!(owner, "alpha");
+            assert!(
+                (0..minute).contains(&heartbeat_age_ms),
+                "{heartbeat_age_ms}"
+            );
+        }
+        other => panic!("beta took a live lease: {other:?}"),
+    }
+    let summary = &store.history(10).await.expect("history")[0];
+    assert_eq!(summary.owner.as_deref(), Some("alpha"));
+    assert!(!summary.is_abandoned(now_ms(), minute), "alpha is alive");
+    assert!(store.heartbeat(&id, "alpha").await.expect("beat"));
+    assert!(
+        !store.heartbeat(&id, "beta").await.expect("beat"),
+        "not beta's"
+    );
+    // A holder whose heartbeat is older than the claimant's patience has crashed.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(store.history(10).await.expect("history")[0].is_abandoned(now_ms(), 10));
+    assert_eq!(
+        store.claim(&id, "beta", 10).await.expect("claim"),
+        Claim::Granted
+    );
+    assert!(
+        !store.heartbeat(&id, "alpha").await.expect("beat"),
+        "alpha lost it"
+    );
+    store.release(&id, "alpha").await.expect("release");
+    assert_eq!(
+        store.history(10).await.expect("history")[0]
+            .owner
+            .as_deref(),
+        Some("beta"),
+        "releasing someone else's lease changes nothing"
+    );
+    store.release(&id, "beta").await.expect("release");
+    assert_eq!(
+        store.claim(&id, "gamma", minute).await.expect("claim"),
+        Claim::Granted
+    );
+    assert!(matches!(
+        store.claim("no-such-execution", "gamma", minute).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Racing claimants: exactly one wins.
+    store.release(&id, "gamma").await.expect("release");
+    let racers = (0..8).map(|i| {
+        let (store, id) = (store.clone(), id.clone());
+        tokio::spawn(async move { store.claim(&id, &format!("racer{i}"), minute).await })
+    });
+    let mut granted = 0;
+    for racer in racers {
+        if racer.await.expect("joined").expect("claim") == Claim::Granted {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 1, "one racer holds the lease");
+}
