@@ -372,8 +372,9 @@ impl ExecutionStore for Store {
         id: &'a str,
         owner: &'a str,
         stale_ms: i64,
+        dead: Option<&'a str>,
     ) -> BoxFuture<'a, Result<crate::Claim, StoreError>> {
-        Box::pin(self.claim_lease(id, owner, stale_ms))
+        Box::pin(self.claim_lease(id, owner, stale_ms, dead))
     }
 
     fn heartbeat<'a>(

@@ -28,16 +28,20 @@ impl Store {
         id: &str,
         owner: &str,
         stale_ms: i64,
+        dead: Option<&str>,
     ) -> Result<Claim, StoreError> {
         let now = crate::now_ms();
         let done = sqlx::query(
             "UPDATE executions SET owner = $1, heartbeat_at = $2 WHERE id = $3 \
-             AND (owner IS NULL OR owner = $1 OR heartbeat_at IS NULL OR heartbeat_at < $4)",
+             AND (owner IS NULL OR owner = $1 OR heartbeat_at IS NULL OR heartbeat_at < $4 \
+             OR owner = $5)",
         )
         .bind(owner)
         .bind(now)
         .bind(id)
         .bind(now.saturating_sub(stale_ms))
+        // No dead holder: a value no owner has (names are never empty).
+        .bind(dead.unwrap_or(""))
         .execute(self.pool())
         .await?;
         if done.rows_affected() == 1 {

@@ -126,13 +126,16 @@ pub trait ExecutionStore: Send + Sync {
     fn mark_resumed<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Takes the lease on execution `id` for `owner` (an execution is run by one process at
-    /// a time): granted when nobody holds it, `owner` already does, or the holder's last
-    /// heartbeat is older than `stale_ms` (it crashed); otherwise says who holds it.
+    /// a time): granted when nobody holds it, `owner` already does, the holder's last
+    /// heartbeat is older than `stale_ms` (it crashed), or the holder is `dead` (a holder
+    /// known to have died, e.g. a process of this host that no longer exists); otherwise
+    /// says who holds it.
     fn claim<'a>(
         &'a self,
         id: &'a str,
         owner: &'a str,
         stale_ms: i64,
+        dead: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Claim, StoreError>>;
 
     /// Renews `owner`'s lease on `id`; false when the lease is not `owner`'s any more.

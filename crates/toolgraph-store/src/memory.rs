@@ -337,6 +337,7 @@ impl ExecutionStore for MemoryStore {
         id: &'a str,
         owner: &'a str,
         stale_ms: i64,
+        dead: Option<&'a str>,
     ) -> BoxFuture<'a, Result<crate::Claim, StoreError>> {
         Box::pin(async move {
             let now = crate::now_ms();
@@ -346,7 +347,9 @@ impl ExecutionStore for MemoryStore {
                 .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
             match &e.owner {
                 Some((holder, beat))
-                    if holder != owner && now.saturating_sub(*beat) <= stale_ms =>
+                    if holder != owner
+                        && Some(holder.as_str()) != dead
+                        && now.saturating_sub(*beat) <= stale_ms =>
                 {
                     Ok(crate::Claim::Held {
                         owner: holder.clone(),

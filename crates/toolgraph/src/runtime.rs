@@ -61,6 +61,31 @@ fn owner_name() -> Arc<str> {
     format!("pid {} on {host} ({})", std::process::id(), &unique[..8]).into()
 }
 
+/// True when `owner` names a process of this host that no longer exists (a crash, a
+/// SIGKILL): its lease may be taken at once. Unsure (another host, a name of another form,
+/// a reused pid) means no.
+fn died_here(owner: &str) -> bool {
+    let Some(rest) = owner.strip_prefix("pid ") else {
+        return false;
+    };
+    let Some((pid, rest)) = rest.split_once(" on ") else {
+        return false;
+    };
+    let Some((host, _)) = rest.rsplit_once(" (") else {
+        return false;
+    };
+    let here = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    host == here
+        && pid != std::process::id()
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Renews a lease until dropped.
 struct Heartbeat(tokio::task::JoinHandle<()>);
 
@@ -289,7 +314,7 @@ impl Runtime {
             .begin_execution(plan, &config, options.session.as_deref())
             .await?;
         // A fresh record: the claim is granted (it only marks this process as the runner).
-        store.claim(&id, &self.owner, self.lease_ms()).await?;
+        store.claim(&id, &self.owner, self.lease_ms(), None).await?;
         let heartbeat = Heartbeat::start(store.clone(), id.clone(), self.owner.clone());
         let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
         let mut result = self
@@ -343,10 +368,21 @@ impl Runtime {
             return Err(RuntimeError::NothingToResume(id.to_owned()));
         }
         let plan = self.plan(point.calls.clone())?;
+        let mut claim = store.claim(id, &self.owner, self.lease_ms(), None).await?;
+        if let Claim::Held { owner, .. } = &claim {
+            if died_here(owner) {
+                // Its process is gone from this host: no need to wait for the timeout. Only
+                // one claimant can replace that owner.
+                let dead = owner.clone();
+                claim = store
+                    .claim(id, &self.owner, self.lease_ms(), Some(&dead))
+                    .await?;
+            }
+        }
         if let Claim::Held {
             owner,
             heartbeat_age_ms,
-        } = store.claim(id, &self.owner, self.lease_ms()).await?
+        } = claim
         {
             return Err(RuntimeError::Owned {
                 id: id.to_owned(),

@@ -608,15 +608,21 @@ pub async fn an_execution_is_leased_to_one_owner_at_a_time(store: Arc<dyn Execut
         .expect("begin");
     let minute = 60_000;
     assert_eq!(
-        store.claim(&id, "alpha", minute).await.expect("claim"),
+        store
+            .claim(&id, "alpha", minute, None)
+            .await
+            .expect("claim"),
         Claim::Granted
     );
     assert_eq!(
-        store.claim(&id, "alpha", minute).await.expect("again"),
+        store
+            .claim(&id, "alpha", minute, None)
+            .await
+            .expect("again"),
         Claim::Granted,
         "the holder may claim again"
     );
-    match store.claim(&id, "beta", minute).await.expect("claim") {
+    match store.claim(&id, "beta", minute, None).await.expect("claim") {
         Claim::Held {
             owner,
             heartbeat_age_ms,
@@ -641,7 +647,7 @@ pub async fn an_execution_is_leased_to_one_owner_at_a_time(store: Arc<dyn Execut
     tokio::time::sleep(Duration::from_millis(30)).await;
     assert!(store.history(10).await.expect("history")[0].is_abandoned(now_ms(), 10));
     assert_eq!(
-        store.claim(&id, "beta", 10).await.expect("claim"),
+        store.claim(&id, "beta", 10, None).await.expect("claim"),
         Claim::Granted
     );
     assert!(
@@ -658,18 +664,35 @@ pub async fn an_execution_is_leased_to_one_owner_at_a_time(store: Arc<dyn Execut
     );
     store.release(&id, "beta").await.expect("release");
     assert_eq!(
-        store.claim(&id, "gamma", minute).await.expect("claim"),
+        store
+            .claim(&id, "gamma", minute, None)
+            .await
+            .expect("claim"),
+        Claim::Granted
+    );
+    // A holder known dead is replaced at once, by one claimant only.
+    assert_eq!(
+        store
+            .claim(&id, "delta", minute, Some("gamma"))
+            .await
+            .expect("claim"),
         Claim::Granted
     );
     assert!(matches!(
-        store.claim("no-such-execution", "gamma", minute).await,
+        store.claim(&id, "epsilon", minute, Some("gamma")).await.expect("claim"),
+        Claim::Held { ref owner, .. } if owner == "delta"
+    ));
+    store.release(&id, "delta").await.expect("release");
+    assert!(matches!(
+        store
+            .claim("no-such-execution", "gamma", minute, None)
+            .await,
         Err(StoreError::NotFound(_))
     ));
     // Racing claimants: exactly one wins.
-    store.release(&id, "gamma").await.expect("release");
     let racers = (0..8).map(|i| {
         let (store, id) = (store.clone(), id.clone());
-        tokio::spawn(async move { store.claim(&id, &format!("racer{i}"), minute).await })
+        tokio::spawn(async move { store.claim(&id, &format!("racer{i}"), minute, None).await })
     });
     let mut granted = 0;
     for racer in racers {
