@@ -90,7 +90,9 @@ fn call_record(id: &str, row: &AnyRow) -> Result<CallRecord, StoreError> {
                 .unwrap_or(ErrorKind::Permanent),
             message: m,
         }),
-        output: output.and_then(|o| serde_json::from_str(&o).ok()).map(Arc::new),
+        output: output
+            .and_then(|o| serde_json::from_str(&o).ok())
+            .map(Arc::new),
     })
 }
 
@@ -173,8 +175,9 @@ impl Store {
         Ok(())
     }
 
-    /// Statistics over executions created since `since_ms` (epoch ms), optionally for one
-    /// tool: the seed's `get_performance_stats`, across process lifetimes.
+    /// Statistics over the finished executions created since `since_ms` (epoch ms),
+    /// optionally for one tool: the seed's `get_performance_stats`, across process
+    /// lifetimes.
     pub(crate) async fn fetch_stats(
         &self,
         since_ms: i64,
@@ -203,7 +206,7 @@ impl Store {
             .join(", ");
         let mut sql = format!(
             "SELECT c.tool, c.status, c.duration_ms FROM tool_calls c JOIN executions e ON e.id = c.execution_id \
-             WHERE e.created_at >= $1 AND c.status IN ({states})",
+             WHERE e.status = 'finished' AND e.created_at >= $1 AND c.status IN ({states})",
         );
         if tool.is_some() {
             sql.push_str(" AND c.tool = $2");

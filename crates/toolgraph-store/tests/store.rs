@@ -96,6 +96,8 @@ on_every_store!(
     statistics_cover_finished_executions_since_the_cutoff_and_the_named_tool,
     a_run_recorded_after_it_completed_reads_back_as_it_ran,
     an_unknown_execution_is_not_found,
+    pruning_an_execution_while_it_runs_stops_its_recording_and_the_run_finishes,
+    statistics_count_nothing_while_only_unfinished_executions_exist,
 );
 
 #[tokio::test]
