@@ -129,7 +129,7 @@ pub type Servers = Vec<std::sync::Arc<toolgraph::mcp::McpServer>>;
 pub async fn open_store(url: &str) -> Result<Arc<dyn ExecutionStore>> {
     toolgraph_store::open(url)
         .await
-        .with_context(|| format!("opening the store {url}"))
+        .with_context(|| format!("opening the store {}", toolgraph_store::hide_password(url)))
 }
 
 /// Flags of the commands that only read the store.

@@ -72,7 +72,12 @@ pub async fn run(args: RunArgs) -> Result<Outcome> {
         }
     }
     if let (Some(id), false) = (&execution.id, args.output.json) {
-        println!("recorded as execution {id} ({})", config.store.url);
+        let store = runtime.store().map(|s| s.describe()).unwrap_or_default();
+        if execution.recording_error.is_some() {
+            println!("execution {id} ({store}): its record may be incomplete (see the warning)");
+        } else {
+            println!("recorded as execution {id} ({store})");
+        }
     }
     Ok(if result.success {
         Outcome::Success

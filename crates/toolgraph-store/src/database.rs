@@ -2,6 +2,11 @@
 //! opening and migrating, and the writes that bracket an execution (begin, finish, prune).
 //! Reads are in `read`, the per-call writes of a running execution in `recorder`.
 //!
+//! Opening makes one connection by itself first, within
+//! [`StoreOptions::connect_timeout_ms`], and reads from it: a refused port, a file that is
+//! not a database or a wrong password is reported at once as [`StoreError::Open`] — not as
+//! a pool that timed out after retrying it.
+//!
 //! This is the only module family of the workspace that speaks SQL.
 
 use std::collections::BTreeMap;
@@ -10,14 +15,16 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, AssertSqlSafe, Executor};
-use toolgraph_core::ParallelExecutorConfig;
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor};
+use toolgraph_core::{ParallelExecutionResult, ParallelExecutorConfig};
 use toolgraph_engine::{PerformanceStats, Plan};
 
 use crate::read::TABLES;
 use crate::recorder::Recorder;
 use crate::stored::{self, ExecutionSummary, ResumePoint, StoredExecution};
-use crate::{ExecutionRecorder, ExecutionStore, StoreError, now_ms, sql};
+use crate::{
+    ExecutionRecorder, ExecutionStore, StoreError, StoreOptions, now_ms, record_results, sql,
+};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,14 +42,30 @@ pub struct Store {
     backend: Backend,
     /// The URL it was opened with, any password hidden.
     shown: Arc<str>,
+    options: StoreOptions,
 }
 
+/// Statements every SQLite connection runs first: wait for a lock rather than fail at
+/// once (several processes may share the file), and keep foreign keys.
+const SQLITE_SETUP: [&str; 3] = [
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+];
+
 impl Store {
-    /// Opens (and for SQLite creates) the store at `url`, applying migrations.
+    /// Opens (and for SQLite creates) the store at `url`, applying migrations, with
+    /// default [`StoreOptions`].
     ///
     /// `sqlite://toolgraph.db` is a file relative to the current directory;
     /// `postgres://user@host/db` a server.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, StoreOptions::default()).await
+    }
+
+    /// [`open`](Store::open) with `options`: how long to wait for the first connection,
+    /// and how the store's writes wait, retry and give up.
+    pub async fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         install_default_drivers();
         let shown: Arc<str> = hide_password(url).into();
         let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
@@ -60,55 +83,74 @@ impl Store {
         } else {
             return Err(StoreError::Url(url.to_owned()));
         };
-        let mut options = AnyPoolOptions::new().max_connections(match backend {
-            Backend::Sqlite => 4,
-            Backend::Postgres => 8,
-        });
+        let failed = |step: &'static str, cause: String| StoreError::Open {
+            step,
+            url: shown.to_string(),
+            cause,
+        };
+        // One connection by itself first: its own error is the one worth reporting.
+        let limit = options.connect_timeout();
+        match tokio::time::timeout(limit, first_connection(&url, backend)).await {
+            Ok(Ok(())) => {}
+            Ok(Err((step, e))) => return Err(failed(step, e.to_string())),
+            Err(_) => {
+                return Err(failed(
+                    "connecting to",
+                    format!("no answer within {} ms", options.connect_timeout_ms),
+                ));
+            }
+        }
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 8,
+            })
+            .acquire_timeout(limit.max(options.write_timeout()));
         if backend == Backend::Sqlite {
-            options = options.after_connect(|conn, _| {
+            pool_options = pool_options.after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    for statement in SQLITE_SETUP {
+                        conn.execute(statement).await?;
+                    }
                     Ok(())
                 })
             });
         }
+        let pool = pool_options
+            .connect(&url)
+            .await
+            .map_err(|e| failed("connecting to", e.to_string()))?;
         // A new SQLite file opened by several processes at once races on switching to WAL
         // and on migrating (SQLite has no migration lock); the loser's step fails or rolls
         // back, and on retry finds the work done.
         let mut attempt = 0u64;
-        let pool = loop {
-            match Store::prepare(&options, &url, backend).await {
-                Ok(pool) => break pool,
+        loop {
+            match Store::migrate(&pool, backend).await {
+                Ok(()) => break,
                 Err(_) if backend == Backend::Sqlite && attempt < 20 => {
                     attempt += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(failed("migrating the schema of", e.to_string())),
             }
-        };
+        }
         Ok(Store {
             pool,
             backend,
             shown,
+            options,
         })
     }
 
-    async fn prepare(
-        options: &AnyPoolOptions,
-        url: &str,
-        backend: Backend,
-    ) -> Result<AnyPool, StoreError> {
-        let pool = options.clone().connect(url).await?;
+    async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
         match backend {
             Backend::Sqlite => {
                 pool.execute("PRAGMA journal_mode = WAL").await?;
-                sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+                sqlx::migrate!("./migrations/sqlite").run(pool).await?;
             }
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(pool).await?,
         }
-        Ok(pool)
+        Ok(())
     }
 
     /// A new unique id (for sessions).
@@ -123,6 +165,10 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    pub(crate) fn options(&self) -> StoreOptions {
+        self.options
     }
 
     async fn insert_execution(
@@ -211,8 +257,21 @@ impl Store {
         Ok(id)
     }
 
+    /// Computes execution `id`'s figures from its stored calls and writes them. Reading
+    /// takes as long as the execution is large; the write, a handful of rows, is tried as
+    /// every write of the store is ([`StoreOptions::retrying`]).
     async fn store_figures(&self, id: &str) -> Result<StoredExecution, StoreError> {
         let mut stored = self.fetch_execution(id).await?;
+        self.options
+            .retrying("finishing the execution", || {
+                self.write_figures(id, &stored)
+            })
+            .await?;
+        stored::mark_finished(&mut stored);
+        Ok(stored)
+    }
+
+    async fn write_figures(&self, id: &str, stored: &StoredExecution) -> Result<(), StoreError> {
         let r = &stored.result;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -282,8 +341,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        stored::mark_finished(&mut stored);
-        Ok(stored)
+        Ok(())
     }
 
     async fn delete_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
@@ -399,10 +457,54 @@ impl ExecutionStore for Store {
     ) -> BoxFuture<'a, Result<BTreeMap<String, i64>, StoreError>> {
         Box::pin(self.count_rows(id))
     }
+
+    fn record_outcomes<'a>(
+        &'a self,
+        id: &'a str,
+        result: &'a ParallelExecutionResult,
+        skip: Vec<bool>,
+        offset_ms: f64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        // One more try after the recorder gave up: no retries.
+        let once = Store {
+            options: StoreOptions {
+                write_retries: 0,
+                ..self.options
+            },
+            ..self.clone()
+        };
+        Box::pin(async move {
+            let recorder = once.recorder(id, result.results.len(), skip, offset_ms);
+            record_results(&*recorder, &result.results);
+            recorder.close().await
+        })
+    }
 }
 
-/// `url` with the password of its user part, if any, replaced by `***`.
-fn hide_password(url: &str) -> String {
+/// Opens one connection to `url` and reads from it, then closes it; on failure, what
+/// failed (`connecting to`, `reading`) and the database's error.
+async fn first_connection(url: &str, backend: Backend) -> Result<(), (&'static str, sqlx::Error)> {
+    let mut conn = AnyConnection::connect(url)
+        .await
+        .map_err(|e| ("connecting to", e))?;
+    let read = match backend {
+        // Reading the schema fails on a file that is not a SQLite database.
+        Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master",
+        Backend::Postgres => "SELECT 1",
+    };
+    if backend == Backend::Sqlite {
+        conn.execute(SQLITE_SETUP[0])
+            .await
+            .map_err(|e| ("reading", e))?;
+    }
+    conn.execute(read).await.map_err(|e| ("reading", e))?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// `url` with the password of its user part, if any, replaced by `***`: how a store's URL
+/// appears in messages.
+pub fn hide_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

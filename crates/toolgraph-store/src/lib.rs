@@ -10,13 +10,20 @@
 //! - [`MemoryStore`]: everything in this process, for tests and embedders without a
 //!   database.
 //!
-//! [`open`] picks one by URL: `sqlite:…`, `postgres://…` / `postgresql://…`, or `memory:`.
+//! [`open`] picks one by URL: `sqlite:…`, `postgres://…` / `postgresql://…`, or `memory:`;
+//! [`open_with`] takes [`StoreOptions`] too (timeouts, retries, queue size). Opening makes
+//! one connection first, with a short timeout, so a wrong port or a file that is not a
+//! database fails at once with its own error.
 //!
 //! Writes during an execution go through an [`ExecutionRecorder`], an `EventSink` the
-//! scheduler takes as a sink. The SQL store's recorder queues rows and lets a background
-//! task write them in batched transactions, off the scheduler's hot path. For a call whose
-//! tool is not idempotent, the recorder makes the "running" state durable *before* the tool
-//! runs (write-ahead), so a crash never leaves a call that may have acted without a trace.
+//! scheduler takes as a sink. The SQL store's recorder queues rows (a bounded queue) and
+//! lets a background task write them in batched transactions, off the scheduler's hot
+//! path. For a call whose tool is not idempotent, the recorder makes the "running" state
+//! durable *before* the tool runs (write-ahead), so a crash never leaves a call that may
+//! have acted without a trace. Recording never stops the work: a failed write is tried
+//! again a bounded number of times, then recording stops and the calls run on (see
+//! [`StoreError::RecordingStopped`]); a call waits for durability for a bounded time (see
+//! [`StoreError::NotDurable`]).
 //! Figures are computed from the stored calls (module `stored`, shared by both stores), so
 //! a resumed execution is measured over every run.
 //!
@@ -25,6 +32,7 @@
 mod database;
 mod lease;
 mod memory;
+mod options;
 mod read;
 mod recorder;
 mod sql;
@@ -35,12 +43,15 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
-use toolgraph_core::{CallOutcome, EventSink, ParallelExecutionResult, ParallelExecutorConfig};
+use toolgraph_core::{
+    CallOutcome, CallResult, EventSink, ParallelExecutionResult, ParallelExecutorConfig,
+};
 use toolgraph_engine::{PerformanceStats, Plan};
 
-pub use database::{Backend, Store};
+pub use database::{Backend, Store, hide_password};
 pub use lease::Claim;
 pub use memory::MemoryStore;
+pub use options::StoreOptions;
 pub use stored::{ExecutionSummary, ResumePoint, StoredExecution};
 
 /// What toolgraph needs from a place that records executions. [`Store`] implements it for
@@ -111,8 +122,10 @@ pub trait ExecutionStore: Send + Sync {
     /// The newest executions first, at most `limit`.
     fn history(&self, limit: i64) -> BoxFuture<'_, Result<Vec<ExecutionSummary>, StoreError>>;
 
-    /// Statistics over executions created since `since_ms` (epoch ms), optionally for one
-    /// tool: the seed's `get_performance_stats`, across process lifetimes.
+    /// Statistics over the finished executions created since `since_ms` (epoch ms),
+    /// optionally for one tool: the seed's `get_performance_stats`, across process
+    /// lifetimes. Executions that never finished (interrupted, or whose recording stopped)
+    /// count nowhere, so the totals and the per-tool counts agree.
     fn performance_stats<'a>(
         &'a self,
         since_ms: i64,
@@ -174,22 +187,47 @@ pub trait ExecutionStore: Send + Sync {
         Box::pin(async move {
             let id = self.begin_execution(plan, config, session).await?;
             let recorder = self.recorder(&id, plan.len(), Vec::new(), 0.0);
-            for (i, r) in result.results.iter().enumerate() {
-                let outcome = CallOutcome {
-                    status: r.status,
-                    output: r.output.as_ref(),
-                    error: r.error.as_ref(),
-                    attempts: r.attempts,
-                    queued_ms: r.queued_ms,
-                    started_ms: r.started_ms,
-                    finished_ms: r.finished_ms.unwrap_or(0.0),
-                };
-                recorder.on_outcome(i, &outcome);
-            }
+            record_results(&*recorder, &result.results);
             recorder.close().await?;
             self.finish_execution(&id).await?;
             Ok(id)
         })
+    }
+
+    /// Writes the outcome of every call of `result` into execution `id`, except at the
+    /// positions `skip` marks: how a record whose recorder stopped part-way
+    /// ([`StoreError::RecordingStopped`]) is completed once the run is over. `offset_ms` is
+    /// as for [`recorder`](ExecutionStore::recorder). Returns how many rows were written.
+    ///
+    /// The SQL store tries this once (no retries): the recorder already tried hard.
+    fn record_outcomes<'a>(
+        &'a self,
+        id: &'a str,
+        result: &'a ParallelExecutionResult,
+        skip: Vec<bool>,
+        offset_ms: f64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let recorder = self.recorder(id, result.results.len(), skip, offset_ms);
+            record_results(&*recorder, &result.results);
+            recorder.close().await
+        })
+    }
+}
+
+/// Hands every call's outcome of `results` to `recorder`.
+pub(crate) fn record_results(recorder: &dyn ExecutionRecorder, results: &[CallResult]) {
+    for (i, r) in results.iter().enumerate() {
+        let outcome = CallOutcome {
+            status: r.status,
+            output: r.output.as_ref(),
+            error: r.error.as_ref(),
+            attempts: r.attempts,
+            queued_ms: r.queued_ms,
+            started_ms: r.started_ms,
+            finished_ms: r.finished_ms.unwrap_or(0.0),
+        };
+        recorder.on_outcome(i, &outcome);
     }
 }
 
@@ -197,15 +235,21 @@ pub trait ExecutionStore: Send + Sync {
 /// scheduler (through [`as_sink`](ExecutionRecorder::as_sink)), then
 /// [`close`](ExecutionRecorder::close)d before the execution is finished.
 ///
-/// `before_start` keeps the write-ahead promise: when it returns a future, the call's
-/// "running" state is durable once that future resolves; when it returns `None`, it is
-/// already recorded.
+/// `before_start` keeps the write-ahead promise for a call whose tool is not idempotent:
+/// when it returns a future, the call's "running" state is durable once that future
+/// resolves; when it returns `None`, it is already recorded. Two exceptions, both reported
+/// by `close` and never stopping the call: recording stopped (a write failed for good), or
+/// the store took longer than the durability timeout ([`StoreOptions`]). A recorder may
+/// also return a future for an idempotent call, to make it wait for room in its queue.
 pub trait ExecutionRecorder: EventSink {
     /// This recorder as the sink the scheduler takes (`RunOptions::sink`).
     fn as_sink(&self) -> &dyn EventSink;
 
     /// Records everything still queued and stops. Returns how many starts and ends were
-    /// recorded.
+    /// recorded, or why the record is not what it promised: [`StoreError::RecordingStopped`]
+    /// (the record stops where a write failed for good; the run went on) or
+    /// [`StoreError::NotDurable`] (the record is complete, but some calls went ahead before
+    /// their start was durable).
     fn close(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
@@ -218,12 +262,31 @@ pub enum StoreError {
     /// The URL names no supported store.
     #[error("unsupported store URL {0:?} (expected sqlite:, postgres:// or memory:)")]
     Url(String),
+    /// Opening the store failed: what was being done, the store (its URL, any password
+    /// hidden), and the database's own error.
+    #[error("{step} {url}: {cause}")]
+    Open {
+        /// What failed: `connecting to`, `reading`, `migrating the schema of`.
+        step: &'static str,
+        /// The store's URL, any password hidden.
+        url: String,
+        /// The database's error.
+        cause: String,
+    },
     /// The database refused or failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// A migration failed.
     #[error("migrating the schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A write took longer than its timeout ([`StoreOptions::write_timeout_ms`]).
+    #[error("{what} took longer than {after_ms} ms")]
+    TimedOut {
+        /// The write.
+        what: &'static str,
+        /// The timeout.
+        after_ms: u64,
+    },
     /// No execution has that id.
     #[error("no execution {0} in the store")]
     NotFound(String),
@@ -238,16 +301,65 @@ pub enum StoreError {
     /// The recorder's writer stopped.
     #[error("the recorder stopped: {0}")]
     Recorder(String),
+    /// A write failed for good while the execution ran, so recording stopped there: the
+    /// calls ran on, their results are complete, but the store holds only what was written
+    /// before (later calls are still `pending` or `running` in it).
+    #[error("recording execution {id} stopped after {written} row(s): {cause}")]
+    RecordingStopped {
+        /// The execution.
+        id: String,
+        /// Starts and ends written before recording stopped.
+        written: u64,
+        /// The last failure.
+        cause: String,
+    },
+    /// Calls whose tool is not idempotent went ahead before their start was durable (the
+    /// store took longer than [`StoreOptions::durable_timeout_ms`]). The record is
+    /// complete; a crash at that time could have left those calls without a trace.
+    #[error(
+        "execution {id}: {calls} call(s) that must not run twice started before their start was durable (the store took longer than {timeout_ms} ms)"
+    )]
+    NotDurable {
+        /// The execution.
+        id: String,
+        /// How many calls.
+        calls: u64,
+        /// The durability timeout.
+        timeout_ms: u64,
+    },
+}
+
+impl StoreError {
+    /// Whether trying the same write again may succeed: not for a constraint the data
+    /// breaks, an execution that is gone, or data that cannot be read.
+    pub(crate) fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                matches!(e.kind(), sqlx::error::ErrorKind::Other)
+            }
+            StoreError::Database(sqlx::Error::PoolClosed) => false,
+            StoreError::Database(_) | StoreError::TimedOut { .. } | StoreError::Recorder(_) => true,
+            _ => false,
+        }
+    }
 }
 
 /// Opens the store `url` names: `sqlite:…` (a file, created on first use),
 /// `postgres://…` or `postgresql://…` (a server), or `memory:` (a fresh, empty
-/// [`MemoryStore`]). SQL stores are migrated on open.
+/// [`MemoryStore`]). SQL stores are migrated on open. Default [`StoreOptions`].
 pub async fn open(url: &str) -> Result<Arc<dyn ExecutionStore>, StoreError> {
+    open_with(url, StoreOptions::default()).await
+}
+
+/// [`open`] with `options` (ignored by the memory store, which cannot fail).
+pub async fn open_with(
+    url: &str,
+    options: StoreOptions,
+) -> Result<Arc<dyn ExecutionStore>, StoreError> {
     if url == "memory:" || url == "memory://" {
         return Ok(Arc::new(MemoryStore::new()));
     }
-    Ok(Arc::new(Store::open(url).await?))
+    Ok(Arc::new(Store::open_with(url, options).await?))
 }
 
 /// Milliseconds since the Unix epoch.

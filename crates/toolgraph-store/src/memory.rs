@@ -176,16 +176,18 @@ impl MemoryStore {
         let (mut speedup, mut makespan, mut efficiency) = (0.0, 0.0, 0.0);
         let (mut calls, mut ok) = (0u64, 0u64);
         let mut tally = ToolTally::default();
+        // Only finished executions count, for the averages and per tool alike (as in the
+        // SQL store): the figures never disagree with one another.
         for e in executions.values().filter(|e| e.created_at >= since_ms) {
-            if let (Some(f), "finished") = (&e.figures, e.status) {
-                finished += 1;
-                speedup += f.speedup;
-                makespan += f.makespan_ms;
-                efficiency += f.efficiency;
-                calls += e.calls.len() as u64;
-                ok += e.calls.iter().filter(|c| c.state == "ok").count() as u64;
-            }
-            // Per tool, every execution counts, finished or not (as in the SQL store).
+            let (Some(f), "finished") = (&e.figures, e.status) else {
+                continue;
+            };
+            finished += 1;
+            speedup += f.speedup;
+            makespan += f.makespan_ms;
+            efficiency += f.efficiency;
+            calls += e.calls.len() as u64;
+            ok += e.calls.iter().filter(|c| c.state == "ok").count() as u64;
             for c in &e.calls {
                 if TOOL_STATS_STATES.contains(&c.state.as_str())
                     && tool.is_none_or(|t| t == c.call.name)
@@ -250,14 +252,18 @@ impl MemoryStore {
     }
 
     /// Applies `change` to call `position` of execution `id`, if both exist (as the SQL
-    /// store's updates touch no row otherwise).
-    fn update(&self, id: &str, position: usize, change: impl FnOnce(&mut CallRecord)) {
-        if let Some(call) = self
+    /// store's updates touch no row otherwise). Returns whether they did.
+    fn update(&self, id: &str, position: usize, change: impl FnOnce(&mut CallRecord)) -> bool {
+        match self
             .lock()
             .get_mut(id)
             .and_then(|e| e.calls.get_mut(position))
         {
-            change(call);
+            Some(call) => {
+                change(call);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -292,6 +298,7 @@ impl ExecutionStore for MemoryStore {
             base_ms: now_ms(),
             written: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
         })
     }
 
@@ -415,15 +422,21 @@ struct MemoryRecorder {
     written: AtomicU64,
     /// After `close`, nothing more is recorded (as with the SQL recorder's stopped writer).
     closed: AtomicBool,
+    /// The execution went from the store while it ran (pruned): recording stopped, as the
+    /// SQL recorder's does when an end finds no row.
+    lost: AtomicBool,
 }
 
 impl MemoryRecorder {
     fn record(&self, position: usize, change: impl FnOnce(&mut CallRecord)) {
-        if self.closed.load(Ordering::Acquire) {
+        if self.closed.load(Ordering::Acquire) || self.lost.load(Ordering::Acquire) {
             return;
         }
-        self.written.fetch_add(1, Ordering::Relaxed);
-        self.store.update(&self.id, position, change);
+        if self.store.update(&self.id, position, change) {
+            self.written.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.lost.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -454,7 +467,15 @@ impl ExecutionRecorder for MemoryRecorder {
         Box::pin(async move {
             self.closed.store(true, Ordering::Release);
             // A second close has nothing left to drain, as with the SQL recorder.
-            Ok(self.written.swap(0, Ordering::AcqRel))
+            let written = self.written.swap(0, Ordering::AcqRel);
+            if self.lost.swap(false, Ordering::AcqRel) {
+                return Err(StoreError::RecordingStopped {
+                    id: self.id.clone(),
+                    written,
+                    cause: StoreError::NotFound(self.id.clone()).to_string(),
+                });
+            }
+            Ok(written)
         })
     }
 }

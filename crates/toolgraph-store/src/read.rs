@@ -176,8 +176,9 @@ impl Store {
         Ok(())
     }
 
-    /// Statistics over executions created since `since_ms` (epoch ms), optionally for one
-    /// tool: the seed's `get_performance_stats`, across process lifetimes.
+    /// Statistics over the finished executions created since `since_ms` (epoch ms),
+    /// optionally for one tool: the seed's `get_performance_stats`, across process
+    /// lifetimes.
     pub(crate) async fn fetch_stats(
         &self,
         since_ms: i64,
@@ -206,7 +207,7 @@ impl Store {
             .join(", ");
         let mut sql = format!(
             "SELECT c.tool, c.status, c.duration_ms FROM tool_calls c JOIN executions e ON e.id = c.execution_id \
-             WHERE e.created_at >= $1 AND c.status IN ({states})",
+             WHERE e.status = 'finished' AND e.created_at >= $1 AND c.status IN ({states})",
         );
         if tool.is_some() {
             sql.push_str(" AND c.tool = $2");

@@ -118,26 +118,3 @@ pub(crate) async fn insert_rows(
     }
     Ok(())
 }
-
-/// Runs `UPDATE table SET ... FROM (VALUES ...) AS v WHERE ...` for `rows`, in chunks;
-/// `template` holds `{values}` where the rows go. The first parameter of every statement
-/// is `first` (the execution id), so row parameters start at `$2`.
-pub(crate) async fn update_rows(
-    conn: &mut AnyConnection,
-    template: &str,
-    first: &str,
-    rows: &[Vec<Param>],
-) -> Result<(), sqlx::Error> {
-    let width = rows.first().map_or(1, Vec::len);
-    for chunk in rows.chunks(chunk_rows(conn, width)) {
-        // The execution id is $1; the rows' parameters follow.
-        let mut first_args = AnyArguments::default();
-        Param::Text(first.to_owned()).add(&mut first_args)?;
-        let (text, args) = values(chunk, "", 1, first_args)?;
-        let sql = template.replace("{values}", &text);
-        sqlx::query_with(AssertSqlSafe(sql), args)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
-}

@@ -97,6 +97,8 @@ on_every_store!(
     a_run_recorded_after_it_completed_reads_back_as_it_ran,
     an_unknown_execution_is_not_found,
     an_execution_is_leased_to_one_owner_at_a_time,
+    pruning_an_execution_while_it_runs_stops_its_recording_and_the_run_finishes,
+    statistics_count_nothing_while_only_unfinished_executions_exist,
 );
 
 #[tokio::test]

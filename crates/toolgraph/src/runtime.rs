@@ -15,6 +15,12 @@
 //! ([`LEASE_TIMEOUT`] unless [`Runtime::with_lease_timeout`] says otherwise), so no call runs
 //! twice because two processes ran one execution.
 //!
+//! A store that fails while an execution runs never stops it (the store's recorder gives
+//! up after bounded retries and lets every call go on): once the run is over, the runtime
+//! tries once more to complete the record from the results, and reports what went wrong —
+//! and whether the stored record is complete — in [`Execution::recording_error`] and the
+//! result's `metadata.recording_error`.
+//!
 //! Invariant: front ends translate input into a runtime call and its result into output;
 //! nothing here prints, reads the environment or exits.
 
@@ -29,7 +35,9 @@ use toolgraph_core::{
 use toolgraph_engine::{CancellationToken, ParallelExecutor, Plan, Preset, RunOptions};
 use toolgraph_llm::BatchRunner;
 use toolgraph_mcp::McpServer;
-use toolgraph_store::{Claim, ExecutionStore, ResumePoint, StoreError, StoredExecution};
+use toolgraph_store::{
+    Claim, ExecutionRecorder, ExecutionStore, ResumePoint, StoreError, StoredExecution,
+};
 
 use crate::{Config, SetupError};
 
@@ -134,7 +142,10 @@ pub struct Execution {
     pub result: ParallelExecutionResult,
     /// The stored execution's id, when it was recorded.
     pub id: Option<String>,
-    /// Why recording failed after the calls ran (the result is complete regardless).
+    /// Why recording did not go as promised (the result is complete regardless): the
+    /// store failed while the calls ran, or calls went ahead before their start was
+    /// durable. The text says whether the stored record is complete. Also in the result's
+    /// `metadata.recording_error`.
     pub recording_error: Option<String>,
 }
 
@@ -202,7 +213,7 @@ impl Runtime {
                 toolgraph_store::open(&config.store.url)
                     .await
                     .map_err(|source| SetupError::Store {
-                        url: config.store.url.clone(),
+                        url: toolgraph_store::hide_password(&config.store.url),
                         source,
                     })?,
             )
@@ -291,8 +302,9 @@ impl Runtime {
     }
 
     /// Runs a planned batch. With a store, the execution is written ahead before anything
-    /// runs (a failure there is an error, and nothing ran); a failure to finish the record
-    /// afterwards is reported in [`Execution::recording_error`], never by losing the result.
+    /// runs (a failure there is an error, and nothing ran); a store that fails while the
+    /// calls run, or a failure to finish the record afterwards, is reported in
+    /// [`Execution::recording_error`], never by losing the result or stopping the calls.
     pub async fn execute(
         &self,
         plan: &Plan,
@@ -320,15 +332,16 @@ impl Runtime {
         let mut result = self
             .run(plan, options, Some(recorder.as_sink()), Vec::new())
             .await;
-        let recorded = async {
-            recorder.close().await?;
-            store.finish_execution(&id).await
-        };
-        let recording_error = recorded.await.err().map(|e| e.to_string());
+        let recording_error =
+            match finish_record(&**store, &id, &*recorder, &result, Vec::new(), 0.0).await {
+                Ok((_, problem)) => problem,
+                Err(e) => Some(e.to_string()),
+            };
         drop(heartbeat);
         // Best effort: a lease left behind lapses by itself.
         let _ = store.release(&id, &self.owner).await;
         result.metadata.execution_id = Some(id.clone());
+        result.metadata.recording_error = recording_error.clone();
         Ok(Execution {
             result,
             id: Some(id),
@@ -360,7 +373,9 @@ impl Runtime {
     /// their recorded outcome, calls that never started run, calls that were running run
     /// again only when their tool is idempotent for their arguments (otherwise they end
     /// `interrupted`: what they did is unknown). The batch runs with the limits it was
-    /// recorded with, under the runtime's shared limits, with today's tools.
+    /// recorded with, under the runtime's shared limits, with today's tools. A store that
+    /// fails while it runs does not stop it; if the record cannot be completed afterwards,
+    /// that is the error.
     pub async fn resume(&self, id: &str, options: ExecuteOptions) -> Result<Resumed, RuntimeError> {
         let store = self.store.as_ref().ok_or(RuntimeError::NoStore)?;
         let point = store.resume_point(id).await?;
@@ -402,7 +417,7 @@ impl Runtime {
         let skip: Vec<bool> = point.ended.iter().map(Option::is_some).collect();
         let offset_ms = (toolgraph_store::now_ms() - point.created_at).max(0) as f64;
         store.mark_resumed(id).await?;
-        let recorder = store.recorder(id, plan.len(), skip, offset_ms);
+        let recorder = store.recorder(id, plan.len(), skip.clone(), offset_ms);
         let options = ExecuteOptions {
             config: Some(
                 options
@@ -411,13 +426,16 @@ impl Runtime {
             ),
             ..options
         };
-        self.run(&plan, options, Some(recorder.as_sink()), preset)
+        let result = self
+            .run(&plan, options, Some(recorder.as_sink()), preset)
             .await;
-        recorder.close().await?;
-        let mut stored = store.finish_execution(id).await?;
+        let finished = finish_record(&**store, id, &*recorder, &result, skip, offset_ms).await;
         drop(heartbeat);
         let _ = store.release(id, &self.owner).await;
+        let (mut stored, recording_error) = finished?;
         stored.result.metadata.execution_id = Some(id.to_owned());
+        // Why recording did not go as promised while it ran (the record is complete).
+        stored.result.metadata.recording_error = recording_error;
         stored.result.metadata.resume = Some(toolgraph_core::ResumeMetadata {
             kept: counts.kept,
             rerun: counts.rerun,
@@ -444,6 +462,56 @@ impl Runtime {
     pub fn new_session_id() -> String {
         uuid::Uuid::new_v4().to_string()
     }
+}
+
+/// Closes `recorder` and finishes execution `id` from what was stored. A recording that
+/// stopped part-way (the store failed while the calls ran) is first completed from
+/// `result` — one more try, now that the run is over; `skip` and `offset_ms` are the
+/// recorder's. Returns the finished execution and, when recording did not go as promised,
+/// why (saying the record is complete); an error when the record could not be completed.
+async fn finish_record(
+    store: &dyn ExecutionStore,
+    id: &str,
+    recorder: &dyn ExecutionRecorder,
+    result: &ParallelExecutionResult,
+    skip: Vec<bool>,
+    offset_ms: f64,
+) -> Result<(StoredExecution, Option<String>), StoreError> {
+    let problem = match recorder.close().await {
+        Ok(_) => None,
+        // Every row was written; some calls did not wait for theirs.
+        Err(late @ StoreError::NotDurable { .. }) => Some(late.to_string()),
+        Err(stopped) => match store.record_outcomes(id, result, skip, offset_ms).await {
+            Ok(_) | Err(StoreError::NotDurable { .. }) => Some(format!(
+                "{stopped}; the record was completed from the results after the run"
+            )),
+            Err(again) => {
+                let again = match again {
+                    StoreError::RecordingStopped { cause, .. } => cause,
+                    other => other.to_string(),
+                };
+                return Err(match stopped {
+                    StoreError::RecordingStopped { id, written, cause } => {
+                        let again = if again == cause {
+                            "for the same reason".to_owned()
+                        } else {
+                            format!("({again})")
+                        };
+                        StoreError::RecordingStopped {
+                            id,
+                            written,
+                            cause: format!(
+                                "{cause}; completing the record from the results failed too {again}: the stored record is incomplete"
+                            ),
+                        }
+                    }
+                    other => other,
+                });
+            }
+        },
+    };
+    let stored = store.finish_execution(id).await?;
+    Ok((stored, problem))
 }
 
 /// What resume does with each call: keep its outcome, run it (again), or report it
@@ -520,11 +588,8 @@ impl BatchRunner for SessionRunner {
                 ..ExecuteOptions::default()
             };
             match runtime.execute(&plan, options.clone()).await {
-                Ok(execution) => {
-                    let mut result = execution.result;
-                    result.metadata.recording_error = execution.recording_error;
-                    Ok(result)
-                }
+                // A recording error is in the result's metadata already.
+                Ok(execution) => Ok(execution.result),
                 Err(RuntimeError::Input(e)) => Err(e),
                 // The store failed before anything ran: the turn still runs, unrecorded.
                 Err(e) => {

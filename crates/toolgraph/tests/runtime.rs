@@ -1,15 +1,24 @@
 //! The runtime owns recording: an execution is written ahead and finished from what was
 //! stored, a chat's batches are recorded ahead with their real plan, resume classifies what
-//! a crash left, and every clone shares one set of limits.
+//! a crash left, and every clone shares one set of limits. A store that fails mid-run
+//! never stops the run: the failure is reported, and the record completed when it can be.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use serde_json::json;
 use toolgraph::{ExecuteOptions, Runtime, RuntimeError, classify_resume};
-use toolgraph_core::{CallStatus, ParallelExecutorConfig, ToolCall, ToolSet, ToolSpec};
-use toolgraph_engine::{ParallelExecutor, Preset};
-use toolgraph_store::{ExecutionStore, MemoryStore, ResumePoint};
+use toolgraph_core::{
+    CallOutcome, CallStatus, Event, EventSink, ParallelExecutorConfig, ToolCall, ToolSet, ToolSpec,
+};
+use toolgraph_engine::{ParallelExecutor, PerformanceStats, Plan, Preset};
+use toolgraph_store::{
+    ExecutionRecorder, ExecutionStore, ExecutionSummary, MemoryStore, ResumePoint, StoreError,
+    StoreOptions, StoredExecution,
+};
 use toolgraph_test_support::{Gate, Probe, ScriptedTool};
 
 fn tools(probe: &Arc<Probe>) -> (ToolSet, Arc<tokio::sync::Semaphore>) {
@@ -279,6 +288,254 @@ async fn an_output_is_shared_with_the_store_not_copied() {
         Arc::ptr_eq(ran, kept),
         "the result and the in-memory store hold one output, not two copies"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_fails_for_good_mid_run_is_reported_and_the_run_finishes_in_bounded_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("toolgraph.db").display());
+    let options = StoreOptions {
+        durable_timeout_ms: 500,
+        write_timeout_ms: 500,
+        write_retries: 1,
+        ..StoreOptions::default()
+    };
+    let store = toolgraph_store::open_with(&url, options)
+        .await
+        .expect("sqlite");
+    let probe = Probe::new();
+    let (tools, permits) = tools(&probe);
+    let executor = ParallelExecutor::new(tools, ParallelExecutorConfig::default()).expect("ok");
+    let runtime = Runtime::new(executor, Some(store.clone()));
+    // `g2` must not run twice: its start comes after the record is gone.
+    let calls = vec![
+        ToolCall::new("g", "gate", json!({})),
+        ToolCall::new("b", "t", json!({"ms": 200})).depends_on(["g"]),
+        ToolCall::new("g2", "gate", json!({})).depends_on(["b"]),
+    ];
+    let running = tokio::spawn({
+        let runtime = runtime.clone();
+        async move {
+            runtime
+                .execute_calls(calls, ExecuteOptions::default())
+                .await
+        }
+    });
+    loop {
+        if let Some(h) = store.history(1).await.expect("history").first() {
+            if store.load(&h.id).await.expect("load").states[0] == "running" {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The record goes while the execution runs (as a disk that fills up, a lock held by
+    // another process, or a server that dies take the rest of it).
+    assert_eq!(store.prune(i64::MAX / 2).await.expect("pruned"), 1);
+    let from = Instant::now();
+    permits.add_permits(2);
+    let execution = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the run finishes although the store failed")
+        .expect("joined")
+        .expect("ran");
+    assert!(
+        from.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        from.elapsed()
+    );
+    assert!(execution.result.success, "{:?}", execution.result.errors);
+    assert_eq!(probe.invocations(), 3, "every call ran");
+    let error = execution.recording_error.expect("the failure is reported");
+    assert!(error.contains("stopped"), "{error}");
+    assert!(error.contains("the stored record is incomplete"), "{error}");
+    assert_eq!(
+        execution.result.metadata.recording_error.as_deref(),
+        Some(error.as_str())
+    );
+    assert!(execution.id.is_some());
+}
+
+#[tokio::test]
+async fn a_recording_that_stopped_is_completed_from_the_results_after_the_run() {
+    let probe = Probe::new();
+    let (tools, _permits) = tools(&probe);
+    let executor = ParallelExecutor::new(tools, ParallelExecutorConfig::default()).expect("ok");
+    let store = Arc::new(FlakyStore::default());
+    let runtime = Runtime::new(executor, Some(store.clone() as Arc<dyn ExecutionStore>));
+    let calls: Vec<ToolCall> = (0..5)
+        .map(|i| ToolCall::new(format!("c{i}"), "t", json!({"v": i})))
+        .collect();
+    let execution = runtime
+        .execute_calls(calls, ExecuteOptions::default())
+        .await
+        .expect("ran");
+    let error = execution.recording_error.expect("reported");
+    assert!(
+        error.contains("the record was completed from the results"),
+        "{error}"
+    );
+    let id = execution.id.expect("recorded");
+    let stored = store.load(&id).await.expect("load");
+    assert_eq!(stored.summary.status, "finished");
+    assert_eq!(stored.states, ["ok"; 5], "complete after all");
+    for (s, r) in stored.result.results.iter().zip(&execution.result.results) {
+        assert_eq!(s.output, r.output);
+    }
+}
+
+/// A memory store whose first recorder records two rows and then stops, as the SQL
+/// recorder does when its store fails for good; the store is fine again afterwards.
+#[derive(Default)]
+struct FlakyStore {
+    inner: MemoryStore,
+    failed: AtomicBool,
+}
+
+/// The first recorder of a [`FlakyStore`].
+struct Stopping {
+    inner: Arc<dyn ExecutionRecorder>,
+    id: String,
+    rows: AtomicU64,
+}
+
+impl Stopping {
+    fn admit(&self) -> bool {
+        self.rows.fetch_add(1, Ordering::SeqCst) < 2
+    }
+}
+
+impl EventSink for Stopping {
+    fn on_event(&self, event: &Event) {
+        self.inner.on_event(event);
+    }
+
+    fn before_start(&self, position: usize, idempotent: bool) -> Option<BoxFuture<'static, ()>> {
+        if self.admit() {
+            return self.inner.before_start(position, idempotent);
+        }
+        None
+    }
+
+    fn on_outcome(&self, position: usize, outcome: &CallOutcome<'_>) {
+        if self.admit() {
+            self.inner.on_outcome(position, outcome);
+        }
+    }
+}
+
+impl ExecutionRecorder for Stopping {
+    fn as_sink(&self) -> &dyn EventSink {
+        self
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let written = self.inner.close().await?;
+            Err(StoreError::RecordingStopped {
+                id: self.id.clone(),
+                written,
+                cause: "database or disk is full".into(),
+            })
+        })
+    }
+}
+
+impl ExecutionStore for FlakyStore {
+    fn describe(&self) -> String {
+        "flaky memory".into()
+    }
+
+    fn begin_execution<'a>(
+        &'a self,
+        plan: &'a Plan,
+        config: &'a ParallelExecutorConfig,
+        session: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        self.inner.begin_execution(plan, config, session)
+    }
+
+    fn recorder(
+        &self,
+        id: &str,
+        calls: usize,
+        skip: Vec<bool>,
+        offset_ms: f64,
+    ) -> Arc<dyn ExecutionRecorder> {
+        let inner = self.inner.recorder(id, calls, skip, offset_ms);
+        if self.failed.swap(true, Ordering::SeqCst) {
+            return inner;
+        }
+        Arc::new(Stopping {
+            inner,
+            id: id.to_owned(),
+            rows: AtomicU64::new(0),
+        })
+    }
+
+    fn finish_execution<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<StoredExecution, StoreError>> {
+        self.inner.finish_execution(id)
+    }
+
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<StoredExecution, StoreError>> {
+        self.inner.load(id)
+    }
+
+    fn history(&self, limit: i64) -> BoxFuture<'_, Result<Vec<ExecutionSummary>, StoreError>> {
+        self.inner.history(limit)
+    }
+
+    fn performance_stats<'a>(
+        &'a self,
+        since_ms: i64,
+        tool: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<PerformanceStats, StoreError>> {
+        self.inner.performance_stats(since_ms, tool)
+    }
+
+    fn resume_point<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ResumePoint, StoreError>> {
+        self.inner.resume_point(id)
+    }
+
+    fn mark_resumed<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.mark_resumed(id)
+    }
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        stale_ms: i64,
+        dead: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<toolgraph_store::Claim, StoreError>> {
+        self.inner.claim(id, owner, stale_ms, dead)
+    }
+
+    fn heartbeat<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.inner.heartbeat(id, owner)
+    }
+
+    fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.release(id, owner)
+    }
+
+    fn prune(&self, cutoff_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.prune(cutoff_ms)
+    }
+
+    fn row_counts<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, i64>, StoreError>> {
+        self.inner.row_counts(id)
+    }
 }
 
 #[tokio::test]

@@ -595,6 +595,97 @@ pub async fn an_unknown_execution_is_not_found(store: Arc<dyn ExecutionStore>) {
     assert!(counts.values().all(|n| *n == 0), "{counts:?}");
 }
 
+pub async fn pruning_an_execution_while_it_runs_stops_its_recording_and_the_run_finishes(
+    store: Arc<dyn ExecutionStore>,
+) {
+    let probe = Probe::new();
+    let (set, permits) = tools(&probe);
+    let executor = ParallelExecutor::new(set, ParallelExecutorConfig::default()).expect("config");
+    // `g2` must not run twice: its start waits to be durable, after the record went (`b`
+    // takes long enough for the writer to have met the loss by then).
+    let plan = executor
+        .plan(vec![
+            ToolCall::new("g", "gate", json!({"v": 1})),
+            ToolCall::new("b", "t", json!({"ms": 200})).depends_on(["g"]),
+            ToolCall::new("g2", "gate", json!({})).depends_on(["b"]),
+        ])
+        .expect("valid");
+    let id = store
+        .begin_execution(&plan, &executor.config(), None)
+        .await
+        .expect("begin");
+    let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
+    let run = executor.execute_plan_with(
+        &plan,
+        RunOptions {
+            sink: Some(recorder.as_sink()),
+            ..Default::default()
+        },
+    );
+    tokio::pin!(run);
+    tokio::select! {
+        _ = &mut run => panic!("the gated call cannot end while the gate is shut"),
+        () = stored_state(&*store, &id, 0, "running") => {}
+    }
+    assert_eq!(store.prune(i64::MAX / 2).await.expect("pruned"), 1);
+    permits.add_permits(2);
+    let result = tokio::time::timeout(Duration::from_secs(20), &mut run)
+        .await
+        .expect("the run finishes although its record is gone");
+    assert!(result.success, "{:?}", result.errors);
+    let closed = recorder.close().await;
+    assert!(
+        matches!(closed, Err(StoreError::RecordingStopped { .. })),
+        "{}: {closed:?}",
+        store.describe()
+    );
+    assert!(matches!(
+        store.load(&id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn statistics_count_nothing_while_only_unfinished_executions_exist(
+    store: Arc<dyn ExecutionStore>,
+) {
+    let probe = Probe::new();
+    let executor = executor(&probe);
+    let plan = executor
+        .plan(vec![
+            ToolCall::new("a", "t", json!({"ms": 2})),
+            ToolCall::new("b", "u", json!({"fail": "no"})),
+        ])
+        .expect("valid");
+    let id = store
+        .begin_execution(&plan, &executor.config(), None)
+        .await
+        .expect("begin");
+    let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
+    executor
+        .execute_plan_with(
+            &plan,
+            RunOptions {
+                sink: Some(recorder.as_sink()),
+                ..Default::default()
+            },
+        )
+        .await;
+    recorder.close().await.expect("recorded");
+    // Recorded, never finished (a crash, or a recording that stopped).
+    let stats = store.performance_stats(0, None).await.expect("stats");
+    assert_eq!((stats.total_executions, stats.total_calls), (0, 0));
+    assert!(
+        stats.tools.is_empty(),
+        "per-tool counts agree with the totals: {:?}",
+        stats.tools
+    );
+    store.finish_execution(&id).await.expect("finish");
+    let stats = store.performance_stats(0, None).await.expect("stats");
+    assert_eq!((stats.total_executions, stats.total_calls), (1, 2));
+    let counted: u64 = stats.tools.values().map(|t| t.count).sum();
+    assert_eq!(counted, 2);
+}
+
 pub async fn an_execution_is_leased_to_one_owner_at_a_time(store: Arc<dyn ExecutionStore>) {
     use toolgraph_store::Claim;
     let probe = Probe::new();
