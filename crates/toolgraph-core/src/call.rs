@@ -7,6 +7,7 @@
 //!
 //! Parsing reports every problem at once, each naming the call id; it never panics.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
@@ -89,9 +90,15 @@ pub fn parse_tool_calls(input: &Value) -> Result<Vec<ToolCall>, InputError> {
     let mut calls = Vec::with_capacity(items.len());
     let mut seen = HashSet::with_capacity(items.len());
     for (position, item) in items.into_iter().enumerate() {
-        if let Some(id) = item.get("id").and_then(Value::as_str) {
-            if !seen.insert(id) {
-                problems.push(Problem::call(position, id, "duplicate call id"));
+        // Keyed as `parse_one` reads ids: a number is its text, so `1` and `"1"` collide.
+        let id = match item.get("id") {
+            Some(Value::String(s)) => Some(Cow::Borrowed(s.as_str())),
+            Some(Value::Number(n)) => Some(Cow::Owned(n.to_string())),
+            _ => None,
+        };
+        if let Some(id) = id {
+            if !seen.insert(id.clone()) {
+                problems.push(Problem::call(position, &*id, "duplicate call id"));
             }
         }
         match parse_one(position, item) {
@@ -191,12 +198,13 @@ fn parse_one(position: usize, item: &Value) -> Result<ToolCall, Vec<Problem>> {
                     &id,
                     format!("arguments are not valid JSON: {e}"),
                 ));
-                Value::Null
+                // Reported already: a placeholder, so the check below adds nothing.
+                Value::Object(Map::new())
             }
         },
         Some(v) => v.clone(),
     };
-    if !arguments.is_object() && !arguments.is_null() {
+    if !arguments.is_object() {
         problems.push(Problem::call(
             position,
             &id,
@@ -351,6 +359,23 @@ mod tests {
             "{text}"
         );
         assert_eq!(err.problems.len(), 6);
+    }
+
+    #[test]
+    fn numeric_ids_collide_with_their_text_and_null_arguments_are_refused() {
+        let err = parse_tool_calls(&json!([
+            {"id": 1, "function": {"name": "echo"}},
+            {"id": "1", "function": {"name": "echo"}},
+            {"id": "n", "function": {"name": "echo", "arguments": "null"}},
+        ]))
+        .expect_err("rejected");
+        let text = err.to_string();
+        assert!(text.contains("call 1: duplicate call id"), "{text}");
+        assert!(
+            text.contains("call n: arguments must be a JSON object, got null"),
+            "{text}"
+        );
+        assert_eq!(err.problems.len(), 2);
     }
 
     #[test]

@@ -412,6 +412,18 @@ impl Plan {
                         .map(|a| a.key)
                         .collect::<Vec<_>>()
                         .into();
+                } else {
+                    // No hazard edges, but per-resource limits (per host, per MCP server)
+                    // still count what each call touches.
+                    let mut keys: Vec<String> = entry
+                        .tool
+                        .resources(&call.arguments)
+                        .into_iter()
+                        .map(|a| a.key)
+                        .collect();
+                    keys.sort();
+                    keys.dedup();
+                    touched = keys.into();
                 }
             }
             found.push((tool.unwrap_or(usize::MAX), template, touched));
