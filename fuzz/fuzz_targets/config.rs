@@ -120,7 +120,7 @@ fuzz_target!(|data: &[u8]| {
                 );
                 assert_ne!(traits.max_concurrency, Some(0), "{name} can never run");
             }
-            Err(ToolSetError::InvalidOverride { .. }) => {}
+            Err(ToolSetError::InvalidTrait { .. }) => {}
             Err(e) => panic!("override of {name} does not apply: {e}"),
         }
     }
