@@ -14,7 +14,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
-use toolgraph_core::reference::{self, ArgumentTemplate, Part, RawReference, Step};
+use toolgraph_core::reference::{self, ArgumentTemplate, Part, RawReference, RenderError, Step};
 use toolgraph_core::{
     Access, FnTool, ParallelExecutorConfig, ResourceAccess, ToolCall, ToolSet, ToolSpec,
 };
@@ -238,7 +238,7 @@ fn check_render(i: usize, n: usize, template: &ArgumentTemplate, args: &Value, o
             r.call
         );
     }
-    match template.render(args, |p| outputs.get(p)) {
+    match template.render(args, |p| outputs.get(p), usize::MAX) {
         Ok(rendered) => {
             for t in template.strings() {
                 let got = slot(&rendered, &t.location).expect("a rendered slot stays");
@@ -256,12 +256,13 @@ fn check_render(i: usize, n: usize, template: &ArgumentTemplate, args: &Value, o
                 assert_eq!(&rendered, args, "nothing to rewrite");
             }
         }
-        Err(e) => {
+        Err(RenderError::Unresolved(e)) => {
             assert!(
                 template.references().any(|r| r.text == e.text),
                 "{} is not a reference of this call",
                 e.text
             );
         }
+        Err(e @ RenderError::TooLarge { .. }) => panic!("no size limit was set: {e}"),
     }
 }
