@@ -62,11 +62,16 @@ pub struct Runtime {
 /// A lease holder's name: the process, the host, and a random part (two runtimes in one
 /// process are two owners).
 fn owner_name() -> Arc<str> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "?".to_owned());
+    let host = hostname().unwrap_or_else(|| "?".to_owned());
     let unique = uuid::Uuid::new_v4().simple().to_string();
     format!("pid {} on {host} ({})", std::process::id(), &unique[..8]).into()
+}
+
+/// This host's name, as lease owners carry it.
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
 }
 
 /// True when `owner` names a process of this host that no longer exists (a crash, a
@@ -82,9 +87,9 @@ fn died_here(owner: &str) -> bool {
     let Some((host, _)) = rest.rsplit_once(" (") else {
         return false;
     };
-    let here = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
+    let Some(here) = hostname() else {
+        return false;
+    };
     let Ok(pid) = pid.parse::<u32>() else {
         return false;
     };
