@@ -127,9 +127,10 @@ impl Drop for CancelOnDrop {
 }
 
 impl Early {
-    /// Stops a call whose result is no longer wanted.
+    /// Stops a call whose result is no longer wanted (its cancel guard drops here) and
+    /// gives the call back.
     fn discard(self) -> ToolCall {
-        self.call.clone()
+        self.call
     }
 }
 
