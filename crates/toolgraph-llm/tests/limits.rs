@@ -32,6 +32,25 @@ struct Script {
 }
 
 /// Starts a server answering `script`; returns its base URL and the bytes it has sent.
+/// `err` says each of `says`, and the server was cut off long before the end of what it
+/// would send.
+fn refused_early(err: &impl std::fmt::Display, says: &[&str], sent: &AtomicUsize) {
+    let text = err.to_string();
+    for part in says {
+        assert!(text.contains(part), "{text}");
+    }
+    stopped_early(sent);
+}
+
+/// The server was cut off long before the end of what it would send.
+fn stopped_early(sent: &AtomicUsize) {
+    assert!(
+        sent.load(SeqCst) < STOPPED_EARLY,
+        "read {} bytes",
+        sent.load(SeqCst)
+    );
+}
+
 async fn start(script: Script) -> (String, Arc<AtomicUsize>) {
     let sent = Arc::new(AtomicUsize::new(0));
     let counter = sent.clone();
@@ -116,11 +135,7 @@ async fn a_stream_line_that_never_ends_fails_at_max_event_bytes() {
         text.len() < 200,
         "the error does not quote the event: {text}"
     );
-    assert!(
-        sent.load(SeqCst) < STOPPED_EARLY,
-        "read {} bytes",
-        sent.load(SeqCst)
-    );
+    stopped_early(&sent);
 }
 
 #[tokio::test]
@@ -134,20 +149,13 @@ async fn an_event_of_endless_data_lines_fails_at_a_configured_max_event_bytes() 
     .await;
     let client = client(url, true, |c| c.max_event_bytes = 64 * 1024);
     let err = ask(&client).await.expect_err("the event never ends");
-    assert!(
-        err.to_string()
-            .contains("a stream event from http://127.0.0.1:"),
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .contains("exceeds max_event_bytes (65536 bytes)"),
-        "{err}"
-    );
-    assert!(
-        sent.load(SeqCst) < STOPPED_EARLY,
-        "read {} bytes",
-        sent.load(SeqCst)
+    refused_early(
+        &err,
+        &[
+            "a stream event from http://127.0.0.1:",
+            "exceeds max_event_bytes (65536 bytes)",
+        ],
+        &sent,
     );
 }
 
@@ -175,11 +183,7 @@ async fn endless_small_events_fail_at_max_response_bytes() {
         ),
         "{err:?}"
     );
-    assert!(
-        sent.load(SeqCst) < STOPPED_EARLY,
-        "read {} bytes",
-        sent.load(SeqCst)
-    );
+    stopped_early(&sent);
 }
 
 #[tokio::test]
@@ -193,20 +197,13 @@ async fn a_plain_reply_larger_than_max_response_bytes_fails() {
     .await;
     let client = client(url, false, |c| c.max_response_bytes = 1024 * 1024);
     let err = ask(&client).await.expect_err("the body never ends");
-    assert!(
-        err.to_string()
-            .contains("the reply body from http://127.0.0.1:"),
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .contains("exceeds max_response_bytes (1048576 bytes)"),
-        "{err}"
-    );
-    assert!(
-        sent.load(SeqCst) < STOPPED_EARLY,
-        "read {} bytes",
-        sent.load(SeqCst)
+    refused_early(
+        &err,
+        &[
+            "the reply body from http://127.0.0.1:",
+            "exceeds max_response_bytes (1048576 bytes)",
+        ],
+        &sent,
     );
 }
 
@@ -234,11 +231,7 @@ async fn only_the_start_of_an_endless_error_body_is_read() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert!(
-        sent.load(SeqCst) < STOPPED_EARLY,
-        "read {} bytes",
-        sent.load(SeqCst)
-    );
+    stopped_early(&sent);
 }
 
 #[test]
