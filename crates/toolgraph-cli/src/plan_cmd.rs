@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use toolgraph_engine::DependencyGraph;
+use std::collections::{HashMap, HashSet};
+
+use toolgraph_engine::{DependencyGraph, GraphNode};
 
 use crate::Outcome;
 use crate::input::{ExecutorFlags, parse_or_report, read_source, report_rejection};
@@ -93,15 +95,16 @@ fn quoted(s: &str) -> String {
 }
 
 fn dot(g: &DependencyGraph, names: &[(String, String)]) -> String {
+    let tools: HashMap<&str, &str> = names
+        .iter()
+        .map(|(id, tool)| (id.as_str(), tool.as_str()))
+        .collect();
     let mut out =
         String::from("digraph toolgraph {\n  rankdir=LR;\n  node [shape=box, style=rounded];\n");
     for (level, ids) in g.levels.iter().enumerate() {
         out.push_str(&format!("  subgraph level_{level} {{ rank=same;"));
         for id in ids {
-            let tool = names
-                .iter()
-                .find(|(i, _)| i == id)
-                .map_or("", |(_, t)| t.as_str());
+            let tool = tools.get(id.as_str()).copied().unwrap_or("");
             out.push_str(&format!(
                 " {} [label={}];",
                 quoted(id),
@@ -110,11 +113,18 @@ fn dot(g: &DependencyGraph, names: &[(String, String)]) -> String {
         }
         out.push_str(" }\n");
     }
+    for join in joins(g) {
+        out.push_str(&format!(
+            "  {} [shape=circle, label=\"\", width=0.15, tooltip={}];\n",
+            quoted(&join.to_string()),
+            quoted(&join.to_string())
+        ));
+    }
     for e in &g.edges {
         out.push_str(&format!(
             "  {} -> {} [label={}];\n",
-            quoted(&e.from),
-            quoted(&e.to),
+            quoted(&e.from.to_string()),
+            quoted(&e.to.to_string()),
             quoted(&e.reason)
         ));
     }
@@ -122,13 +132,29 @@ fn dot(g: &DependencyGraph, names: &[(String, String)]) -> String {
     out
 }
 
+/// The joins of a graph, each once, in order of appearance.
+fn joins(g: &DependencyGraph) -> Vec<&GraphNode> {
+    let mut seen = HashSet::new();
+    g.edges
+        .iter()
+        .flat_map(|e| [&e.from, &e.to])
+        .filter(|n| matches!(n, GraphNode::Join { join, .. } if seen.insert(*join)))
+        .collect()
+}
+
 fn mermaid(g: &DependencyGraph, names: &[(String, String)]) -> String {
-    // Mermaid node ids must be simple: use positions, show the real id as the label.
-    let node = |id: &str| {
-        names
-            .iter()
-            .position(|(i, _)| i == id)
-            .map_or_else(|| "n".into(), |p| format!("n{p}"))
+    // Mermaid node ids must be simple: use positions (`j` and the number for a join), show
+    // the real id as the label.
+    let position: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(p, (id, _))| (id.as_str(), p))
+        .collect();
+    let node = |n: &GraphNode| match n {
+        GraphNode::Call(id) => position
+            .get(id.as_str())
+            .map_or_else(|| "n".into(), |p| format!("n{p}")),
+        GraphNode::Join { join, .. } => format!("j{join}"),
     };
     let label = |s: &str| s.replace('"', "#quot;");
     let mut out = String::from("flowchart LR\n");
@@ -138,6 +164,9 @@ fn mermaid(g: &DependencyGraph, names: &[(String, String)]) -> String {
             label(id),
             label(tool)
         ));
+    }
+    for join in joins(g) {
+        out.push_str(&format!("  {}((\" \"))\n", node(join)));
     }
     for e in &g.edges {
         out.push_str(&format!(

@@ -44,10 +44,12 @@ fn tick_step(span: f64, target: f64) -> f64 {
         .unwrap_or(10.0 * magnitude)
 }
 
-/// Renders the timeline. `edges` are (from, to) positions; `critical` the positions on the
-/// critical path, in order.
+/// Renders the timeline. `edges` are (from, to) positions (from the number of calls on,
+/// joins: see [`through_joins`]); `critical` the positions on the critical path, in order.
 pub fn svg(r: &ParallelExecutionResult, edges: &[(usize, usize)], critical: &[usize]) -> String {
     let n = r.results.len();
+    let ends: Vec<Option<f64>> = r.results.iter().map(|c| c.finished_ms).collect();
+    let edges = &through_joins(&ends, edges);
     let span = r
         .total_time_ms
         .max(
@@ -257,9 +259,49 @@ pub fn html_page(svg: &str) -> String {
     )
 }
 
+/// The edges between calls to draw, for edges that may pass through joins (positions from
+/// the number of calls on). A join releases its dependants when the last call of its group
+/// ends, so each dependant gets one arrow, from that call: linear, where an arrow per pair
+/// would be quadratic. A join whose group never finished draws no arrow.
+/// `ends` holds each call's end.
+fn through_joins(ends: &[Option<f64>], edges: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let n = ends.len();
+    let finished = |i: usize| ends.get(i).copied().flatten();
+    // For each join: the call of its group that ended last.
+    let mut last: std::collections::HashMap<usize, (usize, f64)> = Default::default();
+    for &(from, to) in edges {
+        if to >= n && from < n {
+            if let Some(end) = finished(from) {
+                let slot = last.entry(to).or_insert((from, end));
+                if end > slot.1 {
+                    *slot = (from, end);
+                }
+            }
+        }
+    }
+    edges
+        .iter()
+        .filter_map(|&(from, to)| match (from < n, to < n) {
+            (true, true) => Some((from, to)),
+            (false, true) => last.get(&from).map(|&(call, _)| (call, to)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::tick_step;
+    use super::{through_joins, tick_step};
+
+    #[test]
+    fn a_join_draws_one_arrow_per_dependant_from_the_last_call_of_its_group() {
+        // Calls 0..3 (ending at 10, 40, 20 ms), then 3 and 4 after join 5.
+        let ends = [Some(10.0), Some(40.0), Some(20.0), Some(50.0), None];
+        let edges = [(0, 5), (1, 5), (2, 5), (5, 3), (5, 4), (0, 1)];
+        assert_eq!(through_joins(&ends, &edges), [(1, 3), (1, 4), (0, 1)]);
+        // A group that never finished draws no arrow.
+        assert_eq!(through_joins(&[None; 5], &edges), [(0, 1)]);
+    }
 
     #[test]
     fn ticks_are_round() {

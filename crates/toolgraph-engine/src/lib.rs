@@ -18,7 +18,7 @@ pub mod workload;
 
 pub use executor::{ParallelExecutor, RunOptions};
 pub use limiter::{Limiter, LimiterPeaks, Permit};
-pub use plan::{DependencyGraph, Edge, EdgeReason, GraphEdge, Hazard, Plan};
+pub use plan::{DependencyGraph, Edge, EdgeReason, GraphEdge, GraphNode, Hazard, Plan};
 pub use schedule::Preset;
 pub use stats::{PerformanceStats, ToolStats};
 pub use tokio_util::sync::CancellationToken;

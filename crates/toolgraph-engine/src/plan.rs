@@ -7,6 +7,13 @@
 //! they run alone, in emitted order. Every edge keeps its reason. Every problem is reported
 //! at once, each naming its call; a cycle is reported with the ids on it.
 //!
+//! Between two large groups of compatible accesses to one resource (many readers of a folder,
+//! then many writers into it) the planner puts a *join*: a node that is not a call, which
+//! waits for every member of the earlier group and which every member of the later group
+//! waits for. Ordering is the same as with an edge per pair, but the graph stays linear
+//! (k + k edges, not k × k). Joins are nodes `len()..node_count()`: they carry no data, take
+//! no time, have no level of their own, and never follow or precede another join.
+//!
 //! Invariant: pure — no I/O, no clock, no runtime. O(calls + edges + argument size).
 
 use std::collections::HashMap;
@@ -80,11 +87,14 @@ impl fmt::Display for EdgeReason {
 }
 
 /// One dependency: `to` starts only after `from` ended.
+///
+/// Positions below [`Plan::len`] are calls; from `len()` on they are joins (see the module
+/// documentation): an edge into a join comes from a call, an edge out of one goes to a call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Edge {
-    /// Position of the earlier call.
+    /// Position of the earlier call (or join).
     pub from: usize,
-    /// Position of the later call.
+    /// Position of the later call (or join).
     pub to: usize,
     /// Why.
     pub reason: EdgeReason,
@@ -139,15 +149,26 @@ impl<'a> IntoIterator for &'a ResourceKeys {
 #[derive(Debug, Clone)]
 pub struct Plan {
     calls: Vec<PlannedCall>,
+    /// Number of calls (kept when the report takes the calls out).
+    call_count: usize,
+    /// The resource each join orders accesses to, by join number (node `call_count + k`).
+    joins: Vec<String>,
     edges: Vec<Edge>,
-    /// CSR: dependants of call `i` are `out[out_start[i]..out_start[i + 1]]`.
+    /// CSR over nodes (calls, then joins): dependants of node `i` are
+    /// `out[out_start[i]..out_start[i + 1]]`.
     out_start: Vec<u32>,
     out: Vec<(u32, bool)>,
     in_degree: Vec<u32>,
+    /// Per node; a join's is the level of the calls after it.
     levels: Vec<u32>,
+    /// A topological order of the nodes.
     order: Vec<u32>,
     level_count: u32,
 }
+
+/// A group of at least this many compatible accesses is followed through a join, not an edge
+/// per pair: below it, the edges a join saves do not pay for the node.
+pub const JOIN_MIN_GROUP: usize = 4;
 
 #[derive(Default)]
 struct UniversalState {
@@ -166,9 +187,16 @@ struct ResourceState {
 }
 
 impl ResourceState {
-    /// Records that call `pos` accesses the resource; returns the calls it must follow and
-    /// the hazard each edge stands for.
-    fn touch(&mut self, pos: u32, access: Access) -> (Vec<u32>, Hazard) {
+    /// Records that call `pos` accesses the resource; returns the nodes it must follow and
+    /// the hazard each edge stands for. When a new group starts after a group of at least
+    /// [`JOIN_MIN_GROUP`] calls, `join` is asked for a node that follows that whole group (and
+    /// given the group and the hazard); the new group follows the join alone.
+    fn touch(
+        &mut self,
+        pos: u32,
+        access: Access,
+        join: &mut dyn FnMut(Vec<u32>, Hazard) -> u32,
+    ) -> (Vec<u32>, Hazard) {
         if access == Access::Write {
             let (preds, mode) = if self.group.is_empty() {
                 (std::mem::take(&mut self.before), self.before_mode)
@@ -181,7 +209,12 @@ impl ResourceState {
             return (preds, hazard_between(mode, access));
         }
         if self.group_mode != Some(access) && !self.group.is_empty() {
-            self.before = std::mem::take(&mut self.group);
+            let group = std::mem::take(&mut self.group);
+            self.before = if group.len() >= JOIN_MIN_GROUP {
+                vec![join(group, hazard_between(self.group_mode, access))]
+            } else {
+                group
+            };
             self.before_mode = self.group_mode;
         }
         self.group_mode = Some(access);
@@ -237,23 +270,27 @@ impl Plan {
 
         let mut found: Vec<(usize, ArgumentTemplate, ResourceKeys)> = Vec::with_capacity(n);
         let mut edges: Vec<Edge> = Vec::new();
+        // Per node (calls, then joins as they are made): the last call that took an edge from
+        // it, so each pair gets one edge.
         let mut incoming_stamp = vec![u32::MAX; n];
+        let mut joins: Vec<String> = Vec::new();
         let mut universal = UniversalState::default();
         let mut resources: HashMap<String, ResourceState> = HashMap::new();
 
         for (pos, call) in planned.iter().map(|p| &p.call).enumerate() {
             let id = call.id.as_str();
             let problem = |m: String| Problem::call(pos, id, m);
-            let mut add_edge = |edges: &mut Vec<Edge>, from: usize, reason: EdgeReason| {
-                if incoming_stamp[from] != pos as u32 {
-                    incoming_stamp[from] = pos as u32;
-                    edges.push(Edge {
-                        from,
-                        to: pos,
-                        reason,
-                    });
-                }
-            };
+            let add_edge =
+                |edges: &mut Vec<Edge>, stamp: &mut Vec<u32>, from: usize, reason: EdgeReason| {
+                    if stamp[from] != pos as u32 {
+                        stamp[from] = pos as u32;
+                        edges.push(Edge {
+                            from,
+                            to: pos,
+                            reason,
+                        });
+                    }
+                };
 
             let tool = tools.index_of(&call.name);
             if tool.is_none() {
@@ -275,7 +312,9 @@ impl Plan {
                     Some(&from) if from == pos => {
                         problems.push(problem("depends on itself".into()))
                     }
-                    Some(&from) => add_edge(&mut edges, from, EdgeReason::DependsOn),
+                    Some(&from) => {
+                        add_edge(&mut edges, &mut incoming_stamp, from, EdgeReason::DependsOn)
+                    }
                     None => {
                         problems.push(problem(format!("depends_on names unknown call \"{dep}\"")))
                     }
@@ -298,6 +337,7 @@ impl Plan {
                                         Some(b) => {
                                             add_edge(
                                                 &mut edges,
+                                                &mut incoming_stamp,
                                                 b.call,
                                                 EdgeReason::Reference {
                                                     text: b.text.clone(),
@@ -369,6 +409,7 @@ impl Plan {
                             if let Some(w) = universal.last_writer {
                                 add_edge(
                                     &mut edges,
+                                    &mut incoming_stamp,
                                     w as usize,
                                     EdgeReason::Exclusive { why: why.clone() },
                                 );
@@ -377,6 +418,7 @@ impl Plan {
                         for r in universal.readers.drain(..) {
                             add_edge(
                                 &mut edges,
+                                &mut incoming_stamp,
                                 r as usize,
                                 EdgeReason::Exclusive { why: why.clone() },
                             );
@@ -385,7 +427,12 @@ impl Plan {
                     } else {
                         if let Some(w) = universal.last_writer {
                             let why = format!("tool {} runs alone", planned[w as usize].call.name);
-                            add_edge(&mut edges, w as usize, EdgeReason::Exclusive { why });
+                            add_edge(
+                                &mut edges,
+                                &mut incoming_stamp,
+                                w as usize,
+                                EdgeReason::Exclusive { why },
+                            );
                         }
                         universal.readers.push(pos as u32);
                     }
@@ -402,9 +449,25 @@ impl Plan {
                     });
                     for access in &accesses {
                         let state = resources.entry(access.key.clone()).or_default();
-                        let (preds, kind) = state.touch(pos as u32, access.access);
+                        let mut join = |group: Vec<u32>, kind: Hazard| {
+                            let node = n + joins.len();
+                            joins.push(access.key.clone());
+                            incoming_stamp.push(u32::MAX);
+                            edges.extend(group.into_iter().map(|from| Edge {
+                                from: from as usize,
+                                to: node,
+                                reason: hazard(&access.key, kind),
+                            }));
+                            node as u32
+                        };
+                        let (preds, kind) = state.touch(pos as u32, access.access, &mut join);
                         for p in preds {
-                            add_edge(&mut edges, p as usize, hazard(&access.key, kind));
+                            add_edge(
+                                &mut edges,
+                                &mut incoming_stamp,
+                                p as usize,
+                                hazard(&access.key, kind),
+                            );
                         }
                     }
                     touched = accesses
@@ -439,7 +502,7 @@ impl Plan {
         }
         // Cycles are looked for even when other problems were found, so one round of fixes
         // suffices.
-        match Plan::from_edges(planned, edges) {
+        match Plan::from_edges(planned, joins, edges) {
             Ok(plan) if problems.is_empty() => Ok(plan),
             Ok(_) => Err(InputError { problems }),
             Err(cycles) => {
@@ -449,15 +512,20 @@ impl Plan {
         }
     }
 
-    fn from_edges(calls: Vec<PlannedCall>, edges: Vec<Edge>) -> Result<Plan, Vec<Problem>> {
-        let n = calls.len();
-        let mut out_start = vec![0u32; n + 1];
-        let mut in_degree = vec![0u32; n];
+    fn from_edges(
+        calls: Vec<PlannedCall>,
+        joins: Vec<String>,
+        edges: Vec<Edge>,
+    ) -> Result<Plan, Vec<Problem>> {
+        let call_count = calls.len();
+        let nodes = call_count + joins.len();
+        let mut out_start = vec![0u32; nodes + 1];
+        let mut in_degree = vec![0u32; nodes];
         for e in &edges {
             out_start[e.from + 1] += 1;
             in_degree[e.to] += 1;
         }
-        for i in 0..n {
+        for i in 0..nodes {
             out_start[i + 1] += out_start[i];
         }
         let mut fill = out_start.clone();
@@ -468,31 +536,35 @@ impl Plan {
             *slot += 1;
         }
 
-        // Kahn's algorithm: topological order and levels (longest path from a source).
+        // Kahn's algorithm: topological order and levels (longest path from a source, joins
+        // adding nothing: a call after a join is one level after the group before it).
         let mut remaining = in_degree.clone();
-        let mut levels = vec![0u32; n];
-        let mut order: Vec<u32> = (0..n as u32)
+        let mut levels = vec![0u32; nodes];
+        let mut order: Vec<u32> = (0..nodes as u32)
             .filter(|&i| remaining[i as usize] == 0)
             .collect();
         let mut head = 0;
         while head < order.len() {
             let i = order[head] as usize;
             head += 1;
+            let step = u32::from(i < call_count);
             for &(to, _) in &out[out_start[i] as usize..out_start[i + 1] as usize] {
                 let to = to as usize;
-                levels[to] = levels[to].max(levels[i] + 1);
+                levels[to] = levels[to].max(levels[i] + step);
                 remaining[to] -= 1;
                 if remaining[to] == 0 {
                     order.push(to as u32);
                 }
             }
         }
-        if order.len() < n {
-            return Err(cycle_problems(&calls, &edges, &remaining));
+        if order.len() < nodes {
+            return Err(cycle_problems(&calls, &joins, &edges, &remaining));
         }
-        let level_count = levels.iter().max().map_or(0, |m| m + 1);
+        let level_count = levels[..call_count].iter().max().map_or(0, |m| m + 1);
         Ok(Plan {
             calls,
+            call_count,
+            joins,
             edges,
             out_start,
             out,
@@ -514,37 +586,53 @@ impl Plan {
         std::mem::take(&mut self.calls)
     }
 
-    /// Every edge, with its reason (one per pair of calls; data reasons first).
+    /// Every edge, with its reason (one per pair of nodes; data reasons first). Positions
+    /// from [`len`](Self::len) on are joins.
     pub fn edges(&self) -> &[Edge] {
         &self.edges
     }
 
     /// Number of calls.
     pub fn len(&self) -> usize {
-        self.calls.len()
+        self.call_count
     }
 
     /// True for an empty batch.
     pub fn is_empty(&self) -> bool {
-        self.calls.is_empty()
+        self.call_count == 0
     }
 
-    /// Dependants of call `i`, with whether the edge carries data.
+    /// Number of nodes: the calls, then the joins.
+    pub fn node_count(&self) -> usize {
+        self.in_degree.len()
+    }
+
+    /// The resource each join orders, by join number (join `k` is node `len() + k`).
+    pub fn joins(&self) -> &[String] {
+        &self.joins
+    }
+
+    /// True when node `i` is a join, not a call.
+    pub fn is_join(&self, i: usize) -> bool {
+        i >= self.call_count
+    }
+
+    /// Dependants of node `i` (calls or joins), with whether the edge carries data.
     pub fn dependants(&self, i: usize) -> &[(u32, bool)] {
         &self.out[self.out_start[i] as usize..self.out_start[i + 1] as usize]
     }
 
-    /// Number of calls `i` waits for.
+    /// Number of nodes `i` waits for.
     pub fn in_degree(&self, i: usize) -> u32 {
         self.in_degree[i]
     }
 
     /// Level of each call: 0 without dependencies, else one more than its deepest dependency.
     pub fn levels(&self) -> &[u32] {
-        &self.levels
+        &self.levels[..self.call_count]
     }
 
-    /// A topological order of the positions.
+    /// A topological order of the nodes (joins included).
     pub fn order(&self) -> &[u32] {
         &self.order
     }
@@ -552,10 +640,31 @@ impl Plan {
     /// Positions grouped by level, e.g. `[[0,1,2],[3,4],[5]]` (the seed's `topological_sort`).
     pub fn level_groups(&self) -> Vec<Vec<usize>> {
         let mut groups = vec![Vec::new(); self.level_count as usize];
-        for (i, &l) in self.levels.iter().enumerate() {
+        for (i, &l) in self.levels().iter().enumerate() {
             groups[l as usize].push(i);
         }
         groups
+    }
+
+    /// Every pair of calls the plan orders, with the reason: the edges between calls, and for
+    /// each join every (member of its group, call after it) pair. This is the graph as if it
+    /// had no joins, so it may be quadratic in the calls: for checking a schedule, not for
+    /// scheduling.
+    pub fn ordered_pairs(&self) -> impl Iterator<Item = (usize, usize, &EdgeReason)> + '_ {
+        let n = self.call_count;
+        self.edges.iter().flat_map(move |e| {
+            let direct = (e.from < n && e.to < n).then_some((e.from, e.to, &e.reason));
+            let through: &[(u32, bool)] = if e.to >= n {
+                self.dependants(e.to)
+            } else {
+                &[]
+            };
+            direct.into_iter().chain(
+                through
+                    .iter()
+                    .map(move |&(d, _)| (e.from, d as usize, &e.reason)),
+            )
+        })
     }
 
     /// Calls with no edge in or out: they can run in any order beside anything.
@@ -572,11 +681,11 @@ impl Plan {
             .collect()
     }
 
-    /// For each call, the longest chain of `weight`s from it to the end of the graph,
-    /// its own weight included (the scheduler's "remaining critical path").
+    /// For each node, the longest chain of `weight`s from it to the end of the graph,
+    /// its own weight included (the scheduler's "remaining critical path"). `weight` is asked
+    /// about calls only: a join weighs nothing.
     pub fn remaining_path(&self, weight: impl Fn(usize) -> f64) -> Vec<f64> {
-        // Sized by the order, not the calls: the report may have taken the calls already.
-        let mut rank = vec![0.0f64; self.order.len()];
+        let mut rank = vec![0.0f64; self.node_count()];
         for &i in self.order.iter().rev() {
             let i = i as usize;
             let tail = self
@@ -584,7 +693,8 @@ impl Plan {
                 .iter()
                 .map(|&(d, _)| rank[d as usize])
                 .fold(0.0, f64::max);
-            rank[i] = weight(i) + tail;
+            let own = if self.is_join(i) { 0.0 } else { weight(i) };
+            rank[i] = own + tail;
         }
         rank
     }
@@ -598,7 +708,9 @@ impl Plan {
         let mut path = Vec::new();
         let mut at = best(&mut (0..self.len()).filter(|&i| self.in_degree[i] == 0));
         while let Some(i) = at {
-            path.push(i);
+            if !self.is_join(i) {
+                path.push(i);
+            }
             at = best(&mut self.dependants(i).iter().map(|&(d, _)| d as usize));
         }
         path
@@ -622,17 +734,24 @@ fn is_within(path: &str, base: &str) -> bool {
     path == base || (path.starts_with(base) && path.as_bytes().get(base.len()) == Some(&b'/'))
 }
 
-/// Names the cycles among the calls Kahn's algorithm could not order.
-fn cycle_problems(calls: &[PlannedCall], edges: &[Edge], remaining: &[u32]) -> Vec<Problem> {
+/// Names the cycles among the calls Kahn's algorithm could not order. A join on a cycle is
+/// looked through: the ring names calls only, each step with the reason of its last edge.
+fn cycle_problems(
+    calls: &[PlannedCall],
+    joins: &[String],
+    edges: &[Edge],
+    remaining: &[u32],
+) -> Vec<Problem> {
     let n = calls.len();
-    // A predecessor of each stuck call that is itself stuck: following it must loop.
-    let mut stuck_pred: Vec<Option<(usize, &EdgeReason)>> = vec![None; n];
+    let nodes = n + joins.len();
+    // A predecessor of each stuck node that is itself stuck: following it must loop.
+    let mut stuck_pred: Vec<Option<(usize, &EdgeReason)>> = vec![None; nodes];
     for e in edges {
         if remaining[e.to] > 0 && remaining[e.from] > 0 && stuck_pred[e.to].is_none() {
             stuck_pred[e.to] = Some((e.from, &e.reason));
         }
     }
-    let mut walk_of = vec![usize::MAX; n];
+    let mut walk_of = vec![usize::MAX; nodes];
     let mut problems = Vec::new();
     for start in 0..n {
         if remaining[start] == 0 || walk_of[start] != usize::MAX {
@@ -654,8 +773,12 @@ fn cycle_problems(calls: &[PlannedCall], edges: &[Edge], remaining: &[u32]) -> V
         let Some(from) = path.iter().position(|&p| p == at) else {
             continue;
         };
-        // path runs against the edges; reverse it to read in execution order.
-        let mut cycle: Vec<usize> = path[from..].to_vec();
+        // path runs against the edges; reverse it to read in execution order. Joins are
+        // looked through (a join never follows a join, so a cycle holds calls).
+        let mut cycle: Vec<usize> = path[from..].iter().copied().filter(|&c| c < n).collect();
+        if cycle.is_empty() {
+            continue;
+        }
         cycle.reverse();
         // Start the cycle at its first call in input order, for stable messages.
         let first_at = (0..cycle.len()).min_by_key(|&k| cycle[k]).unwrap_or(0);
@@ -666,9 +789,11 @@ fn cycle_problems(calls: &[PlannedCall], edges: &[Edge], remaining: &[u32]) -> V
         let why: Vec<String> = (0..cycle.len())
             .map(|k| {
                 let (from, to) = (cycle[k], cycle[(k + 1) % cycle.len()]);
-                let reason = stuck_pred[to]
-                    .map(|(_, r)| r.to_string())
-                    .unwrap_or_default();
+                let reason = match stuck_pred[to] {
+                    Some((p, r)) if p >= n => format!("{r}, through the join of the earlier group"),
+                    Some((_, r)) => r.to_string(),
+                    None => String::new(),
+                };
                 format!("{} → {}: {reason}", id(from), id(to))
             })
             .collect();
@@ -699,18 +824,66 @@ pub struct DependencyGraph {
 /// One edge of a [`DependencyGraph`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GraphEdge {
-    /// The earlier call's id.
-    pub from: String,
-    /// The later call's id.
-    pub to: String,
+    /// The earlier node.
+    pub from: GraphNode,
+    /// The later node.
+    pub to: GraphNode,
     /// Why, in words (`depends_on`, `reference ${a}`, `write-after-read on file:x`, ...).
     pub reason: String,
+}
+
+/// An end of a [`GraphEdge`]: a call, by id (JSON: the id as a string), or a join between two
+/// groups of accesses to one resource (JSON: `{"join": 0, "resource": "file:x"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum GraphNode {
+    /// A call, by id.
+    Call(String),
+    /// A join: node `len() + join` of the plan.
+    Join {
+        /// Its number among the plan's joins.
+        join: usize,
+        /// The resource whose accesses it orders.
+        resource: String,
+    },
+}
+
+impl GraphNode {
+    /// The call id, if this is a call.
+    pub fn call_id(&self) -> Option<&str> {
+        match self {
+            GraphNode::Call(id) => Some(id),
+            GraphNode::Join { .. } => None,
+        }
+    }
+}
+
+impl PartialEq<&str> for GraphNode {
+    fn eq(&self, other: &&str) -> bool {
+        self.call_id() == Some(*other)
+    }
+}
+
+impl fmt::Display for GraphNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GraphNode::Call(id) => f.write_str(id),
+            GraphNode::Join { join, resource } => write!(f, "join#{join} ({resource})"),
+        }
+    }
 }
 
 impl DependencyGraph {
     /// The graph of a plan.
     pub fn of(plan: &Plan) -> Self {
         let id = |i: usize| plan.calls[i].call.id.clone();
+        let node = |i: usize| match i.checked_sub(plan.len()) {
+            Some(join) => GraphNode::Join {
+                join,
+                resource: plan.joins[join].clone(),
+            },
+            None => GraphNode::Call(id(i)),
+        };
         DependencyGraph {
             levels: plan
                 .level_groups()
@@ -721,8 +894,8 @@ impl DependencyGraph {
                 .edges
                 .iter()
                 .map(|e| GraphEdge {
-                    from: id(e.from),
-                    to: id(e.to),
+                    from: node(e.from),
+                    to: node(e.to),
                     reason: e.reason.to_string(),
                 })
                 .collect(),

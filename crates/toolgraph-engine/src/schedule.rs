@@ -232,7 +232,7 @@ impl<'a> Scheduler<'a> {
             limits,
             seen_generation,
             rank,
-            remaining: (0..n).map(|i| plan.in_degree(i)).collect(),
+            remaining: (0..plan.node_count()).map(|i| plan.in_degree(i)).collect(),
             doomed_by: vec![None; n],
             records: (0..n).map(|_| None).collect(),
             ready_at: vec![None; n],
@@ -806,30 +806,64 @@ impl<'a> Scheduler<'a> {
             self.records[i] = Some(record);
             self.finished += 1;
             let now = Instant::now();
-            for &(to, data) in self.plan.dependants(i) {
+            let plan = self.plan;
+            for &(to, data) in plan.dependants(i) {
                 let to = to as usize;
-                if data && !ok && self.doomed_by[to].is_none() {
-                    let root = match self.doomed_by[i] {
-                        Some((_, root)) if status == CallStatus::Skipped => root,
-                        _ => i as u32,
-                    };
-                    self.doomed_by[to] = Some((i as u32, root));
-                }
-                self.remaining[to] -= 1;
-                if self.remaining[to] > 0 {
+                if !plan.is_join(to) {
+                    self.predecessor_ended(to, data, (i, ok, status), now, &mut work);
                     continue;
                 }
-                if let Some(record) = self.preset_record(to, now) {
-                    work.push((to, record));
-                } else if let Some(why) = &self.cancelled {
-                    work.push((to, cancelled_record(why, None, now)));
-                } else if let Some((dep, root)) = self.doomed_by[to] {
-                    let record = self.skipped_record(to, dep as usize, root as usize, now);
-                    work.push((to, record));
-                } else {
-                    self.make_ready(to, now);
+                // A join ends with the last call of its group and releases the calls after
+                // it then (its edges carry no data; a join never follows a join).
+                self.remaining[to] -= 1;
+                if self.remaining[to] == 0 {
+                    for &(after, _) in plan.dependants(to) {
+                        self.predecessor_ended(
+                            after as usize,
+                            false,
+                            (i, ok, status),
+                            now,
+                            &mut work,
+                        );
+                    }
                 }
             }
+        }
+    }
+
+    /// One of call `to`'s predecessors ended (`ended`: its position, whether it succeeded, its
+    /// status): `to` is marked doomed when the edge carries data and the predecessor failed,
+    /// and once nothing is left to wait for it becomes ready, or ends at once (preset,
+    /// cancelled or skipped, pushed onto `work`).
+    fn predecessor_ended(
+        &mut self,
+        to: usize,
+        data: bool,
+        ended: (usize, bool, CallStatus),
+        now: Instant,
+        work: &mut Vec<(usize, Record)>,
+    ) {
+        let (i, ok, status) = ended;
+        if data && !ok && self.doomed_by[to].is_none() {
+            let root = match self.doomed_by[i] {
+                Some((_, root)) if status == CallStatus::Skipped => root,
+                _ => i as u32,
+            };
+            self.doomed_by[to] = Some((i as u32, root));
+        }
+        self.remaining[to] -= 1;
+        if self.remaining[to] > 0 {
+            return;
+        }
+        if let Some(record) = self.preset_record(to, now) {
+            work.push((to, record));
+        } else if let Some(why) = &self.cancelled {
+            work.push((to, cancelled_record(why, None, now)));
+        } else if let Some((dep, root)) = self.doomed_by[to] {
+            let record = self.skipped_record(to, dep as usize, root as usize, now);
+            work.push((to, record));
+        } else {
+            self.make_ready(to, now);
         }
     }
 

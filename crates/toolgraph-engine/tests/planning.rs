@@ -357,3 +357,120 @@ fn intent_writes_run_together_but_order_against_reads_and_writes_of_the_containe
         ]
     );
 }
+
+/// `n` readers of `key`, then `n` writers inside it.
+fn readers_then_writers_inside(n: usize, key: &str) -> Vec<ToolCall> {
+    let readers = (0..n).map(|i| call(&format!("list{i}"), json!({"reads": [key]})));
+    let writers = (0..n).map(|i| call(&format!("put{i}"), json!({"inside": [key]})));
+    readers.chain(writers).collect()
+}
+
+#[test]
+fn two_large_groups_of_accesses_meet_at_one_join_not_an_edge_per_pair() {
+    // 2,000 readers of a folder, then 2,000 writes into it: every write waits for every read
+    // (4,000,000 pairs), through one join: 4,000 edges.
+    let n = 2_000;
+    let plan = executor()
+        .plan(readers_then_writers_inside(n, "dir:a"))
+        .expect("valid");
+    assert_eq!(plan.len(), 2 * n);
+    assert_eq!(plan.joins(), ["dir:a"]);
+    assert_eq!(plan.node_count(), 2 * n + 1);
+    assert_eq!(plan.edges().len(), 2 * n);
+    assert!(
+        plan.edges()
+            .iter()
+            .all(|e| (e.from == 2 * n) != (e.to == 2 * n))
+    );
+    assert!(
+        plan.edges()
+            .iter()
+            .all(|e| e.reason.to_string() == "write-after-read on dir:a")
+    );
+    // The order is the same as with an edge per pair.
+    let pairs: Vec<(usize, usize)> = plan.ordered_pairs().map(|(f, t, _)| (f, t)).collect();
+    assert_eq!(pairs.len(), n * n);
+    assert!(pairs.iter().all(|&(f, t)| f < n && t >= n));
+    // A join adds no level: the writers are one level after the readers.
+    assert_eq!(plan.level_groups().len(), 2);
+    assert!(plan.levels()[..n].iter().all(|&l| l == 0));
+    assert!(plan.levels()[n..].iter().all(|&l| l == 1));
+    assert_eq!(plan.independent(), Vec::<usize>::new());
+    assert_eq!(plan.dependent().len(), 2 * n);
+}
+
+#[test]
+fn groups_alternate_through_joins_and_a_write_follows_the_whole_group() {
+    let mut calls = readers_then_writers_inside(5, "dir:a");
+    calls.extend((0..5).map(|i| call(&format!("again{i}"), json!({"reads": ["dir:a"]}))));
+    calls.push(call("rm", json!({"writes": ["dir:a"]})));
+    let plan = executor().plan(calls).expect("valid");
+    // Readers → join → writers inside → join → readers → the write (an edge from each reader:
+    // one write after a group is linear already).
+    assert_eq!(plan.joins(), ["dir:a", "dir:a"]);
+    assert_eq!(plan.edges().len(), 5 + 5 + 5 + 5 + 5);
+    assert_eq!(
+        plan.level_groups()
+            .iter()
+            .map(|level| level.len())
+            .collect::<Vec<_>>(),
+        [5, 5, 5, 1]
+    );
+    let reasons: Vec<String> = plan
+        .edges()
+        .iter()
+        .filter(|e| e.to == plan.len() + 1)
+        .map(|e| e.reason.to_string())
+        .collect();
+    assert_eq!(reasons, vec!["read-after-write on dir:a"; 5]);
+    let pairs = plan.ordered_pairs().count();
+    assert_eq!(pairs, 25 + 25 + 5);
+    // Groups below the threshold keep an edge per pair (the join would not pay for itself).
+    let small = executor()
+        .plan(readers_then_writers_inside(
+            toolgraph_engine::plan::JOIN_MIN_GROUP - 1,
+            "dir:a",
+        ))
+        .expect("valid");
+    assert!(small.joins().is_empty());
+    assert_eq!(small.edges().len(), 9);
+}
+
+#[test]
+fn a_cycle_through_a_join_names_the_calls_on_it() {
+    let mut calls = readers_then_writers_inside(4, "dir:a");
+    calls[0] = call("list0", json!({"reads": ["dir:a"]})).depends_on(["put2"]);
+    let problems = executor().plan(calls).expect_err("a cycle").problems;
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(text.len(), 1, "{text:?}");
+    assert!(
+        text[0].contains(
+            "dependency cycle: list0 → put2 → list0 (list0 → put2: write-after-read on dir:a, \
+             through the join of the earlier group; put2 → list0: depends_on)"
+        ),
+        "{}",
+        text[0]
+    );
+}
+
+#[test]
+fn the_dependency_graph_names_a_join_as_a_node_of_its_own() {
+    let graph = executor()
+        .build_dependency_graph(&readers_then_writers_inside(4, "dir:a"))
+        .expect("valid");
+    assert_eq!(graph.edges.len(), 8);
+    assert_eq!(graph.edges[0].from, "list0");
+    assert_eq!(
+        graph.edges[0].to,
+        toolgraph_engine::GraphNode::Join {
+            join: 0,
+            resource: "dir:a".into()
+        }
+    );
+    let json = serde_json::to_value(&graph.edges[4]).expect("serializes");
+    assert_eq!(
+        json,
+        json!({"from": {"join": 0, "resource": "dir:a"}, "to": "put0", "reason": "write-after-read on dir:a"})
+    );
+    assert_eq!(graph.levels[1], ["put0", "put1", "put2", "put3"]);
+}

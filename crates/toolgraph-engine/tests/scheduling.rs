@@ -246,7 +246,7 @@ async fn hazards_order_writers_and_readers_run_together() {
     assert!(
         p.ended_at("r1").expect("ended") < at("w2") && p.ended_at("r2").expect("ended") < at("w2")
     );
-    assert_eq!(r.total_time_ms, 45.0);
+    assert_eq!(r.parallel_time_ms, 45.0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -830,4 +830,72 @@ async fn a_preset_calls_dependants_run_once() {
             .map(|o| o["args"]["after"].clone()),
         Some(json!("kept"))
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_after_a_join_start_when_the_last_of_its_group_ends() {
+    let rig = rig(Default::default());
+    // Four readers (one fails) of a folder, then three writes into it, through a join.
+    let mut calls: Vec<ToolCall> = [10, 40, 20, 30]
+        .iter()
+        .enumerate()
+        .map(|(i, ms)| call(&format!("list{i}"), json!({"ms": ms, "reads": ["dir:a"]})))
+        .collect();
+    calls[2].arguments["fail"] = json!("unreadable");
+    calls.extend((0..3).map(|i| call(&format!("put{i}"), json!({"ms": 5, "inside": ["dir:a"]}))));
+    let plan = rig.executor.plan(calls.clone()).expect("valid");
+    assert_eq!(
+        plan.joins().len(),
+        1,
+        "the group is large enough for a join"
+    );
+    let r = run(&rig, calls).await;
+    assert_eq!(status(&r, "list2"), CallStatus::Error);
+    for i in 0..3 {
+        let put = r.get(&format!("put{i}")).expect("put");
+        assert_eq!(
+            put.status,
+            CallStatus::Ok,
+            "a join orders, it carries no data"
+        );
+        assert_eq!(
+            put.started_ms,
+            Some(40.0),
+            "put{i} starts when list1 (40 ms) ends"
+        );
+        assert_eq!(put.level, 1);
+    }
+    assert_eq!(r.parallel_time_ms, 45.0);
+    assert_eq!(r.critical_path_ms, 45.0, "the join weighs nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_before_a_join_ends_cancels_the_calls_after_it() {
+    let rig = rig(Default::default());
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        trigger.cancel();
+    });
+    let mut calls: Vec<ToolCall> = (0..4)
+        .map(|i| {
+            call(
+                &format!("list{i}"),
+                json!({"ms": 10 * (i + 1), "reads": ["dir:a"]}),
+            )
+        })
+        .collect();
+    calls.extend((0..3).map(|i| call(&format!("put{i}"), json!({"inside": ["dir:a"]}))));
+    let r = rig
+        .executor
+        .execute_with_cancel(calls, token)
+        .await
+        .expect("valid");
+    assert_eq!(status(&r, "list0"), CallStatus::Ok);
+    for id in ["list1", "list2", "list3", "put0", "put1", "put2"] {
+        assert_eq!(status(&r, id), CallStatus::Cancelled, "{id}");
+    }
+    assert!(r.get("put0").is_some_and(|c| c.started_ms.is_none()));
+    assert_eq!(rig.probe.live(), 0);
 }

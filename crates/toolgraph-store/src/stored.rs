@@ -207,7 +207,14 @@ pub(crate) fn rebuild(
     edges: Vec<(usize, usize, String)>,
 ) -> Result<StoredExecution, StoreError> {
     let n = records.len();
-    if let Some((from, to, _)) = edges.iter().find(|(f, t, _)| *f >= n || *t >= n) {
+    // Positions from n on are the plan's joins (nodes between two groups of accesses to one
+    // resource); a join sits between calls, and there are fewer joins than edges.
+    let nodes = n + edges.len();
+    let bad = |e: &&(usize, usize, String)| {
+        let (f, t) = (e.0, e.1);
+        f >= nodes || t >= nodes || (f >= n && t >= n)
+    };
+    if let Some((from, to, _)) = edges.iter().find(bad) {
         return Err(corrupt(
             &summary.id,
             format!("edge {from} → {to} names no call"),
@@ -371,20 +378,26 @@ fn figures(
         .iter()
         .filter_map(|r| r.finished_ms)
         .fold(0.0, f64::max);
-    // Longest chain of durations: Kahn's order over the stored edges.
-    let mut out: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut indeg = vec![0usize; n];
+    // Longest chain of durations: Kahn's order over the stored edges. Nodes from n on are
+    // joins: they take no time and are not on the reported path.
+    let nodes = edges
+        .iter()
+        .map(|(f, t, _)| f.max(t) + 1)
+        .fold(n, usize::max);
+    let duration = |i: usize| results.get(i).map_or(0.0, |r| r.duration_ms);
+    let mut out: Vec<Vec<usize>> = vec![Vec::new(); nodes];
+    let mut indeg = vec![0usize; nodes];
     for (f, t, _) in edges {
         out[*f].push(*t);
         indeg[*t] += 1;
     }
-    let mut best = vec![0.0f64; n];
-    let mut queue: Vec<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
+    let mut best = vec![0.0f64; nodes];
+    let mut queue: Vec<usize> = (0..nodes).filter(|&i| indeg[i] == 0).collect();
     let mut head = 0;
     while head < queue.len() {
         let i = queue[head];
         head += 1;
-        best[i] += results[i].duration_ms;
+        best[i] += duration(i);
         for &t in &out[i] {
             best[t] = best[t].max(best[i]);
             indeg[t] -= 1;
@@ -395,15 +408,17 @@ fn figures(
     }
     let critical = best.iter().copied().fold(0.0, f64::max);
     // Walk back from the call where the longest chain ends.
-    let mut preds: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut preds: Vec<Vec<usize>> = vec![Vec::new(); nodes];
     for (f, t, _) in edges {
         preds[*t].push(*f);
     }
     let mut path = Vec::new();
     let mut at = (0..n).max_by(|&a, &b| best[a].total_cmp(&best[b]).then(b.cmp(&a)));
     while let Some(i) = at {
-        path.push(i);
-        let want = best[i] - results[i].duration_ms;
+        if i < n {
+            path.push(i);
+        }
+        let want = best[i] - duration(i);
         at = preds[i]
             .iter()
             .copied()

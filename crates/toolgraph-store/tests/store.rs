@@ -85,6 +85,7 @@ macro_rules! on_every_store {
 
 on_every_store!(
     an_execution_round_trips_through_the_store,
+    an_execution_with_a_join_reads_back_with_its_figures,
     finishing_returns_the_execution_as_now_stored,
     a_call_that_must_not_run_twice_is_durably_running_before_its_tool_starts,
     concurrent_executions_recording_into_one_store_lose_no_row,

@@ -186,6 +186,11 @@ impl Tool for ScriptedTool {
                 .into_iter()
                 .map(ResourceAccess::write),
         );
+        out.extend(
+            strings(args, "inside")
+                .into_iter()
+                .map(ResourceAccess::intent_write),
+        );
         out
     }
 

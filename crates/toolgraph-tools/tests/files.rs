@@ -301,7 +301,7 @@ async fn a_write_then_a_read_of_one_file_are_ordered_and_other_reads_run_togethe
     let edges: Vec<(String, String, String)> = graph
         .edges
         .iter()
-        .map(|e| (e.from.clone(), e.to.clone(), e.reason.clone()))
+        .map(|e| (e.from.to_string(), e.to.to_string(), e.reason.clone()))
         .collect();
     let has = |from: &str, to: &str| edges.iter().any(|e| e.0 == from && e.1 == to);
     assert!(has("write", "read_same"), "{edges:?}");

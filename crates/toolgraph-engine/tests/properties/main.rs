@@ -377,17 +377,16 @@ fn check_run(s: &Scenario, run: &Run, seen: &Seen, plan: &Plan) -> Result<(), Te
     }
 
     // No call started before every call it depends on ended (by the tools' own order).
-    for e in plan.edges() {
-        let (Some(from), Some(to)) = (seen.calls.get(&id(e.from)), seen.calls.get(&id(e.to)))
+    for (from_at, to_at, reason) in plan.ordered_pairs() {
+        let (Some(from), Some(to)) = (seen.calls.get(&id(from_at)), seen.calls.get(&id(to_at)))
         else {
             continue;
         };
         prop_assert!(
             from.last_end.is_some_and(|end| end < to.first_start),
-            "{} started before {} ended ({})",
-            id(e.to),
-            id(e.from),
-            e.reason
+            "{} started before {} ended ({reason})",
+            id(to_at),
+            id(from_at),
         );
     }
     if let Some(at) = cut {

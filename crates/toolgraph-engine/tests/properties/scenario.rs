@@ -36,6 +36,9 @@ pub struct CallSpec {
     pub script: Script,
     pub reads: BTreeSet<usize>,
     pub writes: BTreeSet<usize>,
+    /// Writes inside a resource (intent writes): together with each other, ordered against
+    /// reads — with enough readers before them, through a join.
+    pub inside: BTreeSet<usize>,
     /// Raw picks, mapped to earlier positions (`% i`).
     pub depends_on: Vec<usize>,
     pub references: Vec<usize>,
@@ -86,19 +89,32 @@ fn call_spec() -> impl Strategy<Value = CallSpec> {
         script(),
         proptest::collection::btree_set(0..RESOURCES.len(), 0..=2),
         proptest::option::weighted(0.3, 0..RESOURCES.len()).prop_map(|w| w.into_iter().collect()),
+        proptest::option::weighted(0.3, 0..RESOURCES.len()).prop_map(|w| w.into_iter().collect()),
         proptest::collection::vec(any::<usize>(), 0..=1),
         proptest::collection::vec(any::<usize>(), 0..=1),
         -1i64..=1,
         proptest::option::weighted(0.25, (1u64..=20).prop_map(|k| k * 10)),
     )
         .prop_map(
-            |(tool, ms, script, reads, writes, depends_on, references, priority, timeout_ms)| {
+            |(
+                tool,
+                ms,
+                script,
+                reads,
+                writes,
+                inside,
+                depends_on,
+                references,
+                priority,
+                timeout_ms,
+            )| {
                 CallSpec {
                     tool,
                     ms,
                     script,
                     reads,
                     writes,
+                    inside,
                     depends_on,
                     references,
                     priority,
@@ -247,6 +263,7 @@ impl Scenario {
                     "ms": c.ms,
                     "reads": names(&c.reads),
                     "writes": names(&c.writes),
+                    "inside": names(&c.inside),
                 });
                 match c.script {
                     Script::Succeed => {}

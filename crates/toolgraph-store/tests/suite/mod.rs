@@ -182,6 +182,62 @@ pub async fn an_execution_round_trips_through_the_store(store: Arc<dyn Execution
     assert!(only.tools.is_empty());
 }
 
+/// Four readers of a folder and three writes into it: the plan joins the two groups, the
+/// store keeps the join's edges (positions from the number of calls on), and the figures read
+/// back through it are the ones measured live.
+pub async fn an_execution_with_a_join_reads_back_with_its_figures(store: Arc<dyn ExecutionStore>) {
+    let probe = Probe::new();
+    let executor = executor(&probe);
+    let mut calls: Vec<ToolCall> = [10, 40, 20, 30]
+        .iter()
+        .enumerate()
+        .map(|(i, ms)| {
+            ToolCall::new(
+                format!("list{i}"),
+                "t",
+                json!({"ms": ms, "reads": ["dir:a"]}),
+            )
+        })
+        .collect();
+    calls.extend((0..3).map(|i| {
+        ToolCall::new(
+            format!("put{i}"),
+            "t",
+            json!({"ms": 5, "inside": ["dir:a"]}),
+        )
+    }));
+    let (id, live) = record(&*store, &executor, calls).await;
+    let stored = store.load(&id).await.expect("load");
+    assert_eq!(
+        stored.edges.len(),
+        7,
+        "{}: 4 into the join, 3 out",
+        store.describe()
+    );
+    assert!(stored.edges.iter().all(|(f, t, _)| *f == 7 || *t == 7));
+    assert_eq!(stored.states, vec!["ok"; 7]);
+    assert!(
+        (stored.result.critical_path_ms - live.critical_path_ms).abs() < 1.0,
+        "{} vs {}",
+        stored.result.critical_path_ms,
+        live.critical_path_ms
+    );
+    assert!(live.critical_path_ms >= 45.0);
+    assert_eq!(
+        stored.critical.first(),
+        Some(&1),
+        "the chain runs through list1 (40 ms)"
+    );
+    assert_eq!(
+        stored.critical.len(),
+        2,
+        "a call after the join; the join is not listed"
+    );
+    assert!(stored.critical[1] >= 4);
+    let counts = store.row_counts(&id).await.expect("counts");
+    assert_eq!(counts["dependency_edges"], 7);
+}
+
 pub async fn finishing_returns_the_execution_as_now_stored(store: Arc<dyn ExecutionStore>) {
     let probe = Probe::new();
     let executor = executor(&probe);
