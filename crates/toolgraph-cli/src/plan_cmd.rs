@@ -6,6 +6,7 @@ use toolgraph_engine::DependencyGraph;
 
 use crate::Outcome;
 use crate::input::{ExecutorFlags, parse_or_report, read_source, report_rejection};
+use crate::out::outln;
 
 /// Graph formats.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -58,7 +59,7 @@ pub async fn run(args: PlanArgs) -> Result<Outcome> {
             GraphFormat::Mermaid => mermaid(&graph, &names),
         }
     };
-    println!("{out}");
+    outln!("{out}")?;
     Ok(Outcome::Success)
 }
 
