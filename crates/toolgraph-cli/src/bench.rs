@@ -237,7 +237,10 @@ pub async fn run(args: BenchArgs) -> Result<Outcome> {
                 .unwrap_or_default();
             outln!(
                 "{:<48} {:>10.3} {:<3}{target}  {}",
-                f.name, f.value, f.unit, f.note
+                f.name,
+                f.value,
+                f.unit,
+                f.note
             )?;
         }
         figures.push(f);

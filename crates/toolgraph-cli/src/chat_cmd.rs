@@ -14,9 +14,9 @@ use toolgraph_engine::CancellationToken;
 
 use crate::Outcome;
 use crate::input::ExecutorFlags;
+use crate::out::{errln, outln};
 use crate::progress::Progress;
 use crate::render;
-use crate::out::{errln, outln};
 
 /// Providers, on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]

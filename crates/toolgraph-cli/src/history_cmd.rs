@@ -5,8 +5,8 @@ use clap::Args;
 
 use crate::Outcome;
 use crate::input::StoreFlags;
-use crate::run_cmd::{print_result, write_timeline};
 use crate::out::outln;
+use crate::run_cmd::{print_result, write_timeline};
 
 #[derive(Args)]
 pub struct HistoryArgs {
@@ -25,7 +25,13 @@ pub async fn history(args: HistoryArgs) -> Result<Outcome> {
     }
     outln!(
         "{:<36}  {:<19}  {:<11}  {:>6}  {:>7}  {:>11}  {:>8}",
-        "id", "created (UTC)", "status", "calls", "success", "makespan", "speedup"
+        "id",
+        "created (UTC)",
+        "status",
+        "calls",
+        "success",
+        "makespan",
+        "speedup"
     )?;
     let now = toolgraph_store::now_ms();
     let timeout = toolgraph::LEASE_TIMEOUT.as_millis() as i64;
@@ -84,7 +90,9 @@ pub async fn show(args: ShowArgs) -> Result<Outcome> {
         };
         outln!(
             "execution {} · {} · resumed {} time(s)",
-            s.id, status, s.resumed
+            s.id,
+            status,
+            s.resumed
         )?;
     }
     print_result(&stored.result, args.store.json)?;
@@ -141,7 +149,12 @@ pub async fn stats(args: StatsArgs) -> Result<Outcome> {
     )?;
     outln!(
         "{:<16}  {:>7}  {:>7}  {:>10}  {:>10}  {:>10}",
-        "tool", "calls", "errors", "p50", "p95", "p99"
+        "tool",
+        "calls",
+        "errors",
+        "p50",
+        "p95",
+        "p99"
     )?;
     for (name, t) in &s.tools {
         outln!(

@@ -79,10 +79,7 @@ async fn main() -> ExitCode {
         Command::Run(_) | Command::Resume(_) | Command::Chat(_)
     )
     .then(Interrupt::listen);
-    let stop = interrupt
-        .as_ref()
-        .map(Interrupt::token)
-        .unwrap_or_default();
+    let stop = interrupt.as_ref().map(Interrupt::token).unwrap_or_default();
     let mut command = Box::pin(async move {
         match cli.command {
             Command::Run(args) => run_cmd::run(args, stop).await,

@@ -14,9 +14,9 @@ use toolgraph_engine::CancellationToken;
 
 use crate::Outcome;
 use crate::input::{ExecutorFlags, OutputFlags, report_rejection};
+use crate::out::outln;
 use crate::progress::Progress;
 use crate::run_cmd::{print_result_showing, report_timeline, write_timeline};
-use crate::out::outln;
 
 #[derive(Args)]
 pub struct ResumeArgs {
@@ -58,7 +58,10 @@ pub async fn run(args: ResumeArgs, stop: CancellationToken) -> Result<Outcome> {
     if !args.output.json {
         outln!(
             "resumed execution {}: {} calls kept, {} re-run (idempotent, running at the crash), {} interrupted",
-            args.id, counts.kept, counts.rerun, counts.interrupted
+            args.id,
+            counts.kept,
+            counts.rerun,
+            counts.interrupted
         )?;
         if stored.summary.status == "cancelled" {
             outln!(

@@ -190,10 +190,12 @@ impl Store {
 
     /// Marks finished execution `id` as cancelled (its run was stopped on request).
     pub(crate) async fn set_cancelled(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE executions SET status = 'cancelled' WHERE id = $1 AND status = 'finished'")
-            .bind(id)
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "UPDATE executions SET status = 'cancelled' WHERE id = $1 AND status = 'finished'",
+        )
+        .bind(id)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 

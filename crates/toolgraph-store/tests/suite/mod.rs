@@ -487,7 +487,10 @@ pub async fn a_cancelled_execution_is_resumable_and_runs_its_cancelled_calls_aga
     store.mark_cancelled(&id).await.expect("cancelled");
     let summary = &store.history(1).await.expect("history")[0];
     assert_eq!(summary.status, "cancelled");
-    assert!(!summary.is_abandoned(now_ms(), 10_000), "nobody must resume it at once");
+    assert!(
+        !summary.is_abandoned(now_ms(), 10_000),
+        "nobody must resume it at once"
+    );
 
     let point = store.resume_point(&id).await.expect("resume point");
     assert_eq!(
