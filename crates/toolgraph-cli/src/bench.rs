@@ -21,20 +21,21 @@ use toolgraph_engine::{ParallelExecutor, RunOptions, workload};
 use toolgraph_store::ExecutionStore;
 
 use crate::Outcome;
+use crate::out::outln;
 
 #[derive(Args)]
 pub struct BenchArgs {
     /// Calls in the no-op fan-out.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = at_least_one)]
     pub calls: usize,
     /// Calls in the chain.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
     pub chain: usize,
     /// Executions run at once, 10 no-op calls each, through one executor (shared limit 64).
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, value_parser = at_least_one)]
     pub concurrent_executions: usize,
     /// Runs per figure (the median is reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
     pub runs: usize,
     /// Print the figures as JSON.
     #[arg(long)]
@@ -51,7 +52,8 @@ pub struct BenchArgs {
         long,
         value_name = "N,N,…",
         value_delimiter = ',',
-        default_value = "10000,100000,1000000"
+        default_value = "10000,100000,1000000",
+        value_parser = at_least_one
     )]
     pub memory_calls: Vec<usize>,
     /// Leave out the peak-memory figures.
@@ -60,6 +62,15 @@ pub struct BenchArgs {
     /// Internal: run one execution of N no-op calls and print its peak memory as JSON.
     #[arg(long, value_name = "N", hide = true)]
     pub memory_probe: Option<usize>,
+}
+
+/// A size of 1 or more: 0 calls (or runs) measures nothing, so clap refuses it.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1: 0 measures nothing".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number ({e})")),
+    }
 }
 
 /// The sleep-based DAGs the benchmark runs, by file name.
@@ -211,25 +222,29 @@ pub async fn run(args: BenchArgs) -> Result<Outcome> {
         for (file, name, calls) in sleep_dags() {
             let path = dir.join(file);
             std::fs::write(&path, serde_json::to_string_pretty(&calls)? + "\n")?;
-            println!("{}: {name}, {} calls", path.display(), calls.len());
+            outln!("{}: {name}, {} calls", path.display(), calls.len())?;
         }
         return Ok(Outcome::Success);
     }
-    let runs = args.runs.max(1);
+    let runs = args.runs;
     let mut figures = Vec::new();
-    let mut say = |f: Figure| {
+    let mut say = |f: Figure| -> Result<()> {
         if !args.json {
             let target = f
                 .target
                 .as_deref()
                 .map(|t| format!("  (target {t})"))
                 .unwrap_or_default();
-            println!(
+            outln!(
                 "{:<48} {:>10.3} {:<3}{target}  {}",
-                f.name, f.value, f.unit, f.note
-            );
+                f.name,
+                f.value,
+                f.unit,
+                f.note
+            )?;
         }
         figures.push(f);
+        Ok(())
     };
 
     // 1. The floor: spawn and join bare tasks.
@@ -250,7 +265,7 @@ pub async fn run(args: BenchArgs) -> Result<Outcome> {
         unit: "µs",
         target: None,
         note: "per task: the floor".into(),
-    });
+    })?;
 
     // 2. Planning and per-call overhead on a no-op fan-out.
     let fan = workload::fan_out(n, "noop", json!({}));
@@ -273,7 +288,7 @@ pub async fn run(args: BenchArgs) -> Result<Outcome> {
         unit: "ms",
         target: Some("well under 100 ms".into()),
         note: "parse-free: ids, references, hazards, levels".into(),
-    });
+    })?;
     let mut per_call = Vec::new();
     for _ in 0..runs {
         let (secs, result) = time_execution(&ex, &fan).await?;
@@ -291,7 +306,7 @@ pub async fn run(args: BenchArgs) -> Result<Outcome> {
         target: Some("≤ 1.5 µs".into()),
         note: "end to end: plan, schedule, poll, layers, shared limiter, result (limit 1024)"
             .into(),
-    });
+    })?;
 
     // 3. Per-edge overhead on a chain.
     let m = args.chain.max(2);
@@ -308,11 +323,11 @@ pub async fn run(args: BenchArgs) -> Result<Outcome> {
         unit: "µs",
         target: Some("≤ 1.5 µs".into()),
         note: "each call waits for the one before".into(),
-    });
+    })?;
 
     // 3b. Many executions at once through one executor (a service's or a worker's load).
     for f in crate::bench_concurrent::figures(args.concurrent_executions, 10, 64, runs).await? {
-        say(f);
+        say(f)?;
     }
 
     // 4. Sleep DAGs: makespan against the measured critical path.
@@ -339,7 +354,7 @@ pub async fn run(args: BenchArgs) -> Result<Outcome> {
                 "makespan {:.1} ms, critical path {:.1} ms, speedup {:.1}×",
                 r.total_time_ms, r.critical_path_ms, r.speedup
             ),
-        });
+        })?;
     }
 
     // 5. The same skewed DAG, level by level (a barrier per level).
@@ -371,7 +386,7 @@ pub async fn run(args: BenchArgs) -> Result<Outcome> {
             "barrier per level {:.1} ms vs toolgraph {:.1} ms",
             barrier_ms, ours.total_time_ms
         ),
-    });
+    })?;
 
     // 6. Recording: the same no-op calls with a recorder attached.
     let temp = std::env::temp_dir().join(format!("toolgraph-bench-{}.db", std::process::id()));
@@ -383,7 +398,7 @@ pub async fn run(args: BenchArgs) -> Result<Outcome> {
     let m = n.min(10_000);
     for url in &urls {
         for f in recording(url, m, runs * 3).await? {
-            say(f);
+            say(f)?;
         }
     }
     for suffix in ["", "-wal", "-shm"] {
@@ -393,12 +408,12 @@ pub async fn run(args: BenchArgs) -> Result<Outcome> {
     // 7. Peak memory of one no-op execution per size, each in a fresh process.
     if !args.no_memory {
         for f in crate::bench_memory::figures(&args.memory_calls).await? {
-            say(f);
+            say(f)?;
         }
     }
 
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&figures)?);
+        outln!("{}", serde_json::to_string_pretty(&figures)?)?;
     }
     // Let blocking-pool threads wind down before the runtime stops.
     tokio::time::sleep(Duration::from_millis(1)).await;

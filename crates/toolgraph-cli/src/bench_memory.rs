@@ -20,6 +20,7 @@ use toolgraph_engine::workload;
 
 use crate::Outcome;
 use crate::bench::Figure;
+use crate::out::{errln, outln};
 
 /// Where Linux reports a process's memory.
 const STATUS: &str = "/proc/self/status";
@@ -76,7 +77,7 @@ pub async fn probe(n: usize) -> Result<Outcome> {
         peak_kib,
         seconds,
     };
-    println!("{}", serde_json::to_string(&probe)?);
+    outln!("{}", serde_json::to_string(&probe)?)?;
     Ok(Outcome::Success)
 }
 
@@ -110,7 +111,7 @@ pub async fn figures(sizes: &[usize]) -> Result<Vec<Figure>> {
         return Ok(Vec::new());
     }
     if std::fs::metadata(STATUS).is_err() {
-        eprintln!("bench: peak memory left out: {STATUS} is not readable (Linux only)");
+        errln!("bench: peak memory left out: {STATUS} is not readable (Linux only)");
         return Ok(Vec::new());
     }
     let mut figures = Vec::new();

@@ -2,17 +2,21 @@
 //! tools, the executor runs them in parallel, results go back, until it answers.
 //!
 //! Each turn's batch is recorded ahead into the store, as part of one session, by the
-//! runtime's batch runner.
-
-use std::sync::Arc;
+//! runtime's batch runner. The progress display follows each execution on its own (calls
+//! started early while the model streams run as executions of their own, at the same
+//! time); the summary splits the time into waiting on the model and running tools that
+//! did not overlap it. Ctrl-C cancels the turn's calls (recorded `cancelled`) and stops.
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use toolgraph::llm::{LlmClient, LlmConfig, Provider, ToolOrchestrator};
+use toolgraph_engine::CancellationToken;
 
 use crate::Outcome;
 use crate::input::ExecutorFlags;
+use crate::out::{errln, outln};
 use crate::progress::Progress;
+use crate::render;
 
 /// Providers, on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -58,12 +62,12 @@ pub struct ChatArgs {
     pub flags: ExecutorFlags,
 }
 
-pub async fn run(args: ChatArgs) -> Result<Outcome> {
+pub async fn run(args: ChatArgs, stop: CancellationToken) -> Result<Outcome> {
     let config = args.flags.config()?;
     let mut runtime = toolgraph::Runtime::start(&config).await?;
-    let progress = (!args.quiet).then(|| Arc::new(Progress::new()));
+    let progress = (!args.quiet).then(Progress::for_chat);
     if let Some(p) = &progress {
-        runtime = runtime.with_sink(p.clone());
+        runtime = runtime.with_sink_per_execution(p.sink_factory());
     }
     // Every turn's batch is recorded ahead, under one session, with the plan the model sent.
     let session = runtime
@@ -97,7 +101,8 @@ pub async fn run(args: ChatArgs) -> Result<Outcome> {
     let runner = runtime.batch_runner(session.clone());
     let mut orchestrator = ToolOrchestrator::with_runner(LlmClient::new(llm)?, runner)
         .max_iterations(args.max_iterations)
-        .teach_references(args.teach_references);
+        .teach_references(args.teach_references)
+        .cancel_on(stop);
     if let Some(system) = &args.system {
         orchestrator = orchestrator.system_prompt(system.clone());
     }
@@ -112,11 +117,20 @@ pub async fn run(args: ChatArgs) -> Result<Outcome> {
         .filter_map(|e| e.metadata.recording_error.as_deref())
         .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        outln!("{}", serde_json::to_string_pretty(&result)?)?;
     } else {
-        println!("{}", result.answer);
-        println!(
-            "\n{} turn(s) · {} tool call(s) in {} execution(s) · model {:.1} ms · tools {:.1} ms · tokens {} in / {} out",
+        outln!("{}", result.answer)?;
+        // Model time is time waiting on the model; tool time is what did not overlap it.
+        let early = if result.tool_overlap_ms > 0.0 {
+            format!(
+                " (calls started early ran during {:.1} ms of it)",
+                result.tool_overlap_ms
+            )
+        } else {
+            String::new()
+        };
+        outln!(
+            "\n{} turn(s) · {} tool call(s) in {} execution(s) · model {:.1} ms{early} · tools {:.1} ms after the replies · tokens {} in / {} out",
             result.iterations,
             result.tool_calls_made,
             result.executions.len(),
@@ -124,11 +138,13 @@ pub async fn run(args: ChatArgs) -> Result<Outcome> {
             result.tool_ms,
             result.usage.input_tokens,
             result.usage.output_tokens
-        );
+        )?;
         for (k, e) in result.executions.iter().enumerate() {
-            println!(
-                "  execution {}: {} call(s), makespan {:.1} ms, sequential {:.1} ms, speedup {:.2}×{}",
+            let ids: Vec<&str> = e.results.iter().map(|c| c.id.as_str()).collect();
+            outln!(
+                "  execution {} ({}): {} call(s), makespan {:.1} ms, sequential {:.1} ms, speedup {:.2}×{}",
                 k + 1,
+                render::truncate(&ids.join(", "), 40),
                 e.results.len(),
                 e.total_time_ms,
                 e.sequential_time_estimate_ms,
@@ -138,16 +154,21 @@ pub async fn run(args: ChatArgs) -> Result<Outcome> {
                 } else {
                     " (some calls failed)"
                 }
-            );
+            )?;
         }
         match (&session, recording_errors.first()) {
             (Some(_), Some(e)) => {
-                eprintln!("toolgraph: warning: recording the session failed: {e}")
+                errln!("toolgraph: warning: recording the session failed: {e}")
             }
             (Some(id), None) if !result.executions.is_empty() => {
-                println!("recorded as session {id} ({})", config.store.url)
+                outln!("recorded as session {id} ({})", config.store.url)?
             }
             _ => {}
+        }
+        if result.cancelled {
+            outln!(
+                "interrupted: the turn's running calls were cancelled and recorded so (`toolgraph history`)"
+            )?;
         }
     }
     Ok(if result.success {

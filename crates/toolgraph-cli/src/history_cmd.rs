@@ -5,6 +5,7 @@ use clap::Args;
 
 use crate::Outcome;
 use crate::input::StoreFlags;
+use crate::out::outln;
 use crate::run_cmd::{print_result, write_timeline};
 
 #[derive(Args)]
@@ -19,13 +20,19 @@ pub struct HistoryArgs {
 pub async fn history(args: HistoryArgs) -> Result<Outcome> {
     let rows = args.store.store().await?.history(args.limit).await?;
     if args.store.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(Outcome::Success);
     }
-    println!(
+    outln!(
         "{:<36}  {:<19}  {:<11}  {:>6}  {:>7}  {:>11}  {:>8}",
-        "id", "created (UTC)", "status", "calls", "success", "makespan", "speedup"
-    );
+        "id",
+        "created (UTC)",
+        "status",
+        "calls",
+        "success",
+        "makespan",
+        "speedup"
+    )?;
     let now = toolgraph_store::now_ms();
     let timeout = toolgraph::LEASE_TIMEOUT.as_millis() as i64;
     for r in rows {
@@ -43,7 +50,7 @@ pub async fn history(args: HistoryArgs) -> Result<Outcome> {
             .replace('T', " ")
             .trim_end_matches('Z')
             .to_owned();
-        println!(
+        outln!(
             "{:<36}  {:<19}  {:<11}  {:>6}  {:>7}  {:>11}  {:>8}",
             r.id,
             when,
@@ -53,7 +60,7 @@ pub async fn history(args: HistoryArgs) -> Result<Outcome> {
             r.makespan_ms
                 .map_or_else(|| "-".into(), |m| format!("{m:.1} ms")),
             r.speedup.map_or_else(|| "-".into(), |s| format!("{s:.2}×")),
-        );
+        )?;
     }
     Ok(Outcome::Success)
 }
@@ -63,7 +70,7 @@ pub struct ShowArgs {
     /// The execution.
     pub id: String,
     /// Draw it into this file (`.svg` or `.html`).
-    #[arg(long, value_name = "FILE.svg")]
+    #[arg(long, value_name = "FILE.svg", value_parser = crate::timeline::output_path)]
     pub timeline: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub store: StoreFlags,
@@ -81,10 +88,12 @@ pub async fn show(args: ShowArgs) -> Result<Outcome> {
             Some(owner) if s.status == "running" => format!("running in {owner}"),
             _ => s.status.clone(),
         };
-        println!(
+        outln!(
             "execution {} · {} · resumed {} time(s)",
-            s.id, status, s.resumed
-        );
+            s.id,
+            status,
+            s.resumed
+        )?;
     }
     print_result(&stored.result, args.store.json)?;
     if let Some(path) = &args.timeline {
@@ -126,10 +135,10 @@ pub async fn stats(args: StatsArgs) -> Result<Outcome> {
         .performance_stats(since, args.tool.as_deref())
         .await?;
     if args.store.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        outln!("{}", serde_json::to_string_pretty(&s)?)?;
         return Ok(Outcome::Success);
     }
-    println!(
+    outln!(
         "{} executions · {} calls · avg speedup {:.2}× · avg efficiency {:.0}% · success rate {:.1}% · avg makespan {:.1} ms",
         s.total_executions,
         s.total_calls,
@@ -137,13 +146,18 @@ pub async fn stats(args: StatsArgs) -> Result<Outcome> {
         s.avg_efficiency * 100.0,
         s.avg_success_rate * 100.0,
         s.avg_execution_time_ms
-    );
-    println!(
+    )?;
+    outln!(
         "{:<16}  {:>7}  {:>7}  {:>10}  {:>10}  {:>10}",
-        "tool", "calls", "errors", "p50", "p95", "p99"
-    );
+        "tool",
+        "calls",
+        "errors",
+        "p50",
+        "p95",
+        "p99"
+    )?;
     for (name, t) in &s.tools {
-        println!(
+        outln!(
             "{:<16}  {:>7}  {:>6.1}%  {:>7.1} ms  {:>7.1} ms  {:>7.1} ms",
             name,
             t.count,
@@ -151,7 +165,7 @@ pub async fn stats(args: StatsArgs) -> Result<Outcome> {
             t.p50_ms,
             t.p95_ms,
             t.p99_ms
-        );
+        )?;
     }
     Ok(Outcome::Success)
 }
@@ -172,6 +186,6 @@ pub async fn prune(args: PruneArgs) -> Result<Outcome> {
         .await?
         .prune(cutoff(&args.older_than)?)
         .await?;
-    println!("pruned {gone} execution(s) older than {}", args.older_than);
+    outln!("pruned {gone} execution(s) older than {}", args.older_than)?;
     Ok(Outcome::Success)
 }

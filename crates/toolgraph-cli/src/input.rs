@@ -11,6 +11,8 @@ use toolgraph::Config;
 use toolgraph_core::{InputError, ToolCall, parse_tool_calls_str};
 use toolgraph_store::ExecutionStore;
 
+use crate::out::errln;
+
 /// Configuration flags; each wins over the file and the environment.
 #[derive(Args, Clone, Debug, Default)]
 pub struct ExecutorFlags {
@@ -115,11 +117,15 @@ pub struct OutputFlags {
     #[arg(long)]
     pub json: bool,
     /// Draw the execution as a Gantt chart into this file (`.svg`, or `.html` for a page).
-    #[arg(long, value_name = "FILE.svg")]
+    /// Checked before anything runs.
+    #[arg(long, value_name = "FILE.svg", value_parser = crate::timeline::output_path)]
     pub timeline: Option<PathBuf>,
     /// No progress display.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Show each call's output (or error) in the table, cut to 48 columns.
+    #[arg(long)]
+    pub show_output: bool,
 }
 
 /// Connected MCP servers.
@@ -184,6 +190,6 @@ pub fn parse_or_report(text: &str) -> Option<Vec<ToolCall>> {
 
 /// Prints a rejection to standard error.
 pub fn report_rejection(e: &InputError) {
-    eprintln!("toolgraph: {e}");
-    eprintln!("nothing ran.");
+    errln!("toolgraph: {e}");
+    errln!("nothing ran.");
 }

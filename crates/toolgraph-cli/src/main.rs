@@ -2,7 +2,8 @@
 //!
 //! One file per subcommand; this file only parses arguments and maps outcomes to exit
 //! codes (0 every call succeeded, 1 some call did not, 2 the input or the flags were
-//! rejected and nothing ran). It is the only crate that prints.
+//! rejected and nothing ran, 130 / 143 a run stopped by Ctrl-C / SIGTERM, 141 standard
+//! output was closed by its reader). It is the only crate that prints, through `out`.
 
 mod bench;
 mod bench_concurrent;
@@ -10,6 +11,8 @@ mod bench_memory;
 mod chat_cmd;
 mod history_cmd;
 mod input;
+mod interrupt;
+mod out;
 mod plan_cmd;
 mod progress;
 mod render;
@@ -21,6 +24,9 @@ mod tools_cmd;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::interrupt::Interrupt;
+use crate::out::errln;
 
 /// Runs the tool calls an LLM emits: in parallel where safe, in order where not.
 #[derive(Parser)]
@@ -67,27 +73,55 @@ pub enum Outcome {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = match cli.command {
-        Command::Run(args) => run_cmd::run(args).await,
-        Command::Plan(args) => plan_cmd::run(args).await,
-        Command::Bench(args) => bench::run(args).await,
-        Command::Tools(args) => tools_cmd::run(args).await,
-        Command::Resume(args) => resume_cmd::run(args).await,
-        Command::Chat(args) => chat_cmd::run(args).await,
-        Command::History(args) => history_cmd::history(args).await,
-        Command::Show(args) => history_cmd::show(args).await,
-        Command::Stats(args) => history_cmd::stats(args).await,
-        Command::Prune(args) => history_cmd::prune(args).await,
-    };
-    match outcome {
-        Ok(Outcome::Success) => ExitCode::SUCCESS,
-        Ok(Outcome::CallsFailed) => ExitCode::from(1),
-        Ok(Outcome::Rejected) => ExitCode::from(2),
-        Err(e) => {
-            eprintln!("toolgraph: {}", error_text(&e));
-            ExitCode::from(2)
+    // The commands that run calls stop gracefully at Ctrl-C; the others keep the default.
+    let interrupt = matches!(
+        cli.command,
+        Command::Run(_) | Command::Resume(_) | Command::Chat(_)
+    )
+    .then(Interrupt::listen);
+    let stop = interrupt.as_ref().map(Interrupt::token).unwrap_or_default();
+    let mut command = Box::pin(async move {
+        match cli.command {
+            Command::Run(args) => run_cmd::run(args, stop).await,
+            Command::Plan(args) => plan_cmd::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Tools(args) => tools_cmd::run(args).await,
+            Command::Resume(args) => resume_cmd::run(args, stop).await,
+            Command::Chat(args) => chat_cmd::run(args, stop).await,
+            Command::History(args) => history_cmd::history(args).await,
+            Command::Show(args) => history_cmd::show(args).await,
+            Command::Stats(args) => history_cmd::stats(args).await,
+            Command::Prune(args) => history_cmd::prune(args).await,
         }
-    }
+    });
+    let outcome = match &interrupt {
+        Some(interrupt) => tokio::select! {
+            outcome = &mut command => Some(outcome),
+            () = interrupt.aborted() => None,
+        },
+        None => Some((&mut command).await),
+    };
+    let signalled = interrupt.as_ref().and_then(Interrupt::code);
+    let Some(outcome) = outcome else {
+        // The second signal: dropping the command drops its calls, which kills the process
+        // groups they started; exit without waiting for blocking threads.
+        drop(command);
+        std::process::exit(i32::from(signalled.unwrap_or(130)));
+    };
+    let code = match outcome {
+        Ok(Outcome::Success) => 0,
+        Ok(Outcome::CallsFailed) => 1,
+        Ok(Outcome::Rejected) => 2,
+        Err(e) => {
+            errln!("toolgraph: {}", error_text(&e));
+            2
+        }
+    };
+    ExitCode::from(signalled.unwrap_or(if out::stdout_closed() {
+        out::CLOSED_PIPE_EXIT
+    } else {
+        code
+    }))
 }
 
 /// An error and its causes on one line, each cause said once: many errors already include

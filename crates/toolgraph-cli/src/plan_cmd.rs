@@ -8,6 +8,7 @@ use toolgraph_engine::{DependencyGraph, GraphNode};
 
 use crate::Outcome;
 use crate::input::{ExecutorFlags, parse_or_report, read_source, report_rejection};
+use crate::out::outln;
 
 /// Graph formats.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -60,7 +61,7 @@ pub async fn run(args: PlanArgs) -> Result<Outcome> {
             GraphFormat::Mermaid => mermaid(&graph, &names),
         }
     };
-    println!("{out}");
+    outln!("{out}")?;
     Ok(Outcome::Success)
 }
 

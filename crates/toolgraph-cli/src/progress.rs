@@ -1,16 +1,27 @@
 //! Live progress on standard error: a bar with done / running / queued / failed and per-tool
 //! counts on a terminal; one plain line per finished call otherwise.
 //!
-//! It is an [`EventSink`]: called from the scheduler's loop, it only updates counters and
-//! lets indicatif draw at its own pace. Each execution announces its calls (`on_plan`), so
-//! one display follows a run or the successive executions of a chat.
+//! One [`Progress`] is the display; each execution gets a sink of its own from
+//! [`Progress::sink_factory`] (the runtime asks for one per execution), so executions that
+//! run at once — a chat starts calls early, each as an execution of its own, while the
+//! model still streams — are told apart: a line names the call by its id in its own
+//! execution, and the bar adds up every execution's calls. A line's time is the call's end:
+//! for `run` and `resume` on its execution's clock, the clock of the result table
+//! (`start` + `run`); for a chat, which runs many executions, since the chat began.
+//!
+//! Sinks are called from the scheduler's loop: they only update counters and print one
+//! line, and let indicatif draw at its own pace. Nothing here can panic on a closed
+//! standard error.
 
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use toolgraph_core::{CallStatus, Event, EventSink, ToolCall};
+use toolgraph::SinkFactory;
+use toolgraph_core::{CallOutcome, CallStatus, Event, EventSink, ToolCall};
+
+use crate::out::errln;
 
 #[derive(Clone, Copy, PartialEq)]
 enum State {
@@ -20,38 +31,41 @@ enum State {
     Done,
 }
 
-/// The counters of the execution in progress.
+/// The counters shown, over every execution so far.
 #[derive(Default)]
 struct Counts {
-    calls: Vec<(String, usize)>,
-    state: Vec<State>,
+    total: usize,
     queued: usize,
     running: usize,
     failed: usize,
+    /// Tool name, calls done, calls in all.
     per_tool: Vec<(String, usize, usize)>,
 }
 
 impl Counts {
-    fn of(calls: &[&ToolCall]) -> Counts {
-        let mut per_tool: Vec<(String, usize, usize)> = Vec::new();
-        let mut call_tools = Vec::with_capacity(calls.len());
-        for c in calls {
-            let t = match per_tool.iter().position(|(name, _, _)| *name == c.name) {
-                Some(t) => t,
-                None => {
-                    per_tool.push((c.name.clone(), 0, 0));
-                    per_tool.len() - 1
-                }
-            };
-            per_tool[t].2 += 1;
-            call_tools.push((c.id.clone(), t));
+    fn tool(&mut self, name: &str) -> usize {
+        match self.per_tool.iter().position(|(n, _, _)| n == name) {
+            Some(t) => t,
+            None => {
+                self.per_tool.push((name.to_owned(), 0, 0));
+                self.per_tool.len() - 1
+            }
         }
-        Counts {
-            calls: call_tools,
-            state: vec![State::Waiting; calls.len()],
-            per_tool,
-            ..Counts::default()
-        }
+    }
+
+    fn message(&self) -> String {
+        let tools: Vec<String> = self
+            .per_tool
+            .iter()
+            .map(|(n, d, t)| format!("{n} {d}/{t}"))
+            .collect();
+        format!(
+            "running {} · queued {} · failed {} · {}",
+            self.running,
+            self.queued,
+            self.failed,
+            tools.join(" ")
+        )
     }
 }
 
@@ -59,12 +73,24 @@ impl Counts {
 pub struct Progress {
     bar: Option<ProgressBar>,
     counts: Mutex<Counts>,
-    start: Instant,
+    /// Lines give times since this moment (a chat), not on each execution's clock.
+    since: Option<Instant>,
 }
 
 impl Progress {
-    /// A display: a bar when standard error is a terminal, plain lines otherwise.
-    pub fn new() -> Self {
+    /// The display of one execution (`run`, `resume`): a line's time is on the clock of the
+    /// result table.
+    pub fn for_run() -> Arc<Self> {
+        Progress::new(None)
+    }
+
+    /// The display of a chat: a line's time is since the chat began.
+    pub fn for_chat() -> Arc<Self> {
+        Progress::new(Some(Instant::now()))
+    }
+
+    /// A bar when standard error is a terminal, plain lines otherwise.
+    fn new(since: Option<Instant>) -> Arc<Self> {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
@@ -75,11 +101,22 @@ impl Progress {
             bar.set_style(style);
             bar
         });
-        Progress {
+        Arc::new(Progress {
             bar,
             counts: Mutex::new(Counts::default()),
-            start: Instant::now(),
-        }
+            since,
+        })
+    }
+
+    /// What the runtime calls to get a sink for each execution.
+    pub fn sink_factory(self: &Arc<Self>) -> SinkFactory {
+        let display = self.clone();
+        Arc::new(move || {
+            Arc::new(ExecutionProgress {
+                display: display.clone(),
+                calls: Mutex::new(Vec::new()),
+            }) as Arc<dyn EventSink>
+        })
     }
 
     /// Clears the bar (the summary follows).
@@ -88,76 +125,124 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn redraw(&self, counts: &Counts) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(counts.total as u64);
+            bar.set_message(counts.message());
+        }
+    }
 }
 
-impl EventSink for Progress {
+/// One call as its execution's display knows it.
+struct Call {
+    id: String,
+    tool: usize,
+    state: State,
+}
+
+/// One execution's view of the display.
+struct ExecutionProgress {
+    display: Arc<Progress>,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl ExecutionProgress {
+    fn calls(&self) -> std::sync::MutexGuard<'_, Vec<Call>> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl EventSink for ExecutionProgress {
     fn on_plan(&self, calls: &[&ToolCall]) {
-        if let Ok(mut c) = self.counts.lock() {
-            *c = Counts::of(calls);
+        let mut counts = self.display.counts();
+        counts.total += calls.len();
+        let mut mine = self.calls();
+        mine.clear();
+        for c in calls {
+            let tool = counts.tool(&c.name);
+            counts.per_tool[tool].2 += 1;
+            mine.push(Call {
+                id: c.id.clone(),
+                tool,
+                state: State::Waiting,
+            });
         }
-        if let Some(bar) = &self.bar {
-            bar.set_length(calls.len() as u64);
-            bar.set_position(0);
-        }
+        self.display.redraw(&counts);
     }
 
     fn on_event(&self, event: &Event) {
-        let Ok(mut c) = self.counts.lock() else {
-            return;
-        };
+        let mut mine = self.calls();
+        let mut counts = self.display.counts();
         match *event {
-            Event::CallReady { position } if position < c.state.len() => {
-                c.state[position] = State::Queued;
-                c.queued += 1;
-            }
-            Event::CallStarted { position } if position < c.state.len() => {
-                if c.state[position] == State::Queued {
-                    c.queued -= 1;
+            Event::CallReady { position } => {
+                if let Some(c) = mine.get_mut(position) {
+                    c.state = State::Queued;
+                    counts.queued += 1;
                 }
-                c.state[position] = State::Running;
-                c.running += 1;
+            }
+            Event::CallStarted { position } => {
+                if let Some(c) = mine.get_mut(position) {
+                    if c.state == State::Queued {
+                        counts.queued -= 1;
+                    }
+                    c.state = State::Running;
+                    counts.running += 1;
+                }
             }
             Event::CallFinished {
-                position,
-                status,
-                duration_ms,
-            } if position < c.state.len() => {
-                match c.state[position] {
-                    State::Queued => c.queued -= 1,
-                    State::Running => c.running -= 1,
-                    _ => {}
-                }
-                c.state[position] = State::Done;
-                if status != CallStatus::Ok {
-                    c.failed += 1;
-                }
-                let (id, tool) = c.calls[position].clone();
-                c.per_tool[tool].1 += 1;
-                match &self.bar {
-                    Some(bar) => bar.inc(1),
-                    None => eprintln!(
-                        "[{:>9.1} ms] {:<9} {id} ({}) {duration_ms:.1} ms",
-                        self.start.elapsed().as_secs_f64() * 1e3,
-                        status.as_str(),
-                        c.per_tool[tool].0
-                    ),
+                position, status, ..
+            } => {
+                if let Some(c) = mine.get_mut(position) {
+                    match c.state {
+                        State::Queued => counts.queued -= 1,
+                        State::Running => counts.running -= 1,
+                        State::Waiting | State::Done => {}
+                    }
+                    c.state = State::Done;
+                    if status != CallStatus::Ok {
+                        counts.failed += 1;
+                    }
+                    counts.per_tool[c.tool].1 += 1;
+                    if let Some(bar) = &self.display.bar {
+                        bar.inc(1);
+                    }
                 }
             }
-            _ => {}
+            Event::ExecutionStarted { .. } | Event::ExecutionFinished { .. } => {}
         }
-        if let Some(bar) = &self.bar {
-            let tools: Vec<String> = c
-                .per_tool
-                .iter()
-                .map(|(n, d, t)| format!("{n} {d}/{t}"))
-                .collect();
-            bar.set_message(format!(
-                "running {} · queued {} · failed {} · {}",
-                c.running,
-                c.queued,
-                c.failed,
-                tools.join(" ")
-            ));
+        self.display.redraw(&counts);
+    }
+
+    fn on_outcome(&self, position: usize, o: &CallOutcome<'_>) {
+        if self.display.bar.is_some() {
+            return;
         }
+        let mine = self.calls();
+        let Some(c) = mine.get(position) else {
+            return;
+        };
+        let tool = self
+            .display
+            .counts()
+            .per_tool
+            .get(c.tool)
+            .map_or_else(String::new, |t| t.0.clone());
+        let ran = o
+            .started_ms
+            .map_or_else(String::new, |s| format!(" {:.1} ms", o.finished_ms - s));
+        let at = self
+            .display
+            .since
+            .map_or(o.finished_ms, |t| t.elapsed().as_secs_f64() * 1e3);
+        errln!(
+            "[{at:>9.1} ms] {:<9} {} ({tool}){ran}",
+            o.status.as_str(),
+            c.id
+        );
     }
 }

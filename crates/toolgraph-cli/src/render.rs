@@ -1,8 +1,17 @@
-//! Human-readable rendering of a result: a table of calls and a summary line.
+//! Human-readable rendering of a result: a table of calls (comfy-table: columns stay
+//! aligned whatever the width of the characters in an id) and a summary line.
 
-use toolgraph_core::{CallStatus, ParallelExecutionResult};
+use comfy_table::{CellAlignment, Table, presets::NOTHING};
+use serde_json::Value;
+use toolgraph_core::{CallResult, CallStatus, ParallelExecutionResult};
+use unicode_width::UnicodeWidthChar;
 
+/// How many columns of text an output gets in the table before it is cut with `…`.
+pub const OUTPUT_WIDTH: usize = 48;
+
+/// A duration, `-0.0` shown as `0.0`.
 fn ms(x: f64) -> String {
+    let x = if x == 0.0 { 0.0 } else { x };
     if x >= 10_000.0 {
         format!("{:.1} s", x / 1000.0)
     } else {
@@ -10,43 +19,85 @@ fn ms(x: f64) -> String {
     }
 }
 
-/// The result as a table and a summary, ready to print.
-pub fn summary(r: &ParallelExecutionResult) -> String {
-    let id_w = r
-        .results
-        .iter()
-        .map(|c| c.id.chars().count())
-        .max()
-        .unwrap_or(2)
-        .max(2);
-    let tool_w = r
-        .results
-        .iter()
-        .map(|c| c.name.chars().count())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let mut out = format!(
-        "{:<id_w$}  {:<tool_w$}  {:<9}  {:>9}  {:>9}  {:>9}  {:>5}  {:>8}\n",
-        "id", "tool", "status", "queued", "start", "run", "level", "attempts"
-    );
+/// `text` cut to at most `width` display columns, `…` marking a cut.
+pub fn truncate(text: &str, width: usize) -> String {
+    let columns = |c: char| c.width().unwrap_or(0);
+    if text.chars().map(columns).sum::<usize>() <= width {
+        return text.to_owned();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        if used + columns(c) > width.saturating_sub(1) {
+            break;
+        }
+        used += columns(c);
+        out.push(c);
+    }
+    out.push('…');
+    out
+}
+
+/// One call's output as one line: JSON (strings quoted and escaped), or its error.
+fn output_text(c: &CallResult) -> String {
+    if let Some(e) = &c.error {
+        return e.message.replace(['\n', '\r'], " ");
+    }
+    match c.output.as_deref() {
+        None | Some(Value::Null) => "-".into(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// The calls as a table: no borders, two spaces between columns, numbers right-aligned.
+/// With `show_output`, a last column holds each output (or error), cut to
+/// [`OUTPUT_WIDTH`] columns.
+pub fn table(r: &ParallelExecutionResult, show_output: bool) -> String {
+    let mut table = Table::new();
+    table.load_preset(NOTHING);
+    let mut header = vec![
+        "id", "tool", "status", "queued", "start", "run", "level", "attempts",
+    ];
+    if show_output {
+        header.push("output");
+    }
+    table.set_header(header);
     for c in &r.results {
-        out.push_str(&format!(
-            "{:<id_w$}  {:<tool_w$}  {:<9}  {:>9}  {:>9}  {:>9}  {:>5}  {:>8}\n",
-            c.id,
-            c.name,
-            c.status.as_str(),
+        let ran = c.started_ms.is_some();
+        let mut row = vec![
+            c.id.clone(),
+            c.name.clone(),
+            c.status.as_str().to_owned(),
             ms(c.queued_ms),
             c.started_ms.map_or_else(|| "-".into(), ms),
-            if c.started_ms.is_some() {
-                ms(c.duration_ms)
-            } else {
-                "-".into()
-            },
-            c.level,
-            c.attempts,
-        ));
+            if ran { ms(c.duration_ms) } else { "-".into() },
+            c.level.to_string(),
+            c.attempts.to_string(),
+        ];
+        if show_output {
+            row.push(truncate(&output_text(c), OUTPUT_WIDTH));
+        }
+        table.add_row(row);
     }
+    for (i, column) in table.column_iter_mut().enumerate() {
+        if (3..=7).contains(&i) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+        if i == 0 {
+            column.set_padding((0, 1));
+        }
+    }
+    let mut text = table.trim_fmt();
+    text.push('\n');
+    text
+}
+
+/// The result as a table and a summary, ready to print. An empty batch is one line.
+pub fn summary(r: &ParallelExecutionResult, show_output: bool) -> String {
+    if r.results.is_empty() {
+        return "0 calls: nothing to run\n".to_owned();
+    }
+    let mut out = table(r, show_output);
     let mode = match r.metadata.execution_mode {
         toolgraph_core::ExecutionMode::Parallel => "parallel",
         toolgraph_core::ExecutionMode::Sequential => "sequential",
@@ -72,4 +123,19 @@ pub fn summary(r: &ParallelExecutionResult) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncation_counts_display_columns_and_marks_the_cut() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("exactly10!", 10), "exactly10!");
+        assert_eq!(truncate("eleven long", 10), "eleven lo…");
+        // Each of these is two columns wide.
+        assert_eq!(truncate("天気予報です", 7), "天気予…");
+        assert_eq!(truncate("天気", 4), "天気");
+    }
 }

@@ -4,17 +4,19 @@
 //! never started run; calls that were running at the crash run again only when their tool
 //! is idempotent, and are otherwise reported `interrupted` (what they did is unknown).
 //! The runtime does all of that ([`toolgraph::Runtime::resume`]); this file renders it.
-
-use std::sync::Arc;
+//! An execution Ctrl-C cancelled resumes the same way (its cancelled calls count as
+//! interrupted ones), and Ctrl-C during a resume cancels it again.
 
 use anyhow::Result;
 use clap::Args;
 use toolgraph::{ExecuteOptions, Resumed, RuntimeError};
+use toolgraph_engine::CancellationToken;
 
 use crate::Outcome;
 use crate::input::{ExecutorFlags, OutputFlags, report_rejection};
+use crate::out::outln;
 use crate::progress::Progress;
-use crate::run_cmd::{print_result, write_timeline};
+use crate::run_cmd::{print_result_showing, report_timeline, write_timeline};
 
 #[derive(Args)]
 pub struct ResumeArgs {
@@ -26,16 +28,20 @@ pub struct ResumeArgs {
     pub flags: ExecutorFlags,
 }
 
-pub async fn run(args: ResumeArgs) -> Result<Outcome> {
+pub async fn run(args: ResumeArgs, stop: CancellationToken) -> Result<Outcome> {
     let mut config = args.flags.config()?;
     // Resuming is recording: the store is needed even under --no-record.
     config.store.record = true;
     let mut runtime = toolgraph::Runtime::start(&config).await?;
-    let progress = (!args.output.quiet).then(|| Arc::new(Progress::new()));
+    let progress = (!args.output.quiet).then(Progress::for_run);
     if let Some(p) = &progress {
-        runtime = runtime.with_sink(p.clone());
+        runtime = runtime.with_sink_per_execution(p.sink_factory());
     }
-    let resumed = runtime.resume(&args.id, ExecuteOptions::default()).await;
+    let options = ExecuteOptions {
+        cancel: stop.clone(),
+        ..ExecuteOptions::default()
+    };
+    let resumed = runtime.resume(&args.id, options).await;
     if let Some(p) = &progress {
         p.finish();
     }
@@ -48,16 +54,27 @@ pub async fn run(args: ResumeArgs) -> Result<Outcome> {
         Err(e) => return Err(e.into()),
     };
     let result = &stored.result;
-    print_result(result, args.output.json)?;
+    print_result_showing(result, args.output.json, args.output.show_output)?;
     if !args.output.json {
-        println!(
+        outln!(
             "resumed execution {}: {} calls kept, {} re-run (idempotent, running at the crash), {} interrupted",
-            args.id, counts.kept, counts.rerun, counts.interrupted
-        );
+            args.id,
+            counts.kept,
+            counts.rerun,
+            counts.interrupted
+        )?;
+        if stored.summary.status == "cancelled" {
+            outln!(
+                "interrupted: execution {} is recorded as cancelled again; `toolgraph resume {}` finishes it",
+                args.id,
+                args.id
+            )?;
+        }
     }
     if let Some(path) = &args.output.timeline {
         let edges: Vec<(usize, usize)> = stored.edges.iter().map(|(f, t, _)| (*f, *t)).collect();
-        write_timeline(path, result, &edges, &stored.critical)?;
+        let drawn = write_timeline(path, result, &edges, &stored.critical);
+        report_timeline(path, drawn, args.output.json)?;
     }
     Ok(if result.success {
         Outcome::Success

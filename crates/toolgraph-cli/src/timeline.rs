@@ -3,9 +3,16 @@
 //! One row per call (input order): queue wait drawn as a pale hatched bar, run time as a
 //! solid bar coloured by status; dependency arrows from the end of each predecessor to the
 //! start of its dependant; the critical path outlined and its arrows darkened; a time axis
-//! with round ticks and grid lines; a title with the summary figures and a legend.
+//! with round ticks, grid lines and a last tick at the makespan; a title with the summary
+//! figures and a legend. A bar is at least [`MIN_BAR_W`] wide, so a sub-millisecond call
+//! is still seen; its duration is written on it when it fits, beside it when there is
+//! room, and otherwise only in its tooltip (`<title>`), as every bar's figures are.
+//!
+//! [`output_path`] checks a `--timeline` path before anything runs: a known extension
+//! (`.svg`, `.html`), a directory that exists and can be written.
 
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 
 use toolgraph_core::{CallStatus, ParallelExecutionResult};
 
@@ -14,6 +21,84 @@ const CHART_W: f64 = 760.0;
 const ROW_H: f64 = 24.0;
 const TOP: f64 = 64.0;
 const BOTTOM: f64 = 40.0;
+/// The narrowest run bar, in px: a call of 0.1 ms in a 10 s chart is still seen.
+pub const MIN_BAR_W: f64 = 3.0;
+/// Roughly how wide a character of the 11 px bar labels is, in px.
+const LABEL_CHAR_W: f64 = 6.5;
+/// Space around a label inside a bar.
+const LABEL_PAD: f64 = 4.0;
+
+/// Checks a `--timeline` path before anything runs (a clap value parser): the extension
+/// must be `.svg` or `.html` (the picture is SVG; no PNG is rendered), the directory must
+/// exist and take a new file. The check writes nothing that stays: an existing file is
+/// opened without truncating it; a new one is created and removed.
+pub fn output_path(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    if !matches!(ext.as_deref(), Some("svg" | "html")) {
+        return Err(
+            "the timeline is drawn as SVG: name the file FILE.svg, or FILE.html for a page \
+             around it"
+                .to_owned(),
+        );
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("directory {} does not exist", dir.display()));
+    }
+    if path.is_dir() {
+        return Err(format!("{} is a directory", path.display()));
+    }
+    probe_writable(&path).map_err(|e| format!("{} cannot be written: {e}", path.display()))?;
+    Ok(path)
+}
+
+fn probe_writable(path: &Path) -> std::io::Result<()> {
+    if path.exists() {
+        std::fs::OpenOptions::new().append(true).open(path)?;
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    std::fs::remove_file(path)
+}
+
+/// A time for an axis whose ticks are `step` ms apart: as many decimals as the step needs
+/// (`0.5 ms`, `300 ms`, `4 s`), never more.
+fn tick_label(t: f64, step: f64) -> String {
+    let (value, step, unit) = if step >= 1000.0 {
+        (t / 1000.0, step / 1000.0, "s")
+    } else {
+        (t, step, "ms")
+    };
+    format!("{value:.*} {unit}", decimals(step))
+}
+
+/// Decimals needed to write multiples of `step` exactly (steps are 1, 2 or 5 × 10ⁿ).
+fn decimals(step: f64) -> usize {
+    if step >= 1.0 {
+        0
+    } else {
+        (-step.log10()).ceil().clamp(0.0, 6.0) as usize
+    }
+}
+
+/// A measured time for a label: one decimal (`152.2 ms`), seconds from 10 s.
+fn measured(ms: f64) -> String {
+    if ms >= 10_000.0 {
+        format!("{:.2} s", ms / 1000.0)
+    } else {
+        format!("{ms:.1} ms")
+    }
+}
 
 fn colour(status: CallStatus) -> &'static str {
     match status {
@@ -120,33 +205,35 @@ pub fn svg(r: &ParallelExecutionResult, edges: &[(usize, usize)], critical: &[us
         lx + 18.0
     );
 
-    // Axis and grid.
+    // Axis and grid: round ticks (each k × step, no accumulated error), then one at the
+    // makespan; a round tick too close to it to keep its label apart gives way.
     let step = tick_step(span, 8.0);
     let axis_y = TOP + n as f64 * ROW_H + 6.0;
     let _ = writeln!(
         out,
-        r##"<line class="axis" x1="{}" y1="{axis_y}" x2="{}" y2="{axis_y}" stroke="#1d2733"/>"##,
+        r##"<line class="axis" x1="{:.2}" y1="{axis_y}" x2="{:.2}" y2="{axis_y}" stroke="#1d2733"/>"##,
         x(0.0),
         x(span)
     );
-    let mut t = 0.0;
-    while t <= span + 1e-9 {
+    let makespan = r.total_time_ms.max(0.0);
+    let makespan_label = measured(makespan);
+    let keep_apart = (makespan_label.len() as f64 + 4.0) * LABEL_CHAR_W;
+    let mut ticks: Vec<(f64, String, &str)> = (0..)
+        .map(|k| f64::from(k) * step)
+        .take_while(|t| *t <= span + step * 1e-9)
+        .filter(|t| (x(*t) - x(makespan)).abs() >= keep_apart)
+        .map(|t| (t, tick_label(t, step), "tick"))
+        .collect();
+    ticks.push((makespan, makespan_label, "tick makespan"));
+    for (t, label, class) in ticks {
         let tx = x(t);
-        let label = if step >= 1000.0 {
-            format!("{:.0} s", t / 1000.0)
-        } else if step < 1.0 {
-            format!("{t:.1} ms")
-        } else {
-            format!("{t:.0} ms")
-        };
         let _ = writeln!(
             out,
-            r##"<g class="tick"><line x1="{tx}" y1="{}" x2="{tx}" y2="{axis_y}" stroke="#edf0f3"/><line x1="{tx}" y1="{axis_y}" x2="{tx}" y2="{}" stroke="#1d2733"/><text x="{tx}" y="{}" text-anchor="middle" fill="#4a5561">{label}</text></g>"##,
+            r##"<g class="{class}"><line x1="{tx:.2}" y1="{}" x2="{tx:.2}" y2="{axis_y}" stroke="#edf0f3"/><line x1="{tx:.2}" y1="{axis_y}" x2="{tx:.2}" y2="{}" stroke="#1d2733"/><text x="{tx:.2}" y="{}" text-anchor="middle" fill="#4a5561">{label}</text></g>"##,
             TOP - 4.0,
             axis_y + 5.0,
             axis_y + 18.0
         );
-        t += step;
     }
 
     // Rows.
@@ -194,12 +281,11 @@ pub fn svg(r: &ParallelExecutionResult, edges: &[(usize, usize)], critical: &[us
                 } else {
                     "bar run"
                 };
+                let (bar_x, bar_w) = (x(start), (x(end) - x(start)).max(MIN_BAR_W));
                 let _ = writeln!(
                     out,
-                    r#"<rect class="{class}" x="{:.2}" y="{}" width="{:.2}" height="{}" rx="3" fill="{}"{stroke}><title>{} ({}) {}: {:.1}–{:.1} ms, {:.1} ms</title></rect>"#,
-                    x(start),
+                    r#"<rect class="{class}" x="{bar_x:.2}" y="{}" width="{bar_w:.2}" height="{}" rx="3" fill="{}"{stroke}><title>{} ({}) {}: {:.1}–{:.1} ms, {:.1} ms</title></rect>"#,
                     top + 4.0,
-                    (x(end) - x(start)).max(2.0),
                     ROW_H - 8.0,
                     colour(c.status),
                     escape(&c.id),
@@ -209,6 +295,22 @@ pub fn svg(r: &ParallelExecutionResult, edges: &[(usize, usize)], critical: &[us
                     end,
                     c.duration_ms
                 );
+                let label = measured(c.duration_ms);
+                let label_w = label.len() as f64 * LABEL_CHAR_W;
+                let base = top + 16.0;
+                if bar_w >= label_w + 2.0 * LABEL_PAD {
+                    let _ = writeln!(
+                        out,
+                        r##"<text class="bar-label" x="{:.2}" y="{base}" font-size="11" text-anchor="middle" fill="#ffffff">{label}</text>"##,
+                        bar_x + bar_w / 2.0
+                    );
+                } else if bar_x + bar_w + LABEL_PAD + label_w <= width - 4.0 {
+                    let _ = writeln!(
+                        out,
+                        r##"<text class="bar-label beside" x="{:.2}" y="{base}" font-size="11" fill="#4a5561">{label}</text>"##,
+                        bar_x + bar_w + LABEL_PAD
+                    );
+                }
             }
             _ => {
                 let _ = writeln!(
@@ -291,7 +393,141 @@ fn through_joins(ends: &[Option<f64>], edges: &[(usize, usize)]) -> Vec<(usize, 
 
 #[cfg(test)]
 mod tests {
-    use super::{through_joins, tick_step};
+    use super::*;
+    use toolgraph_core::{CallResult, ExecutionMetadata};
+
+    fn call(id: &str, start: f64, end: f64) -> CallResult {
+        CallResult {
+            id: id.into(),
+            name: "sleep".into(),
+            status: CallStatus::Ok,
+            output: None,
+            error: None,
+            attempts: 1,
+            queued_ms: 0.0,
+            started_ms: Some(start),
+            finished_ms: Some(end),
+            duration_ms: end - start,
+            level: 0,
+        }
+    }
+
+    fn result(calls: Vec<CallResult>, makespan: f64) -> ParallelExecutionResult {
+        ParallelExecutionResult {
+            success: true,
+            results: calls,
+            total_time_ms: makespan,
+            parallel_time_ms: makespan,
+            sequential_time_estimate_ms: makespan,
+            speedup: 1.0,
+            critical_path_ms: makespan,
+            efficiency: 1.0,
+            batches: Vec::new(),
+            errors: Vec::new(),
+            metadata: ExecutionMetadata::default(),
+        }
+    }
+
+    /// The text of the `<text>` inside each `<g class="{class}">` group.
+    fn labels(svg: &str, class: &str) -> Vec<String> {
+        let open = format!(r#"<g class="{class}">"#);
+        svg.split(&open)
+            .skip(1)
+            .filter_map(|g| {
+                let text = &g[g.find("<text")?..];
+                let body = &text[text.find('>')? + 1..];
+                Some(body[..body.find("</text>")?].to_owned())
+            })
+            .collect()
+    }
+
+    /// `attr="…"` of every element whose opening tag starts with `tag`.
+    fn attrs(svg: &str, tag: &str, attr: &str) -> Vec<f64> {
+        let key = format!(r#" {attr}=""#);
+        svg.split(tag)
+            .skip(1)
+            .filter_map(|rest| {
+                let head = &rest[..rest.find('>')?];
+                let v = &head[head.find(&key)? + key.len()..];
+                v[..v.find('"')?].parse().ok()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ticks_are_round_labels_short_and_the_last_is_the_makespan() {
+        let r = result(
+            vec![call("long", 0.0, 300.0105274239394)],
+            300.0105274239394,
+        );
+        let svg = svg(&r, &[], &[]);
+        let ticks = labels(&svg, "tick");
+        assert_eq!(ticks.first().map(String::as_str), Some("0 ms"), "{ticks:?}");
+        for t in &ticks {
+            let number = t.trim_end_matches(" ms");
+            assert!(
+                number.parse::<u32>().is_ok_and(|n| n % 50 == 0),
+                "a round tick: {t}"
+            );
+        }
+        assert_eq!(labels(&svg, "tick makespan"), ["300.0 ms"]);
+        assert!(!svg.contains("300.0105"), "no raw float is written");
+        assert!(
+            !ticks.contains(&"300 ms".to_owned()),
+            "the round tick under the makespan gives way: {ticks:?}"
+        );
+    }
+
+    #[test]
+    fn tick_labels_have_the_decimals_their_step_needs() {
+        assert_eq!(tick_label(1.5, 0.5), "1.5 ms");
+        assert_eq!(tick_label(0.3, 0.1), "0.3 ms");
+        assert_eq!(tick_label(0.04, 0.02), "0.04 ms");
+        assert_eq!(tick_label(300.0, 50.0), "300 ms");
+        assert_eq!(tick_label(1500.0, 500.0), "1500 ms");
+        assert_eq!(tick_label(4000.0, 2000.0), "4 s");
+    }
+
+    #[test]
+    fn short_calls_stay_visible_and_labels_sit_where_they_fit() {
+        let r = result(
+            vec![
+                call("long", 0.0, 1000.0),
+                call("quick", 10.0, 10.05),
+                call("late-quick", 999.0, 999.5),
+            ],
+            1000.0,
+        );
+        let svg = svg(&r, &[], &[]);
+        let widths = attrs(&svg, r#"<rect class="bar run"#, "width");
+        assert_eq!(widths.len(), 3);
+        assert!(widths.iter().all(|w| *w >= MIN_BAR_W), "{widths:?}");
+        let inside = svg.matches(r#"<text class="bar-label" "#).count();
+        let beside = svg.matches(r#"<text class="bar-label beside""#).count();
+        assert_eq!(
+            (inside, beside),
+            (1, 1),
+            "long's label inside its bar, quick's beside it, late-quick's only in its tooltip"
+        );
+        assert!(svg.contains("<title>late-quick (sleep) ok: 999.0–999.5 ms, 0.5 ms</title>"));
+    }
+
+    #[test]
+    fn timeline_paths_are_checked_before_anything_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let png = dir.path().join("t.png");
+        let err = output_path(&png.to_string_lossy()).expect_err("png");
+        assert!(err.contains("SVG"), "{err}");
+        let missing = dir.path().join("nope/t.svg");
+        let err = output_path(&missing.to_string_lossy()).expect_err("missing dir");
+        assert!(err.contains("does not exist"), "{err}");
+        let fine = dir.path().join("t.SVG");
+        assert_eq!(output_path(&fine.to_string_lossy()), Ok(fine.clone()));
+        assert!(!fine.exists(), "the check leaves nothing behind");
+        std::fs::write(&fine, "kept").expect("write");
+        assert!(output_path(&fine.to_string_lossy()).is_ok());
+        assert_eq!(std::fs::read_to_string(&fine).ok().as_deref(), Some("kept"));
+    }
 
     #[test]
     fn a_join_draws_one_arrow_per_dependant_from_the_last_call_of_its_group() {

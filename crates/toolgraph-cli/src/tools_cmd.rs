@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use toolgraph_core::{ToolSet, ToolSpec};
 
 use crate::Outcome;
+use crate::out::outln;
 
 #[derive(Args)]
 pub struct ToolsArgs {
@@ -19,18 +20,18 @@ pub struct ToolsArgs {
 pub async fn run(args: ToolsArgs) -> Result<Outcome> {
     let (tools, _servers) = toolgraph::build_tools(&args.flags.config()?).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&as_json(&tools))?);
+        outln!("{}", serde_json::to_string_pretty(&as_json(&tools))?)?;
     } else {
         for entry in tools.entries() {
             let spec = entry.tool.spec();
-            println!("{}  [{}]", spec.name, traits_line(spec));
+            outln!("{}  [{}]", spec.name, traits_line(spec))?;
             if let Some(why) = entry.tool.traits_reason() {
-                println!("    class from: {why}");
+                outln!("    class from: {why}")?;
             }
             if !spec.description.is_empty() {
-                println!("    {}", spec.description);
+                outln!("    {}", spec.description)?;
             }
-            println!("    parameters: {}", spec.parameters);
+            outln!("    parameters: {}", spec.parameters)?;
         }
     }
     Ok(Outcome::Success)

@@ -329,9 +329,10 @@ fn level_reports(results: &[CallResult], levels: u32) -> Vec<BatchReport> {
     batches
 }
 
-/// Rounds to a microsecond, for figures in ms.
+/// Rounds to a microsecond, for figures in ms. Never `-0.0` (the sum of no durations is
+/// `-0.0` in Rust, and a figure must not print as `-0.0 ms`).
 pub fn round_ms(x: f64) -> f64 {
-    (x * 1e3).round() / 1e3
+    (x * 1e3).round() / 1e3 + 0.0
 }
 
 impl ParallelExecutionResult {
@@ -439,6 +440,14 @@ impl ParallelExecutionResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn figures_are_rounded_and_never_negative_zero() {
+        let none: f64 = [0.0f64; 0].iter().sum();
+        assert!(none.is_sign_negative(), "Rust sums nothing to -0.0");
+        assert!(round_ms(none).is_sign_positive());
+        assert_eq!(round_ms(1.23456), 1.235);
+    }
 
     fn ran(id: &str, level: u32, span: Option<(f64, f64)>) -> CallResult {
         CallResult {

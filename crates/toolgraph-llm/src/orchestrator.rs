@@ -76,6 +76,7 @@ pub struct ToolOrchestrator {
     system_prompt: Option<String>,
     teach_references: bool,
     streaming_dispatch: bool,
+    cancel: CancellationToken,
 }
 
 /// What a run returns.
@@ -95,11 +96,52 @@ pub struct OrchestratorResult {
     pub iterations: usize,
     /// Tokens, summed over turns.
     pub usage: Usage,
-    /// Time in HTTP requests, summed, in ms.
+    /// Time waiting on the model: each turn's request until its reply ended, summed, in ms.
     pub model_ms: f64,
-    /// Time running tools (wall time of each turn's tool phase after the model's reply,
-    /// plus early-started executions), summed, in ms.
+    /// Time running tools that did not overlap the model: each turn's tool phase, from the
+    /// end of the reply until its last call ended, summed, in ms. `model_ms + tool_ms` is
+    /// the run's wall time (less the little spent between them).
     pub tool_ms: f64,
+    /// Time calls started early ran while the model was still replying (at least one of
+    /// them running), summed, in ms: part of `model_ms`, the time streaming dispatch hid.
+    pub tool_overlap_ms: f64,
+    /// True when the run was stopped by its cancellation token (see
+    /// [`ToolOrchestrator::cancel_on`]): the turn's running calls ended `cancelled`, and
+    /// nothing more was asked.
+    pub cancelled: bool,
+}
+
+/// Ends a run its token cancelled: what happened so far, said plainly.
+fn cancelled(
+    mut out: OrchestratorResult,
+    conversation: Conversation,
+    when: &str,
+) -> OrchestratorResult {
+    out.success = false;
+    out.cancelled = true;
+    out.answer = format!("cancelled {when}: no final answer");
+    out.transcript = conversation.messages;
+    out
+}
+
+/// Milliseconds from `a` to `b` (0 when `b` is earlier).
+fn ms_between(a: Instant, b: Instant) -> f64 {
+    b.saturating_duration_since(a).as_secs_f64() * 1e3
+}
+
+/// How much of `[0, until]` the intervals cover (overlaps counted once).
+fn covered(intervals: &mut [(f64, f64)], until: f64) -> f64 {
+    intervals.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut total = 0.0;
+    let mut reached = 0.0f64;
+    for &(from, to) in intervals.iter() {
+        let (from, to) = (from.max(reached), to.min(until));
+        if to > from {
+            total += to - from;
+            reached = to;
+        }
+    }
+    total
 }
 
 /// One call's answer to the model.
@@ -114,6 +156,8 @@ struct Answer {
 /// nothing an early call started outlives its turn.
 struct Early {
     call: ToolCall,
+    /// When it was started.
+    at: Instant,
     handle: JoinHandle<Result<ParallelExecutionResult, InputError>>,
     _cancel_on_drop: CancelOnDrop,
 }
@@ -150,7 +194,17 @@ impl ToolOrchestrator {
             system_prompt: None,
             teach_references: false,
             streaming_dispatch: true,
+            cancel: CancellationToken::new(),
         }
+    }
+
+    /// Stops the run when `cancel` fires (Ctrl-C): a model request in flight is abandoned,
+    /// the turn's running calls end `cancelled` (a recording runner stores the execution
+    /// cancelled), nothing more is asked, and the run returns what happened so far with
+    /// [`OrchestratorResult::cancelled`] set.
+    pub fn cancel_on(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// The most model turns in one run.
@@ -208,10 +262,22 @@ impl ToolOrchestrator {
             usage: Usage::default(),
             model_ms: 0.0,
             tool_ms: 0.0,
+            tool_overlap_ms: 0.0,
+            cancelled: false,
         };
         while out.iterations < self.max_iterations {
             out.iterations += 1;
-            let (turn, early) = self.ask(&conversation, &specs).await?;
+            let asked = Instant::now();
+            let answered = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => None,
+                answered = self.ask(&conversation, &specs) => Some(answered),
+            };
+            let Some(answered) = answered else {
+                out.model_ms += asked.elapsed().as_secs_f64() * 1e3;
+                return Ok(cancelled(out, conversation, "while waiting for the model"));
+            };
+            let (turn, early) = answered?;
             out.usage.add(turn.usage);
             out.model_ms += turn.model_ms;
             conversation.messages.push(turn.assistant_message.clone());
@@ -230,7 +296,13 @@ impl ToolOrchestrator {
                 return Ok(out);
             }
             out.tool_calls_made += order.len();
-            let answers = self.run_calls(&turn, early, &mut out).await;
+            let answers = self.run_calls(&turn, asked, early, &mut out).await;
+            if self.cancel.is_cancelled() {
+                conversation
+                    .messages
+                    .extend(self.result_messages(&order, answers));
+                return Ok(cancelled(out, conversation, "while the tools ran"));
+            }
             conversation
                 .messages
                 .extend(self.result_messages(&order, answers));
@@ -261,12 +333,13 @@ impl ToolOrchestrator {
                 StreamEvent::ToolCallComplete(call) if dispatch && !cut_short && !blocked => {
                     if self.safe_to_start_early(&call) {
                         // The runner's shared limits apply to early calls as to any other.
-                        let cancel = CancellationToken::new();
+                        let cancel = self.cancel.child_token();
                         let handle = tokio::spawn(
                             self.executor.run_batch(vec![call.clone()], cancel.clone()),
                         );
                         early.push(Early {
                             call,
+                            at: Instant::now(),
                             handle,
                             _cancel_on_drop: CancelOnDrop(cancel),
                         });
@@ -305,6 +378,7 @@ impl ToolOrchestrator {
     async fn run_calls(
         &self,
         turn: &Turn,
+        asked: Instant,
         mut early: Vec<Early>,
         out: &mut OrchestratorResult,
     ) -> HashMap<String, Answer> {
@@ -372,11 +446,20 @@ impl ToolOrchestrator {
             rest.sort_by_key(|c| position.get(c.id.as_str()).copied().unwrap_or(usize::MAX));
         }
         let started = Instant::now();
+        // While the reply streamed, [asked, reply_end] in ms since `asked`.
+        let reply_end = ms_between(asked, started).min(turn.model_ms);
+        let mut ran_early: Vec<(f64, f64)> = Vec::new();
         // Early calls come first in emitted order: let them finish before the rest starts.
         for mut e in early {
             let id = e.call.id.clone();
             match (&mut e.handle).await {
-                Ok(result) => self.record(result, std::slice::from_ref(&e.call), &mut answers, out),
+                Ok(result) => {
+                    if let Ok(r) = &result {
+                        let from = ms_between(asked, e.at);
+                        ran_early.push((from, from + r.total_time_ms));
+                    }
+                    self.record(result, std::slice::from_ref(&e.call), &mut answers, out)
+                }
                 Err(join) => {
                     answers.insert(
                         id,
@@ -391,11 +474,12 @@ impl ToolOrchestrator {
         if !rest.is_empty() {
             let result = self
                 .executor
-                .run_batch(rest.clone(), CancellationToken::new())
+                .run_batch(rest.clone(), self.cancel.child_token())
                 .await;
             self.record(result, &rest, &mut answers, out);
         }
         out.tool_ms += started.elapsed().as_secs_f64() * 1e3;
+        out.tool_overlap_ms += covered(&mut ran_early, reply_end);
         answers
     }
 
@@ -547,6 +631,16 @@ mod tests {
             &ToolCall::new("c", "t", json!({})).depends_on(["a"]),
             "a"
         ));
+    }
+
+    #[test]
+    fn overlap_counts_each_moment_once_and_only_while_the_model_replied() {
+        // Two early calls overlapping each other (10–50 and 30–80 ms), a third after a gap
+        // (100–300 ms); the reply ended at 200 ms.
+        let mut ran = vec![(100.0, 300.0), (10.0, 50.0), (30.0, 80.0)];
+        assert_eq!(covered(&mut ran, 200.0), 70.0 + 100.0);
+        assert_eq!(covered(&mut [], 200.0), 0.0);
+        assert_eq!(covered(&mut [(250.0, 300.0)], 200.0), 0.0);
     }
 
     #[test]

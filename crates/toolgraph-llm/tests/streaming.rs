@@ -437,3 +437,60 @@ async fn an_early_call_does_not_outlive_a_dropped_orchestrator() {
         "the early call was stopped with its orchestrator"
     );
 }
+
+#[tokio::test]
+async fn cancelling_while_the_model_replies_stops_the_run_and_asks_nothing_more() {
+    let server = ScriptedServer::start(vec![slow_stream(), oa_text_stream("done")]).await;
+    let (orch, _) = orchestrator(&server, Provider::OpenAi, true);
+    let cancel = toolgraph_engine::CancellationToken::new();
+    let orch = orch.cancel_on(cancel.clone());
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        stop.cancel();
+    });
+    let result = orch.execute_with_tools("go").await.expect("run");
+    assert!(result.cancelled && !result.success, "{result:?}");
+    assert_eq!(
+        result.answer,
+        "cancelled while waiting for the model: no final answer"
+    );
+    assert_eq!(server.requests().len(), 1, "nothing more was asked");
+    assert!(
+        result.executions.is_empty(),
+        "the early call was dropped with its turn"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_while_the_tools_run_cancels_the_turns_calls() {
+    let server = ScriptedServer::start(vec![
+        Reply::json(openai_calls(&[
+            ("slow", "read", r#"{"key": "k", "ms": 5000}"#),
+            ("quick", "upper", r#"{"text": "hi"}"#),
+        ])),
+        Reply::json(openai_text("never asked")),
+    ])
+    .await;
+    let (orch, _) = orchestrator(&server, Provider::OpenAi, false);
+    let cancel = toolgraph_engine::CancellationToken::new();
+    let orch = orch.cancel_on(cancel.clone());
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.cancel();
+    });
+    let result = orch.execute_with_tools("go").await.expect("run");
+    assert!(result.cancelled && !result.success, "{result:?}");
+    assert_eq!(
+        result.answer,
+        "cancelled while the tools ran: no final answer"
+    );
+    assert_eq!(server.requests().len(), 1, "the results were not sent back");
+    let statuses: Vec<&str> = result.executions[0]
+        .results
+        .iter()
+        .map(|c| c.status.as_str())
+        .collect();
+    assert_eq!(statuses, ["cancelled", "ok"]);
+}

@@ -425,6 +425,10 @@ impl ExecutionStore for Store {
         Box::pin(self.set_resumed(id))
     }
 
+    fn mark_cancelled<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.set_cancelled(id))
+    }
+
     fn claim<'a>(
         &'a self,
         id: &'a str,

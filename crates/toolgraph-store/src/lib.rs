@@ -135,8 +135,16 @@ pub trait ExecutionStore: Send + Sync {
     /// What `resume` needs for execution `id`.
     fn resume_point<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ResumePoint, StoreError>>;
 
-    /// Marks execution `id` as being resumed once more.
+    /// Marks execution `id` as being resumed once more. A cancelled execution's cancelled
+    /// calls are reopened as a crash would have left them: `pending`, or `running` when
+    /// they had started.
     fn mark_resumed<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Marks finished execution `id` as `cancelled`: its run was stopped on request
+    /// (Ctrl-C) and the calls it did not finish ended `cancelled`. Unlike a finished
+    /// execution, it can be resumed: [`resume_point`](ExecutionStore::resume_point) counts
+    /// its cancelled calls as not ended. It counts nowhere in the statistics until then.
+    fn mark_cancelled<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Takes the lease on execution `id` for `owner` (an execution is run by one process at
     /// a time): granted when nobody holds it, `owner` already does, the holder's last

@@ -332,8 +332,24 @@ impl ExecutionStore for MemoryStore {
     fn mark_resumed<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             if let Some(e) = self.lock().get_mut(id) {
+                if e.status == "cancelled" {
+                    for call in &mut e.calls {
+                        call.reopen_cancelled();
+                    }
+                }
                 e.status = "running";
                 e.resumed += 1;
+            }
+            Ok(())
+        })
+    }
+
+    fn mark_cancelled<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if let Some(e) = self.lock().get_mut(id) {
+                if e.status == "finished" {
+                    e.status = "cancelled";
+                }
             }
             Ok(())
         })

@@ -167,12 +167,35 @@ impl Store {
         rebuild(summary, config, records, edges)
     }
 
-    /// Marks execution `id` as being resumed once more.
+    /// Marks execution `id` as being resumed once more. When it was cancelled, its
+    /// cancelled calls are reopened first, as a crash would have left them (`pending`, or
+    /// `running` when they had started), in the same transaction.
     pub(crate) async fn set_resumed(&self, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "UPDATE tool_calls SET status = CASE WHEN started_ms IS NULL THEN 'pending' ELSE 'running' END \
+             WHERE execution_id = $1 AND status = 'cancelled' \
+             AND EXISTS (SELECT 1 FROM executions e WHERE e.id = $1 AND e.status = 'cancelled')",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("UPDATE executions SET status = 'running', resumed_count = resumed_count + 1 WHERE id = $1")
             .bind(id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks finished execution `id` as cancelled (its run was stopped on request).
+    pub(crate) async fn set_cancelled(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE executions SET status = 'cancelled' WHERE id = $1 AND status = 'finished'",
+        )
+        .bind(id)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 

@@ -27,7 +27,8 @@ pub struct ExecutionSummary {
     pub id: String,
     /// When it was created, ms since the Unix epoch.
     pub created_at: i64,
-    /// `running` (or interrupted, if nobody runs it) or `finished`.
+    /// `running` (or interrupted, if nobody runs it), `finished`, or `cancelled` (stopped on
+    /// request; `resume` finishes it).
     pub status: String,
     /// Calls in the batch.
     pub calls: i64,
@@ -133,6 +134,19 @@ impl CallRecord {
     pub(crate) fn start(&mut self) {
         if self.state == "pending" || self.state == "running" {
             self.state = "running".to_owned();
+        }
+    }
+
+    /// A call its cancelled execution's resume runs again: back to how a crash would have
+    /// left it — `pending`, or `running` when it had started.
+    pub(crate) fn reopen_cancelled(&mut self) {
+        if self.state == "cancelled" {
+            self.state = if self.started_ms.is_some() {
+                "running"
+            } else {
+                "pending"
+            }
+            .to_owned();
         }
     }
 
@@ -262,14 +276,26 @@ pub(crate) fn rebuild(
     })
 }
 
-/// What `resume` needs from a stored execution.
+/// What `resume` needs from a stored execution. In a cancelled execution, a cancelled call
+/// has not ended: it counts as a crash would have left it (`pending`, or `running` when it
+/// had started), so resume runs it (again, if idempotent) like any interrupted call.
 pub(crate) fn resume_point(stored: StoredExecution) -> ResumePoint {
+    let cancelled = stored.summary.status == "cancelled";
+    let mut states = stored.states;
     let ended = stored
         .result
         .results
         .iter()
-        .zip(&stored.states)
+        .zip(&mut states)
         .map(|(r, state)| {
+            if cancelled && state == "cancelled" {
+                *state = if r.started_ms.is_some() {
+                    "running"
+                } else {
+                    "pending"
+                }
+                .to_owned();
+            }
             CallStatus::parse(state).map(|status| Preset {
                 status,
                 output: r.output.clone(),
@@ -281,7 +307,7 @@ pub(crate) fn resume_point(stored: StoredExecution) -> ResumePoint {
     ResumePoint {
         calls: stored.calls,
         config: stored.config,
-        states: stored.states,
+        states,
         ended,
         created_at: stored.summary.created_at,
     }

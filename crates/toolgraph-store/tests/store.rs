@@ -92,6 +92,7 @@ on_every_store!(
     pruning_removes_old_executions_and_everything_they_own,
     resume_point_keeps_ended_calls_and_leaves_running_and_pending_ones_to_run,
     a_resumed_execution_keeps_earlier_outcomes_and_is_measured_over_every_run,
+    a_cancelled_execution_is_resumable_and_runs_its_cancelled_calls_again,
     history_lists_the_newest_executions_first_up_to_the_limit,
     every_execution_gets_a_fresh_uuid_v4_id,
     statistics_cover_finished_executions_since_the_cutoff_and_the_named_tool,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub use config::{Config, ConfigLoadError, ENV_PREFIX, StoreConfig};
 pub use runtime::{
     ExecuteOptions, Execution, LEASE_RENEW, LEASE_TIMEOUT, ResumeCounts, Resumed, Runtime,
-    RuntimeError, classify_resume,
+    RuntimeError, SinkFactory, classify_resume,
 };
 pub use toolgraph_core as core;
 pub use toolgraph_engine as engine;

@@ -48,10 +48,15 @@ pub const LEASE_RENEW: Duration = Duration::from_secs(2);
 /// five missed renewals.
 pub const LEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Makes a fresh event sink for each execution (see [`Runtime::with_sink_per_execution`]).
+pub type SinkFactory = Arc<dyn Fn() -> Arc<dyn EventSink> + Send + Sync>;
+
 /// The process-wide runtime.
 #[derive(Clone)]
 pub struct Runtime {
     executor: ParallelExecutor,
+    /// A sink of its own for each execution, besides the executor's.
+    per_execution: Option<SinkFactory>,
     store: Option<Arc<dyn ExecutionStore>>,
     servers: Arc<Vec<Arc<McpServer>>>,
     /// This runtime's name as a lease holder, unique per runtime.
@@ -132,7 +137,7 @@ impl Drop for Heartbeat {
 #[derive(Default, Clone)]
 pub struct ExecuteOptions {
     /// Fires to cancel the execution: unfinished calls end `cancelled`, and the record says
-    /// so.
+    /// so — the execution is stored `cancelled`, and [`Runtime::resume`] finishes it.
     pub cancel: CancellationToken,
     /// The session (a chat) the execution belongs to.
     pub session: Option<String>,
@@ -227,6 +232,7 @@ impl Runtime {
         };
         Ok(Runtime {
             executor,
+            per_execution: None,
             store,
             servers: Arc::new(servers),
             owner: owner_name(),
@@ -238,6 +244,7 @@ impl Runtime {
     pub fn new(executor: ParallelExecutor, store: Option<Arc<dyn ExecutionStore>>) -> Self {
         Runtime {
             executor,
+            per_execution: None,
             store,
             servers: Arc::new(Vec::new()),
             owner: owner_name(),
@@ -272,6 +279,19 @@ impl Runtime {
     pub fn with_sink(&self, sink: Arc<dyn EventSink>) -> Runtime {
         Runtime {
             executor: self.executor.clone().with_sink(sink),
+            ..self.clone()
+        }
+    }
+
+    /// This runtime, giving every execution a sink of its own from `make` (called once per
+    /// execution, before it starts). Unlike [`with_sink`](Runtime::with_sink), whose one
+    /// sink sees the events of every execution with nothing to tell them apart, each sink
+    /// made here sees one execution's plan and events only — what a display needs when
+    /// executions run at once (a chat's early calls). It takes the place of a sink given
+    /// to `with_sink`. The clone shares everything else.
+    pub fn with_sink_per_execution(&self, make: SinkFactory) -> Runtime {
+        Runtime {
+            per_execution: Some(make),
             ..self.clone()
         }
     }
@@ -334,14 +354,20 @@ impl Runtime {
         store.claim(&id, &self.owner, self.lease_ms(), None).await?;
         let heartbeat = Heartbeat::start(store.clone(), id.clone(), self.owner.clone());
         let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
+        let cancel = options.cancel.clone();
         let mut result = self
             .run(plan, options, Some(recorder.as_sink()), Vec::new())
             .await;
-        let recording_error =
+        let mut recording_error =
             match finish_record(&**store, &id, &*recorder, &result, Vec::new(), 0.0).await {
                 Ok((_, problem)) => problem,
                 Err(e) => Some(e.to_string()),
             };
+        if was_cancelled(&cancel, &result) {
+            if let Err(e) = store.mark_cancelled(&id).await {
+                recording_error = Some(format!("marking the execution cancelled failed: {e}"));
+            }
+        }
         drop(heartbeat);
         // Best effort: a lease left behind lapses by itself.
         let _ = store.release(&id, &self.owner).await;
@@ -361,7 +387,16 @@ impl Runtime {
         sink: Option<&dyn EventSink>,
         preset: Vec<Option<Preset>>,
     ) -> ParallelExecutionResult {
-        self.executor
+        // A clone shares the limiter, tools and history: only the sink is this execution's.
+        let own;
+        let executor = match &self.per_execution {
+            Some(make) => {
+                own = self.executor.clone().with_sink(make());
+                &own
+            }
+            None => &self.executor,
+        };
+        executor
             .execute_plan_with(
                 plan,
                 RunOptions {
@@ -431,13 +466,21 @@ impl Runtime {
             ),
             ..options
         };
+        let cancel = options.cancel.clone();
         let result = self
             .run(&plan, options, Some(recorder.as_sink()), preset)
             .await;
-        let finished = finish_record(&**store, id, &*recorder, &result, skip, offset_ms).await;
+        let mut finished = finish_record(&**store, id, &*recorder, &result, skip, offset_ms).await;
+        let mut marked = Ok(());
+        if let (Ok((stored, _)), true) = (&mut finished, was_cancelled(&cancel, &result)) {
+            // Cancelled again: resumable again.
+            marked = store.mark_cancelled(id).await;
+            stored.summary.status = "cancelled".to_owned();
+        }
         drop(heartbeat);
         let _ = store.release(id, &self.owner).await;
         let (mut stored, recording_error) = finished?;
+        marked?;
         stored.result.metadata.execution_id = Some(id.to_owned());
         // Why recording did not go as promised while it ran (the record is complete).
         stored.result.metadata.recording_error = recording_error;
@@ -467,6 +510,16 @@ impl Runtime {
     pub fn new_session_id() -> String {
         uuid::Uuid::new_v4().to_string()
     }
+}
+
+/// True when `cancel` stopped the run: it fired, and calls ended `cancelled` (a token that
+/// fires after every call ended cancelled nothing).
+fn was_cancelled(cancel: &CancellationToken, result: &ParallelExecutionResult) -> bool {
+    cancel.is_cancelled()
+        && result
+            .results
+            .iter()
+            .any(|c| c.status == CallStatus::Cancelled)
 }
 
 /// Closes `recorder` and finishes execution `id` from what was stored. A recording that

@@ -504,6 +504,10 @@ impl ExecutionStore for FlakyStore {
         self.inner.mark_resumed(id)
     }
 
+    fn mark_cancelled<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.mark_cancelled(id)
+    }
+
     fn claim<'a>(
         &'a self,
         id: &'a str,

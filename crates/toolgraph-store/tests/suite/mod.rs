@@ -505,6 +505,97 @@ pub async fn a_resumed_execution_keeps_earlier_outcomes_and_is_measured_over_eve
     assert_eq!(stored.result.metadata.resumed, Some(1));
 }
 
+pub async fn a_cancelled_execution_is_resumable_and_runs_its_cancelled_calls_again(
+    store: Arc<dyn ExecutionStore>,
+) {
+    let probe = Probe::new();
+    let executor = executor(&probe);
+    let plan = executor
+        .plan(vec![
+            ToolCall::new("a", "t", json!({"v": 1})),
+            ToolCall::new("slow", "t", json!({"ms": 60_000})),
+            ToolCall::new("later", "u", json!({})).depends_on(["slow"]),
+        ])
+        .expect("valid");
+    let id = store
+        .begin_execution(&plan, &executor.config(), None)
+        .await
+        .expect("begin");
+    let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
+    let cancel = toolgraph_engine::CancellationToken::new();
+    let run = executor.execute_plan_with(
+        &plan,
+        RunOptions {
+            sink: Some(recorder.as_sink()),
+            cancel: cancel.clone(),
+            ..Default::default()
+        },
+    );
+    let stop = async {
+        stored_state(&*store, &id, 1, "running").await;
+        cancel.cancel();
+    };
+    let (r, ()) = tokio::join!(run, stop);
+    let statuses: Vec<&str> = r.results.iter().map(|c| c.status.as_str()).collect();
+    assert_eq!(statuses, ["ok", "cancelled", "cancelled"]);
+    recorder.close().await.expect("drained");
+    store.finish_execution(&id).await.expect("finish");
+    store.mark_cancelled(&id).await.expect("cancelled");
+    let summary = &store.history(1).await.expect("history")[0];
+    assert_eq!(summary.status, "cancelled");
+    assert!(
+        !summary.is_abandoned(now_ms(), 10_000),
+        "nobody must resume it at once"
+    );
+
+    let point = store.resume_point(&id).await.expect("resume point");
+    assert_eq!(
+        point.states,
+        ["ok", "running", "pending"],
+        "cancelled calls read as a crash would have left them"
+    );
+    assert!(point.ended[0].is_some() && point.ended[1].is_none() && point.ended[2].is_none());
+    store.mark_resumed(&id).await.expect("marked");
+    let reopened = store.load(&id).await.expect("load");
+    assert_eq!(reopened.states, ["ok", "running", "pending"]);
+    assert_eq!(reopened.summary.status, "running");
+
+    let skip: Vec<bool> = point.ended.iter().map(Option::is_some).collect();
+    let offset_ms = (now_ms() - point.created_at).max(0) as f64;
+    let recorder = store.recorder(&id, plan.len(), skip, offset_ms);
+    let quick = executor
+        .plan(vec![
+            ToolCall::new("a", "t", json!({"v": 1})),
+            ToolCall::new("slow", "t", json!({})),
+            ToolCall::new("later", "u", json!({})).depends_on(["slow"]),
+        ])
+        .expect("valid");
+    let r = executor
+        .execute_plan_with(
+            &quick,
+            RunOptions {
+                sink: Some(recorder.as_sink()),
+                preset: point.ended.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(r.success, "{:?}", r.errors);
+    recorder.close().await.expect("drained");
+    let stored = store.finish_execution(&id).await.expect("finish");
+    assert_eq!(stored.states, ["ok", "ok", "ok"]);
+    assert_eq!(stored.summary.status, "finished");
+    assert_eq!(
+        probe
+            .log()
+            .iter()
+            .filter(|s| **s == Step::Start("a".into()))
+            .count(),
+        1,
+        "a ended before the cancel and did not run again"
+    );
+}
+
 pub async fn history_lists_the_newest_executions_first_up_to_the_limit(
     store: Arc<dyn ExecutionStore>,
 ) {
