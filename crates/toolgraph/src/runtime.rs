@@ -38,6 +38,7 @@ use toolgraph_mcp::McpServer;
 use toolgraph_store::{
     Claim, ExecutionRecorder, ExecutionStore, ResumePoint, StoreError, StoredExecution,
 };
+use tracing::Instrument;
 
 use crate::{Config, SetupError};
 
@@ -220,7 +221,8 @@ impl Runtime {
                     .map_err(|source| SetupError::Store {
                         url: toolgraph_store::hide_password(&config.store.url),
                         source,
-                    })?,
+                    })
+                    .inspect(|store| tracing::info!(store = %store.describe(), "store opened"))?,
             )
         } else {
             None
@@ -336,6 +338,7 @@ impl Runtime {
         let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
         let mut result = self
             .run(plan, options, Some(recorder.as_sink()), Vec::new())
+            .instrument(tracing::info_span!("execution", id = %id))
             .await;
         let recording_error =
             match finish_record(&**store, &id, &*recorder, &result, Vec::new(), 0.0).await {
@@ -361,7 +364,9 @@ impl Runtime {
         sink: Option<&dyn EventSink>,
         preset: Vec<Option<Preset>>,
     ) -> ParallelExecutionResult {
-        self.executor
+        tracing::info!(calls = plan.len(), "execution started");
+        let result = self
+            .executor
             .execute_plan_with(
                 plan,
                 RunOptions {
@@ -371,7 +376,14 @@ impl Runtime {
                     config: options.config,
                 },
             )
-            .await
+            .await;
+        tracing::info!(
+            success = result.success,
+            makespan_ms = result.total_time_ms,
+            speedup = result.speedup,
+            "execution ended"
+        );
+        result
     }
 
     /// Finishes execution `id`, which a crash (or Ctrl-C) interrupted: calls that ended keep
@@ -433,6 +445,7 @@ impl Runtime {
         };
         let result = self
             .run(&plan, options, Some(recorder.as_sink()), preset)
+            .instrument(tracing::info_span!("resume", id = %id))
             .await;
         let finished = finish_record(&**store, id, &*recorder, &result, skip, offset_ms).await;
         drop(heartbeat);
