@@ -1,8 +1,9 @@
 //! The `toolgraph` binary: wires the engine and the built-in tools to the command line.
 //!
-//! One file per subcommand; this file only parses arguments and maps outcomes to exit
-//! codes (0 every call succeeded, 1 some call did not, 2 the input or the flags were
-//! rejected and nothing ran). It is the only crate that prints.
+//! One file per subcommand; this file only parses arguments, sets up logging (`-v`,
+//! `TOOLGRAPH_LOG`, `RUST_LOG`: to standard error, never mixed into standard output) and
+//! maps outcomes to exit codes (0 every call succeeded, 1 some call did not, 2 the input or
+//! the flags were rejected and nothing ran). It is the only crate that prints.
 
 mod bench;
 mod bench_concurrent;
@@ -10,6 +11,7 @@ mod bench_memory;
 mod chat_cmd;
 mod history_cmd;
 mod input;
+mod logging;
 mod plan_cmd;
 mod progress;
 mod render;
@@ -26,6 +28,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "toolgraph", version, about)]
 struct Cli {
+    /// Log what happens to standard error: -v info, -vv debug, -vvv everything (else
+    /// TOOLGRAPH_LOG or RUST_LOG, e.g. `toolgraph_mcp=debug`; by default warnings only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,6 +73,7 @@ pub enum Outcome {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.verbose);
     let outcome = match cli.command {
         Command::Run(args) => run_cmd::run(args).await,
         Command::Plan(args) => plan_cmd::run(args).await,

@@ -12,7 +12,7 @@ use clap::Args;
 use toolgraph::{ExecuteOptions, Resumed, RuntimeError};
 
 use crate::Outcome;
-use crate::input::{ExecutorFlags, OutputFlags, report_rejection};
+use crate::input::{OutputFlags, ResumeFlags, report_rejection};
 use crate::progress::Progress;
 use crate::run_cmd::{print_result, write_timeline};
 
@@ -23,12 +23,12 @@ pub struct ResumeArgs {
     #[command(flatten)]
     pub output: OutputFlags,
     #[command(flatten)]
-    pub flags: ExecutorFlags,
+    pub flags: ResumeFlags,
 }
 
 pub async fn run(args: ResumeArgs) -> Result<Outcome> {
     let mut config = args.flags.config()?;
-    // Resuming is recording: the store is needed even under --no-record.
+    // Resuming is recording: the store is needed even under `[store] record = false`.
     config.store.record = true;
     let mut runtime = toolgraph::Runtime::start(&config).await?;
     let progress = (!args.output.quiet).then(|| Arc::new(Progress::new()));
