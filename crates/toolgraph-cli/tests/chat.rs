@@ -230,6 +230,20 @@ async fn chat_without_an_api_key_is_refused_before_anything_runs() {
         assert!(!stderr.contains("dns"), "nothing was sent: {stderr}");
     }
     assert!(!db.exists(), "nothing was started, not even the store");
+
+    // `[llm] provider = "anthropic"` alone means Anthropic's endpoint, not OpenAI's.
+    let config = dir.path().join("toolgraph.toml");
+    std::fs::write(&config, "[llm]\nprovider = \"anthropic\"\n").expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let out = toolgraph(&["chat", "hello", "--config", &config, "--no-record"], &[]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "toolgraph: no API key for anthropic at https://api.anthropic.com: set ANTHROPIC_API_KEY"
+        ),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,9 +58,11 @@ pub const ENV_FIELDS: [(&str, &str); 3] = [
     ("MODEL", "model"),
 ];
 
-/// How to reach one model.
+/// How to reach one model. Read from a configuration, the fields left out take the
+/// defaults of its `provider` ([`LlmConfig::for_provider`]): `provider = "anthropic"` alone
+/// means Anthropic's endpoint and model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(from = "LlmSection")]
 pub struct LlmConfig {
     /// The wire protocol.
     pub provider: Provider,
@@ -102,6 +104,41 @@ impl Default for LlmConfig {
             max_tokens: 4096,
             max_response_bytes: 64 * 1024 * 1024,
             max_event_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// [`LlmConfig`] as written: only what was said.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LlmSection {
+    #[serde(default)]
+    provider: Provider,
+    base_url: Option<String>,
+    api_key: Option<String>,
+    model: Option<String>,
+    stream: Option<bool>,
+    timeout_ms: Option<u64>,
+    max_retries: Option<u32>,
+    max_tokens: Option<u32>,
+    max_response_bytes: Option<usize>,
+    max_event_bytes: Option<usize>,
+}
+
+impl From<LlmSection> for LlmConfig {
+    fn from(s: LlmSection) -> Self {
+        let d = LlmConfig::for_provider(s.provider);
+        LlmConfig {
+            provider: s.provider,
+            base_url: s.base_url.unwrap_or(d.base_url),
+            api_key: s.api_key.or(d.api_key),
+            model: s.model.unwrap_or(d.model),
+            stream: s.stream.unwrap_or(d.stream),
+            timeout_ms: s.timeout_ms.unwrap_or(d.timeout_ms),
+            max_retries: s.max_retries.unwrap_or(d.max_retries),
+            max_tokens: s.max_tokens.unwrap_or(d.max_tokens),
+            max_response_bytes: s.max_response_bytes.unwrap_or(d.max_response_bytes),
+            max_event_bytes: s.max_event_bytes.unwrap_or(d.max_event_bytes),
         }
     }
 }
@@ -200,6 +237,25 @@ mod tests {
             wrong.contains("openai") && wrong.contains("anthropic"),
             "{wrong}"
         );
+    }
+
+    #[test]
+    fn fields_left_out_take_the_defaults_of_the_provider_named() {
+        let anthropic: LlmConfig =
+            serde_json::from_value(serde_json::json!({"provider": "anthropic", "max_tokens": 9}))
+                .expect("reads");
+        assert_eq!(anthropic.base_url, "https://api.anthropic.com");
+        assert_eq!(
+            anthropic.model,
+            LlmConfig::for_provider(Provider::Anthropic).model
+        );
+        assert_eq!(anthropic.max_tokens, 9);
+        let openai: LlmConfig = serde_json::from_value(serde_json::json!({})).expect("reads");
+        assert_eq!(openai, LlmConfig::default());
+        let typo = serde_json::from_value::<LlmConfig>(serde_json::json!({"modle": "x"}))
+            .expect_err("unknown field")
+            .to_string();
+        assert!(typo.contains("unknown field `modle`"), "{typo}");
     }
 
     #[test]
