@@ -2,14 +2,22 @@
 //! tools, the executor runs them in parallel, results go back, until it answers.
 //!
 //! Each turn's batch is recorded ahead into the store, as part of one session, by the
-//! runtime's batch runner. The progress display follows each execution on its own (calls
-//! started early while the model streams run as executions of their own, at the same
-//! time); the summary splits the time into waiting on the model and running tools that
-//! did not overlap it. Ctrl-C cancels the turn's calls (recorded `cancelled`) and stops.
+//! runtime's batch runner. The model is chosen by flags, then the provider's variables
+//! (`OPENAI_*`, `ANTHROPIC_*`, and `TOOLGRAPH_LLM_*`), then the `[llm]` section; a missing
+//! API key is refused before anything starts. `--mock SCRIPT` answers with the scripted
+//! model server instead (`toolgraph_llm::mock`), so the loop can be tried offline.
+//!
+//! The progress display follows each execution on its own (calls started early while the
+//! model streams run as executions of their own, at the same time); the summary splits the
+//! time into waiting on the model and running tools that did not overlap it. Ctrl-C
+//! cancels the turn's calls (recorded `cancelled`) and stops.
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use toolgraph::llm::{LlmClient, LlmConfig, Provider, ToolOrchestrator};
+use toolgraph::llm::mock::{MockServer, Script};
+use toolgraph::llm::{LlmClient, LlmConfig, LlmError, Provider, ToolOrchestrator};
 use toolgraph_engine::CancellationToken;
 
 use crate::Outcome;
@@ -34,12 +42,18 @@ pub struct ChatArgs {
     /// The API (default: `[llm] provider`, else openai).
     #[arg(long, value_enum)]
     pub provider: Option<ProviderArg>,
-    /// The model (default: `[llm] model` or `OPENAI_MODEL` / `ANTHROPIC_MODEL`).
+    /// The model (default: `OPENAI_MODEL` / `ANTHROPIC_MODEL` or `[llm] model`).
     #[arg(long)]
     pub model: Option<String>,
-    /// The API's base URL (default: `[llm] base_url` or `OPENAI_BASE_URL` / `ANTHROPIC_BASE_URL`).
+    /// The API's base URL, as the provider's SDKs take it: with `/v1` for OpenAI
+    /// (`http://127.0.0.1:11434/v1`), without for Anthropic (default: `OPENAI_BASE_URL` /
+    /// `ANTHROPIC_BASE_URL` or `[llm] base_url`).
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
+    /// Answer with a scripted model server on 127.0.0.1 playing this script (see
+    /// `examples/chat-script.json`) instead of a real model: the loop, offline.
+    #[arg(long, value_name = "SCRIPT.json", conflicts_with = "base_url")]
+    pub mock: Option<PathBuf>,
     /// Stream replies (SSE) and start read-only calls before a reply ends.
     #[arg(long)]
     pub stream: bool,
@@ -62,32 +76,17 @@ pub struct ChatArgs {
     pub flags: ExecutorFlags,
 }
 
-pub async fn run(args: ChatArgs, stop: CancellationToken) -> Result<Outcome> {
-    let config = args.flags.config()?;
-    let mut runtime = toolgraph::Runtime::start(&config).await?;
-    let progress = (!args.quiet).then(Progress::for_chat);
-    if let Some(p) = &progress {
-        runtime = runtime.with_sink_per_execution(p.sink_factory());
-    }
-    // Every turn's batch is recorded ahead, under one session, with the plan the model sent.
-    let session = runtime
-        .store()
-        .is_some()
-        .then(toolgraph::Runtime::new_session_id);
+/// The model configuration: flags, then the environment, then `[llm]` (the section applies
+/// when it is for the chosen provider; `toolgraph::Config::load` put the variables in it).
+fn llm_config(args: &ChatArgs, section: Option<&LlmConfig>) -> LlmConfig {
     let provider = match args.provider {
         Some(ProviderArg::Openai) => Provider::OpenAi,
         Some(ProviderArg::Anthropic) => Provider::Anthropic,
-        None => config.llm.as_ref().map_or(Provider::OpenAi, |l| l.provider),
+        None => section.map_or(Provider::OpenAi, |l| l.provider),
     };
-    let mut llm = match &config.llm {
-        Some(l) if l.provider == provider => {
-            let mut l = l.clone();
-            if l.api_key.is_none() {
-                l.api_key = LlmConfig::from_env(provider).api_key;
-            }
-            l
-        }
-        _ => LlmConfig::from_env(provider),
+    let mut llm = match section {
+        Some(l) if l.provider == provider => l.clone(),
+        _ => LlmConfig::for_provider(provider).with_env(std::env::vars()),
     };
     if let Some(m) = &args.model {
         llm.model = m.clone();
@@ -98,8 +97,66 @@ pub async fn run(args: ChatArgs, stop: CancellationToken) -> Result<Outcome> {
     if args.stream {
         llm.stream = true;
     }
+    llm
+}
+
+/// Starts the scripted model server for `path` and points `llm` at it.
+async fn start_mock(path: &Path, llm: &mut LlmConfig, model: Option<&str>) -> Result<MockServer> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the model script {}", path.display()))?;
+    let script = Script::from_json(&text)
+        .map_err(|e| anyhow::anyhow!("the model script {}: {e}", path.display()))?;
+    let turns = script.turns.len();
+    let server = MockServer::start_script(script)
+        .await
+        .context("starting the scripted model server")?;
+    llm.base_url = server.base_url(llm.provider);
+    // It is local: no key needed, and none of the user's is sent to it.
+    llm.api_key = None;
+    llm.model = model.unwrap_or("mock").to_owned();
+    tracing::info!(url = %server.url(), turns, "scripted model server started");
+    Ok(server)
+}
+
+pub async fn run(args: ChatArgs, stop: CancellationToken) -> Result<Outcome> {
+    let config = args.flags.config()?;
+    let mut llm = llm_config(&args, config.llm.as_ref());
+    let _mock = match &args.mock {
+        Some(path) => {
+            let server = start_mock(path, &mut llm, args.model.as_deref()).await?;
+            if !args.quiet {
+                errln!(
+                    "toolgraph: the model is the script {} ({} {} server at {})",
+                    path.display(),
+                    llm.provider,
+                    if llm.stream { "streaming" } else { "plain" },
+                    server.url()
+                );
+            }
+            Some(server)
+        }
+        None => None,
+    };
+    // Before anything starts: a request without its key would only fail later.
+    let client = match LlmClient::new(llm) {
+        Ok(client) => client,
+        Err(e @ LlmError::MissingApiKey { .. }) => bail!(
+            "{e}\n  to try the agent loop offline: toolgraph chat --mock examples/chat-script.json \"…\""
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let mut runtime = toolgraph::Runtime::start(&config).await?;
+    let progress = (!args.quiet).then(Progress::for_chat);
+    if let Some(p) = &progress {
+        runtime = runtime.with_sink_per_execution(p.sink_factory());
+    }
+    // Every turn's batch is recorded ahead, under one session, with the plan the model sent.
+    let session = runtime
+        .store()
+        .is_some()
+        .then(toolgraph::Runtime::new_session_id);
     let runner = runtime.batch_runner(session.clone());
-    let mut orchestrator = ToolOrchestrator::with_runner(LlmClient::new(llm)?, runner)
+    let mut orchestrator = ToolOrchestrator::with_runner(client, runner)
         .max_iterations(args.max_iterations)
         .teach_references(args.teach_references)
         .cancel_on(stop);

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::Outcome;
-use crate::input::StoreFlags;
+use crate::input::{StoreFlags, StoreLocation};
 use crate::out::outln;
 use crate::run_cmd::{print_result, write_timeline};
 
@@ -176,7 +176,7 @@ pub struct PruneArgs {
     #[arg(long, value_name = "DURATION")]
     pub older_than: String,
     #[command(flatten)]
-    pub store: StoreFlags,
+    pub store: StoreLocation,
 }
 
 pub async fn prune(args: PruneArgs) -> Result<Outcome> {

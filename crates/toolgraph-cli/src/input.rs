@@ -1,11 +1,12 @@
-//! Reading a batch from a file or standard input, and the configuration every command
-//! shares: `toolgraph.toml` (or `--config`), then `TOOLGRAPH_*` variables, then flags.
+//! Reading a batch from a file or standard input, and the configuration flags: each
+//! command takes only the groups of flags it honours (table below), applied over
+//! `toolgraph.toml` (or `--config`, or `TOOLGRAPH_CONFIG`) and the `TOOLGRAPH_*` variables.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use toolgraph::Config;
 use toolgraph_core::{InputError, ToolCall, parse_tool_calls_str};
@@ -13,87 +14,227 @@ use toolgraph_store::ExecutionStore;
 
 use crate::out::errln;
 
-/// Configuration flags; each wins over the file and the environment.
+// The configuration flags come in groups, and each command flattens the groups it honours:
+//
+// | group         | flags                                  | run, chat | resume | plan, tools |
+// |---------------|----------------------------------------|-----------|--------|-------------|
+// | `ConfigFlag`  | --config                               | yes       | yes    | yes         |
+// | `ToolFlags`   | --root, --mcp                          | yes       | yes    | yes         |
+// | `LimitFlags`  | --max-parallel, --tool-limit           | yes       | yes    |             |
+// | `PolicyFlags` | --timeout-ms, --sequential, --fail-fast| yes       |        |             |
+// | `RecordFlags` | --db, --no-record                      | yes       | --db   |             |
+//
+// (`resume` runs with the timeouts, mode and fail-fast it was recorded with; the shared
+// limits of this process still apply.)
+
+/// `--config`: the file every other setting starts from.
 #[derive(Args, Clone, Debug, Default)]
-pub struct ExecutorFlags {
-    /// Configuration file (default: ./toolgraph.toml when it exists).
+pub struct ConfigFlag {
+    /// Configuration file (default: the file TOOLGRAPH_CONFIG names, else ./toolgraph.toml
+    /// when it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Calls running at once, at most.
-    #[arg(long, value_name = "N")]
-    pub max_parallel: Option<usize>,
-    /// A per-tool limit, e.g. `--tool-limit http_fetch=4` (repeatable).
-    #[arg(long = "tool-limit", value_name = "NAME=N")]
-    pub tool_limits: Vec<String>,
-    /// Default per-call timeout in ms (0 = none).
-    #[arg(long, value_name = "MS")]
-    pub timeout_ms: Option<u64>,
-    /// Run one call at a time, in dependency order.
-    #[arg(long)]
-    pub sequential: bool,
-    /// Cancel the rest of the batch at the first failure.
-    #[arg(long)]
-    pub fail_fast: bool,
+}
+
+impl ConfigFlag {
+    /// The file, then the environment.
+    pub fn load(&self) -> Result<Config> {
+        let (config, _) = Config::load(self.config.as_deref(), std::env::vars())?;
+        Ok(config)
+    }
+}
+
+/// Which tools exist: where the file tools look, which MCP servers join.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ToolFlags {
     /// The directory the file tools are confined to.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// Where executions are recorded (`sqlite://FILE`, `postgres://…`, or `memory:` — kept
-    /// only while the command runs).
-    #[arg(long, value_name = "URL")]
-    pub db: Option<String>,
-    /// Do not record this execution.
-    #[arg(long)]
-    pub no_record: bool,
     /// An MCP server: `NAME=COMMAND ARGS…` (stdio) or `NAME=URL` (streamable HTTP);
     /// repeatable. Its tools are `NAME.tool`.
     #[arg(long = "mcp", value_name = "NAME=COMMAND|URL")]
     pub mcp: Vec<String>,
 }
 
-impl ExecutorFlags {
-    /// The configuration: file, then environment, then these flags.
-    pub fn config(&self) -> Result<Config> {
-        let (mut config, _) = Config::load(self.config.as_deref(), std::env::vars())?;
-        let executor = &mut config.executor;
-        if let Some(n) = self.max_parallel {
-            executor.max_parallel_calls = n;
-        }
-        for spec in &self.tool_limits {
-            let Some((name, n)) = spec.split_once('=') else {
-                bail!("--tool-limit {spec:?}: expected NAME=N");
-            };
-            let n: usize = n
-                .trim()
-                .parse()
-                .with_context(|| format!("--tool-limit {spec:?}: {n:?} is not a number"))?;
-            executor
-                .per_tool_parallel_limits
-                .insert(name.trim().to_owned(), n);
-        }
-        if let Some(ms) = self.timeout_ms {
-            executor.default_timeout_ms = ms;
-        }
-        if self.sequential {
-            executor.enable_parallel = false;
-        }
-        if self.fail_fast {
-            executor.fail_fast = true;
-        }
+impl ToolFlags {
+    fn apply(&self, config: &mut Config) -> Result<()> {
         if let Some(root) = &self.root {
             config.files.root = root.clone();
-        }
-        if let Some(db) = &self.db {
-            config.store.url = db.clone();
-        }
-        if self.no_record {
-            config.store.record = false;
         }
         for spec in &self.mcp {
             config.mcp.push(
                 toolgraph::mcp::parse_cli_spec(spec).with_context(|| format!("--mcp {spec:?}"))?,
             );
         }
-        executor.validate()?;
+        Ok(())
+    }
+}
+
+/// The limits shared by everything this process runs.
+#[derive(Args, Clone, Debug, Default)]
+pub struct LimitFlags {
+    /// Calls running at once, at most.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_parallel: Option<u64>,
+    /// A per-tool limit, e.g. `--tool-limit http_fetch=4` (repeatable; the tool must exist).
+    #[arg(long = "tool-limit", value_name = "NAME=N", value_parser = parse_tool_limit)]
+    pub tool_limits: Vec<(String, usize)>,
+}
+
+impl LimitFlags {
+    fn apply(&self, config: &mut Config) {
+        if let Some(n) = self.max_parallel {
+            config.executor.max_parallel_calls = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        for (name, n) in &self.tool_limits {
+            config
+                .executor
+                .per_tool_parallel_limits
+                .insert(name.clone(), *n);
+        }
+    }
+}
+
+/// `NAME=N` with N ≥ 1.
+fn parse_tool_limit(spec: &str) -> std::result::Result<(String, usize), String> {
+    let Some((name, n)) = spec.split_once('=') else {
+        return Err("expected NAME=N, e.g. http_fetch=4".into());
+    };
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("the tool name is missing (NAME=N)".into());
+    }
+    match n.trim().parse::<usize>() {
+        Ok(0) => Err(format!("the limit for {name} must be at least 1")),
+        Ok(n) => Ok((name.to_owned(), n)),
+        Err(_) => Err(format!("{:?} is not a whole number", n.trim())),
+    }
+}
+
+/// How one execution runs.
+#[derive(Args, Clone, Debug, Default)]
+pub struct PolicyFlags {
+    /// Default per-call timeout in ms (0 = none).
+    #[arg(long, value_name = "MS")]
+    pub timeout_ms: Option<u64>,
+    /// Run one call at a time, in dependency order.
+    #[arg(long, conflicts_with = "max_parallel")]
+    pub sequential: bool,
+    /// Cancel the rest of the batch at the first failure.
+    #[arg(long)]
+    pub fail_fast: bool,
+}
+
+impl PolicyFlags {
+    fn apply(&self, config: &mut Config) {
+        if let Some(ms) = self.timeout_ms {
+            config.executor.default_timeout_ms = ms;
+        }
+        if self.sequential {
+            config.executor.enable_parallel = false;
+        }
+        if self.fail_fast {
+            config.executor.fail_fast = true;
+        }
+    }
+}
+
+/// Where (and whether) executions are recorded.
+#[derive(Args, Clone, Debug, Default)]
+pub struct RecordFlags {
+    /// Where executions are recorded (`sqlite://FILE`, `postgres://…`, or `memory:` — kept
+    /// only while the command runs).
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
+    /// Do not record this execution.
+    #[arg(long, conflicts_with = "db")]
+    pub no_record: bool,
+}
+
+/// The store a command reads or resumes from.
+#[derive(Args, Clone, Debug, Default)]
+pub struct DbFlag {
+    /// The store (`sqlite://FILE` or `postgres://…`; `memory:` is empty in a new process).
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
+}
+
+/// The flags of the commands that run calls (`run`, `chat`); each wins over the file and
+/// the environment.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ExecutorFlags {
+    #[command(flatten)]
+    pub config: ConfigFlag,
+    #[command(flatten)]
+    pub tools: ToolFlags,
+    #[command(flatten)]
+    pub limits: LimitFlags,
+    #[command(flatten)]
+    pub policy: PolicyFlags,
+    #[command(flatten)]
+    pub record: RecordFlags,
+}
+
+impl ExecutorFlags {
+    /// The configuration: file, then environment, then these flags.
+    pub fn config(&self) -> Result<Config> {
+        let mut config = self.config.load()?;
+        self.tools.apply(&mut config)?;
+        self.limits.apply(&mut config);
+        self.policy.apply(&mut config);
+        if let Some(db) = &self.record.db {
+            config.store.url = db.clone();
+        }
+        if self.record.no_record {
+            config.store.record = false;
+        }
+        config.executor.validate()?;
+        Ok(config)
+    }
+}
+
+/// The flags of `resume`: it runs with the policy it was recorded with, under this
+/// process's limits, and always records.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ResumeFlags {
+    #[command(flatten)]
+    pub config: ConfigFlag,
+    #[command(flatten)]
+    pub tools: ToolFlags,
+    #[command(flatten)]
+    pub limits: LimitFlags,
+    #[command(flatten)]
+    pub store: DbFlag,
+}
+
+impl ResumeFlags {
+    /// The configuration: file, then environment, then these flags.
+    pub fn config(&self) -> Result<Config> {
+        let mut config = self.config.load()?;
+        self.tools.apply(&mut config)?;
+        self.limits.apply(&mut config);
+        if let Some(db) = &self.store.db {
+            config.store.url = db.clone();
+        }
+        config.executor.validate()?;
+        Ok(config)
+    }
+}
+
+/// The flags of the commands that only look at the tools (`plan`, `tools`).
+#[derive(Args, Clone, Debug, Default)]
+pub struct ToolSetFlags {
+    #[command(flatten)]
+    pub config: ConfigFlag,
+    #[command(flatten)]
+    pub tools: ToolFlags,
+}
+
+impl ToolSetFlags {
+    /// The configuration: file, then environment, then these flags.
+    pub fn config(&self) -> Result<Config> {
+        let mut config = self.config.load()?;
+        self.tools.apply(&mut config)?;
         Ok(config)
     }
 
@@ -101,12 +242,6 @@ impl ExecutorFlags {
     /// tools talk to (keep them as long as the executor).
     pub async fn executor(&self) -> Result<(toolgraph::ParallelExecutor, Servers)> {
         Ok(toolgraph::build_executor(&self.config()?).await?)
-    }
-
-    /// The store named by the configuration.
-    pub async fn store(&self) -> Result<Arc<dyn ExecutionStore>> {
-        let config = self.config()?;
-        open_store(&config.store.url).await
     }
 }
 
@@ -133,20 +268,38 @@ pub type Servers = Vec<std::sync::Arc<toolgraph::mcp::McpServer>>;
 
 /// Opens the store at `url`, saying which one on failure.
 pub async fn open_store(url: &str) -> Result<Arc<dyn ExecutionStore>> {
-    toolgraph_store::open(url)
+    let store = toolgraph_store::open(url)
         .await
-        .with_context(|| format!("opening the store {}", toolgraph_store::hide_password(url)))
+        .with_context(|| format!("opening the store {}", toolgraph_store::hide_password(url)))?;
+    tracing::info!(store = %store.describe(), "store opened");
+    Ok(store)
 }
 
-/// Flags of the commands that only read the store.
+/// Where the commands that only read the store find it.
+#[derive(Args, Clone, Debug, Default)]
+pub struct StoreLocation {
+    #[command(flatten)]
+    pub config: ConfigFlag,
+    #[command(flatten)]
+    pub store: DbFlag,
+}
+
+impl StoreLocation {
+    /// The store these flags (or the configuration) name.
+    pub async fn store(&self) -> Result<Arc<dyn ExecutionStore>> {
+        let mut config = self.config.load()?;
+        if let Some(db) = &self.store.db {
+            config.store.url = db.clone();
+        }
+        open_store(&config.store.url).await
+    }
+}
+
+/// Flags of the commands that read the store and print what they found.
 #[derive(Args, Clone, Debug, Default)]
 pub struct StoreFlags {
-    /// Configuration file (default: ./toolgraph.toml when it exists).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The store (`sqlite://FILE` or `postgres://…`; `memory:` is empty in a new process).
-    #[arg(long, value_name = "URL")]
-    pub db: Option<String>,
+    #[command(flatten)]
+    pub location: StoreLocation,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -155,12 +308,7 @@ pub struct StoreFlags {
 impl StoreFlags {
     /// The store these flags name.
     pub async fn store(&self) -> Result<Arc<dyn ExecutionStore>> {
-        let flags = ExecutorFlags {
-            config: self.config.clone(),
-            db: self.db.clone(),
-            ..ExecutorFlags::default()
-        };
-        flags.store().await
+        self.location.store().await
     }
 }
 

@@ -1,9 +1,11 @@
 //! The `toolgraph` binary: wires the engine and the built-in tools to the command line.
 //!
-//! One file per subcommand; this file only parses arguments and maps outcomes to exit
-//! codes (0 every call succeeded, 1 some call did not, 2 the input or the flags were
-//! rejected and nothing ran, 130 / 143 a run stopped by Ctrl-C / SIGTERM, 141 standard
-//! output was closed by its reader). It is the only crate that prints, through `out`.
+//! One file per subcommand; this file only parses arguments, sets up logging (`-v`,
+//! `TOOLGRAPH_LOG`, `RUST_LOG`: to standard error, never mixed into standard output) and
+//! maps outcomes to exit codes (0 every call succeeded, 1 some call did not, 2 the input or
+//! the flags were rejected and nothing ran, 130 / 143 a run stopped by Ctrl-C / SIGTERM, 141
+//! standard output was closed by its reader). It is the only crate that prints, through
+//! `out`.
 
 mod bench;
 mod bench_concurrent;
@@ -12,6 +14,7 @@ mod chat_cmd;
 mod history_cmd;
 mod input;
 mod interrupt;
+mod logging;
 mod out;
 mod plan_cmd;
 mod progress;
@@ -32,6 +35,10 @@ use crate::out::errln;
 #[derive(Parser)]
 #[command(name = "toolgraph", version, about)]
 struct Cli {
+    /// Log what happens to standard error: -v info, -vv debug, -vvv everything (else
+    /// TOOLGRAPH_LOG or RUST_LOG, e.g. `toolgraph_mcp=debug`; by default warnings only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,6 +80,7 @@ pub enum Outcome {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.verbose);
     // The commands that run calls stop gracefully at Ctrl-C; the others keep the default.
     let interrupt = matches!(
         cli.command,

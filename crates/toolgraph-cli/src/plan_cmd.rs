@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use toolgraph_engine::{DependencyGraph, GraphNode};
 
 use crate::Outcome;
-use crate::input::{ExecutorFlags, parse_or_report, read_source, report_rejection};
+use crate::input::{ToolSetFlags, parse_or_report, read_source, report_rejection};
 use crate::out::outln;
 
 /// Graph formats.
@@ -26,13 +26,13 @@ pub struct PlanArgs {
     /// The batch: a JSON file, or `-` for standard input.
     pub input: String,
     /// Print `{levels, edges, independent, dependent}` as JSON.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
     /// Graph format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: GraphFormat,
     #[command(flatten)]
-    pub flags: ExecutorFlags,
+    pub flags: ToolSetFlags,
 }
 
 pub async fn run(args: PlanArgs) -> Result<Outcome> {

@@ -13,7 +13,7 @@ use toolgraph::{ExecuteOptions, Resumed, RuntimeError};
 use toolgraph_engine::CancellationToken;
 
 use crate::Outcome;
-use crate::input::{ExecutorFlags, OutputFlags, report_rejection};
+use crate::input::{OutputFlags, ResumeFlags, report_rejection};
 use crate::out::outln;
 use crate::progress::Progress;
 use crate::run_cmd::{print_result_showing, report_timeline, write_timeline};
@@ -25,12 +25,12 @@ pub struct ResumeArgs {
     #[command(flatten)]
     pub output: OutputFlags,
     #[command(flatten)]
-    pub flags: ExecutorFlags,
+    pub flags: ResumeFlags,
 }
 
 pub async fn run(args: ResumeArgs, stop: CancellationToken) -> Result<Outcome> {
     let mut config = args.flags.config()?;
-    // Resuming is recording: the store is needed even under --no-record.
+    // Resuming is recording: the store is needed even under `[store] record = false`.
     config.store.record = true;
     let mut runtime = toolgraph::Runtime::start(&config).await?;
     let progress = (!args.output.quiet).then(Progress::for_run);

@@ -14,7 +14,7 @@ pub struct ToolsArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub flags: crate::input::ExecutorFlags,
+    pub flags: crate::input::ToolSetFlags,
 }
 
 pub async fn run(args: ToolsArgs) -> Result<Outcome> {

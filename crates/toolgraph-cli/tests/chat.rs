@@ -1,74 +1,87 @@
-//! `toolgraph chat` end to end against a scripted OpenAI-compatible server on loopback
-//! (no model runs here): the seed's case — a first reply asking for two tool calls, a second
-//! reply "Complete" — gives success with two calls made, their results sent back in the
-//! provider's shape, and the session recorded.
+//! `toolgraph chat` end to end against the scripted model server on loopback (no model runs
+//! here): the seed's case — a first reply asking for two tool calls, a second reply
+//! "Complete" — gives success with two calls made, their results sent back in the
+//! provider's shape, and the session recorded; the shipped example script through
+//! `--mock`; a missing API key refused before anything runs; and which model settings win.
 
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
-use axum::Json;
-use axum::extract::State;
-use axum::routing::post;
 use serde_json::{Value, json};
+use toolgraph::llm::Provider;
+use toolgraph::llm::mock::{MockServer, Reply, openai_calls, openai_text};
 
-type Seen = Arc<Mutex<Vec<Value>>>;
+/// The binary with `args`, run off the async threads, with no model variables of the
+/// caller's and `env` set.
+async fn toolgraph(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolgraph"));
+    cmd.args(args);
+    for var in [
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_MODEL",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_MODEL",
+        "TOOLGRAPH_CONFIG",
+        "RUST_LOG",
+        "TOOLGRAPH_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || cmd.output().expect("toolgraph runs"))
+        .await
+        .expect("joined")
+}
 
-async fn completions(State(seen): State<Seen>, Json(body): Json<Value>) -> Json<Value> {
-    let turn = {
-        let mut s = seen.lock().expect("lock");
-        s.push(body);
-        s.len()
-    };
-    let message = if turn == 1 {
-        json!({"role": "assistant", "content": null, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "sleep", "arguments": "{\"ms\": 30}"}},
-            {"id": "call_2", "type": "function", "function": {"name": "echo", "arguments": "{\"said\": \"hello\", \"depends_on\": [\"call_1\"]}"}}
-        ]})
-    } else {
-        json!({"role": "assistant", "content": "Complete"})
-    };
-    let finish = if turn == 1 { "tool_calls" } else { "stop" };
-    Json(json!({
-        "id": format!("chatcmpl-{turn}"), "object": "chat.completion", "model": "scripted",
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-    }))
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn example(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_runs_the_tools_the_model_asks_for_and_records_the_session() {
-    let seen: Seen = Arc::default();
-    let app = axum::Router::new()
-        .route("/v1/chat/completions", post(completions))
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
+    let server = MockServer::start(vec![
+        Reply::json(openai_calls(&[
+            ("call_1", "sleep", r#"{"ms": 30}"#),
+            (
+                "call_2",
+                "echo",
+                r#"{"said": "hello", "depends_on": ["call_1"]}"#,
+            ),
+        ])),
+        Reply::json(openai_text("Complete")),
+    ])
+    .await
+    .expect("bind");
     let dir = tempfile::tempdir().expect("tempdir");
     let db = format!("sqlite://{}", dir.path().join("chat.db").display());
-    let base = format!("http://{addr}/v1");
-    let (db2, base2) = (db.clone(), base.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_toolgraph"))
-            .args([
-                "chat",
-                "say hello after a nap",
-                "--quiet",
-                "--base-url",
-                &base2,
-                "--model",
-                "scripted",
-                "--db",
-                &db2,
-            ])
-            .env("OPENAI_API_KEY", "test-key")
-            .output()
-            .expect("toolgraph runs")
-    })
-    .await
-    .expect("joined");
+    let base = server.base_url(Provider::OpenAi);
+    let out = toolgraph(
+        &[
+            "chat",
+            "say hello after a nap",
+            "--quiet",
+            "--base-url",
+            &base,
+            "--model",
+            "scripted",
+            "--db",
+            &db,
+        ],
+        &[("OPENAI_API_KEY", "test-key")],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -83,8 +96,14 @@ async fn chat_runs_the_tools_the_model_asks_for_and_records_the_session() {
     );
     assert!(stdout.contains("recorded as session"), "{stdout}");
 
-    let requests = seen.lock().expect("lock").clone();
+    let requests: Vec<Value> = server.requests().into_iter().map(|r| r.body).collect();
     assert_eq!(requests.len(), 2);
+    assert_eq!(
+        server.requests()[0].headers["authorization"]
+            .to_str()
+            .expect("ascii"),
+        "Bearer test-key"
+    );
     let tools: Vec<&str> = requests[0]["tools"]
         .as_array()
         .map(|t| {
@@ -112,30 +131,179 @@ async fn chat_runs_the_tools_the_model_asks_for_and_records_the_session() {
     assert_eq!(results[0], ("call_1", r#"{"slept_ms":30}"#));
     assert_eq!(results[1], ("call_2", r#"{"said":"hello"}"#));
 
-    let db3 = db.clone();
-    let history = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_toolgraph"))
-            .args(["history", "--json", "--db", &db3])
-            .output()
-            .expect("toolgraph runs")
-    })
-    .await
-    .expect("joined");
+    let history = toolgraph(&["history", "--json", "--db", &db], &[]).await;
     let rows: Value = serde_json::from_slice(&history.stdout).expect("json");
     assert_eq!(rows.as_array().map(Vec::len), Some(1));
     assert_eq!(rows[0]["calls"], 2);
     assert_eq!(rows[0]["success"], true);
     // The turn was recorded with its real plan: call_2's `depends_on` is an edge.
     let id = rows[0]["id"].as_str().expect("id").to_owned();
-    let show = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_toolgraph"))
-            .args(["show", &id, "--json", "--db", &db])
-            .output()
-            .expect("toolgraph runs")
-    })
-    .await
-    .expect("joined");
+    let show = toolgraph(&["show", &id, "--json", "--db", &db], &[]).await;
     let stored: Value = serde_json::from_slice(&show.stdout).expect("json");
     assert_eq!(stored["metadata"]["edges"], 1, "{stored}");
     assert_eq!(stored["results"][1]["level"], 1, "call_2 ran after call_1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_script_runs_offline_with_several_calls_and_a_reference_in_one_turn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("workspace");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    // The notes the script reads, copied: the test writes nothing into the source tree.
+    let notes = PathBuf::from(example("workspace/notes"));
+    std::fs::create_dir_all(root.join("notes")).expect("mkdir");
+    for entry in std::fs::read_dir(&notes).expect("notes") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("a name").to_owned();
+        std::fs::copy(&path, root.join("notes").join(name)).expect("copy");
+    }
+    let root_arg = root.to_string_lossy().into_owned();
+    for (provider, stream) in [("openai", false), ("anthropic", true)] {
+        let mut args = vec![
+            "chat",
+            "What is left to do in my notes?",
+            "--mock",
+            "",
+            "--root",
+            &root_arg,
+            "--no-record",
+            "--json",
+            "--provider",
+            provider,
+        ];
+        let script = example("chat-script.json");
+        args[3] = &script;
+        if stream {
+            args.push("--stream");
+        }
+        let out = toolgraph(&args, &[]).await;
+        let case = format!("{provider} stream={stream}");
+        assert_eq!(out.status.code(), Some(0), "{case}: {}", text(&out.stderr));
+        let result: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{case}: not JSON ({e}): {}", text(&out.stdout)));
+        assert_eq!(result["success"], true, "{case}");
+        assert_eq!(result["tool_calls_made"], 4, "{case}");
+        assert!(
+            result["answer"]
+                .as_str()
+                .is_some_and(|a| a.contains("out/todos.md")),
+            "{case}: {result}"
+        );
+        let written = std::fs::read_to_string(root.join("out/todos.md")).expect("written");
+        assert!(
+            written.contains("Notes: architecture.md, incidents.md, roadmap.md"),
+            "{case}: the write got the listing through its reference: {written}"
+        );
+        assert!(
+            written.contains("notes/roadmap.md:5: 3. TODO: streaming dispatch"),
+            "{case}: and the search's matches: {written}"
+        );
+        std::fs::remove_file(root.join("out/todos.md")).expect("cleaned");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_without_an_api_key_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("chat.db");
+    let db_url = format!("sqlite://{}", db.display());
+    for (provider, variable) in [
+        ("openai", "OPENAI_API_KEY"),
+        ("anthropic", "ANTHROPIC_API_KEY"),
+    ] {
+        let out = toolgraph(
+            &["chat", "hello", "--provider", provider, "--db", &db_url],
+            &[],
+        )
+        .await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("toolgraph: no API key for {provider} at https://")),
+            "{stderr}"
+        );
+        assert!(stderr.contains(&format!("set {variable}")), "{stderr}");
+        assert!(
+            stderr.contains("--mock examples/chat-script.json"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("dns"), "nothing was sent: {stderr}");
+    }
+    assert!(!db.exists(), "nothing was started, not even the store");
+
+    // `[llm] provider = "anthropic"` alone means Anthropic's endpoint, not OpenAI's.
+    let config = dir.path().join("toolgraph.toml");
+    std::fs::write(&config, "[llm]\nprovider = \"anthropic\"\n").expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let out = toolgraph(&["chat", "hello", "--config", &config, "--no-record"], &[]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "toolgraph: no API key for anthropic at https://api.anthropic.com: set ANTHROPIC_API_KEY"
+        ),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_comes_from_flags_then_the_environment_then_the_llm_section() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("toolgraph.toml");
+    let ask = |server: &MockServer| {
+        let base = server.base_url(Provider::OpenAi);
+        std::fs::write(
+            &config,
+            format!("[llm]\nprovider = \"openai\"\nbase_url = \"{base}\"\nmodel = \"from-file\"\n"),
+        )
+        .expect("config");
+        config.to_string_lossy().into_owned()
+    };
+    let model_sent = |server: &MockServer| {
+        server.requests()[0].body["model"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for (flag, env, want) in [
+        (None, vec![], "from-file"),
+        (None, vec![("OPENAI_MODEL", "from-env")], "from-env"),
+        (
+            None,
+            vec![
+                ("OPENAI_MODEL", "from-env"),
+                ("TOOLGRAPH_LLM_MODEL", "from-toolgraph-env"),
+            ],
+            "from-toolgraph-env",
+        ),
+        (
+            Some("from-flag"),
+            vec![("OPENAI_MODEL", "from-env")],
+            "from-flag",
+        ),
+    ] {
+        let server = MockServer::start(vec![Reply::json(json!(openai_text("hi")))])
+            .await
+            .expect("bind");
+        let config = ask(&server);
+        let mut args = vec!["chat", "hi", "--quiet", "--no-record", "--config", &config];
+        if let Some(model) = flag {
+            args.extend(["--model", model]);
+        }
+        let out = toolgraph(&args, &env).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(model_sent(&server), want, "flag {flag:?}, env {env:?}");
+    }
+    // TOOLGRAPH_CONFIG names the file when --config does not.
+    let server = MockServer::start(vec![Reply::json(openai_text("hi"))])
+        .await
+        .expect("bind");
+    let config = ask(&server);
+    let out = toolgraph(
+        &["chat", "hi", "--quiet", "--no-record"],
+        &[("TOOLGRAPH_CONFIG", &config)],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(model_sent(&server), "from-file");
 }

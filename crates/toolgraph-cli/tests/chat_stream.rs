@@ -2,16 +2,11 @@
 //! started early (each an execution of its own, running at the same time) are named by
 //! their own ids in the progress lines, and the summary splits model time from tool time.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::response::Response;
-use axum::routing::post;
 use serde_json::{Value, json};
-
-type Turns = Arc<Mutex<usize>>;
+use toolgraph::llm::Provider;
+use toolgraph::llm::mock::{MockServer, Reply};
 
 fn delta(delta: Value) -> Value {
     json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": null}]})
@@ -28,55 +23,38 @@ fn finish(reason: &str) -> Value {
 }
 
 /// Turn 1: two sleeps whose arguments are whole early (each is whole when the next call
-/// begins), a third call, then more chunks 60 ms apart; turn 2: the answer.
-async fn completions(State(turns): State<Turns>) -> Response {
-    let turn = {
-        let mut t = turns.lock().expect("lock");
-        *t += 1;
-        *t
-    };
-    let events: Vec<Value> = if turn == 1 {
-        vec![
-            call(0, "nap_a", "sleep", r#"{"ms": 120}"#),
-            call(1, "nap_b", "sleep", r#"{"ms": 40}"#),
-            call(2, "tail", "echo", r#"{"said": "#),
-            delta(json!({})),
-            delta(json!({})),
-            delta(json!({})),
-            delta(json!({"tool_calls": [{"index": 2, "function": {"arguments": r#""done"}"#}}]})),
-            finish("tool_calls"),
-        ]
-    } else {
-        vec![delta(json!({"content": "All done"})), finish("stop")]
-    };
-    let mut chunks: Vec<String> = events.iter().map(|e| format!("data: {e}\n\n")).collect();
-    chunks.push("data: [DONE]\n\n".to_owned());
-    let stream = futures_util::stream::unfold(chunks.into_iter().enumerate(), |mut it| async {
-        let (i, chunk) = it.next()?;
-        if i > 0 {
-            tokio::time::sleep(Duration::from_millis(60)).await;
-        }
-        Some((Ok::<_, std::io::Error>(chunk), it))
-    });
-    Response::builder()
-        .header("content-type", "text/event-stream")
-        .body(Body::from_stream(stream))
-        .expect("response")
+/// begins), a third call, then more chunks, 60 ms apart; turn 2: the answer.
+fn turns() -> Vec<Reply> {
+    let gap = Duration::from_millis(60);
+    vec![
+        Reply::openai_sse(
+            vec![
+                call(0, "nap_a", "sleep", r#"{"ms": 120}"#),
+                call(1, "nap_b", "sleep", r#"{"ms": 40}"#),
+                call(2, "tail", "echo", r#"{"said": "#),
+                delta(json!({})),
+                delta(json!({})),
+                delta(json!({})),
+                delta(
+                    json!({"tool_calls": [{"index": 2, "function": {"arguments": r#""done"}"#}}]}),
+                ),
+                finish("tool_calls"),
+            ],
+            gap,
+        ),
+        Reply::openai_sse(
+            vec![delta(json!({"content": "All done"})), finish("stop")],
+            gap,
+        ),
+    ]
 }
 
 async fn chat(args: &'static [&'static str]) -> std::process::Output {
-    let app = axum::Router::new()
-        .route("/v1/chat/completions", post(completions))
-        .with_state(Turns::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = MockServer::start(turns()).await.expect("mock server");
     let dir = tempfile::tempdir().expect("tempdir");
     let db = format!("sqlite://{}", dir.path().join("chat.db").display());
-    let base = format!("http://{addr}/v1");
-    tokio::task::spawn_blocking(move || {
+    let base = server.base_url(Provider::OpenAi);
+    let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_toolgraph"))
             .args(["chat", "nap twice", "--stream", "--base-url", &base])
             .args(["--model", "scripted", "--db", &db])
@@ -86,7 +64,9 @@ async fn chat(args: &'static [&'static str]) -> std::process::Output {
             .expect("toolgraph runs")
     })
     .await
-    .expect("joined")
+    .expect("joined");
+    drop(server);
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,9 +33,13 @@ const QUOTED_EVENT_CHARS: usize = 200;
 /// A client for one provider configuration.
 ///
 /// ```
-/// use toolgraph_llm::{LlmClient, LlmConfig, Provider};
-/// let client = LlmClient::new(LlmConfig::for_provider(Provider::Anthropic)).unwrap();
-/// assert_eq!(client.config().provider, Provider::Anthropic);
+/// use toolgraph_llm::{LlmClient, LlmConfig, LlmError, Provider};
+/// let mut config = LlmConfig::for_provider(Provider::Anthropic);
+/// // No key for a remote server: refused before anything is sent.
+/// assert!(matches!(LlmClient::new(config.clone()), Err(LlmError::MissingApiKey { .. })));
+/// config.api_key = Some("sk-ant-…".into());
+/// let client = LlmClient::new(config).unwrap();
+/// assert_eq!(client.endpoint(), "https://api.anthropic.com/v1/messages");
 /// ```
 #[derive(Debug, Clone)]
 pub struct LlmClient {
@@ -46,8 +50,9 @@ pub struct LlmClient {
 }
 
 impl LlmClient {
-    /// A client for `config`; fails when a header value (the key) is not valid or a size
-    /// limit is zero.
+    /// A client for `config`; fails when the base URL is not a URL, a header value (the
+    /// key) is not valid, a size limit is zero, or there is no API key while the server is
+    /// not on this machine (see [`LlmConfig::api_key`]).
     pub fn new(config: LlmConfig) -> Result<Self, LlmError> {
         for (field, value) in [
             ("max_response_bytes", config.max_response_bytes),
@@ -56,6 +61,16 @@ impl LlmClient {
             if value == 0 {
                 return Err(LlmError::Config(format!("{field} must be at least 1")));
             }
+        }
+        let base = reqwest::Url::parse(&config.base_url).map_err(|e| {
+            LlmError::Config(format!("base_url {:?} is not a URL: {e}", config.base_url))
+        })?;
+        if config.api_key.is_none() && !is_local(&base) {
+            return Err(LlmError::MissingApiKey {
+                provider: config.provider,
+                base_url: config.base_url.clone(),
+                variable: config.provider.api_key_variable(),
+            });
         }
         // Another provider may already be installed; either one serves.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -66,13 +81,16 @@ impl LlmClient {
         let base = config.base_url.trim_end_matches('/');
         let url = match config.provider {
             Provider::OpenAi => format!("{base}/chat/completions"),
-            Provider::Anthropic => format!("{base}/messages"),
+            // Anthropic's SDKs take the root without the version, as `ANTHROPIC_BASE_URL`.
+            Provider::Anthropic => format!("{base}/v1/messages"),
         };
         let mut headers = HeaderMap::new();
         let header = |v: &str| {
             HeaderValue::from_str(v).map_err(|e| LlmError::Config(format!("API key: {e}")))
         };
-        match (config.provider, &config.api_key) {
+        // An empty key means: this server needs none.
+        let key = config.api_key.as_deref().filter(|k| !k.is_empty());
+        match (config.provider, key) {
             (Provider::OpenAi, Some(key)) => {
                 headers.insert(
                     reqwest::header::AUTHORIZATION,
@@ -101,6 +119,11 @@ impl LlmClient {
     /// The configuration.
     pub fn config(&self) -> &LlmConfig {
         &self.config
+    }
+
+    /// The URL requests go to.
+    pub fn endpoint(&self) -> &str {
+        &self.url
     }
 
     /// Sends `conversation` with `tools` and returns the model's turn; `on_event` sees text
@@ -207,6 +230,14 @@ impl LlmClient {
     async fn send_with_retries(&self, body: &Value) -> Result<reqwest::Response, LlmError> {
         let mut attempt = 0u32;
         loop {
+            tracing::info!(
+                url = %self.url,
+                model = %self.config.model,
+                stream = self.config.stream,
+                attempt = attempt + 1,
+                "LLM request sent"
+            );
+            let started = Instant::now();
             let sent = self
                 .http
                 .post(&self.url)
@@ -215,7 +246,15 @@ impl LlmClient {
                 .send()
                 .await;
             let (error, wait) = match sent {
-                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) if response.status().is_success() => {
+                    tracing::debug!(
+                        url = %self.url,
+                        status = response.status().as_u16(),
+                        ms = started.elapsed().as_secs_f64() * 1e3,
+                        "LLM response headers received"
+                    );
+                    return Ok(response);
+                }
                 Ok(response) => {
                     let status = response.status();
                     let wait = retry_after(response.headers());
@@ -239,6 +278,12 @@ impl LlmClient {
                 return Err(error);
             }
             let wait = wait.unwrap_or_else(|| backoff(attempt)).min(MAX_WAIT);
+            tracing::info!(
+                url = %self.url,
+                error = %error,
+                retry_in_ms = wait.as_millis() as u64,
+                "LLM request failed; trying again"
+            );
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
@@ -291,6 +336,20 @@ async fn error_body(mut response: reqwest::Response) -> String {
         body.extend_from_slice(&chunk);
     }
     String::from_utf8_lossy(&body).into_owned()
+}
+
+/// Whether `url` names this machine: `localhost` (or a name under it) or a loopback
+/// address.
+fn is_local(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
+    }
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
 }
 
 /// The first `chars` characters of `text`, with `…` when there were more.

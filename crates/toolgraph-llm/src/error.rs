@@ -8,6 +8,19 @@ pub enum LlmError {
     /// The configuration cannot work (bad URL, bad header value).
     #[error("invalid LLM configuration: {0}")]
     Config(String),
+    /// No API key for a server that is not on this machine: the request would be refused.
+    #[error(
+        "no API key for {provider} at {base_url}: set {variable} (or `api_key` in the `[llm]` \
+         section, or TOOLGRAPH_LLM_API_KEY); a server that needs none takes `api_key = \"\"`"
+    )]
+    MissingApiKey {
+        /// The provider.
+        provider: crate::Provider,
+        /// The server.
+        base_url: String,
+        /// The variable that holds the key (`OPENAI_API_KEY`).
+        variable: String,
+    },
     /// The request could not be sent or its body not read (connection, timeout).
     #[error("request to {url} failed: {message}")]
     Transport {

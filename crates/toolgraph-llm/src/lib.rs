@@ -12,13 +12,15 @@
 pub mod client;
 pub mod config;
 pub mod error;
+#[cfg(feature = "mock")]
+pub mod mock;
 pub mod orchestrator;
 mod sse;
 pub mod turn;
 mod wire;
 
 pub use client::LlmClient;
-pub use config::{LlmConfig, Provider};
+pub use config::{LlmConfig, Provider, provider_env};
 pub use error::LlmError;
 pub use orchestrator::{BatchRunner, OrchestratorResult, ToolOrchestrator};
 pub use turn::{Conversation, FinishReason, StreamEvent, Turn, Usage};

@@ -40,6 +40,7 @@ mod error;
 mod frame;
 mod process;
 mod restart;
+mod rmcp_error;
 mod server;
 mod stderr;
 mod tool;

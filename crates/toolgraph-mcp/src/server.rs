@@ -139,13 +139,20 @@ impl McpServer {
         let tools = match listed {
             Ok(Ok(tools)) => tools,
             Ok(Err(e)) => {
-                return Err(startup(StartupStage::ListTools, e.to_string(), &stderr));
+                let message = crate::rmcp_error::service(&e);
+                return Err(startup(StartupStage::ListTools, message, &stderr));
             }
             Err(_) => {
                 let message = format!("no answer within {} s", STARTUP_TIMEOUT.as_secs());
                 return Err(startup(StartupStage::ListTools, message, &stderr));
             }
         };
+        tracing::info!(
+            server = %config.name,
+            target = %target,
+            tools = tools.len(),
+            "MCP server connected; tools listed"
+        );
         for name in config.tools.keys() {
             if !tools.iter().any(|t| t.name == name.as_str()) {
                 let listed: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
@@ -223,7 +230,7 @@ impl McpServer {
         let params = CallToolRequestParams::new(name.to_owned()).with_arguments(arguments);
         match session.service.peer().call_tool(params).await {
             Ok(result) => output_of(result),
-            Err(e) => Err(self.failure(&session, e).await),
+            Err(e) => Err(self.failure(&session, name, e).await),
         }
     }
 
@@ -287,8 +294,10 @@ impl McpServer {
         self.stderr.push(
             format!("\n--- toolgraph: restarting the server (restart {restart}) ---\n").as_bytes(),
         );
+        tracing::info!(server = %self.config.name, restart, reason = %reason, "restarting MCP server");
         match open(&self.config, &self.target, &self.stderr, state.generation).await {
             Ok(session) => {
+                tracing::info!(server = %self.config.name, restart, "MCP server restarted");
                 state.restarts.succeeded();
                 self.pid
                     .store(session.pid().unwrap_or(0), Ordering::Relaxed);
@@ -304,6 +313,7 @@ impl McpServer {
                     }
                     other => other.to_string(),
                 };
+                tracing::warn!(server = %self.config.name, restart, error = %failure, "MCP server restart failed");
                 let reason = format!("its restart failed: {failure}");
                 state.link = Link::Down {
                     reason: reason.clone(),
@@ -372,8 +382,9 @@ impl McpServer {
 
     /// Turns a failed request into the call's error, marking the session down when the
     /// transport closed.
-    async fn failure(&self, session: &Session, error: ServiceError) -> ToolError {
+    async fn failure(&self, session: &Session, tool: &str, error: ServiceError) -> ToolError {
         let name = &self.config.name;
+        let why = crate::rmcp_error::service(&error);
         // Over stdio a failed send is a broken pipe to the process: the session is over,
         // even before rmcp noticed. Over HTTP it may be one failed request.
         let closed = matches!(error, ServiceError::TransportClosed)
@@ -384,8 +395,12 @@ impl McpServer {
                 let mut state = self.state.lock().await;
                 if matches!(&state.link, Link::Up(s) if s.generation == session.generation) {
                     state.link = Link::Down {
-                        reason: format!("the connection closed: {error}"),
+                        reason: match &error {
+                            ServiceError::TransportClosed => "the connection closed".into(),
+                            _ => format!("the connection closed: {why}"),
+                        },
                     };
+                    tracing::warn!(server = %name, error = %why, "MCP server closed the connection");
                     self.pid.store(0, Ordering::Relaxed);
                 }
                 let restarts = &mut state.restarts;
@@ -400,8 +415,13 @@ impl McpServer {
             };
             // Give the process a moment to flush its last words to stderr.
             tokio::time::sleep(Duration::from_millis(50)).await;
+            let detail = match &error {
+                ServiceError::TransportClosed => String::new(),
+                _ => format!(": {why}"),
+            };
             return ToolError::transient(format!(
-                "MCP server {name} closed the connection: {error} ({restart}){}",
+                "MCP server {name} closed the connection during the call to {tool}{detail} \
+                 ({restart}){}",
                 self.stderr_lines()
             ));
         }
@@ -410,18 +430,22 @@ impl McpServer {
                 ToolError::permanent(format!("MCP server {name}: {}", data.message))
             }
             ServiceError::McpError(data) => ToolError::permanent(format!(
-                "MCP server {name} refused the call: {} (code {})",
+                "MCP server {name} refused the call to {tool}: {} (code {})",
                 data.message, data.code.0
             )),
             ServiceError::TransportSend(_) if error.is_authorization_required() => {
-                ToolError::permanent(format!("MCP server {name}: not authorized: {error}"))
+                ToolError::permanent(format!(
+                    "MCP server {name}: the call to {tool} was not authorized: {why}"
+                ))
             }
             ServiceError::TransportSend(_)
             | ServiceError::Timeout { .. }
-            | ServiceError::Cancelled { .. } => {
-                ToolError::transient(format!("MCP server {name}: {error}"))
-            }
-            _ => ToolError::permanent(format!("MCP server {name}: {error}")),
+            | ServiceError::Cancelled { .. } => ToolError::transient(format!(
+                "MCP server {name}: the call to {tool} failed: {why}"
+            )),
+            _ => ToolError::permanent(format!(
+                "MCP server {name}: the call to {tool} failed: {why}"
+            )),
         }
     }
 }
@@ -465,12 +489,12 @@ where
         }
     };
     let line = tokio::select! {
-        served = &mut serve => return served.map_err(|e| e.to_string()),
+        served = &mut serve => return served.map_err(|e| crate::rmcp_error::initialize(&e)),
         () = &mut deadline => return Err(timed_out()),
         line = garbage_seen => line,
     };
     tokio::select! {
-        served = &mut serve => served.map_err(|e| e.to_string()),
+        served = &mut serve => served.map_err(|e| crate::rmcp_error::initialize(&e)),
         () = &mut deadline => Err(timed_out()),
         () = tokio::time::sleep(GARBAGE_GRACE) => Err(format!(
             "the server wrote something that is not JSON-RPC to stdout instead of answering: {line:?}"
@@ -501,6 +525,12 @@ async fn open(
                     let message = format!("cannot run `{command}`: {e}");
                     startup(StartupStage::Spawn, message, String::new())
                 })?;
+            tracing::info!(
+                server = %config.name,
+                command = %target,
+                pid = process.id().unwrap_or(0),
+                "MCP server spawned"
+            );
             let drain: Option<JoinHandle<()>> = pipes.stderr.map(|p| stderr.drain(p));
             let (stdout, garbage) = FrameReader::new(pipes.stdout, limit, stderr.clone());
             // The reader passes on lines of at most `limit` bytes and a newline.

@@ -103,7 +103,7 @@ async fn killed_server_fails_its_in_flight_calls_and_is_restarted_until_the_circ
         assert!(
             error
                 .message
-                .starts_with("MCP server ev closed the connection: Transport closed"),
+                .starts_with("MCP server ev closed the connection during the call to "),
             "{}",
             error.message
         );

@@ -90,6 +90,54 @@ async fn a_program_that_does_not_exist_fails_to_spawn() {
             .contains("cannot run `/nonexistent/toolgraph-no-such-server`"),
         "{e}"
     );
+    plain_words(&e.to_string());
+}
+
+/// A message for people: no Rust type names or paths from the libraries underneath.
+fn plain_words(text: &str) {
+    for leak in ["rmcp::", "reqwest::", "Transport [", "WorkerTransport", "<"] {
+        assert!(!text.contains(leak), "{leak:?} in: {text}");
+    }
+}
+
+#[tokio::test]
+async fn an_http_server_where_nothing_listens_is_named_with_the_operation_and_the_reason() {
+    // A port that was free a moment ago: nothing listens there now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let config = McpServerConfig {
+        name: "down".into(),
+        url: Some(url.clone()),
+        ..Default::default()
+    };
+    let e = McpServer::connect(&config)
+        .await
+        .expect_err("nothing listens");
+    assert!(
+        matches!(
+            &e,
+            McpError::Startup {
+                stage: StartupStage::Initialize,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "MCP server `down` ({url}): initialize failed: cannot connect to {url}: "
+        )),
+        "{text}"
+    );
+    assert!(
+        text.to_lowercase().contains("refused"),
+        "the OS's reason: {text}"
+    );
+    plain_words(&text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,10 +16,20 @@
 //! max_concurrency = 2
 //! ```
 //!
+//! The file is `path` when the caller gives one (the CLI's `--config`), else the one
+//! `TOOLGRAPH_CONFIG` names, else `./toolgraph.toml` when it exists.
+//!
 //! Every field can be set by an environment variable: `TOOLGRAPH_` + the path in capitals
-//! joined by `_` (`TOOLGRAPH_FILES_ROOT`, `TOOLGRAPH_HTTP_ALLOW_HOSTS=a.com,b.com`); the
-//! executor's fields also without their section (`TOOLGRAPH_MAX_PARALLEL_CALLS=8`). Values
-//! are read as TOML values (numbers, booleans, arrays, inline tables), else as strings.
+//! joined by `_` (`TOOLGRAPH_FILES_ROOT`, `TOOLGRAPH_HTTP_ALLOW_HOSTS=a.com,b.com`,
+//! `TOOLGRAPH_LLM_MODEL`); the executor's fields also without their section
+//! (`TOOLGRAPH_MAX_PARALLEL_CALLS=8`). Values are read as TOML values (numbers, booleans,
+//! arrays, inline tables), else as strings. A value that does not fit its field is an error
+//! naming the variable.
+//!
+//! The `[llm]` section also takes its provider's conventional variables (`OPENAI_BASE_URL`,
+//! `OPENAI_API_KEY`, `OPENAI_MODEL`, or the `ANTHROPIC_` ones) over what the file says;
+//! `TOOLGRAPH_LLM_*` wins over both. This module reads no environment itself: the caller
+//! passes it in.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -35,7 +45,11 @@ use toolgraph_tools::shell::ShellConfig;
 /// Environment variables that configure toolgraph start with this.
 pub const ENV_PREFIX: &str = "TOOLGRAPH_";
 
-/// Variables with the prefix that are not configuration fields.
+/// The variable that names the configuration file.
+pub const CONFIG_VARIABLE: &str = "TOOLGRAPH_CONFIG";
+
+/// Variables with the prefix that are not configuration fields: the file, the log filter
+/// (read by the command line) and the test switch.
 const RESERVED: [&str; 3] = [
     "TOOLGRAPH_CONFIG",
     "TOOLGRAPH_LOG",
@@ -87,9 +101,11 @@ impl Default for StoreConfig {
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigLoadError {
-    /// The file could not be read.
-    #[error("reading {path}: {source}")]
+    /// The file could not be read (the cause is the error's source).
+    #[error("reading the configuration file {path}{}", via(.variable))]
     Read {
+        /// Set when the file came from `TOOLGRAPH_CONFIG`.
+        variable: Option<&'static str>,
         /// The file.
         path: PathBuf,
         /// The I/O error.
@@ -124,20 +140,37 @@ pub enum ConfigLoadError {
     Invalid(#[from] toolgraph_core::ConfigError),
 }
 
+/// ` (from TOOLGRAPH_CONFIG)` when the file was named by that variable.
+fn via(variable: &Option<&'static str>) -> String {
+    variable.map_or_else(String::new, |v| format!(" (from {v})"))
+}
+
 impl Config {
-    /// Loads the configuration: `path` if given, else `./toolgraph.toml` if it exists, else
-    /// the defaults; then the `TOOLGRAPH_*` variables among `env`. Returns the file used.
+    /// Loads the configuration: `path` if given, else the file `TOOLGRAPH_CONFIG` names
+    /// among `env`, else `./toolgraph.toml` if it exists, else the defaults; then the
+    /// `TOOLGRAPH_*` variables among `env` (and, for an `[llm]` section, its provider's
+    /// `OPENAI_*` / `ANTHROPIC_*` ones). Returns the file used.
     pub fn load(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Config, Option<PathBuf>), ConfigLoadError> {
-        let file = match path {
-            Some(p) => Some(p.to_path_buf()),
-            None => Some(PathBuf::from("toolgraph.toml")).filter(|p| p.is_file()),
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let named = env
+            .iter()
+            .find(|(k, v)| k == CONFIG_VARIABLE && !v.trim().is_empty())
+            .map(|(_, v)| PathBuf::from(v));
+        let (file, variable) = match (path, named) {
+            (Some(p), _) => (Some(p.to_path_buf()), None),
+            (None, Some(p)) => (Some(p), Some(CONFIG_VARIABLE)),
+            (None, None) => (
+                Some(PathBuf::from("toolgraph.toml")).filter(|p| p.is_file()),
+                None,
+            ),
         };
         let mut table = match &file {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|source| ConfigLoadError::Read {
+                    variable,
                     path: p.clone(),
                     source,
                 })?;
@@ -156,13 +189,18 @@ impl Config {
             }
             None => Table::new(),
         };
-        apply_env(&mut table, env)?;
+        let set_by_variables = apply_env(&mut table, &env)?;
+        apply_provider_env(&mut table, &env, &set_by_variables);
         let config =
             Config::deserialize(Value::Table(table)).map_err(|e| ConfigLoadError::Variable {
-                name: "TOOLGRAPH_*".into(),
-                message: e.to_string(),
+                name: "OPENAI_* / ANTHROPIC_*".into(),
+                message: one_line(&e.to_string()),
             })?;
         config.executor.validate()?;
+        tracing::info!(
+            file = %file.as_deref().map_or_else(|| "(none: defaults)".into(), |p| p.display().to_string()),
+            "configuration loaded"
+        );
         Ok((config, file))
     }
 
@@ -194,14 +232,24 @@ fn relative_to_file(table: &mut Table, file: &Path) {
     }
 }
 
+/// A configuration with every optional field set, so that serialising it shows them all.
+fn full_config() -> Config {
+    let mut full = Config::default();
+    full.executor.resource_limit_cpu = Some(1.0);
+    full.executor.resource_limit_memory_mb = Some(1);
+    full.llm = Some(toolgraph_llm::LlmConfig {
+        api_key: Some(String::new()),
+        ..toolgraph_llm::LlmConfig::default()
+    });
+    full
+}
+
 /// Every settable field: variable name (without the prefix) → path in the table, and
 /// whether the field is a list.
 fn field_paths() -> HashMap<String, (Vec<String>, bool)> {
     // A configuration with every optional field set, so that serialising it shows them all.
-    let mut full = Config::default();
-    full.executor.resource_limit_cpu = Some(1.0);
-    full.executor.resource_limit_memory_mb = Some(1);
     let mut paths = HashMap::new();
+    let full = full_config();
     if let Ok(Value::Table(t)) = Value::try_from(&full) {
         collect(&t, &mut Vec::new(), &mut paths);
     }
@@ -238,18 +286,18 @@ fn is_map_field(path: &[String]) -> bool {
     )
 }
 
-fn apply_env(
-    table: &mut Table,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigLoadError> {
+/// Applies the `TOOLGRAPH_*` variables among `env` to `table`, in name order, checking the
+/// configuration after each so that a value that does not fit is blamed on its variable.
+/// Returns the `[llm]` fields they set.
+fn apply_env(table: &mut Table, env: &[(String, String)]) -> Result<Vec<String>, ConfigLoadError> {
     let mut paths = field_paths();
     // The conventional name for the database URL.
     paths.insert(
         "DATABASE_URL".into(),
         (vec!["store".into(), "url".into()], false),
     );
-    let mut vars: Vec<(String, String)> = env
-        .into_iter()
+    let mut vars: Vec<&(String, String)> = env
+        .iter()
         .filter(|(k, _)| {
             k.starts_with(ENV_PREFIX)
                 && !k.starts_with("TOOLGRAPH_TEST_")
@@ -257,6 +305,7 @@ fn apply_env(
         })
         .collect();
     vars.sort();
+    let mut llm_fields = Vec::new();
     for (name, raw) in vars {
         let field = &name[ENV_PREFIX.len()..];
         let Some((path, list)) = paths.get(field) else {
@@ -267,11 +316,11 @@ fn apply_env(
                 .collect();
             known.sort();
             return Err(ConfigLoadError::UnknownVariable {
-                name,
+                name: name.clone(),
                 known: known.join(", "),
             });
         };
-        let value = parse_value(&raw, *list);
+        let value = parse_value(raw, *list);
         let Some((last, parents)) = path.split_last() else {
             continue;
         };
@@ -284,15 +333,50 @@ fn apply_env(
                 Value::Table(t) => t,
                 _ => {
                     return Err(ConfigLoadError::Variable {
-                        name,
+                        name: name.clone(),
                         message: format!("{key} is not a section"),
                     });
                 }
             };
         }
         at.insert(last.clone(), value);
+        if let Err(e) = Config::deserialize(Value::Table(table.clone())) {
+            return Err(ConfigLoadError::Variable {
+                name: name.clone(),
+                message: one_line(&e.to_string()),
+            });
+        }
+        if path.first().map(String::as_str) == Some("llm") {
+            llm_fields.push(last.clone());
+        }
     }
-    Ok(())
+    Ok(llm_fields)
+}
+
+/// When there is an `[llm]` section, its provider's conventional variables (`OPENAI_MODEL`,
+/// …) set the fields no `TOOLGRAPH_LLM_*` variable set: they win over the file.
+fn apply_provider_env(table: &mut Table, env: &[(String, String)], set_by_variables: &[String]) {
+    let Some(Value::Table(llm)) = table.get_mut("llm") else {
+        return;
+    };
+    let provider = match llm.get("provider") {
+        None => toolgraph_llm::Provider::default(),
+        Some(value) => match toolgraph_llm::Provider::deserialize(value.clone()) {
+            Ok(provider) => provider,
+            // Reported when the whole configuration is read.
+            Err(_) => return,
+        },
+    };
+    for (field, value) in toolgraph_llm::provider_env(provider, env.iter().cloned()) {
+        if !set_by_variables.iter().any(|f| f == field) {
+            llm.insert(field.to_owned(), Value::String(value));
+        }
+    }
+}
+
+/// A deserialiser's message on one line (`… expected usize in `executor.max_parallel_calls``).
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A variable's value as TOML (`8`, `true`, `[1, 2]`, `{ a = 1 }`), else a comma-separated
@@ -428,10 +512,27 @@ mod tests {
     #[test]
     fn mistyped_and_invalid_values_are_refused() {
         let err = Config::load(None, env(&[("TOOLGRAPH_MAX_PARALLEL_CALLS", "many")]))
-            .expect_err("not a number");
+            .expect_err("not a number")
+            .to_string();
         assert!(
-            err.to_string().contains("max_parallel_calls")
-                || err.to_string().contains("invalid type"),
+            err.starts_with("environment variable TOOLGRAPH_MAX_PARALLEL_CALLS: invalid type"),
+            "the variable is named: {err}"
+        );
+        assert!(err.contains("executor.max_parallel_calls"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        // Among several variables, the one at fault is named.
+        let err = Config::load(
+            None,
+            env(&[
+                ("TOOLGRAPH_FILES_ROOT", "/data"),
+                ("TOOLGRAPH_HTTP_PER_HOST_LIMIT", "lots"),
+                ("TOOLGRAPH_SHELL_ENABLED", "true"),
+            ]),
+        )
+        .expect_err("not a number")
+        .to_string();
+        assert!(
+            err.starts_with("environment variable TOOLGRAPH_HTTP_PER_HOST_LIMIT:"),
             "{err}"
         );
         let err =
@@ -441,6 +542,159 @@ mod tests {
                 .contains("max_parallel_calls: must be at least 1"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn toolgraph_config_names_the_file_and_an_explicit_path_wins_over_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let by_var = dir.path().join("by-variable.toml");
+        std::fs::write(&by_var, "[executor]\nmax_parallel_calls = 3\n").expect("write");
+        let by_flag = dir.path().join("by-flag.toml");
+        std::fs::write(&by_flag, "[executor]\nmax_parallel_calls = 5\n").expect("write");
+        let var = by_var.to_string_lossy().into_owned();
+
+        let (c, used) = Config::load(None, env(&[(CONFIG_VARIABLE, &var)])).expect("loads");
+        assert_eq!(c.executor.max_parallel_calls, 3);
+        assert_eq!(used.as_deref(), Some(by_var.as_path()));
+        let (c, used) =
+            Config::load(Some(&by_flag), env(&[(CONFIG_VARIABLE, &var)])).expect("loads");
+        assert_eq!(c.executor.max_parallel_calls, 5, "the path given wins");
+        assert_eq!(used.as_deref(), Some(by_flag.as_path()));
+
+        let missing = dir.path().join("nope.toml");
+        let err = Config::load(None, env(&[(CONFIG_VARIABLE, &missing.to_string_lossy())]))
+            .expect_err("no such file");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "reading the configuration file {} (from TOOLGRAPH_CONFIG)",
+                missing.display()
+            ),
+            "the OS error is the source, not repeated in the message"
+        );
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(
+            source.is_some_and(|s| s.contains("No such file")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn every_field_has_a_variable() {
+        // No optional field left unset, or its variable would be missing.
+        let full = serde_json::to_value(full_config()).expect("serialises");
+        fn nulls(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Null => out.push(path.to_owned()),
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        nulls(v, &format!("{path}.{k}"), out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut unset = Vec::new();
+        nulls(&full, "", &mut unset);
+        assert!(unset.is_empty(), "set these in full_config(): {unset:?}");
+
+        let paths = field_paths();
+        for name in [
+            "LLM_PROVIDER",
+            "LLM_BASE_URL",
+            "LLM_API_KEY",
+            "LLM_MODEL",
+            "LLM_STREAM",
+            "LLM_TIMEOUT_MS",
+            "LLM_MAX_TOKENS",
+            "LLM_MAX_EVENT_BYTES",
+            "STORE_URL",
+            "STORE_RECORD",
+            "MCP",
+            "TOOLS",
+            "FILES_ROOT",
+            "HTTP_ALLOW_PRIVATE",
+            "SHELL_CONFINE_ARGS",
+            "RESOURCE_LIMIT_MEMORY_MB",
+            "RETRY_JITTER",
+            "EXECUTOR_PER_RESOURCE_PARALLEL_LIMITS",
+        ] {
+            assert!(paths.contains_key(name), "TOOLGRAPH_{name} has no field");
+        }
+        let (c, _) = Config::load(
+            None,
+            env(&[
+                ("TOOLGRAPH_LLM_MODEL", "llama3.2"),
+                ("TOOLGRAPH_LLM_PROVIDER", "anthropic"),
+                ("TOOLGRAPH_LLM_STREAM", "true"),
+                (
+                    "TOOLGRAPH_MCP",
+                    "[{ name = \"x\", url = \"http://127.0.0.1:9/mcp\" }]",
+                ),
+            ]),
+        )
+        .expect("loads");
+        let llm = c.llm.expect("an [llm] section");
+        assert_eq!(llm.model, "llama3.2");
+        assert_eq!(llm.provider, toolgraph_llm::Provider::Anthropic);
+        assert!(llm.stream);
+        assert_eq!(c.mcp.len(), 1);
+        assert_eq!(c.mcp[0].name, "x");
+    }
+
+    #[test]
+    fn provider_variables_win_over_the_file_and_toolgraph_llm_variables_over_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = write(
+            dir.path(),
+            "[llm]\nprovider = \"openai\"\nmodel = \"from-file\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmax_tokens = 77\n",
+        );
+        let (c, _) = Config::load(Some(&p), env(&[])).expect("loads");
+        let llm = c.llm.expect("section");
+        assert_eq!(
+            (llm.model.as_str(), llm.max_tokens),
+            ("from-file", 77),
+            "the file alone"
+        );
+
+        let (c, _) = Config::load(
+            Some(&p),
+            env(&[
+                ("OPENAI_MODEL", "from-openai-model"),
+                ("OPENAI_API_KEY", "sk-env"),
+                ("ANTHROPIC_MODEL", "not this provider"),
+            ]),
+        )
+        .expect("loads");
+        let llm = c.llm.expect("section");
+        assert_eq!(llm.model, "from-openai-model", "env > file");
+        assert_eq!(llm.api_key.as_deref(), Some("sk-env"));
+        assert_eq!(llm.base_url, "http://127.0.0.1:1/v1", "untouched");
+        assert_eq!(llm.max_tokens, 77);
+
+        let (c, _) = Config::load(
+            Some(&p),
+            env(&[
+                ("OPENAI_MODEL", "from-openai-model"),
+                ("TOOLGRAPH_LLM_MODEL", "from-toolgraph-llm-model"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(
+            c.llm.map(|l| l.model).as_deref(),
+            Some("from-toolgraph-llm-model")
+        );
+
+        // The old spelling of the provider still reads.
+        let p = write(dir.path(), "[llm]\nprovider = \"open_ai\"\n");
+        let (c, _) = Config::load(Some(&p), env(&[])).expect("loads");
+        assert_eq!(
+            c.llm.map(|l| l.provider),
+            Some(toolgraph_llm::Provider::OpenAi)
+        );
+        // Without an [llm] section the provider variables make none.
+        let (c, _) = Config::load(None, env(&[("OPENAI_MODEL", "m")])).expect("loads");
+        assert_eq!(c.llm, None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod runtime;
 
 use std::sync::Arc;
 
-pub use config::{Config, ConfigLoadError, ENV_PREFIX, StoreConfig};
+pub use config::{CONFIG_VARIABLE, Config, ConfigLoadError, ENV_PREFIX, StoreConfig};
 pub use runtime::{
     ExecuteOptions, Execution, LEASE_RENEW, LEASE_TIMEOUT, ResumeCounts, Resumed, Runtime,
     RuntimeError, SinkFactory, classify_resume,
@@ -40,6 +40,14 @@ pub enum SetupError {
     /// A limit is invalid.
     #[error(transparent)]
     Config(#[from] toolgraph_core::ConfigError),
+    /// A per-tool limit names no tool (or an alias, which limits would not see).
+    #[error("per-tool limit for \"{name}\": {problem}")]
+    ToolLimit {
+        /// The name as given.
+        name: String,
+        /// What is wrong, with the names that work.
+        problem: String,
+    },
     /// The store could not be opened (the cause is the error's source).
     #[error("opening the store {url}")]
     Store {
@@ -97,8 +105,87 @@ pub async fn build_executor(
     config: &Config,
 ) -> Result<(ParallelExecutor, Vec<Arc<McpServer>>), SetupError> {
     let (tools, servers) = build_tools(config).await?;
-    Ok((
-        ParallelExecutor::new(tools, executor_config(config))?,
-        servers,
-    ))
+    let executor = executor_config(config);
+    check_tool_limits(&tools, &executor)?;
+    Ok((ParallelExecutor::new(tools, executor)?, servers))
+}
+
+/// Every name in `per_tool_parallel_limits` is a registered tool's own name: a limit for an
+/// unknown name, or for an alias, would silently limit nothing.
+pub fn check_tool_limits(
+    tools: &ToolSet,
+    executor: &ParallelExecutorConfig,
+) -> Result<(), SetupError> {
+    for name in executor.per_tool_parallel_limits.keys() {
+        let problem = match tools.get(name) {
+            Some(entry) if entry.tool.spec().name == *name => continue,
+            Some(entry) => format!(
+                "that is another name of \"{}\": limit it by that name",
+                entry.tool.spec().name
+            ),
+            None => format!("no such tool (known: {})", tools.names().join(", ")),
+        };
+        return Err(SetupError::ToolLimit {
+            name: name.clone(),
+            problem,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_per_tool_limit_for_an_unknown_tool_is_refused_naming_the_known_ones() {
+        let mut config = Config::default();
+        config
+            .executor
+            .per_tool_parallel_limits
+            .insert("nosuch".into(), 3);
+        let err = build_executor(&config)
+            .await
+            .map(|_| ())
+            .expect_err("unknown tool")
+            .to_string();
+        assert!(
+            err.starts_with("per-tool limit for \"nosuch\": no such tool (known: sleep, echo,"),
+            "{err}"
+        );
+        assert!(err.contains("file_read"), "{err}");
+
+        let mut config = Config::default();
+        config
+            .executor
+            .per_tool_parallel_limits
+            .insert("sleep".into(), 3);
+        assert!(build_executor(&config).await.is_ok(), "a known tool");
+    }
+
+    #[test]
+    fn a_per_tool_limit_by_an_alias_names_the_real_name() {
+        let mut tools = ToolSet::new();
+        tools
+            .register_fn("fs.read_file", |_args, _ctx| async {
+                Ok(serde_json::json!(1))
+            })
+            .expect("register");
+        tools
+            .register_alias("read_file", "fs.read_file")
+            .expect("alias");
+        let mut executor = ParallelExecutorConfig::default();
+        executor
+            .per_tool_parallel_limits
+            .insert("read_file".into(), 2);
+        let err = check_tool_limits(&tools, &executor)
+            .expect_err("an alias")
+            .to_string();
+        assert!(err.contains("another name of \"fs.read_file\""), "{err}");
+        executor.per_tool_parallel_limits.clear();
+        executor
+            .per_tool_parallel_limits
+            .insert("fs.read_file".into(), 2);
+        assert!(check_tool_limits(&tools, &executor).is_ok());
+    }
 }

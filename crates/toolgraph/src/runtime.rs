@@ -38,6 +38,7 @@ use toolgraph_mcp::McpServer;
 use toolgraph_store::{
     Claim, ExecutionRecorder, ExecutionStore, ResumePoint, StoreError, StoredExecution,
 };
+use tracing::Instrument;
 
 use crate::{Config, SetupError};
 
@@ -225,7 +226,8 @@ impl Runtime {
                     .map_err(|source| SetupError::Store {
                         url: toolgraph_store::hide_password(&config.store.url),
                         source,
-                    })?,
+                    })
+                    .inspect(|store| tracing::info!(store = %store.describe(), "store opened"))?,
             )
         } else {
             None
@@ -357,6 +359,7 @@ impl Runtime {
         let cancel = options.cancel.clone();
         let mut result = self
             .run(plan, options, Some(recorder.as_sink()), Vec::new())
+            .instrument(tracing::info_span!("execution", id = %id))
             .await;
         let mut recording_error =
             match finish_record(&**store, &id, &*recorder, &result, Vec::new(), 0.0).await {
@@ -396,7 +399,8 @@ impl Runtime {
             }
             None => &self.executor,
         };
-        executor
+        tracing::info!(calls = plan.len(), "execution started");
+        let result = executor
             .execute_plan_with(
                 plan,
                 RunOptions {
@@ -406,7 +410,14 @@ impl Runtime {
                     config: options.config,
                 },
             )
-            .await
+            .await;
+        tracing::info!(
+            success = result.success,
+            makespan_ms = result.total_time_ms,
+            speedup = result.speedup,
+            "execution ended"
+        );
+        result
     }
 
     /// Finishes execution `id`, which a crash (or Ctrl-C) interrupted: calls that ended keep
@@ -469,6 +480,7 @@ impl Runtime {
         let cancel = options.cancel.clone();
         let result = self
             .run(&plan, options, Some(recorder.as_sink()), preset)
+            .instrument(tracing::info_span!("resume", id = %id))
             .await;
         let mut finished = finish_record(&**store, id, &*recorder, &result, skip, offset_ms).await;
         let mut marked = Ok(());
