@@ -36,7 +36,8 @@ pub struct ExecutorFlags {
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
     /// Where executions are recorded (`sqlite://FILE`, `postgres://…`, or `memory:` — kept
-    /// only while the command runs).
+    /// only while the command runs). Default: toolgraph/toolgraph.db in the user's data
+    /// directory.
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
     /// Do not record this execution.
@@ -100,12 +101,6 @@ impl ExecutorFlags {
     pub async fn executor(&self) -> Result<(toolgraph::ParallelExecutor, Servers)> {
         Ok(toolgraph::build_executor(&self.config()?).await?)
     }
-
-    /// The store named by the configuration.
-    pub async fn store(&self) -> Result<Arc<dyn ExecutionStore>> {
-        let config = self.config()?;
-        open_store(&config.store.url).await
-    }
 }
 
 /// How a command that runs calls shows its result.
@@ -138,7 +133,8 @@ pub struct StoreFlags {
     /// Configuration file (default: ./toolgraph.toml when it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The store (`sqlite://FILE` or `postgres://…`; `memory:` is empty in a new process).
+    /// The store (`sqlite://FILE` or `postgres://…`; default: toolgraph/toolgraph.db in the
+    /// user's data directory). Never created by these commands.
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
     /// Print JSON.
@@ -147,14 +143,20 @@ pub struct StoreFlags {
 }
 
 impl StoreFlags {
-    /// The store these flags name.
-    pub async fn store(&self) -> Result<Arc<dyn ExecutionStore>> {
+    /// The store these flags name if it exists — the commands that only read create none —
+    /// and its URL for messages (any password hidden).
+    pub async fn existing_store(&self) -> Result<(Option<Arc<dyn ExecutionStore>>, String)> {
         let flags = ExecutorFlags {
             config: self.config.clone(),
             db: self.db.clone(),
             ..ExecutorFlags::default()
         };
-        flags.store().await
+        let url = flags.config()?.store.url;
+        let shown = toolgraph_store::hide_password(&url);
+        let store = toolgraph_store::open_existing(&url)
+            .await
+            .with_context(|| format!("opening the store {shown}"))?;
+        Ok((store, shown))
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! One file per subcommand; this file only parses arguments and maps outcomes to exit
 //! codes (0 every call succeeded, 1 some call did not, 2 the input or the flags were
-//! rejected and nothing ran). It is the only crate that prints.
+//! rejected and nothing ran; `history`, `show`, `stats` and `prune`: 0 when they did what
+//! was asked, 2 when they could not). It is the only crate that prints.
 
 mod bench;
 mod bench_concurrent;

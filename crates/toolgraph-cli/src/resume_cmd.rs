@@ -3,22 +3,25 @@
 //! Calls that ended keep their recorded outcome (their outputs feed dependants); calls that
 //! never started run; calls that were running at the crash run again only when their tool
 //! is idempotent, and are otherwise reported `interrupted` (what they did is unknown).
-//! The runtime does all of that ([`toolgraph::Runtime::resume`]); this file renders it.
+//! The runtime does all of that ([`toolgraph::Runtime::resume`]); this file finds the
+//! execution (by id or unique prefix, in a store it never creates) and renders the result.
 
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use toolgraph::{ExecuteOptions, Resumed, RuntimeError};
 
 use crate::Outcome;
+use crate::history_cmd::resolve;
 use crate::input::{ExecutorFlags, OutputFlags, report_rejection};
 use crate::progress::Progress;
 use crate::run_cmd::{print_result, write_timeline};
 
 #[derive(Args)]
 pub struct ResumeArgs {
-    /// The execution to finish (see `toolgraph history`).
+    /// The execution to finish: its id, or a prefix of it no other id starts with (at
+    /// least 4 characters; `toolgraph history` shows one).
     pub id: String,
     #[command(flatten)]
     pub output: OutputFlags,
@@ -28,14 +31,28 @@ pub struct ResumeArgs {
 
 pub async fn run(args: ResumeArgs) -> Result<Outcome> {
     let mut config = args.flags.config()?;
-    // Resuming is recording: the store is needed even under --no-record.
-    config.store.record = true;
-    let mut runtime = toolgraph::Runtime::start(&config).await?;
+    // Resuming is recording: the store is needed even under --no-record — but only one
+    // that exists: there is nothing to resume in a store that is not there.
+    let shown = toolgraph_store::hide_password(&config.store.url);
+    let store = toolgraph_store::open_existing(&config.store.url)
+        .await
+        .with_context(|| format!("opening the store {shown}"))?
+        .ok_or_else(|| {
+            anyhow!(
+                "no execution {}: nothing recorded yet: {shown} does not exist",
+                args.id
+            )
+        })?;
+    let id = resolve(&*store, &args.id).await?.id;
+    config.store.record = false;
+    let mut runtime = toolgraph::Runtime::start(&config)
+        .await?
+        .with_store(Some(store));
     let progress = (!args.output.quiet).then(|| Arc::new(Progress::new()));
     if let Some(p) = &progress {
         runtime = runtime.with_sink(p.clone());
     }
-    let resumed = runtime.resume(&args.id, ExecuteOptions::default()).await;
+    let resumed = runtime.resume(&id, ExecuteOptions::default()).await;
     if let Some(p) = &progress {
         p.finish();
     }
@@ -52,7 +69,7 @@ pub async fn run(args: ResumeArgs) -> Result<Outcome> {
     if !args.output.json {
         println!(
             "resumed execution {}: {} calls kept, {} re-run (idempotent, running at the crash), {} interrupted",
-            args.id, counts.kept, counts.rerun, counts.interrupted
+            id, counts.kept, counts.rerun, counts.interrupted
         );
     }
     if let Some(path) = &args.output.timeline {

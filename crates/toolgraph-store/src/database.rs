@@ -5,23 +5,28 @@
 //! Opening makes one connection by itself first, within
 //! [`StoreOptions::connect_timeout_ms`], and reads from it: a refused port, a file that is
 //! not a database or a wrong password is reported at once as [`StoreError::Open`] — not as
-//! a pool that timed out after retrying it.
+//! a pool that timed out after retrying it. Opening to record creates a missing SQLite file
+//! and its directory; opening an existing store (for reading) creates nothing, and finds
+//! none where the file or toolgraph's tables are missing.
 //!
 //! This is the only module family of the workspace that speaks SQL.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor};
 use toolgraph_core::{ParallelExecutionResult, ParallelExecutorConfig};
 use toolgraph_engine::{PerformanceStats, Plan};
 
-use crate::read::TABLES;
+use crate::read::{self, SUMMARY_COLUMNS};
 use crate::recorder::Recorder;
-use crate::stored::{self, ExecutionSummary, ResumePoint, StoredExecution};
+use crate::stored::{self, ExecutionSummary, PruneRequest, Pruned, ResumePoint, StoredExecution};
 use crate::{
     ExecutionRecorder, ExecutionStore, StoreError, StoreOptions, now_ms, record_results, sql,
 };
@@ -33,6 +38,30 @@ pub enum Backend {
     Sqlite,
     /// A PostgreSQL server.
     Postgres,
+}
+
+impl Backend {
+    /// `WHERE` terms (and order) for the executions whose id is `$1` or after it in byte
+    /// order: the ids that start with a prefix come first, together.
+    pub(crate) fn ids_from(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "id >= $1 ORDER BY id",
+            Backend::Postgres => r#"id COLLATE "C" >= $1 ORDER BY id COLLATE "C""#,
+        }
+    }
+
+    /// Whether toolgraph's schema is there: one row, `n` > 0 when it is. Reading the
+    /// catalogue also fails at once on a file that is not a SQLite database.
+    fn schema_probe(self) -> &'static str {
+        match self {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'executions'"
+            }
+            Backend::Postgres => {
+                "SELECT CAST(CASE WHEN to_regclass('executions') IS NULL THEN 0 ELSE 1 END AS BIGINT) AS n"
+            }
+        }
+    }
 }
 
 /// A connection pool to a SQLite or PostgreSQL store, with the schema migrated.
@@ -64,18 +93,61 @@ impl Store {
     }
 
     /// [`open`](Store::open) with `options`: how long to wait for the first connection,
-    /// and how the store's writes wait, retry and give up.
+    /// and how the store's writes wait, retry and give up. A SQLite file that does not
+    /// exist is created, with its directory.
     pub async fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
+        let store = Store::open_inner(url, options, true).await?;
+        // Opening to create always yields a store; say so rather than unwrap.
+        store.ok_or_else(|| StoreError::Open {
+            step: "creating",
+            url: hide_password(url),
+            cause: "the store was not created".into(),
+        })
+    }
+
+    /// The store at `url` if it exists — a SQLite file, or a PostgreSQL database, holding
+    /// toolgraph's tables — with pending migrations applied; `None` when it does not, and
+    /// then nothing was created (the SQLite file is opened `mode=rw`, never `rwc`).
+    pub async fn open_existing_with(
+        url: &str,
+        options: StoreOptions,
+    ) -> Result<Option<Store>, StoreError> {
+        Store::open_inner(url, options, false).await
+    }
+
+    async fn open_inner(
+        url: &str,
+        options: StoreOptions,
+        create: bool,
+    ) -> Result<Option<Store>, StoreError> {
         install_default_drivers();
         let shown: Arc<str> = hide_password(url).into();
+        let failed = |step: &'static str, cause: String| StoreError::Open {
+            step,
+            url: shown.to_string(),
+            cause,
+        };
         let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let mut url = format!("sqlite:{rest}");
+            let file = sqlite_file(&url);
+            if create {
+                if let Some(dir) = file.as_deref().and_then(Path::parent) {
+                    if !dir.as_os_str().is_empty() && !dir.exists() {
+                        std::fs::create_dir_all(dir).map_err(|e| {
+                            failed(
+                                "creating the directory of",
+                                format!("{}: {e}", dir.display()),
+                            )
+                        })?;
+                    }
+                }
+            } else if !file.as_deref().is_some_and(Path::exists) {
+                // No file (or an in-memory database): nothing was ever recorded there.
+                return Ok(None);
+            }
             if !url.contains("mode=") {
-                url.push_str(if url.contains('?') {
-                    "&mode=rwc"
-                } else {
-                    "?mode=rwc"
-                });
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str(if create { "mode=rwc" } else { "mode=rw" });
             }
             (Backend::Sqlite, url)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -83,15 +155,14 @@ impl Store {
         } else {
             return Err(StoreError::Url(url.to_owned()));
         };
-        let failed = |step: &'static str, cause: String| StoreError::Open {
-            step,
-            url: shown.to_string(),
-            cause,
-        };
         // One connection by itself first: its own error is the one worth reporting.
         let limit = options.connect_timeout();
         match tokio::time::timeout(limit, first_connection(&url, backend)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(has_schema)) => {
+                if !create && !has_schema {
+                    return Ok(None);
+                }
+            }
             Ok(Err((step, e))) => return Err(failed(step, e.to_string())),
             Err(_) => {
                 return Err(failed(
@@ -134,12 +205,12 @@ impl Store {
                 Err(e) => return Err(failed("migrating the schema of", e.to_string())),
             }
         }
-        Ok(Store {
+        Ok(Some(Store {
             pool,
             backend,
             shown,
             options,
-        })
+        }))
     }
 
     async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
@@ -165,6 +236,11 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The URL it was opened with, any password hidden.
+    pub(crate) fn shown(&self) -> String {
+        self.shown.to_string()
     }
 
     pub(crate) fn options(&self) -> StoreOptions {
@@ -344,23 +420,55 @@ impl Store {
         Ok(())
     }
 
-    async fn delete_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let old = "(SELECT id FROM executions WHERE created_at < $1)";
-        for table in TABLES {
-            sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE execution_id IN {old}"
+    /// What `request` deletes, chosen and deleted by one `DELETE … RETURNING` (so a lease
+    /// taken meanwhile keeps its execution); the rows an execution owns go with it by the
+    /// schema's cascades. Then the old executions left are read, to say why they stayed.
+    async fn delete_old(&self, request: &PruneRequest) -> Result<Pruned, StoreError> {
+        let now = now_ms();
+        let live_after = now.saturating_sub(request.lease_timeout_ms);
+        if request.dry_run {
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {SUMMARY_COLUMNS} FROM executions WHERE created_at < $1"
             )))
-            .bind(cutoff_ms)
-            .execute(&mut *tx)
+            .bind(request.created_before_ms)
+            .fetch_all(&self.pool)
             .await?;
+            let old = rows.iter().map(read::summary).collect::<Result<_, _>>()?;
+            return Ok(Pruned::sort(old, request, now));
         }
-        let gone = sqlx::query("DELETE FROM executions WHERE created_at < $1")
-            .bind(cutoff_ms)
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        // The terms of `Pruned::sort`, in SQL.
+        let deleted = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM executions WHERE created_at < $1 \
+             AND NOT (owner IS NOT NULL AND heartbeat_at IS NOT NULL AND heartbeat_at >= $2) \
+             AND (status = 'finished' OR $3 = 1) RETURNING {SUMMARY_COLUMNS}"
+        )))
+        .bind(request.created_before_ms)
+        .bind(live_after)
+        .bind(i64::from(request.include_unfinished))
+        .fetch_all(&mut *tx)
+        .await?;
+        let kept = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM executions WHERE created_at < $1"
+        )))
+        .bind(request.created_before_ms)
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(gone.rows_affected())
+        let mut pruned = Pruned::sort(
+            kept.iter().map(read::summary).collect::<Result<_, _>>()?,
+            &PruneRequest {
+                include_unfinished: false,
+                ..*request
+            },
+            now,
+        );
+        pruned.deleted = deleted
+            .iter()
+            .map(read::summary)
+            .collect::<Result<_, _>>()?;
+        pruned.order();
+        Ok(pruned)
     }
 }
 
@@ -409,6 +517,14 @@ impl ExecutionStore for Store {
         Box::pin(self.fetch_history(limit))
     }
 
+    fn executions_by_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<ExecutionSummary>, StoreError>> {
+        Box::pin(self.fetch_by_prefix(prefix, limit))
+    }
+
     fn performance_stats<'a>(
         &'a self,
         since_ms: i64,
@@ -447,8 +563,8 @@ impl ExecutionStore for Store {
         Box::pin(self.release_lease(id, owner))
     }
 
-    fn prune(&self, cutoff_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.delete_before(cutoff_ms))
+    fn prune<'a>(&'a self, request: &'a PruneRequest) -> BoxFuture<'a, Result<Pruned, StoreError>> {
+        Box::pin(self.delete_old(request))
     }
 
     fn row_counts<'a>(
@@ -481,25 +597,43 @@ impl ExecutionStore for Store {
     }
 }
 
-/// Opens one connection to `url` and reads from it, then closes it; on failure, what
-/// failed (`connecting to`, `reading`) and the database's error.
-async fn first_connection(url: &str, backend: Backend) -> Result<(), (&'static str, sqlx::Error)> {
+/// Opens one connection to `url` and reads from it, then closes it: whether toolgraph's
+/// schema is there; on failure, what failed (`connecting to`, `reading`) and the
+/// database's error.
+async fn first_connection(
+    url: &str,
+    backend: Backend,
+) -> Result<bool, (&'static str, sqlx::Error)> {
     let mut conn = AnyConnection::connect(url)
         .await
         .map_err(|e| ("connecting to", e))?;
-    let read = match backend {
-        // Reading the schema fails on a file that is not a SQLite database.
-        Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master",
-        Backend::Postgres => "SELECT 1",
-    };
     if backend == Backend::Sqlite {
         conn.execute(SQLITE_SETUP[0])
             .await
             .map_err(|e| ("reading", e))?;
     }
-    conn.execute(read).await.map_err(|e| ("reading", e))?;
+    let row = sqlx::query(backend.schema_probe())
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| ("reading", e))?;
+    let n: i64 = sqlx::Row::try_get(&row, "n").map_err(|e| ("reading", e))?;
     let _ = conn.close().await;
-    Ok(())
+    Ok(n > 0)
+}
+
+/// The file a `sqlite:` URL names, as sqlx reads it (percent-decoded, before `?`); `None`
+/// for an in-memory database.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    if url.contains("mode=memory") {
+        return None;
+    }
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    let file = options.get_filename();
+    let name = file.to_string_lossy();
+    if name.is_empty() || name.starts_with("file:sqlx-in-memory-") {
+        return None;
+    }
+    Some(file.to_path_buf())
 }
 
 /// `url` with the password of its user part, if any, replaced by `***`: how a store's URL

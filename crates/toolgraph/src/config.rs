@@ -68,8 +68,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sqlite://FILE` (created on first use) or `postgres://…`; `TOOLGRAPH_DATABASE_URL`
-    /// sets it too.
+    /// `sqlite://FILE` (created on first use, with its directory) or `postgres://…`;
+    /// `TOOLGRAPH_DATABASE_URL` sets it too. Default: `toolgraph/toolgraph.db` in the user's
+    /// data directory ([`toolgraph_store::default_url`]).
     pub url: String,
     /// Record every execution.
     pub record: bool,
@@ -78,7 +79,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            url: "sqlite://toolgraph.db".into(),
+            url: toolgraph_store::default_url(),
             record: true,
         }
     }
