@@ -39,6 +39,7 @@
 mod database;
 mod lease;
 mod memory;
+mod open;
 mod options;
 mod read;
 mod recorder;
@@ -55,9 +56,10 @@ use toolgraph_core::{
 };
 use toolgraph_engine::{PerformanceStats, Plan};
 
-pub use database::{Backend, Store, hide_password};
+pub use database::{Backend, Store};
 pub use lease::Claim;
 pub use memory::MemoryStore;
+pub use open::hide_password;
 pub use options::StoreOptions;
 pub use stored::{ExecutionSummary, PruneRequest, Pruned, ResumePoint, StoredExecution};
 
