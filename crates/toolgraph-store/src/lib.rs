@@ -15,8 +15,8 @@
 //! one connection first, with a short timeout, so a wrong port or a file that is not a
 //! database fails at once with its own error. [`open_existing`] opens a store only if it
 //! already holds toolgraph's schema, creating nothing — for commands that only read.
-//! [`default_url`] is where the store lives when nobody says otherwise: a SQLite file in
-//! the user's data directory.
+//! [`sqlite_url`] writes a path as a URL (the configuration's default store is one, in the
+//! user's data directory).
 //!
 //! Executions are named by UUIDs; [`ExecutionStore::resolve_id`] also takes a unique
 //! prefix of one (at least [`MIN_ID_PREFIX`] characters), found with one bounded, indexed
@@ -478,18 +478,6 @@ pub async fn open_existing(url: &str) -> Result<Option<Arc<dyn ExecutionStore>>,
 
 fn is_memory(url: &str) -> bool {
     url == "memory:" || url == "memory://"
-}
-
-/// Where executions are recorded unless configured otherwise: `toolgraph/toolgraph.db` in
-/// the user's data directory (`$XDG_DATA_HOME`, else `~/.local/share` on Linux;
-/// `~/Library/Application Support` on macOS; `%APPDATA%` on Windows) as a `sqlite://` URL
-/// — or `sqlite://toolgraph.db` in the current directory when there is no home directory
-/// to find. Opening it creates the directory.
-pub fn default_url() -> String {
-    match dirs::data_dir() {
-        Some(dir) => sqlite_url(&dir.join("toolgraph").join("toolgraph.db")),
-        None => "sqlite://toolgraph.db".to_owned(),
-    }
 }
 
 /// A `sqlite://` URL for `path`: the characters the URL parser would read otherwise

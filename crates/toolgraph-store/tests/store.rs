@@ -298,6 +298,4 @@ fn a_sqlite_url_keeps_the_characters_of_its_path() {
         toolgraph_store::sqlite_url(path),
         "sqlite:///home/a b/100%25 sure%3F%23/toolgraph.db"
     );
-    assert!(toolgraph_store::default_url().starts_with("sqlite://"));
-    assert!(toolgraph_store::default_url().ends_with("toolgraph.db"));
 }

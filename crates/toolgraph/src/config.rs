@@ -70,7 +70,7 @@ pub struct Config {
 pub struct StoreConfig {
     /// `sqlite://FILE` (created on first use, with its directory) or `postgres://…`;
     /// `TOOLGRAPH_DATABASE_URL` sets it too. Default: `toolgraph/toolgraph.db` in the user's
-    /// data directory ([`toolgraph_store::default_url`]).
+    /// data directory ([`default_store_url`]).
     pub url: String,
     /// Record every execution.
     pub record: bool,
@@ -79,9 +79,21 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            url: toolgraph_store::default_url(),
+            url: default_store_url(),
             record: true,
         }
+    }
+}
+
+/// Where executions are recorded unless configured otherwise: `toolgraph/toolgraph.db` in
+/// the user's data directory (`$XDG_DATA_HOME`, else `~/.local/share` on Linux;
+/// `~/Library/Application Support` on macOS; `%APPDATA%` on Windows), as a `sqlite://` URL —
+/// or `sqlite://toolgraph.db` in the current directory when no home directory can be found.
+/// Recording creates the file and its directory.
+pub fn default_store_url() -> String {
+    match dirs::data_dir() {
+        Some(dir) => toolgraph_store::sqlite_url(&dir.join("toolgraph").join("toolgraph.db")),
+        None => "sqlite://toolgraph.db".to_owned(),
     }
 }
 

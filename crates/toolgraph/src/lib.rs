@@ -12,7 +12,7 @@ mod runtime;
 
 use std::sync::Arc;
 
-pub use config::{Config, ConfigLoadError, ENV_PREFIX, StoreConfig};
+pub use config::{Config, ConfigLoadError, ENV_PREFIX, StoreConfig, default_store_url};
 pub use runtime::{
     ExecuteOptions, Execution, LEASE_RENEW, LEASE_TIMEOUT, ResumeCounts, Resumed, Runtime,
     RuntimeError, classify_resume,
