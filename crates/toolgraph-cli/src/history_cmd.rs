@@ -22,7 +22,7 @@ pub const SHOWN_ID: usize = 8;
 const LISTED: usize = 20;
 
 /// "Nothing recorded yet" for a store that does not exist.
-fn nothing_yet(store: &str) -> String {
+pub fn nothing_yet(store: &str) -> String {
     format!("nothing recorded yet: {store} does not exist (`toolgraph run` creates it)")
 }
 

@@ -13,7 +13,7 @@ use clap::Args;
 use toolgraph::{ExecuteOptions, Resumed, RuntimeError};
 
 use crate::Outcome;
-use crate::history_cmd::resolve;
+use crate::history_cmd::{nothing_yet, resolve};
 use crate::input::{ExecutorFlags, OutputFlags, report_rejection};
 use crate::progress::Progress;
 use crate::run_cmd::{print_result, write_timeline};
@@ -37,12 +37,7 @@ pub async fn run(args: ResumeArgs) -> Result<Outcome> {
     let store = toolgraph_store::open_existing(&config.store.url)
         .await
         .with_context(|| format!("opening the store {shown}"))?
-        .ok_or_else(|| {
-            anyhow!(
-                "no execution {}: nothing recorded yet: {shown} does not exist",
-                args.id
-            )
-        })?;
+        .ok_or_else(|| anyhow!("no execution {}: {}", args.id, nothing_yet(&shown)))?;
     let id = resolve(&*store, &args.id).await?.id;
     config.store.record = false;
     let mut runtime = toolgraph::Runtime::start(&config)
