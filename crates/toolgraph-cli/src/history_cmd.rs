@@ -23,6 +23,11 @@ const LISTED: usize = 20;
 
 /// "Nothing recorded yet" for a store that does not exist.
 pub fn nothing_yet(store: &str) -> String {
+    if store.starts_with("memory:") {
+        return format!(
+            "nothing recorded in {store}: a memory store lives only while one command runs"
+        );
+    }
     format!("nothing recorded yet: {store} does not exist (`toolgraph run` creates it)")
 }
 

@@ -186,6 +186,13 @@ fn reading_commands_in_an_empty_folder_create_no_store_and_say_nothing_is_record
         "nothing was created in the data directory: {:?}",
         entries(&sandbox.data)
     );
+    let out = sandbox.run(&["history", "--db", "memory:"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains("a memory store lives only while one command runs"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
