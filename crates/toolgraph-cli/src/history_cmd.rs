@@ -1,12 +1,112 @@
-//! `toolgraph history`, `show`, `stats` and `prune`: reading the store.
+//! `toolgraph history`, `show`, `stats` and `prune`: reading the store (and pruning it).
+//!
+//! These commands never create a store: where none exists yet they say that nothing is
+//! recorded, naming the store. An execution is named by its id or a unique prefix of it
+//! ([`resolve`], shared with `resume`); `history` shows each id as the shortest prefix of at
+//! least [`SHOWN_ID`] characters that names it alone, so what it shows can be pasted back.
+//! They exit 0 when they did what was asked — `show` of a failed execution too — and 2 when
+//! they could not (an unknown or ambiguous id, bad flags, a store that cannot be opened).
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use clap::Args;
+use toolgraph_store::{ExecutionStore, ExecutionSummary, PruneRequest, StoreError};
 
 use crate::Outcome;
-use crate::input::{StoreFlags, StoreLocation};
-use crate::out::outln;
+use crate::input::StoreFlags;
+use crate::out::{errln, outln};
 use crate::run_cmd::{print_result, write_timeline};
+
+/// The fewest characters of an id `history` shows.
+pub const SHOWN_ID: usize = 8;
+
+/// Lines a list in a human message shows at most (`--json` gives them all).
+const LISTED: usize = 20;
+
+/// "Nothing recorded yet" for a store that does not exist.
+pub fn nothing_yet(store: &str) -> String {
+    if store.starts_with("memory:") {
+        return format!(
+            "nothing recorded in {store}: a memory store lives only while one command runs"
+        );
+    }
+    format!("nothing recorded yet: {store} does not exist (`toolgraph run` creates it)")
+}
+
+/// How long a lease lives without a heartbeat, as `history` and `prune` judge it.
+fn lease_timeout_ms() -> i64 {
+    i64::try_from(toolgraph::LEASE_TIMEOUT.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Its status as a user should read it: a `running` execution that nobody runs is
+/// `interrupted` (`resume` finishes it).
+fn status(s: &ExecutionSummary, now: i64) -> &str {
+    if s.is_abandoned(now, lease_timeout_ms()) {
+        "interrupted"
+    } else {
+        s.status.as_str()
+    }
+}
+
+/// Epoch ms as `2026-11-02 10:15:03` (UTC).
+fn when(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_owned()
+}
+
+/// The execution `given` names in `store` — its id or a unique prefix — or an error saying
+/// why not, naming the store; an ambiguous prefix lists the candidates.
+pub async fn resolve(store: &dyn ExecutionStore, given: &str) -> Result<ExecutionSummary> {
+    match store.resolve_id(given).await {
+        Ok(found) => Ok(found),
+        Err(StoreError::Ambiguous {
+            prefix,
+            store,
+            candidates,
+            more,
+        }) => {
+            let now = toolgraph_store::now_ms();
+            let mut text = format!(
+                "{prefix} is ambiguous in the store {store}: {} executions' ids start so; give more of the id:",
+                if more {
+                    format!("more than {}", candidates.len())
+                } else {
+                    candidates.len().to_string()
+                }
+            );
+            for c in &candidates {
+                text.push_str(&format!(
+                    "\n  {}  {}  {}",
+                    c.id,
+                    when(c.created_at),
+                    status(c, now)
+                ));
+            }
+            if more {
+                text.push_str("\n  …");
+            }
+            Err(anyhow!(text))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The shortest prefix of `id`, at least [`SHOWN_ID`] characters, that no other execution's
+/// id in `store` starts with.
+async fn shown_id(store: &dyn ExecutionStore, id: &str) -> Result<String> {
+    let mut len = SHOWN_ID.min(id.len());
+    while len < id.len() {
+        let prefix = &id[..len];
+        if store.executions_by_prefix(prefix, 2).await?.len() <= 1 {
+            break;
+        }
+        len += 1;
+    }
+    Ok(id[..len].to_owned())
+}
 
 #[derive(Args)]
 pub struct HistoryArgs {
@@ -18,13 +118,33 @@ pub struct HistoryArgs {
 }
 
 pub async fn history(args: HistoryArgs) -> Result<Outcome> {
-    let rows = args.store.store().await?.history(args.limit).await?;
+    let (store, name) = args.store.existing_store().await?;
+    let rows = match &store {
+        Some(store) => store.history(args.limit).await?,
+        None => Vec::new(),
+    };
     if args.store.json {
         outln!("{}", serde_json::to_string_pretty(&rows)?)?;
+        if store.is_none() {
+            errln!("toolgraph: {}", nothing_yet(&name));
+        }
         return Ok(Outcome::Success);
     }
+    let Some(store) = store else {
+        outln!("{}", nothing_yet(&name))?;
+        return Ok(Outcome::Success);
+    };
+    if rows.is_empty() {
+        outln!("nothing recorded yet in {name}")?;
+        return Ok(Outcome::Success);
+    }
+    let mut ids = Vec::with_capacity(rows.len());
+    for r in &rows {
+        ids.push(shown_id(&*store, &r.id).await?);
+    }
+    let width = ids.iter().map(String::len).max().unwrap_or(SHOWN_ID);
     outln!(
-        "{:<36}  {:<19}  {:<11}  {:>6}  {:>7}  {:>11}  {:>8}",
+        "{:<width$}  {:<19}  {:<11}  {:>6}  {:>7}  {:>11}  {:>8}",
         "id",
         "created (UTC)",
         "status",
@@ -34,27 +154,12 @@ pub async fn history(args: HistoryArgs) -> Result<Outcome> {
         "speedup"
     )?;
     let now = toolgraph_store::now_ms();
-    let timeout = toolgraph::LEASE_TIMEOUT.as_millis() as i64;
-    for r in rows {
-        // A running execution whose owner stopped beating crashed: `resume` finishes it.
-        let status = if r.is_abandoned(now, timeout) {
-            "interrupted"
-        } else {
-            r.status.as_str()
-        };
-        let when = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.created_at.max(0) as u64),
-        );
-        let when = when
-            .to_string()
-            .replace('T', " ")
-            .trim_end_matches('Z')
-            .to_owned();
+    for (r, id) in rows.iter().zip(&ids) {
         outln!(
-            "{:<36}  {:<19}  {:<11}  {:>6}  {:>7}  {:>11}  {:>8}",
-            r.id,
-            when,
-            status,
+            "{:<width$}  {:<19}  {:<11}  {:>6}  {:>7}  {:>11}  {:>8}",
+            id,
+            when(r.created_at),
+            status(r, now),
             r.calls,
             r.success.map_or("-", |s| if s { "yes" } else { "no" }),
             r.makespan_ms
@@ -67,7 +172,8 @@ pub async fn history(args: HistoryArgs) -> Result<Outcome> {
 
 #[derive(Args)]
 pub struct ShowArgs {
-    /// The execution.
+    /// The execution: its id, or a prefix of it no other id starts with (at least 4
+    /// characters; `history` shows one).
     pub id: String,
     /// Draw it into this file (`.svg` or `.html`).
     #[arg(long, value_name = "FILE.svg", value_parser = crate::timeline::output_path)]
@@ -77,12 +183,16 @@ pub struct ShowArgs {
 }
 
 pub async fn show(args: ShowArgs) -> Result<Outcome> {
-    let stored = args.store.store().await?.load(&args.id).await?;
+    let (store, name) = args.store.existing_store().await?;
+    let Some(store) = store else {
+        return Err(anyhow!("no execution {}: {}", args.id, nothing_yet(&name)));
+    };
+    let found = resolve(&*store, &args.id).await?;
+    let stored = store.load(&found.id).await?;
     if !args.store.json {
         let s = &stored.summary;
-        let timeout = toolgraph::LEASE_TIMEOUT.as_millis() as i64;
         let status = match &s.owner {
-            _ if s.is_abandoned(toolgraph_store::now_ms(), timeout) => {
+            _ if s.is_abandoned(toolgraph_store::now_ms(), lease_timeout_ms()) => {
                 "interrupted (nobody runs it: `toolgraph resume` finishes it)".to_owned()
             }
             Some(owner) if s.status == "running" => format!("running in {owner}"),
@@ -100,11 +210,8 @@ pub async fn show(args: ShowArgs) -> Result<Outcome> {
         let edges: Vec<(usize, usize)> = stored.edges.iter().map(|(f, t, _)| (*f, *t)).collect();
         write_timeline(path, &stored.result, &edges, &stored.critical)?;
     }
-    Ok(if stored.result.success {
-        Outcome::Success
-    } else {
-        Outcome::CallsFailed
-    })
+    // It showed what was asked, whatever the execution's calls did.
+    Ok(Outcome::Success)
 }
 
 #[derive(Args)]
@@ -128,14 +235,20 @@ fn cutoff(ago: &str) -> Result<i64> {
 
 pub async fn stats(args: StatsArgs) -> Result<Outcome> {
     let since = args.since.as_deref().map(cutoff).transpose()?.unwrap_or(0);
-    let s = args
-        .store
-        .store()
-        .await?
-        .performance_stats(since, args.tool.as_deref())
-        .await?;
+    let (store, name) = args.store.existing_store().await?;
+    let s = match &store {
+        Some(store) => store.performance_stats(since, args.tool.as_deref()).await?,
+        None => Default::default(),
+    };
     if args.store.json {
         outln!("{}", serde_json::to_string_pretty(&s)?)?;
+        if store.is_none() {
+            errln!("toolgraph: {}", nothing_yet(&name));
+        }
+        return Ok(Outcome::Success);
+    }
+    if store.is_none() {
+        outln!("{}", nothing_yet(&name))?;
         return Ok(Outcome::Success);
     }
     outln!(
@@ -175,17 +288,104 @@ pub struct PruneArgs {
     /// Delete executions created longer ago than this (e.g. `30d`).
     #[arg(long, value_name = "DURATION")]
     pub older_than: String,
+    /// Say what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete executions that never finished too (interrupted: `toolgraph resume` could
+    /// finish them). One a live process runs is never deleted.
+    #[arg(long)]
+    pub include_interrupted: bool,
     #[command(flatten)]
-    pub store: StoreLocation,
+    pub store: StoreFlags,
 }
 
 pub async fn prune(args: PruneArgs) -> Result<Outcome> {
-    let gone = args
-        .store
-        .store()
-        .await?
-        .prune(cutoff(&args.older_than)?)
-        .await?;
-    outln!("pruned {gone} execution(s) older than {}", args.older_than)?;
+    let request = PruneRequest {
+        created_before_ms: cutoff(&args.older_than)?,
+        include_unfinished: args.include_interrupted,
+        lease_timeout_ms: lease_timeout_ms(),
+        dry_run: args.dry_run,
+    };
+    let (store, name) = args.store.existing_store().await?;
+    let pruned = match &store {
+        Some(store) => store.prune(&request).await?,
+        None => Default::default(),
+    };
+    if args.store.json {
+        let mut out = serde_json::to_value(&pruned)?;
+        if let Some(fields) = out.as_object_mut() {
+            fields.insert("store".into(), name.clone().into());
+            fields.insert("older_than".into(), args.older_than.clone().into());
+            fields.insert("created_before_ms".into(), request.created_before_ms.into());
+            fields.insert("dry_run".into(), args.dry_run.into());
+        }
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
+        if store.is_none() {
+            errln!("toolgraph: {}", nothing_yet(&name));
+        }
+        return Ok(Outcome::Success);
+    }
+    if store.is_none() {
+        outln!("{}: nothing to prune", nothing_yet(&name))?;
+        return Ok(Outcome::Success);
+    }
+    let now = toolgraph_store::now_ms();
+    let n = pruned.deleted.len();
+    if args.dry_run {
+        outln!(
+            "would prune {n} execution(s) older than {} from {name}{}",
+            args.older_than,
+            if n > 0 { ":" } else { "" }
+        )?;
+        list(&pruned.deleted, now, |_| String::new())?;
+    } else {
+        outln!(
+            "pruned {n} execution(s) older than {} from {name}",
+            args.older_than
+        )?;
+    }
+    if !pruned.kept_unfinished.is_empty() {
+        outln!(
+            "kept {} that never finished (interrupted: `toolgraph resume ID` could finish them; --include-interrupted deletes them too):",
+            pruned.kept_unfinished.len()
+        )?;
+        list(&pruned.kept_unfinished, now, |_| String::new())?;
+    }
+    if !pruned.kept_live.is_empty() {
+        outln!(
+            "kept {} that a live process holds (never deleted):",
+            pruned.kept_live.len()
+        )?;
+        list(&pruned.kept_live, now, |s| {
+            s.owner
+                .as_deref()
+                .map(|o| format!("  in {o}"))
+                .unwrap_or_default()
+        })?;
+    }
     Ok(Outcome::Success)
+}
+
+/// Lines `id  created  status` (and `extra`), at most [`LISTED`].
+fn list(
+    rows: &[ExecutionSummary],
+    now: i64,
+    extra: impl Fn(&ExecutionSummary) -> String,
+) -> Result<()> {
+    for s in rows.iter().take(LISTED) {
+        outln!(
+            "  {}  {}  {}{}",
+            s.id,
+            when(s.created_at),
+            status(s, now),
+            extra(s)
+        )?;
+    }
+    if rows.len() > LISTED {
+        outln!(
+            "  … and {} more (--json lists them all)",
+            rows.len() - LISTED
+        )?;
+    }
+    Ok(())
 }

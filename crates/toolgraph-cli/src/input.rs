@@ -143,7 +143,8 @@ impl PolicyFlags {
 #[derive(Args, Clone, Debug, Default)]
 pub struct RecordFlags {
     /// Where executions are recorded (`sqlite://FILE`, `postgres://…`, or `memory:` — kept
-    /// only while the command runs).
+    /// only while the command runs). Default: toolgraph/toolgraph.db in the user's data
+    /// directory.
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
     /// Do not record this execution.
@@ -154,7 +155,9 @@ pub struct RecordFlags {
 /// The store a command reads or resumes from.
 #[derive(Args, Clone, Debug, Default)]
 pub struct DbFlag {
-    /// The store (`sqlite://FILE` or `postgres://…`; `memory:` is empty in a new process).
+    /// The store (`sqlite://FILE` or `postgres://…`; `memory:` is empty in a new process;
+    /// default: toolgraph/toolgraph.db in the user's data directory). Reading commands never
+    /// create it.
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
 }
@@ -285,13 +288,19 @@ pub struct StoreLocation {
 }
 
 impl StoreLocation {
-    /// The store these flags (or the configuration) name.
-    pub async fn store(&self) -> Result<Arc<dyn ExecutionStore>> {
+    /// The store these flags (or the configuration) name if it exists — the commands that
+    /// only read create none — and its URL for messages (any password hidden).
+    pub async fn existing_store(&self) -> Result<(Option<Arc<dyn ExecutionStore>>, String)> {
         let mut config = self.config.load()?;
         if let Some(db) = &self.store.db {
             config.store.url = db.clone();
         }
-        open_store(&config.store.url).await
+        let url = config.store.url;
+        let shown = toolgraph_store::hide_password(&url);
+        let store = toolgraph_store::open_existing(&url)
+            .await
+            .with_context(|| format!("opening the store {shown}"))?;
+        Ok((store, shown))
     }
 }
 
@@ -306,9 +315,9 @@ pub struct StoreFlags {
 }
 
 impl StoreFlags {
-    /// The store these flags name.
-    pub async fn store(&self) -> Result<Arc<dyn ExecutionStore>> {
-        self.location.store().await
+    /// The store these flags name if it exists (see [`StoreLocation::existing_store`]).
+    pub async fn existing_store(&self) -> Result<(Option<Arc<dyn ExecutionStore>>, String)> {
+        self.location.existing_store().await
     }
 }
 

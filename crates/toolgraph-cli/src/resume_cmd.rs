@@ -3,16 +3,18 @@
 //! Calls that ended keep their recorded outcome (their outputs feed dependants); calls that
 //! never started run; calls that were running at the crash run again only when their tool
 //! is idempotent, and are otherwise reported `interrupted` (what they did is unknown).
-//! The runtime does all of that ([`toolgraph::Runtime::resume`]); this file renders it.
+//! The runtime does all of that ([`toolgraph::Runtime::resume`]); this file finds the
+//! execution (by id or unique prefix, in a store it never creates) and renders the result.
 //! An execution Ctrl-C cancelled resumes the same way (its cancelled calls count as
 //! interrupted ones), and Ctrl-C during a resume cancels it again.
 
-use anyhow::Result;
+use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use toolgraph::{ExecuteOptions, Resumed, RuntimeError};
 use toolgraph_engine::CancellationToken;
 
 use crate::Outcome;
+use crate::history_cmd::{nothing_yet, resolve};
 use crate::input::{OutputFlags, ResumeFlags, report_rejection};
 use crate::out::outln;
 use crate::progress::Progress;
@@ -20,7 +22,8 @@ use crate::run_cmd::{print_result_showing, report_timeline, write_timeline};
 
 #[derive(Args)]
 pub struct ResumeArgs {
-    /// The execution to finish (see `toolgraph history`).
+    /// The execution to finish: its id, or a prefix of it no other id starts with (at
+    /// least 4 characters; `toolgraph history` shows one).
     pub id: String,
     #[command(flatten)]
     pub output: OutputFlags,
@@ -30,9 +33,18 @@ pub struct ResumeArgs {
 
 pub async fn run(args: ResumeArgs, stop: CancellationToken) -> Result<Outcome> {
     let mut config = args.flags.config()?;
-    // Resuming is recording: the store is needed even under `[store] record = false`.
-    config.store.record = true;
-    let mut runtime = toolgraph::Runtime::start(&config).await?;
+    // Resuming is recording: the store is needed even under --no-record — but only one
+    // that exists: there is nothing to resume in a store that is not there.
+    let shown = toolgraph_store::hide_password(&config.store.url);
+    let store = toolgraph_store::open_existing(&config.store.url)
+        .await
+        .with_context(|| format!("opening the store {shown}"))?
+        .ok_or_else(|| anyhow!("no execution {}: {}", args.id, nothing_yet(&shown)))?;
+    let id = resolve(&*store, &args.id).await?.id;
+    config.store.record = false;
+    let mut runtime = toolgraph::Runtime::start(&config)
+        .await?
+        .with_store(Some(store));
     let progress = (!args.output.quiet).then(Progress::for_run);
     if let Some(p) = &progress {
         runtime = runtime.with_sink_per_execution(p.sink_factory());
@@ -41,7 +53,7 @@ pub async fn run(args: ResumeArgs, stop: CancellationToken) -> Result<Outcome> {
         cancel: stop.clone(),
         ..ExecuteOptions::default()
     };
-    let resumed = runtime.resume(&args.id, options).await;
+    let resumed = runtime.resume(&id, options).await;
     if let Some(p) = &progress {
         p.finish();
     }
@@ -58,7 +70,7 @@ pub async fn run(args: ResumeArgs, stop: CancellationToken) -> Result<Outcome> {
     if !args.output.json {
         outln!(
             "resumed execution {}: {} calls kept, {} re-run (idempotent, running at the crash), {} interrupted",
-            args.id,
+            id,
             counts.kept,
             counts.rerun,
             counts.interrupted
@@ -66,8 +78,8 @@ pub async fn run(args: ResumeArgs, stop: CancellationToken) -> Result<Outcome> {
         if stored.summary.status == "cancelled" {
             outln!(
                 "interrupted: execution {} is recorded as cancelled again; `toolgraph resume {}` finishes it",
-                args.id,
-                args.id
+                id,
+                id
             )?;
         }
     }

@@ -229,8 +229,8 @@ fn each_command_takes_only_the_flags_it_honours_and_conflicts_are_refused() {
             "unexpected argument '--no-record'",
         ),
         (
-            vec!["prune", "--older-than", "1d", "--json"],
-            "unexpected argument '--json'",
+            vec!["prune", "--older-than", "1d", "--sequential"],
+            "unexpected argument '--sequential'",
         ),
         (
             vec!["plan", "--format", "mermaid", "--json", &turn],

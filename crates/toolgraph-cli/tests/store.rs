@@ -13,9 +13,15 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use toolgraph_store::{ExecutionStore, Store};
 
+/// The binary; every call here names its store, and none may reach the user's data
+/// directory.
 fn toolgraph(args: &[&str]) -> Output {
+    let home =
+        std::env::temp_dir().join(format!("toolgraph-store-tests-home-{}", std::process::id()));
     Command::new(env!("CARGO_BIN_EXE_toolgraph"))
         .args(args)
+        .env("HOME", &home)
+        .env("XDG_DATA_HOME", home.join("data"))
         .output()
         .expect("toolgraph runs")
 }

@@ -1,11 +1,6 @@
-//! [`Store`]: the [`ExecutionStore`] over SQLite or PostgreSQL (sqlx's any-driver) —
-//! opening and migrating, and the writes that bracket an execution (begin, finish, prune).
-//! Reads are in `read`, the per-call writes of a running execution in `recorder`.
-//!
-//! Opening makes one connection by itself first, within
-//! [`StoreOptions::connect_timeout_ms`], and reads from it: a refused port, a file that is
-//! not a database or a wrong password is reported at once as [`StoreError::Open`] — not as
-//! a pool that timed out after retrying it.
+//! [`Store`]: the [`ExecutionStore`] over SQLite or PostgreSQL (sqlx's any-driver) — the
+//! writes that bracket an execution (begin, finish, prune). Opening and migrating are in
+//! `open`, reads in `read`, the per-call writes of a running execution in `recorder`.
 //!
 //! This is the only module family of the workspace that speaks SQL.
 
@@ -14,14 +9,13 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor};
+use sqlx::{AnyPool, AssertSqlSafe};
 use toolgraph_core::{ParallelExecutionResult, ParallelExecutorConfig};
 use toolgraph_engine::{PerformanceStats, Plan};
 
-use crate::read::TABLES;
+use crate::read::{self, SUMMARY_COLUMNS};
 use crate::recorder::Recorder;
-use crate::stored::{self, ExecutionSummary, ResumePoint, StoredExecution};
+use crate::stored::{self, ExecutionSummary, PruneRequest, Pruned, ResumePoint, StoredExecution};
 use crate::{
     ExecutionRecorder, ExecutionStore, StoreError, StoreOptions, now_ms, record_results, sql,
 };
@@ -35,6 +29,17 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// `WHERE` terms (and order) for the executions whose id is `$1` or after it in byte
+    /// order: the ids that start with a prefix come first, together.
+    pub(crate) fn ids_from(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "id >= $1 ORDER BY id",
+            Backend::Postgres => r#"id COLLATE "C" >= $1 ORDER BY id COLLATE "C""#,
+        }
+    }
+}
+
 /// A connection pool to a SQLite or PostgreSQL store, with the schema migrated.
 #[derive(Clone)]
 pub struct Store {
@@ -45,112 +50,20 @@ pub struct Store {
     options: StoreOptions,
 }
 
-/// Statements every SQLite connection runs first: wait for a lock rather than fail at
-/// once (several processes may share the file), and keep foreign keys.
-const SQLITE_SETUP: [&str; 3] = [
-    "PRAGMA busy_timeout = 10000",
-    "PRAGMA synchronous = NORMAL",
-    "PRAGMA foreign_keys = ON",
-];
-
 impl Store {
-    /// Opens (and for SQLite creates) the store at `url`, applying migrations, with
-    /// default [`StoreOptions`].
-    ///
-    /// `sqlite://toolgraph.db` is a file relative to the current directory;
-    /// `postgres://user@host/db` a server.
-    pub async fn open(url: &str) -> Result<Store, StoreError> {
-        Store::open_with(url, StoreOptions::default()).await
-    }
-
-    /// [`open`](Store::open) with `options`: how long to wait for the first connection,
-    /// and how the store's writes wait, retry and give up.
-    pub async fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
-        install_default_drivers();
-        let shown: Arc<str> = hide_password(url).into();
-        let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
-            let mut url = format!("sqlite:{rest}");
-            if !url.contains("mode=") {
-                url.push_str(if url.contains('?') {
-                    "&mode=rwc"
-                } else {
-                    "?mode=rwc"
-                });
-            }
-            (Backend::Sqlite, url)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (Backend::Postgres, url.to_owned())
-        } else {
-            return Err(StoreError::Url(url.to_owned()));
-        };
-        let failed = |step: &'static str, cause: String| StoreError::Open {
-            step,
-            url: shown.to_string(),
-            cause,
-        };
-        // One connection by itself first: its own error is the one worth reporting.
-        let limit = options.connect_timeout();
-        match tokio::time::timeout(limit, first_connection(&url, backend)).await {
-            Ok(Ok(())) => {}
-            Ok(Err((step, e))) => return Err(failed(step, e.to_string())),
-            Err(_) => {
-                return Err(failed(
-                    "connecting to",
-                    format!("no answer within {} ms", options.connect_timeout_ms),
-                ));
-            }
-        }
-        let mut pool_options = AnyPoolOptions::new()
-            .max_connections(match backend {
-                Backend::Sqlite => 4,
-                Backend::Postgres => 8,
-            })
-            .acquire_timeout(limit.max(options.write_timeout()));
-        if backend == Backend::Sqlite {
-            pool_options = pool_options.after_connect(|conn, _| {
-                Box::pin(async move {
-                    for statement in SQLITE_SETUP {
-                        conn.execute(statement).await?;
-                    }
-                    Ok(())
-                })
-            });
-        }
-        let pool = pool_options
-            .connect(&url)
-            .await
-            .map_err(|e| failed("connecting to", e.to_string()))?;
-        // A new SQLite file opened by several processes at once races on switching to WAL
-        // and on migrating (SQLite has no migration lock); the loser's step fails or rolls
-        // back, and on retry finds the work done.
-        let mut attempt = 0u64;
-        loop {
-            match Store::migrate(&pool, backend).await {
-                Ok(()) => break,
-                Err(_) if backend == Backend::Sqlite && attempt < 20 => {
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
-                }
-                Err(e) => return Err(failed("migrating the schema of", e.to_string())),
-            }
-        }
-        Ok(Store {
+    /// A store over `pool`, opened from a URL shown as `shown`.
+    pub(crate) fn from_parts(
+        pool: AnyPool,
+        backend: Backend,
+        shown: Arc<str>,
+        options: StoreOptions,
+    ) -> Store {
+        Store {
             pool,
             backend,
             shown,
             options,
-        })
-    }
-
-    async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
-        match backend {
-            Backend::Sqlite => {
-                pool.execute("PRAGMA journal_mode = WAL").await?;
-                sqlx::migrate!("./migrations/sqlite").run(pool).await?;
-            }
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(pool).await?,
         }
-        Ok(())
     }
 
     /// A new unique id (for sessions).
@@ -165,6 +78,11 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The URL it was opened with, any password hidden.
+    pub(crate) fn shown(&self) -> String {
+        self.shown.to_string()
     }
 
     pub(crate) fn options(&self) -> StoreOptions {
@@ -344,23 +262,55 @@ impl Store {
         Ok(())
     }
 
-    async fn delete_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let old = "(SELECT id FROM executions WHERE created_at < $1)";
-        for table in TABLES {
-            sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE execution_id IN {old}"
+    /// What `request` deletes, chosen and deleted by one `DELETE … RETURNING` (so a lease
+    /// taken meanwhile keeps its execution); the rows an execution owns go with it by the
+    /// schema's cascades. Then the old executions left are read, to say why they stayed.
+    async fn delete_old(&self, request: &PruneRequest) -> Result<Pruned, StoreError> {
+        let now = now_ms();
+        let live_after = now.saturating_sub(request.lease_timeout_ms);
+        if request.dry_run {
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {SUMMARY_COLUMNS} FROM executions WHERE created_at < $1"
             )))
-            .bind(cutoff_ms)
-            .execute(&mut *tx)
+            .bind(request.created_before_ms)
+            .fetch_all(&self.pool)
             .await?;
+            let old = rows.iter().map(read::summary).collect::<Result<_, _>>()?;
+            return Ok(Pruned::sort(old, request, now));
         }
-        let gone = sqlx::query("DELETE FROM executions WHERE created_at < $1")
-            .bind(cutoff_ms)
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        // The terms of `Pruned::sort`, in SQL.
+        let deleted = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM executions WHERE created_at < $1 \
+             AND NOT (owner IS NOT NULL AND heartbeat_at IS NOT NULL AND heartbeat_at >= $2) \
+             AND (status = 'finished' OR $3 = 1) RETURNING {SUMMARY_COLUMNS}"
+        )))
+        .bind(request.created_before_ms)
+        .bind(live_after)
+        .bind(i64::from(request.include_unfinished))
+        .fetch_all(&mut *tx)
+        .await?;
+        let kept = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM executions WHERE created_at < $1"
+        )))
+        .bind(request.created_before_ms)
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(gone.rows_affected())
+        let mut pruned = Pruned::sort(
+            kept.iter().map(read::summary).collect::<Result<_, _>>()?,
+            &PruneRequest {
+                include_unfinished: false,
+                ..*request
+            },
+            now,
+        );
+        pruned.deleted = deleted
+            .iter()
+            .map(read::summary)
+            .collect::<Result<_, _>>()?;
+        pruned.order();
+        Ok(pruned)
     }
 }
 
@@ -409,6 +359,14 @@ impl ExecutionStore for Store {
         Box::pin(self.fetch_history(limit))
     }
 
+    fn executions_by_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<ExecutionSummary>, StoreError>> {
+        Box::pin(self.fetch_by_prefix(prefix, limit))
+    }
+
     fn performance_stats<'a>(
         &'a self,
         since_ms: i64,
@@ -451,8 +409,8 @@ impl ExecutionStore for Store {
         Box::pin(self.release_lease(id, owner))
     }
 
-    fn prune(&self, cutoff_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.delete_before(cutoff_ms))
+    fn prune<'a>(&'a self, request: &'a PruneRequest) -> BoxFuture<'a, Result<Pruned, StoreError>> {
+        Box::pin(self.delete_old(request))
     }
 
     fn row_counts<'a>(
@@ -482,65 +440,5 @@ impl ExecutionStore for Store {
             record_results(&*recorder, &result.results);
             recorder.close().await
         })
-    }
-}
-
-/// Opens one connection to `url` and reads from it, then closes it; on failure, what
-/// failed (`connecting to`, `reading`) and the database's error.
-async fn first_connection(url: &str, backend: Backend) -> Result<(), (&'static str, sqlx::Error)> {
-    let mut conn = AnyConnection::connect(url)
-        .await
-        .map_err(|e| ("connecting to", e))?;
-    let read = match backend {
-        // Reading the schema fails on a file that is not a SQLite database.
-        Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master",
-        Backend::Postgres => "SELECT 1",
-    };
-    if backend == Backend::Sqlite {
-        conn.execute(SQLITE_SETUP[0])
-            .await
-            .map_err(|e| ("reading", e))?;
-    }
-    conn.execute(read).await.map_err(|e| ("reading", e))?;
-    let _ = conn.close().await;
-    Ok(())
-}
-
-/// `url` with the password of its user part, if any, replaced by `***`: how a store's URL
-/// appears in messages.
-pub fn hide_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let Some((user_info, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match user_info.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::hide_password;
-
-    #[test]
-    fn a_password_in_a_url_is_hidden_and_the_rest_kept() {
-        assert_eq!(
-            hide_password("postgres://tg:s3cret@db.test:5432/tg?sslmode=require"),
-            "postgres://tg:***@db.test:5432/tg?sslmode=require"
-        );
-        assert_eq!(
-            hide_password("postgres://tg@db.test/tg"),
-            "postgres://tg@db.test/tg"
-        );
-        assert_eq!(
-            hide_password("sqlite://toolgraph.db"),
-            "sqlite://toolgraph.db"
-        );
-        assert_eq!(hide_password("sqlite:x.db"), "sqlite:x.db");
     }
 }

@@ -52,7 +52,7 @@ impl Store {
             .fetch_optional(self.pool())
             .await?;
         let Some(row) = row else {
-            return Err(StoreError::NotFound(id.to_owned()));
+            return Err(StoreError::not_found(id, &self.shown()));
         };
         use sqlx::Row;
         let holder: Option<String> = row.try_get("owner")?;

@@ -13,7 +13,14 @@
 //! [`open`] picks one by URL: `sqlite:…`, `postgres://…` / `postgresql://…`, or `memory:`;
 //! [`open_with`] takes [`StoreOptions`] too (timeouts, retries, queue size). Opening makes
 //! one connection first, with a short timeout, so a wrong port or a file that is not a
-//! database fails at once with its own error.
+//! database fails at once with its own error. [`open_existing`] opens a store only if it
+//! already holds toolgraph's schema, creating nothing — for commands that only read.
+//! [`sqlite_url`] writes a path as a URL (the configuration's default store is one, in the
+//! user's data directory).
+//!
+//! Executions are named by UUIDs; [`ExecutionStore::resolve_id`] also takes a unique
+//! prefix of one (at least [`MIN_ID_PREFIX`] characters), found with one bounded, indexed
+//! range read ([`ExecutionStore::executions_by_prefix`]).
 //!
 //! Writes during an execution go through an [`ExecutionRecorder`], an `EventSink` the
 //! scheduler takes as a sink. The SQL store's recorder queues rows (a bounded queue) and
@@ -32,6 +39,7 @@
 mod database;
 mod lease;
 mod memory;
+mod open;
 mod options;
 mod read;
 mod recorder;
@@ -48,11 +56,19 @@ use toolgraph_core::{
 };
 use toolgraph_engine::{PerformanceStats, Plan};
 
-pub use database::{Backend, Store, hide_password};
+pub use database::{Backend, Store};
 pub use lease::Claim;
 pub use memory::MemoryStore;
+pub use open::hide_password;
 pub use options::StoreOptions;
-pub use stored::{ExecutionSummary, ResumePoint, StoredExecution};
+pub use stored::{ExecutionSummary, PruneRequest, Pruned, ResumePoint, StoredExecution};
+
+/// The fewest characters of an execution id [`ExecutionStore::resolve_id`] takes as a
+/// prefix (a whole id is 36).
+pub const MIN_ID_PREFIX: usize = 4;
+
+/// How many executions an ambiguous prefix lists, at most ([`StoreError::Ambiguous`]).
+pub const MAX_CANDIDATES: usize = 10;
 
 /// What toolgraph needs from a place that records executions. [`Store`] implements it for
 /// SQLite and PostgreSQL, [`MemoryStore`] in memory; [`open`] picks one by URL.
@@ -122,6 +138,49 @@ pub trait ExecutionStore: Send + Sync {
     /// The newest executions first, at most `limit`.
     fn history(&self, limit: i64) -> BoxFuture<'_, Result<Vec<ExecutionSummary>, StoreError>>;
 
+    /// The executions whose id starts with `prefix`, in id order, at most `limit`: one
+    /// range read on the indexed id column. `prefix` is taken as given (no case folding,
+    /// no checks); [`resolve_id`](ExecutionStore::resolve_id) is what front ends call.
+    fn executions_by_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<ExecutionSummary>, StoreError>>;
+
+    /// The execution `given` names: its whole id, or a prefix of one (at least
+    /// [`MIN_ID_PREFIX`] characters, any case) that no other execution's id starts with.
+    /// Errors say why not, naming this store: [`StoreError::BadId`] (too short, or not
+    /// hexadecimal digits and dashes), [`StoreError::NotFound`] (no execution's id starts
+    /// so), [`StoreError::Ambiguous`] (several do; up to [`MAX_CANDIDATES`] are listed).
+    fn resolve_id<'a>(
+        &'a self,
+        given: &'a str,
+    ) -> BoxFuture<'a, Result<ExecutionSummary, StoreError>> {
+        Box::pin(async move {
+            let prefix = id_prefix(given)?;
+            let mut found = self
+                .executions_by_prefix(&prefix, MAX_CANDIDATES + 1)
+                .await?;
+            if let Some(exact) = found.iter().position(|s| s.id == prefix) {
+                return Ok(found.swap_remove(exact));
+            }
+            match found.len() {
+                0 => Err(StoreError::not_found(given, &self.describe())),
+                1 => Ok(found.swap_remove(0)),
+                _ => {
+                    let more = found.len() > MAX_CANDIDATES;
+                    found.truncate(MAX_CANDIDATES);
+                    Err(StoreError::Ambiguous {
+                        prefix,
+                        store: self.describe(),
+                        candidates: found,
+                        more,
+                    })
+                }
+            }
+        })
+    }
+
     /// Statistics over the finished executions created since `since_ms` (epoch ms),
     /// optionally for one tool: the seed's `get_performance_stats`, across process
     /// lifetimes. Executions that never finished (interrupted, or whose recording stopped)
@@ -169,9 +228,13 @@ pub trait ExecutionStore: Send + Sync {
     /// Gives up `owner`'s lease on `id` (nothing happens when it is not `owner`'s).
     fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Deletes executions created before `cutoff_ms` (epoch ms) and everything they own.
-    /// Returns how many executions went.
-    fn prune(&self, cutoff_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Deletes the executions `request` selects, and everything they own: those created
+    /// before its cutoff — except any whose lease is held by a live owner (a heartbeat
+    /// younger than the request's lease timeout), and, unless the request includes them,
+    /// those that never finished (`resume` could finish them). Returns what went (with
+    /// `dry_run`, what would go; nothing is deleted) and what was kept, and why. The choice
+    /// and the deletion are one statement: an execution claimed meanwhile is not deleted.
+    fn prune<'a>(&'a self, request: &'a PruneRequest) -> BoxFuture<'a, Result<Pruned, StoreError>>;
 
     /// What is stored for execution `id`, counted per kind of record and named as the SQL
     /// tables are: `tool_calls`, `tool_results`, `dependency_edges`, `batches` (level
@@ -295,9 +358,39 @@ pub enum StoreError {
         /// The timeout.
         after_ms: u64,
     },
-    /// No execution has that id.
-    #[error("no execution {0} in the store")]
-    NotFound(String),
+    /// No execution has that id (or an id starting so).
+    #[error("no execution {id} in the store {store}")]
+    NotFound {
+        /// The id or prefix asked for.
+        id: String,
+        /// The store searched, as [`ExecutionStore::describe`] says it.
+        store: String,
+    },
+    /// Several executions' ids start with the prefix given.
+    #[error(
+        "{prefix} is ambiguous in the store {store}: {} of its executions start so ({}{}); give more of the id",
+        if *more { format!("more than {}", candidates.len()) } else { candidates.len().to_string() },
+        candidates.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", "),
+        if *more { ", …" } else { "" }
+    )]
+    Ambiguous {
+        /// The prefix, as searched (lower case).
+        prefix: String,
+        /// The store searched.
+        store: String,
+        /// The first executions in id order, at most [`MAX_CANDIDATES`].
+        candidates: Vec<ExecutionSummary>,
+        /// More executions match than are listed.
+        more: bool,
+    },
+    /// What was given cannot be an execution id or a prefix of one.
+    #[error("{given:?} is not an execution id: {reason}")]
+    BadId {
+        /// What was given.
+        given: String,
+        /// Why not.
+        reason: String,
+    },
     /// The stored data cannot be read back.
     #[error("stored execution {id}: {message}")]
     Corrupt {
@@ -338,6 +431,14 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// [`StoreError::NotFound`] for `id` in `store`.
+    pub(crate) fn not_found(id: &str, store: &str) -> StoreError {
+        StoreError::NotFound {
+            id: id.to_owned(),
+            store: store.to_owned(),
+        }
+    }
+
     /// Whether trying the same write again may succeed: not for a constraint the data
     /// breaks, an execution that is gone, or data that cannot be read.
     pub(crate) fn is_transient(&self) -> bool {
@@ -364,10 +465,66 @@ pub async fn open_with(
     url: &str,
     options: StoreOptions,
 ) -> Result<Arc<dyn ExecutionStore>, StoreError> {
-    if url == "memory:" || url == "memory://" {
+    if is_memory(url) {
         return Ok(Arc::new(MemoryStore::new()));
     }
     Ok(Arc::new(Store::open_with(url, options).await?))
+}
+
+/// The store `url` names if it exists already — a SQLite file, or a PostgreSQL database,
+/// holding toolgraph's schema — else `None`, having created nothing (no file, no
+/// directory, no table). A `memory:` store never exists before it is opened: `None`.
+/// Default [`StoreOptions`]. For commands that only read: a store that is not there has
+/// nothing recorded.
+pub async fn open_existing(url: &str) -> Result<Option<Arc<dyn ExecutionStore>>, StoreError> {
+    if is_memory(url) {
+        return Ok(None);
+    }
+    let store = Store::open_existing_with(url, StoreOptions::default()).await?;
+    Ok(store.map(|s| Arc::new(s) as Arc<dyn ExecutionStore>))
+}
+
+fn is_memory(url: &str) -> bool {
+    url == "memory:" || url == "memory://"
+}
+
+/// A `sqlite://` URL for `path`: the characters the URL parser would read otherwise
+/// (`%`, `?`, `#`) percent-encoded.
+pub fn sqlite_url(path: &std::path::Path) -> String {
+    let mut url = String::from("sqlite://");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => url.push_str("%25"),
+            '?' => url.push_str("%3F"),
+            '#' => url.push_str("%23"),
+            c => url.push(c),
+        }
+    }
+    url
+}
+
+/// `given` as an id prefix to search: lower case, at least [`MIN_ID_PREFIX`] characters,
+/// hexadecimal digits and dashes only (what ids are made of).
+fn id_prefix(given: &str) -> Result<String, StoreError> {
+    let bad = |reason: String| StoreError::BadId {
+        given: given.to_owned(),
+        reason,
+    };
+    let prefix = given.trim().to_ascii_lowercase();
+    if let Some(c) = prefix
+        .chars()
+        .find(|c| !(c.is_ascii_hexdigit() || *c == '-'))
+    {
+        return Err(bad(format!(
+            "{c:?} is not a hexadecimal digit or a dash (ids look like 3f2c1a8e-…, as `toolgraph history` shows them)"
+        )));
+    }
+    if prefix.len() < MIN_ID_PREFIX {
+        return Err(bad(format!(
+            "give at least {MIN_ID_PREFIX} characters of the id"
+        )));
+    }
+    Ok(prefix)
 }
 
 /// Milliseconds since the Unix epoch.

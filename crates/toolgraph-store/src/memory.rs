@@ -7,7 +7,7 @@
 //! returns. One std mutex guards the data; it is held for a few field updates and never
 //! across an `.await`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -16,8 +16,8 @@ use toolgraph_core::{CallOutcome, Event, EventSink, ParallelExecutorConfig};
 use toolgraph_engine::{PerformanceStats, Plan};
 
 use crate::stored::{
-    self, CallRecord, Ended, ExecutionSummary, ResumePoint, StoredExecution, TOOL_STATS_STATES,
-    ToolTally,
+    self, CallRecord, Ended, ExecutionSummary, PruneRequest, Pruned, ResumePoint, StoredExecution,
+    TOOL_STATS_STATES, ToolTally,
 };
 use crate::{ExecutionRecorder, ExecutionStore, StoreError, now_ms};
 
@@ -35,7 +35,7 @@ use crate::{ExecutionRecorder, ExecutionStore, StoreError, now_ms};
 /// ```
 #[derive(Clone, Default)]
 pub struct MemoryStore {
-    executions: Arc<Mutex<HashMap<String, Execution>>>,
+    executions: Arc<Mutex<BTreeMap<String, Execution>>>,
 }
 
 /// One execution: what the SQL store keeps in its tables, as values.
@@ -90,7 +90,7 @@ impl MemoryStore {
     }
 
     /// The data, even if a thread panicked while holding it (every update leaves it whole).
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Execution>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Execution>> {
         self.executions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -130,7 +130,7 @@ impl MemoryStore {
             let executions = self.lock();
             let e = executions
                 .get(id)
-                .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+                .ok_or_else(|| StoreError::not_found(id, MEMORY))?;
             (
                 e.summary(id),
                 e.config.clone(),
@@ -244,11 +244,35 @@ impl MemoryStore {
         .collect()
     }
 
-    fn prune_now(&self, cutoff_ms: i64) -> u64 {
+    /// Executions whose id starts with `prefix`, in id order: a range of the ordered map.
+    fn by_prefix(&self, prefix: &str, limit: usize) -> Vec<ExecutionSummary> {
+        let executions = self.lock();
+        executions
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(id, _)| id.starts_with(prefix))
+            .take(limit)
+            .map(|(id, e)| e.summary(id))
+            .collect()
+    }
+
+    /// Chooses and deletes under one lock, as the SQL store does in one statement.
+    fn prune_now(&self, request: &PruneRequest) -> Pruned {
         let mut executions = self.lock();
-        let before = executions.len();
-        executions.retain(|_, e| e.created_at >= cutoff_ms);
-        (before - executions.len()) as u64
+        let old = executions
+            .iter()
+            .filter(|(_, e)| e.created_at < request.created_before_ms)
+            .map(|(id, e)| e.summary(id))
+            .collect();
+        let pruned = Pruned::sort(old, request, now_ms());
+        if !request.dry_run {
+            for s in &pruned.deleted {
+                executions.remove(&s.id);
+            }
+        }
+        pruned
     }
 
     /// Applies `change` to call `position` of execution `id`, if both exist (as the SQL
@@ -268,9 +292,12 @@ impl MemoryStore {
     }
 }
 
+/// How a memory store names itself.
+const MEMORY: &str = "memory:";
+
 impl ExecutionStore for MemoryStore {
     fn describe(&self) -> String {
-        "memory:".to_owned()
+        MEMORY.to_owned()
     }
 
     fn begin_execution<'a>(
@@ -315,6 +342,14 @@ impl ExecutionStore for MemoryStore {
 
     fn history(&self, limit: i64) -> BoxFuture<'_, Result<Vec<ExecutionSummary>, StoreError>> {
         Box::pin(async move { Ok(self.history_now(limit)) })
+    }
+
+    fn executions_by_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<ExecutionSummary>, StoreError>> {
+        Box::pin(async move { Ok(self.by_prefix(prefix, limit)) })
     }
 
     fn performance_stats<'a>(
@@ -367,7 +402,7 @@ impl ExecutionStore for MemoryStore {
             let mut executions = self.lock();
             let e = executions
                 .get_mut(id)
-                .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+                .ok_or_else(|| StoreError::not_found(id, MEMORY))?;
             match &e.owner {
                 Some((holder, beat))
                     if holder != owner
@@ -415,8 +450,8 @@ impl ExecutionStore for MemoryStore {
         })
     }
 
-    fn prune(&self, cutoff_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move { Ok(self.prune_now(cutoff_ms)) })
+    fn prune<'a>(&'a self, request: &'a PruneRequest) -> BoxFuture<'a, Result<Pruned, StoreError>> {
+        Box::pin(async move { Ok(self.prune_now(request)) })
     }
 
     fn row_counts<'a>(
@@ -488,7 +523,7 @@ impl ExecutionRecorder for MemoryRecorder {
                 return Err(StoreError::RecordingStopped {
                     id: self.id.clone(),
                     written,
-                    cause: StoreError::NotFound(self.id.clone()).to_string(),
+                    cause: StoreError::not_found(&self.id, MEMORY).to_string(),
                 });
             }
             Ok(written)

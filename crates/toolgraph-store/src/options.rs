@@ -165,10 +165,10 @@ mod tests {
         let r: Result<(), _> = quick()
             .retrying("a write", || async {
                 tries.fetch_add(1, Ordering::SeqCst);
-                Err(StoreError::NotFound("x".into()))
+                Err(StoreError::not_found("x", "memory:"))
             })
             .await;
-        assert!(matches!(r, Err(StoreError::NotFound(_))));
+        assert!(matches!(r, Err(StoreError::NotFound { .. })));
         assert_eq!(tries.load(Ordering::SeqCst), 1);
     }
 }

@@ -16,13 +16,13 @@ use toolgraph_core::{CallError, ErrorKind, ParallelExecutorConfig, ToolCall};
 use toolgraph_engine::PerformanceStats;
 
 use crate::StoreError;
-use crate::database::Store;
+use crate::database::{Backend, Store};
 use crate::stored::{
     CallRecord, ExecutionSummary, StoredExecution, TOOL_STATS_STATES, ToolTally, corrupt, rebuild,
 };
 
-/// The tables that hold an execution's rows, as `row_counts` names them.
-/// Results come first: `prune` deletes in this order, and they refer to calls.
+/// The tables that hold an execution's rows, as `row_counts` names them. (Deleting an
+/// execution deletes its rows in all of them: the schema cascades.)
 pub(crate) const TABLES: [&str; 5] = [
     "tool_results",
     "tool_calls",
@@ -35,7 +35,7 @@ fn opt_f64(row: &AnyRow, col: &str) -> Option<f64> {
     row.try_get::<Option<f64>, _>(col).ok().flatten()
 }
 
-fn summary(row: &AnyRow) -> Result<ExecutionSummary, sqlx::Error> {
+pub(crate) fn summary(row: &AnyRow) -> Result<ExecutionSummary, sqlx::Error> {
     Ok(ExecutionSummary {
         id: row.try_get("id")?,
         created_at: row.try_get("created_at")?,
@@ -51,7 +51,15 @@ fn summary(row: &AnyRow) -> Result<ExecutionSummary, sqlx::Error> {
     })
 }
 
-const SUMMARY_COLUMNS: &str = "id, created_at, status, call_count, success, makespan_ms, speedup, efficiency, resumed_count, owner, heartbeat_at";
+pub(crate) const SUMMARY_COLUMNS: &str = "id, created_at, status, call_count, success, makespan_ms, speedup, efficiency, resumed_count, owner, heartbeat_at";
+
+/// The statement of [`Store::fetch_by_prefix`]: `$1` the prefix, `$2` the limit.
+fn by_prefix_sql(backend: Backend) -> String {
+    format!(
+        "SELECT {SUMMARY_COLUMNS} FROM executions WHERE {from} LIMIT $2",
+        from = backend.ids_from()
+    )
+}
 
 /// One `tool_calls` row joined with its result, decoded.
 fn call_record(id: &str, row: &AnyRow) -> Result<CallRecord, StoreError> {
@@ -127,6 +135,33 @@ impl Store {
         Ok(rows.iter().map(summary).collect::<Result<_, _>>()?)
     }
 
+    /// The executions whose id starts with `prefix`, in id order, at most `limit`: the
+    /// first `limit` ids from `prefix` on, in byte order, while they start with it — one
+    /// bounded range read of an index. Byte order keeps the ids that start with a prefix
+    /// together: SQLite's primary key has it; on PostgreSQL the comparison is made under
+    /// the `C` collation, which the `executions_id_bytes` index has (a linguistic collation
+    /// would order the dashes apart).
+    pub(crate) async fn fetch_by_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<ExecutionSummary>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(by_prefix_sql(self.backend())))
+            .bind(prefix)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(self.pool())
+            .await?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let s = summary(row)?;
+            if !s.id.starts_with(prefix) {
+                break;
+            }
+            found.push(s);
+        }
+        Ok(found)
+    }
+
     /// One stored execution, rebuilt.
     pub(crate) async fn fetch_execution(&self, id: &str) -> Result<StoredExecution, StoreError> {
         let head = sqlx::query(AssertSqlSafe(format!(
@@ -135,7 +170,7 @@ impl Store {
         .bind(id)
         .fetch_optional(self.pool())
         .await?
-        .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        .ok_or_else(|| StoreError::not_found(id, &self.shown()))?;
         let summary = summary(&head)?;
         let config_text: String = head.try_get("config")?;
         let config: ParallelExecutorConfig = serde_json::from_str(&config_text)
@@ -257,5 +292,81 @@ impl Store {
             total_calls: calls as u64,
             tools: tally.finish(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The prefix lookup reads a bounded range of an index, on both databases: checked in
+    //! the plans the databases make for the very statement the store runs.
+
+    use sqlx::{Connection, Executor};
+
+    use super::*;
+
+    async fn plan(store: &Store, explain: &str) -> String {
+        let mut conn = store.pool().acquire().await.expect("connection");
+        if store.backend() == Backend::Postgres {
+            // With sequential scans priced out, the plan shows an index only if one fits.
+            conn.execute("SET enable_seqscan = off").await.expect("set");
+        }
+        let sql = format!("{explain} {}", by_prefix_sql(store.backend()));
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind("3f2c")
+            .bind(11i64)
+            .fetch_all(&mut *conn)
+            .await
+            .expect("explain");
+        let column = if store.backend() == Backend::Postgres {
+            "QUERY PLAN"
+        } else {
+            "detail"
+        };
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(column).expect("plan text"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn a_prefix_is_looked_up_in_the_id_index_on_sqlite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let store = Store::open(&url).await.expect("store");
+        let plan = plan(&store, "EXPLAIN QUERY PLAN").await;
+        assert!(plan.contains("SEARCH executions USING INDEX"), "{plan}");
+        assert!(
+            !plan.contains("TEMP B-TREE"),
+            "the index gives the order: {plan}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_prefix_is_looked_up_in_the_byte_ordered_id_index_on_postgres() {
+        let Ok(url) = std::env::var("TOOLGRAPH_TEST_PG_URL") else {
+            assert!(
+                std::env::var_os("TOOLGRAPH_REQUIRE_SERVICES").is_none(),
+                "TOOLGRAPH_TEST_PG_URL is unset but TOOLGRAPH_REQUIRE_SERVICES demands PostgreSQL"
+            );
+            eprintln!("SKIPPED on PostgreSQL: TOOLGRAPH_TEST_PG_URL is unset");
+            return;
+        };
+        let schema = format!("tg_plan_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&url)
+            .await
+            .expect("PostgreSQL reachable");
+        conn.execute(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .await
+            .expect("schema");
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let store = Store::open(&format!("{url}{sep}options[search_path]={schema}"))
+            .await
+            .expect("store");
+        let plan = plan(&store, "EXPLAIN").await;
+        assert!(
+            plan.contains("Index Scan using executions_id_bytes"),
+            "{plan}"
+        );
+        assert!(!plan.contains("Sort"), "the index gives the order: {plan}");
     }
 }

@@ -1,7 +1,7 @@
 //! What a store holds, independent of where: the shapes it hands back (a history line, a
-//! rebuilt execution, a resume point), the per-call record every backend keeps, and the
-//! one place that turns stored calls into results and figures — so the SQL store and the
-//! memory store cannot drift apart.
+//! rebuilt execution, a resume point, what a prune took), the per-call record every backend
+//! keeps, and the one place that turns stored calls into results and figures — so the SQL
+//! store and the memory store cannot drift apart.
 //!
 //! Nothing here does I/O: backends read their rows, build [`CallRecord`]s, and call
 //! [`rebuild`].
@@ -57,6 +57,73 @@ impl ExecutionSummary {
                 || self
                     .heartbeat_at
                     .is_none_or(|beat| now_ms.saturating_sub(beat) > stale_ms))
+    }
+}
+
+impl ExecutionSummary {
+    /// True when a process holds its lease and beat within `stale_ms`: that process may be
+    /// running it now (whatever the status says), so nothing may delete it.
+    pub fn is_live(&self, now_ms: i64, stale_ms: i64) -> bool {
+        self.owner.is_some()
+            && self
+                .heartbeat_at
+                .is_some_and(|beat| beat >= now_ms.saturating_sub(stale_ms))
+    }
+}
+
+/// What [`ExecutionStore::prune`](crate::ExecutionStore::prune) deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneRequest {
+    /// Executions created before this (ms since the Unix epoch).
+    pub created_before_ms: i64,
+    /// Executions that never finished go too (`resume` could have finished them).
+    pub include_unfinished: bool,
+    /// A lease whose heartbeat is younger than this (ms) is held by a live process: its
+    /// execution stays, always. (A negative value counts every lease stale.)
+    pub lease_timeout_ms: i64,
+    /// Say what would go; delete nothing.
+    pub dry_run: bool,
+}
+
+/// What a prune took and what it left among the executions old enough.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Pruned {
+    /// Deleted (with `dry_run`: would be), oldest first.
+    pub deleted: Vec<ExecutionSummary>,
+    /// Kept: a live process holds the lease.
+    pub kept_live: Vec<ExecutionSummary>,
+    /// Kept: it never finished, and the request did not include those.
+    pub kept_unfinished: Vec<ExecutionSummary>,
+}
+
+impl Pruned {
+    /// Sorts `old` (executions created before the cutoff) into what `request` deletes and
+    /// what it keeps, at `now_ms` — the rule every store applies (the SQL store in its
+    /// `DELETE`, with the same terms).
+    pub(crate) fn sort(old: Vec<ExecutionSummary>, request: &PruneRequest, now_ms: i64) -> Pruned {
+        let mut pruned = Pruned::default();
+        for s in old {
+            if s.is_live(now_ms, request.lease_timeout_ms) {
+                pruned.kept_live.push(s);
+            } else if s.status != "finished" && !request.include_unfinished {
+                pruned.kept_unfinished.push(s);
+            } else {
+                pruned.deleted.push(s);
+            }
+        }
+        pruned.order();
+        pruned
+    }
+
+    /// Oldest first, ties by id, in every list.
+    pub(crate) fn order(&mut self) {
+        for list in [
+            &mut self.deleted,
+            &mut self.kept_live,
+            &mut self.kept_unfinished,
+        ] {
+            list.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        }
     }
 }
 
@@ -264,7 +331,8 @@ pub(crate) fn rebuild(
         calls.push(r.call);
         states.push(r.state);
     }
-    let (result, critical) = figures(results, &edges, &config, summary.resumed);
+    let (mut result, critical) = figures(results, &edges, &config, summary.resumed);
+    result.metadata.execution_id = Some(summary.id.clone());
     Ok(StoredExecution {
         summary,
         calls,

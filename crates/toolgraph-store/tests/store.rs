@@ -101,6 +101,9 @@ on_every_store!(
     an_execution_is_leased_to_one_owner_at_a_time,
     pruning_an_execution_while_it_runs_stops_its_recording_and_the_run_finishes,
     statistics_count_nothing_while_only_unfinished_executions_exist,
+    a_prefix_finds_the_executions_whose_id_starts_so_in_id_order_up_to_the_limit,
+    an_id_resolves_from_a_unique_prefix_and_an_ambiguous_one_lists_candidates,
+    pruning_keeps_unfinished_executions_unless_asked_and_never_a_live_one,
 );
 
 #[tokio::test]
@@ -191,4 +194,110 @@ async fn many_processes_opening_a_new_file_at_once_all_succeed() {
             .expect("joined")
             .expect("every open succeeds despite the migration race");
     }
+}
+
+#[tokio::test]
+async fn opening_an_existing_sqlite_store_creates_nothing_and_finds_none_where_none_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A data directory may hold characters a URL reads otherwise (macOS's has a space).
+    let data = dir.path().join("my data 100%?#");
+    let file = data.join("toolgraph").join("toolgraph.db");
+    let url = toolgraph_store::sqlite_url(&file);
+    assert!(
+        toolgraph_store::open_existing(&url)
+            .await
+            .expect("no error")
+            .is_none()
+    );
+    assert!(
+        !data.exists(),
+        "neither the file nor its directory was created"
+    );
+    // A file that is a database without toolgraph's tables has nothing recorded either,
+    // and stays as it was.
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").expect("empty file");
+    assert!(
+        toolgraph_store::open_existing(&toolgraph_store::sqlite_url(&empty))
+            .await
+            .expect("no error")
+            .is_none()
+    );
+    assert_eq!(std::fs::metadata(&empty).expect("still there").len(), 0);
+    // A file that is not a database is an error naming it.
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![7u8; 4096]).expect("garbage");
+    let err = match toolgraph_store::open_existing(&toolgraph_store::sqlite_url(&garbage)).await {
+        Err(e) => e.to_string(),
+        Ok(found) => panic!("a garbage file opened: {}", found.is_some()),
+    };
+    assert!(err.contains("garbage.db"), "{err}");
+    assert!(
+        toolgraph_store::open_existing("memory:")
+            .await
+            .expect("no error")
+            .is_none(),
+        "a memory store never exists before it is opened"
+    );
+    // Opening to record creates the directory and the file; then it exists.
+    let created = toolgraph_store::open(&url).await.expect("created");
+    assert!(file.exists());
+    drop(created);
+    let found = toolgraph_store::open_existing(&url)
+        .await
+        .expect("no error")
+        .expect("exists now");
+    assert_eq!(found.describe(), url);
+}
+
+#[tokio::test]
+async fn opening_an_existing_postgres_store_creates_no_table_where_none_is() {
+    let Ok(url) = std::env::var("TOOLGRAPH_TEST_PG_URL") else {
+        assert!(
+            std::env::var_os("TOOLGRAPH_REQUIRE_SERVICES").is_none(),
+            "TOOLGRAPH_TEST_PG_URL is unset but TOOLGRAPH_REQUIRE_SERVICES demands PostgreSQL"
+        );
+        eprintln!("SKIPPED on PostgreSQL: TOOLGRAPH_TEST_PG_URL is unset");
+        return;
+    };
+    let schema = format!("tg_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("PostgreSQL reachable");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .expect("schema");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let in_schema = format!("{url}{sep}options[search_path]={schema}");
+    assert!(
+        toolgraph_store::open_existing(&in_schema)
+            .await
+            .expect("no error")
+            .is_none()
+    );
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = $1",
+    )
+    .bind(&schema)
+    .fetch_one(&mut conn)
+    .await
+    .expect("count");
+    assert_eq!(tables, 0, "no table was created in {schema}");
+    toolgraph_store::open(&in_schema).await.expect("created");
+    assert!(
+        toolgraph_store::open_existing(&in_schema)
+            .await
+            .expect("no error")
+            .is_some()
+    );
+}
+
+#[test]
+fn a_sqlite_url_keeps_the_characters_of_its_path() {
+    let path = std::path::Path::new("/home/a b/100% sure?#/toolgraph.db");
+    assert_eq!(
+        toolgraph_store::sqlite_url(path),
+        "sqlite:///home/a b/100%25 sure%3F%23/toolgraph.db"
+    );
 }

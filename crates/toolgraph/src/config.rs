@@ -82,8 +82,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sqlite://FILE` (created on first use) or `postgres://…`; `TOOLGRAPH_DATABASE_URL`
-    /// sets it too.
+    /// `sqlite://FILE` (created on first use, with its directory) or `postgres://…`;
+    /// `TOOLGRAPH_DATABASE_URL` sets it too. Default: `toolgraph/toolgraph.db` in the user's
+    /// data directory ([`default_store_url`]).
     pub url: String,
     /// Record every execution.
     pub record: bool,
@@ -92,9 +93,21 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            url: "sqlite://toolgraph.db".into(),
+            url: default_store_url(),
             record: true,
         }
+    }
+}
+
+/// Where executions are recorded unless configured otherwise: `toolgraph/toolgraph.db` in
+/// the user's data directory (`$XDG_DATA_HOME`, else `~/.local/share` on Linux;
+/// `~/Library/Application Support` on macOS; `%APPDATA%` on Windows), as a `sqlite://` URL —
+/// or `sqlite://toolgraph.db` in the current directory when no home directory can be found.
+/// Recording creates the file and its directory.
+pub fn default_store_url() -> String {
+    match dirs::data_dir() {
+        Some(dir) => toolgraph_store::sqlite_url(&dir.join("toolgraph").join("toolgraph.db")),
+        None => "sqlite://toolgraph.db".to_owned(),
     }
 }
 

@@ -12,7 +12,9 @@ mod runtime;
 
 use std::sync::Arc;
 
-pub use config::{CONFIG_VARIABLE, Config, ConfigLoadError, ENV_PREFIX, StoreConfig};
+pub use config::{
+    CONFIG_VARIABLE, Config, ConfigLoadError, ENV_PREFIX, StoreConfig, default_store_url,
+};
 pub use runtime::{
     ExecuteOptions, Execution, LEASE_RENEW, LEASE_TIMEOUT, ResumeCounts, Resumed, Runtime,
     RuntimeError, SinkFactory, classify_resume,

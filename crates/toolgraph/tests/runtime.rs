@@ -331,7 +331,22 @@ async fn a_store_that_fails_for_good_mid_run_is_reported_and_the_run_finishes_in
     }
     // The record goes while the execution runs (as a disk that fills up, a lock held by
     // another process, or a server that dies take the rest of it).
-    assert_eq!(store.prune(i64::MAX / 2).await.expect("pruned"), 1);
+    // A negative lease timeout counts every lease stale: even this live run's record goes.
+    let everything = toolgraph_store::PruneRequest {
+        created_before_ms: i64::MAX / 2,
+        include_unfinished: true,
+        lease_timeout_ms: -1,
+        dry_run: false,
+    };
+    assert_eq!(
+        store
+            .prune(&everything)
+            .await
+            .expect("pruned")
+            .deleted
+            .len(),
+        1
+    );
     let from = Instant::now();
     permits.add_permits(2);
     let execution = tokio::time::timeout(Duration::from_secs(20), running)
@@ -530,8 +545,19 @@ impl ExecutionStore for FlakyStore {
         self.inner.release(id, owner)
     }
 
-    fn prune(&self, cutoff_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.inner.prune(cutoff_ms)
+    fn executions_by_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<ExecutionSummary>, StoreError>> {
+        self.inner.executions_by_prefix(prefix, limit)
+    }
+
+    fn prune<'a>(
+        &'a self,
+        request: &'a toolgraph_store::PruneRequest,
+    ) -> BoxFuture<'a, Result<toolgraph_store::Pruned, StoreError>> {
+        self.inner.prune(request)
     }
 
     fn row_counts<'a>(

@@ -125,7 +125,7 @@ impl Batch {
     pub(super) async fn write(&self, store: &Store, id: &str) -> Result<(), StoreError> {
         self.write_rows(store).await.map_err(|e| match e {
             sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                StoreError::NotFound(id.to_owned())
+                StoreError::not_found(id, &store.shown())
             }
             other => StoreError::Database(other),
         })

@@ -10,7 +10,7 @@ use toolgraph_core::{
     FnTool, ParallelExecutionResult, ParallelExecutorConfig, ToolCall, ToolError, ToolSet, ToolSpec,
 };
 use toolgraph_engine::{ParallelExecutor, Plan, RunOptions};
-use toolgraph_store::{ExecutionStore, StoreError, now_ms};
+use toolgraph_store::{ExecutionStore, PruneRequest, Pruned, StoreError, now_ms};
 use toolgraph_test_support::{Gate, Probe, ScriptedTool, Step};
 
 /// An idempotent scripted tool `t`, a second one `u`, and a gated (not idempotent) `gate`.
@@ -59,6 +59,17 @@ async fn record(
     recorder.close().await.expect("recorder drained");
     store.finish_execution(&id).await.expect("finish");
     (id, result)
+}
+
+/// Executions created before `cutoff_ms` that finished, none whose lease is younger than a
+/// minute, for real.
+fn older_than(cutoff_ms: i64) -> PruneRequest {
+    PruneRequest {
+        created_before_ms: cutoff_ms,
+        include_unfinished: false,
+        lease_timeout_ms: 60_000,
+        dry_run: false,
+    }
 }
 
 /// Waits until call `position` of execution `id` is stored in `state`.
@@ -127,6 +138,11 @@ pub async fn an_execution_round_trips_through_the_store(store: Arc<dyn Execution
     let (id, live) = record(&*store, &executor, calls.clone()).await;
     let stored = store.load(&id).await.expect("load");
     assert_eq!(stored.calls, calls, "{}", store.describe());
+    assert_eq!(
+        stored.result.metadata.execution_id.as_deref(),
+        Some(id.as_str()),
+        "a stored result names its execution"
+    );
     assert_eq!(stored.config, *executor.config());
     assert_eq!(stored.states, ["ok", "ok", "error", "skipped"]);
     for (s, l) in stored.result.results.iter().zip(&live.results) {
@@ -400,19 +416,23 @@ pub async fn pruning_removes_old_executions_and_everything_they_own(
     let executor = executor(&probe);
     let (id, _) = record(&*store, &executor, vec![ToolCall::new("a", "t", json!({}))]).await;
     assert_eq!(
-        store.prune(0).await.expect("prune"),
-        0,
+        store.prune(&older_than(0)).await.expect("prune"),
+        Pruned::default(),
         "nothing is older than the epoch"
     );
     assert_eq!(store.history(10).await.expect("history").len(), 1);
     let future = i64::MAX / 2;
-    assert_eq!(store.prune(future).await.expect("prune"), 1);
+    let pruned = store.prune(&older_than(future)).await.expect("prune");
+    assert_eq!(
+        pruned.deleted.iter().map(|s| &s.id).collect::<Vec<_>>(),
+        [&id]
+    );
     assert!(store.history(10).await.expect("history").is_empty());
     let counts = store.row_counts(&id).await.expect("counts");
     assert!(counts.values().all(|n| *n == 0), "{counts:?}");
     assert!(matches!(
         store.load(&id).await,
-        Err(StoreError::NotFound(_))
+        Err(StoreError::NotFound { .. })
     ));
 }
 
@@ -728,14 +748,20 @@ pub async fn a_run_recorded_after_it_completed_reads_back_as_it_ran(
 
 pub async fn an_unknown_execution_is_not_found(store: Arc<dyn ExecutionStore>) {
     let id = "00000000-0000-4000-8000-000000000000";
-    assert!(matches!(store.load(id).await, Err(StoreError::NotFound(_))));
+    let missing = store.load(id).await.expect_err("unknown");
+    assert!(matches!(missing, StoreError::NotFound { .. }), "{missing}");
+    assert_eq!(
+        missing.to_string(),
+        format!("no execution {id} in the store {}", store.describe()),
+        "the message names the store searched"
+    );
     assert!(matches!(
         store.resume_point(id).await,
-        Err(StoreError::NotFound(_))
+        Err(StoreError::NotFound { .. })
     ));
     assert!(matches!(
         store.finish_execution(id).await,
-        Err(StoreError::NotFound(_))
+        Err(StoreError::NotFound { .. })
     ));
     let counts = store.row_counts(id).await.expect("counts");
     assert_eq!(counts.len(), 5);
@@ -774,7 +800,14 @@ pub async fn pruning_an_execution_while_it_runs_stops_its_recording_and_the_run_
         _ = &mut run => panic!("the gated call cannot end while the gate is shut"),
         () = stored_state(&*store, &id, 0, "running") => {}
     }
-    assert_eq!(store.prune(i64::MAX / 2).await.expect("pruned"), 1);
+    let pruned = store
+        .prune(&PruneRequest {
+            include_unfinished: true,
+            ..older_than(i64::MAX / 2)
+        })
+        .await
+        .expect("pruned");
+    assert_eq!(pruned.deleted.len(), 1, "nobody holds its lease: it goes");
     permits.add_permits(2);
     let result = tokio::time::timeout(Duration::from_secs(20), &mut run)
         .await
@@ -788,7 +821,7 @@ pub async fn pruning_an_execution_while_it_runs_stops_its_recording_and_the_run_
     );
     assert!(matches!(
         store.load(&id).await,
-        Err(StoreError::NotFound(_))
+        Err(StoreError::NotFound { .. })
     ));
 }
 
@@ -925,7 +958,7 @@ pub async fn an_execution_is_leased_to_one_owner_at_a_time(store: Arc<dyn Execut
         store
             .claim("no-such-execution", "gamma", minute, None)
             .await,
-        Err(StoreError::NotFound(_))
+        Err(StoreError::NotFound { .. })
     ));
     // Racing claimants: exactly one wins.
     let racers = (0..8).map(|i| {
@@ -939,4 +972,273 @@ pub async fn an_execution_is_leased_to_one_owner_at_a_time(store: Arc<dyn Execut
         }
     }
     assert_eq!(granted, 1, "one racer holds the lease");
+}
+
+/// Begins `n` executions of one call each (never run, nobody holds them); their ids.
+async fn begun(store: &dyn ExecutionStore, n: usize) -> Vec<String> {
+    let probe = Probe::new();
+    let executor = executor(&probe);
+    let plan = executor
+        .plan(vec![ToolCall::new("a", "t", json!({}))])
+        .expect("valid");
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(
+            store
+                .begin_execution(&plan, &executor.config(), None)
+                .await
+                .expect("begin"),
+        );
+    }
+    ids
+}
+
+pub async fn a_prefix_finds_the_executions_whose_id_starts_so_in_id_order_up_to_the_limit(
+    store: Arc<dyn ExecutionStore>,
+) {
+    // 40 ids over 16 first characters: some first character is shared by 3 or more.
+    let mut ids = begun(&*store, 40).await;
+    ids.sort();
+    // Prefixes of every length, among them ones ending in the dash (which a linguistic
+    // collation orders apart) and the whole id.
+    for id in &ids {
+        for len in [1, 2, 4, 8, 9, 13, 14, 36] {
+            let prefix = &id[..len];
+            let expected: Vec<&String> = ids.iter().filter(|i| i.starts_with(prefix)).collect();
+            let found = store
+                .executions_by_prefix(prefix, 100)
+                .await
+                .expect("by prefix");
+            assert_eq!(
+                found.iter().map(|s| &s.id).collect::<Vec<_>>(),
+                expected,
+                "{prefix} in {}",
+                store.describe()
+            );
+        }
+    }
+    let (first, many) = ids
+        .iter()
+        .map(|i| (&i[..1], ids.iter().filter(|j| j[..1] == i[..1]).count()))
+        .max_by_key(|(_, n)| *n)
+        .expect("ids");
+    assert!(many >= 3, "pigeonhole: {many}");
+    let two = store
+        .executions_by_prefix(first, 2)
+        .await
+        .expect("by prefix");
+    let expected: Vec<&String> = ids
+        .iter()
+        .filter(|i| i.starts_with(first))
+        .take(2)
+        .collect();
+    assert_eq!(two.iter().map(|s| &s.id).collect::<Vec<_>>(), expected);
+    assert!(
+        store
+            .executions_by_prefix("ffffffff-ffff-4fff-bfff-fffffffffffg", 5)
+            .await
+            .expect("by prefix")
+            .iter()
+            .all(|s| s.id.starts_with("ffffffff-ffff-4fff-bfff-fffffffffffg")),
+        "past the last id: nothing"
+    );
+    let summary = &two[0];
+    assert_eq!(
+        (summary.status.as_str(), summary.calls),
+        ("running", 1),
+        "a whole summary line"
+    );
+}
+
+pub async fn an_id_resolves_from_a_unique_prefix_and_an_ambiguous_one_lists_candidates(
+    store: Arc<dyn ExecutionStore>,
+) {
+    // Begin executions until two share their first MIN_ID_PREFIX characters (a birthday
+    // over 16 bits: about 300 on average; 4,000 leave a chance of 1 in e^120 of none).
+    let probe = Probe::new();
+    let executor = executor(&probe);
+    let plan = executor
+        .plan(vec![ToolCall::new("a", "t", json!({}))])
+        .expect("valid");
+    let mut seen: std::collections::HashMap<String, String> = Default::default();
+    let mut ids = Vec::new();
+    let (one, other) = loop {
+        assert!(ids.len() < 4000, "no two ids share 4 characters");
+        let id = store
+            .begin_execution(&plan, &executor.config(), None)
+            .await
+            .expect("begin");
+        ids.push(id.clone());
+        if let Some(earlier) =
+            seen.insert(id[..toolgraph_store::MIN_ID_PREFIX].to_owned(), id.clone())
+        {
+            break (earlier, id);
+        }
+    };
+    let shared = &one[..toolgraph_store::MIN_ID_PREFIX];
+    let err = store.resolve_id(shared).await.expect_err("ambiguous");
+    match &err {
+        StoreError::Ambiguous {
+            prefix,
+            store: searched,
+            candidates,
+            more,
+        } => {
+            assert_eq!(prefix, shared);
+            assert_eq!(searched, &store.describe());
+            let both = [one.clone(), other.clone()];
+            let listed: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
+            let expected: Vec<String> = {
+                let mut all: Vec<String> = ids
+                    .iter()
+                    .filter(|i| i.starts_with(shared))
+                    .cloned()
+                    .collect();
+                all.sort();
+                all
+            };
+            assert_eq!(
+                listed, expected,
+                "every execution sharing the prefix, in id order"
+            );
+            assert!(both.iter().all(|b| listed.contains(b)));
+            assert!(!more);
+            assert!(candidates.iter().all(|c| c.status == "running"));
+        }
+        other => panic!("not ambiguous: {other}"),
+    }
+    assert!(
+        err.to_string().contains(&one) && err.to_string().contains(&other),
+        "{err}"
+    );
+    // The shortest prefix no other id starts with names `one`; upper case works too.
+    let unique = (toolgraph_store::MIN_ID_PREFIX..=one.len())
+        .map(|n| &one[..n])
+        .find(|p| ids.iter().filter(|i| i.starts_with(p)).count() == 1)
+        .expect("the whole id is unique");
+    for given in [unique.to_owned(), unique.to_uppercase(), one.clone()] {
+        assert_eq!(
+            store.resolve_id(&given).await.expect("resolved").id,
+            one,
+            "{given}"
+        );
+    }
+    let unknown = ["0000", "ffff", "abcd-"]
+        .into_iter()
+        .find(|p| !ids.iter().any(|i| i.starts_with(p)))
+        .expect("one of them matches nothing");
+    let missing = store.resolve_id(unknown).await.expect_err("no match");
+    assert!(
+        matches!(&missing, StoreError::NotFound { id, store: s } if id == unknown && *s == store.describe()),
+        "{missing}"
+    );
+    for bad in ["3f2", "", "3f2c1a8e-zz", "../etc"] {
+        let refused = store.resolve_id(bad).await.expect_err("bad id");
+        assert!(
+            matches!(refused, StoreError::BadId { .. }),
+            "{bad}: {refused}"
+        );
+    }
+}
+
+pub async fn pruning_keeps_unfinished_executions_unless_asked_and_never_a_live_one(
+    store: Arc<dyn ExecutionStore>,
+) {
+    let probe = Probe::new();
+    let executor = executor(&probe);
+    let (finished, _) = record(&*store, &executor, vec![ToolCall::new("a", "t", json!({}))]).await;
+    let ids = begun(&*store, 3).await;
+    let (abandoned, live, live_finished) = (&ids[0], &ids[1], &ids[2]);
+    let minute = 60_000;
+    // `live` runs in a process that beats; `live_finished` is finished but its runner
+    // still holds the lease (it has not released it yet).
+    store
+        .claim(live, "alpha", minute, None)
+        .await
+        .expect("claim");
+    store
+        .claim(live_finished, "beta", minute, None)
+        .await
+        .expect("claim");
+    store.finish_execution(live_finished).await.expect("finish");
+    let ids_of = |list: &[toolgraph_store::ExecutionSummary]| {
+        let mut ids: Vec<String> = list.iter().map(|s| s.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let all = older_than(i64::MAX / 2);
+
+    let dry = store
+        .prune(&PruneRequest {
+            dry_run: true,
+            ..all
+        })
+        .await
+        .expect("dry run");
+    assert_eq!(
+        ids_of(&dry.deleted),
+        [finished.as_str()],
+        "{}",
+        store.describe()
+    );
+    assert_eq!(ids_of(&dry.kept_unfinished), [abandoned.as_str()]);
+    assert_eq!(
+        ids_of(&dry.kept_live),
+        sorted(vec![live.clone(), live_finished.clone()])
+    );
+    assert_eq!(
+        store.history(10).await.expect("history").len(),
+        4,
+        "a dry run deletes nothing"
+    );
+
+    let pruned = store.prune(&all).await.expect("prune");
+    assert_eq!(
+        (
+            pruned.deleted.clone(),
+            pruned.kept_unfinished.clone(),
+            pruned.kept_live.len()
+        ),
+        (dry.deleted.clone(), dry.kept_unfinished.clone(), 2),
+        "the dry run said what goes"
+    );
+    assert!(matches!(
+        store.load(&finished).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let counts = store.row_counts(&finished).await.expect("counts");
+    assert!(counts.values().all(|n| *n == 0), "{counts:?}");
+
+    let with_unfinished = PruneRequest {
+        include_unfinished: true,
+        ..all
+    };
+    let pruned = store.prune(&with_unfinished).await.expect("prune");
+    assert_eq!(ids_of(&pruned.deleted), [abandoned.as_str()]);
+    assert!(pruned.kept_unfinished.is_empty());
+    assert_eq!(
+        ids_of(&pruned.kept_live),
+        sorted(vec![live.clone(), live_finished.clone()]),
+        "a live process's execution stays, whatever is included"
+    );
+    assert_eq!(store.history(10).await.expect("history").len(), 2);
+
+    // Once its owner stops beating (here: the lease older than the timeout), it may go.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let pruned = store
+        .prune(&PruneRequest {
+            lease_timeout_ms: 10,
+            ..with_unfinished
+        })
+        .await
+        .expect("prune");
+    assert_eq!(
+        ids_of(&pruned.deleted),
+        sorted(vec![live.clone(), live_finished.clone()])
+    );
+    assert!(store.history(10).await.expect("history").is_empty());
 }
