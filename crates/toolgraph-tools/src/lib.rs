@@ -26,6 +26,8 @@ pub fn builtins() -> ToolSet {
 
 /// Registers every built-in tool into `set`.
 pub fn register_builtins(set: &mut ToolSet) -> Result<(), ToolSetError> {
+    // Start the timer thread now, so the first sleep does not pay for it.
+    timer::start();
     set.register(FnTool::new(sleep_spec(), sleep))?;
     set.register(FnTool::new(echo_spec(), |args, _| async move { Ok(args) }))?;
     set.register(FnTool::new(fail_spec(), fail))?;
