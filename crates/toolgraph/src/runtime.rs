@@ -389,15 +389,15 @@ impl Runtime {
         }
         let plan = self.plan(point.calls.clone())?;
         let mut claim = store.claim(id, &self.owner, self.lease_ms(), None).await?;
-        if let Claim::Held { owner, .. } = &claim {
-            if died_here(owner) {
-                // Its process is gone from this host: no need to wait for the timeout. Only
-                // one claimant can replace that owner.
-                let dead = owner.clone();
-                claim = store
-                    .claim(id, &self.owner, self.lease_ms(), Some(&dead))
-                    .await?;
-            }
+        if let Claim::Held { owner, .. } = &claim
+            && died_here(owner)
+        {
+            // Its process is gone from this host: no need to wait for the timeout. Only
+            // one claimant can replace that owner.
+            let dead = owner.clone();
+            claim = store
+                .claim(id, &self.owner, self.lease_ms(), Some(&dead))
+                .await?;
         }
         if let Claim::Held {
             owner,
