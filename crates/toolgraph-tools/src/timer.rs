@@ -5,10 +5,13 @@
 //! thread serves every sleep of the process: pending deadlines sit in an ordered map, one
 //! Linux `timerfd` is armed at the earliest of them, and when it fires the thread wakes the
 //! tasks whose deadlines have passed. That is one file descriptor and one thread however
-//! many sleeps are pending (thousands are fine), and no thread spins. The thread wakes a
-//! sleep [`FINAL_APPROACH`] (150 µs) before its deadline, as waking the thread and then a
-//! runtime worker takes about that long; the sleep then yields to the runtime until the
-//! deadline passes, so it ends within microseconds of it (timerfd applies no timer slack).
+//! many sleeps are pending (thousands are fine), and no thread spins. Waking the thread and
+//! then a runtime worker takes about 120 µs on this project's virtual machines, so the
+//! thread wakes a sleep [`FINAL_APPROACH`] (150 µs) before its deadline and the sleep yields
+//! to the runtime until the deadline passes: it ends within microseconds of it (timerfd
+//! applies no timer slack). That polling is only worth it for a few sleeps at once: when
+//! more than [`SPIN_LIMIT`] deadlines fall within one final approach (a wide fan-out), the
+//! thread wakes each at its deadline instead, and they end about 0.1 ms late.
 //!
 //! Each [`Sleep`] also races tokio's own timer for the same duration, so it still
 //! honours a paused tokio clock (`tokio::time::pause`, `start_paused` tests advance past
@@ -71,15 +74,12 @@ impl Future for Sleep {
         }
         let this = &mut *self;
         if let (Some(timer), Some(deadline)) = (&this.timer, this.deadline) {
-            let wake_at = deadline.checked_sub(FINAL_APPROACH).unwrap_or(deadline);
-            if Instant::now() >= wake_at {
-                // The last stretch: yield to the runtime until the deadline passes.
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
             match this.key {
-                Some(key) => timer.rewake(key, cx.waker()),
-                None => this.key = timer.enqueue(wake_at, cx.waker()),
+                None => this.key = timer.enqueue(deadline, cx.waker()),
+                // Released before its deadline: the final approach, yielding to the runtime
+                // until the deadline passes (re-polled each time, never blocking a thread).
+                Some(key) if !timer.rewake(key, cx.waker()) => cx.waker().wake_by_ref(),
+                Some(_) => {}
             }
         }
         Poll::Pending
@@ -101,11 +101,18 @@ impl Drop for Sleep {
 }
 
 /// How long before its deadline the timer thread wakes a sleep, which then yields to the
-/// runtime (re-polled each time, never blocking a thread) until the deadline passes. Waking
-/// a thread costs tens of microseconds twice over (the timer thread, then a runtime worker;
-/// about 120 µs in all on this project's virtual machines): waking early by about that much
-/// lands the end within microseconds of the deadline, for a bounded bit of polling.
+/// runtime until the deadline passes. About what waking the timer thread and then a runtime
+/// worker costs on this project's virtual machines (~120 µs), so the sleep ends within
+/// microseconds of its deadline, for a bounded bit of polling.
 const FINAL_APPROACH: Duration = Duration::from_micros(150);
+
+/// At most this many sleeps poll through a final approach together; with more deadlines in
+/// one approach, each is woken at its deadline (polling thousands would delay them all).
+const SPIN_LIMIT: usize = 16;
+
+/// The thread wakes at most once per this gap: a crowd of deadlines is released in batches
+/// rather than one wake-up each.
+const REARM_GAP: Duration = Duration::from_micros(50);
 
 /// A deadline and a sequence number that keeps equal deadlines apart.
 type Key = (Instant, u64);
@@ -127,8 +134,6 @@ struct Timer {
 struct State {
     pending: BTreeMap<Key, Waker>,
     next_seq: u64,
-    /// The deadline the timerfd is armed for, if any.
-    armed: Option<Instant>,
     /// The thread has stopped (its fd failed): sleeps rely on tokio's timer alone.
     stopped: bool,
 }
@@ -171,24 +176,54 @@ impl Timer {
         let key = (deadline, state.next_seq);
         state.next_seq += 1;
         state.pending.insert(key, waker.clone());
-        if state.armed.is_none_or(|armed| deadline < armed) {
-            self.arm(&mut state, deadline);
+        // Only a new first deadline moves the next release earlier. (One that crowds the
+        // first's approach moves it later: the thread finds that out when it wakes.)
+        if state.pending.keys().next() == Some(&key) {
+            self.arm_next(&state, None);
         }
         Some(key)
     }
 
-    /// Keeps the waker of a queued sleep current (a task may move between polls).
-    fn rewake(&self, key: Key, waker: &Waker) {
+    /// Keeps the waker of a queued sleep current (a task may move between polls); false when
+    /// the sleep is no longer queued: the thread released it.
+    fn rewake(&self, key: Key, waker: &Waker) -> bool {
         let mut state = self.lock();
-        if let Some(queued) = state.pending.get_mut(&key)
-            && !queued.will_wake(waker)
-        {
-            waker.clone_into(queued);
+        match state.pending.get_mut(&key) {
+            Some(queued) => {
+                if !queued.will_wake(waker) {
+                    waker.clone_into(queued);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// When the earliest pending sleep should be released: a final approach ahead of its
+    /// deadline, or at it when too many deadlines crowd that approach.
+    fn release_time(pending: &BTreeMap<Key, Waker>) -> Option<Instant> {
+        let (&(first, _), _) = pending.iter().next()?;
+        let horizon = first.checked_add(FINAL_APPROACH).unwrap_or(first);
+        let crowded = pending
+            .range(..(horizon, u64::MAX))
+            .nth(SPIN_LIMIT)
+            .is_some();
+        Some(match first.checked_sub(FINAL_APPROACH) {
+            Some(early) if !crowded => early,
+            _ => first,
+        })
+    }
+
+    /// Arms the timerfd for the next release (not before `not_before`). With nothing queued it
+    /// is left as it is: a stale wake-up finds nothing to release.
+    fn arm_next(&self, state: &State, not_before: Option<Instant>) {
+        if let Some(at) = Self::release_time(&state.pending) {
+            self.arm(not_before.map_or(at, |t| at.max(t)));
         }
     }
 
     /// Takes a sleep out of the queue (it ended or was dropped). The timerfd may stay armed
-    /// for it: the thread then finds nothing due and re-arms for what is left.
+    /// for it: the thread then finds nothing to release and re-arms for what is left.
     fn withdraw(&self, key: Key) {
         self.lock().pending.remove(&key);
     }
@@ -202,33 +237,41 @@ impl Timer {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(_) => {
                     // Cannot happen with a valid timerfd; if it does, hand every sleep
-                    // over to tokio's timer rather than leave one waiting on us.
+                    // over to tokio's timer rather than leave one waiting on us. They stay
+                    // queued (so none takes itself for released) until they end.
                     let mut state = self.lock();
                     state.stopped = true;
-                    let all = std::mem::take(&mut state.pending);
+                    let all: Vec<Waker> = state.pending.values().cloned().collect();
                     drop(state);
-                    all.into_values().for_each(Waker::wake);
+                    all.into_iter().for_each(Waker::wake);
                     return;
                 }
             }
             let mut state = self.lock();
-            state.armed = None;
-            let later = state.pending.split_off(&(Instant::now(), u64::MAX));
-            let due = std::mem::replace(&mut state.pending, later);
-            if let Some(&(next, _)) = state.pending.keys().next() {
-                self.arm(&mut state, next);
-            }
+            let now = Instant::now();
+            // Release what is due and, unless that approach is crowded, what is about to be.
+            let horizon = now.checked_add(FINAL_APPROACH).unwrap_or(now);
+            let crowded = state
+                .pending
+                .range(..(horizon, u64::MAX))
+                .nth(SPIN_LIMIT)
+                .is_some();
+            let until = if crowded { now } else { horizon };
+            let later = state.pending.split_off(&(until, u64::MAX));
+            let released = std::mem::replace(&mut state.pending, later);
+            // Deadlines a few microseconds apart (a wide fan-out) are released together.
+            self.arm_next(&state, now.checked_add(REARM_GAP));
             drop(state);
-            due.into_values().for_each(Waker::wake);
+            released.into_values().for_each(Waker::wake);
         }
     }
 
-    /// Arms the timerfd for `deadline` (at once when it has passed).
+    /// Arms the timerfd for `at` (at once when it has passed).
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn arm(&self, state: &mut State, deadline: Instant) {
+    fn arm(&self, at: Instant) {
         use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
         // A zero value would disarm the timer: one nanosecond fires it at once.
-        let wait = deadline
+        let wait = at
             .saturating_duration_since(Instant::now())
             .max(Duration::from_nanos(1));
         let Ok(value) = Timespec::try_from(wait) else {
@@ -242,13 +285,12 @@ impl Timer {
             it_interval: zero,
             it_value: value,
         };
-        if timerfd_settime(&self.fd, TimerfdTimerFlags::empty(), &spec).is_ok() {
-            state.armed = Some(deadline);
-        }
+        // On failure (it cannot fail with a valid fd and value) tokio's timer ends the sleeps.
+        let _ = timerfd_settime(&self.fd, TimerfdTimerFlags::empty(), &spec);
     }
 
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    fn arm(&self, _state: &mut State, _deadline: Instant) {}
+    fn arm(&self, _at: Instant) {}
 
     #[cfg(test)]
     fn pending(&self) -> usize {
@@ -317,6 +359,34 @@ mod tests {
         }
         assert_eq!(ended, 5_000);
         assert_eq!(timer.pending(), 0);
+    }
+
+    #[test]
+    fn a_lone_deadline_is_released_early_and_a_crowded_one_on_time() {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut pending = BTreeMap::new();
+        assert_eq!(Timer::release_time(&pending), None);
+        pending.insert((deadline, 0), Waker::noop().clone());
+        assert_eq!(
+            Timer::release_time(&pending),
+            Some(deadline - FINAL_APPROACH)
+        );
+        for seq in 1..=SPIN_LIMIT as u64 {
+            pending.insert(
+                (deadline + Duration::from_micros(seq), seq),
+                Waker::noop().clone(),
+            );
+        }
+        assert_eq!(Timer::release_time(&pending), Some(deadline));
+        // Deadlines beyond the final approach do not crowd it.
+        pending.retain(|&(_, seq), _| seq == 0);
+        for seq in 1..=SPIN_LIMIT as u64 {
+            pending.insert((deadline + FINAL_APPROACH * 2, seq), Waker::noop().clone());
+        }
+        assert_eq!(
+            Timer::release_time(&pending),
+            Some(deadline - FINAL_APPROACH)
+        );
     }
 
     #[tokio::test(start_paused = true)]
