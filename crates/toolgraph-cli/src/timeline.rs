@@ -372,12 +372,13 @@ fn through_joins(ends: &[Option<f64>], edges: &[(usize, usize)]) -> Vec<(usize, 
     // For each join: the call of its group that ended last.
     let mut last: std::collections::HashMap<usize, (usize, f64)> = Default::default();
     for &(from, to) in edges {
-        if to >= n && from < n {
-            if let Some(end) = finished(from) {
-                let slot = last.entry(to).or_insert((from, end));
-                if end > slot.1 {
-                    *slot = (from, end);
-                }
+        if to >= n
+            && from < n
+            && let Some(end) = finished(from)
+        {
+            let slot = last.entry(to).or_insert((from, end));
+            if end > slot.1 {
+                *slot = (from, end);
             }
         }
     }

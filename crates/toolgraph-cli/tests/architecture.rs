@@ -20,7 +20,7 @@ fn allowed() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static str>)> {
         (tools, (vec![core], vec![engine])),
         (support, (vec![core], vec![])),
         (store, (vec![core, engine], vec![support])),
-        (mcp, (vec![core], vec![engine])),
+        (mcp, (vec![core], vec![engine, support])),
         ("toolgraph-llm", (vec![core, engine], vec![support, tools])),
         (
             "toolgraph",
@@ -31,7 +31,7 @@ fn allowed() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static str>)> {
         ),
         (
             "toolgraph-cli",
-            (vec!["toolgraph", core, engine, tools, store], vec![]),
+            (vec!["toolgraph", core, engine, tools, store], vec![support]),
         ),
     ])
 }

@@ -214,10 +214,10 @@ fn ctrl_c_cancels_the_run_records_it_cancelled_and_resume_finishes_it() {
 fn processes(cmdline: &str) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            if text(&cmd).trim_end_matches('\0').replace('\0', " ") == cmdline {
-                found.push(entry.file_name().to_string_lossy().into_owned());
-            }
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline"))
+            && text(&cmd).trim_end_matches('\0').replace('\0', " ") == cmdline
+        {
+            found.push(entry.file_name().to_string_lossy().into_owned());
         }
     }
     found

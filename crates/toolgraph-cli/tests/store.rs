@@ -47,11 +47,9 @@ async fn databases(dir: &Path) -> Vec<String> {
             urls.push(format!("{url}{sep}options[search_path]={schema}"));
         }
         Err(_) => {
-            assert!(
-                std::env::var_os("TOOLGRAPH_REQUIRE_SERVICES").is_none(),
-                "TOOLGRAPH_TEST_PG_URL is unset but TOOLGRAPH_REQUIRE_SERVICES demands PostgreSQL"
+            toolgraph_test_support::skip(
+                "TOOLGRAPH_TEST_PG_URL is unset (no PostgreSQL to test against)",
             );
-            eprintln!("SKIPPED the PostgreSQL half: TOOLGRAPH_TEST_PG_URL is unset");
         }
     }
     urls

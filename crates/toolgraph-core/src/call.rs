@@ -96,10 +96,10 @@ pub fn parse_tool_calls(input: &Value) -> Result<Vec<ToolCall>, InputError> {
             Some(Value::Number(n)) => Some(Cow::Owned(n.to_string())),
             _ => None,
         };
-        if let Some(id) = id {
-            if !seen.insert(id.clone()) {
-                problems.push(Problem::call(position, &*id, "duplicate call id"));
-            }
+        if let Some(id) = id
+            && !seen.insert(id.clone())
+        {
+            problems.push(Problem::call(position, &*id, "duplicate call id"));
         }
         match parse_one(position, item) {
             Ok(call) => calls.push(call),

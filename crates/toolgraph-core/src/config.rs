@@ -147,10 +147,10 @@ impl ParallelExecutorConfig {
                 );
             }
         }
-        if let Some(cpu) = self.resource_limit_cpu {
-            if !(cpu.is_finite() && cpu > 0.0) {
-                return bad("resource_limit_cpu".into(), "must be a positive number");
-            }
+        if let Some(cpu) = self.resource_limit_cpu
+            && !(cpu.is_finite() && cpu > 0.0)
+        {
+            return bad("resource_limit_cpu".into(), "must be a positive number");
         }
         if self.resource_limit_memory_mb == Some(0) {
             return bad("resource_limit_memory_mb".into(), "must be at least 1");

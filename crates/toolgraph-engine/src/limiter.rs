@@ -196,16 +196,16 @@ impl Limits {
         resources: &[String],
         cost: ResourceCost,
     ) -> Option<Misfit> {
-        if let Some(limit) = self.per_tool.get(tool).copied().flatten() {
-            if in_use.tool.get(tool).copied().unwrap_or(0) >= limit {
-                return Some(Misfit::Tool(tool));
-            }
+        if let Some(limit) = self.per_tool.get(tool).copied().flatten()
+            && in_use.tool.get(tool).copied().unwrap_or(0) >= limit
+        {
+            return Some(Misfit::Tool(tool));
         }
         for key in resources {
-            if let Some(limit) = self.config.resource_limit(key) {
-                if in_use.resources.get(key).copied().unwrap_or(0) >= limit {
-                    return Some(Misfit::Resource(key.clone()));
-                }
+            if let Some(limit) = self.config.resource_limit(key)
+                && in_use.resources.get(key).copied().unwrap_or(0) >= limit
+            {
+                return Some(Misfit::Resource(key.clone()));
             }
         }
         if let Some(cpu) = self.config.resource_limit_cpu {

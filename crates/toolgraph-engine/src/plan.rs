@@ -405,15 +405,15 @@ impl Plan {
                     if let Some(why) = exclusive_why {
                         accesses.clear();
                         // Writes the universal resource: after every earlier call, before every later one.
-                        if universal.readers.is_empty() {
-                            if let Some(w) = universal.last_writer {
-                                add_edge(
-                                    &mut edges,
-                                    &mut incoming_stamp,
-                                    w as usize,
-                                    EdgeReason::Exclusive { why: why.clone() },
-                                );
-                            }
+                        if universal.readers.is_empty()
+                            && let Some(w) = universal.last_writer
+                        {
+                            add_edge(
+                                &mut edges,
+                                &mut incoming_stamp,
+                                w as usize,
+                                EdgeReason::Exclusive { why: why.clone() },
+                            );
                         }
                         for r in universal.readers.drain(..) {
                             add_edge(

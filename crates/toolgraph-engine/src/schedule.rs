@@ -663,10 +663,10 @@ impl<'a> Scheduler<'a> {
             }
             if let Some(count) = self.resource_in_flight.get_mut(key) {
                 *count = count.saturating_sub(1);
-                if let Some(heap) = self.parked_resource.get_mut(key) {
-                    if let Some(e) = heap.pop() {
-                        self.ready.push(e);
-                    }
+                if let Some(heap) = self.parked_resource.get_mut(key)
+                    && let Some(e) = heap.pop()
+                {
+                    self.ready.push(e);
                 }
             }
         }

@@ -381,10 +381,10 @@ impl ExecutionStore for MemoryStore {
 
     fn mark_cancelled<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            if let Some(e) = self.lock().get_mut(id) {
-                if e.status == "finished" {
-                    e.status = "cancelled";
-                }
+            if let Some(e) = self.lock().get_mut(id)
+                && e.status == "finished"
+            {
+                e.status = "cancelled";
             }
             Ok(())
         })
@@ -441,10 +441,10 @@ impl ExecutionStore for MemoryStore {
 
     fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            if let Some(e) = self.lock().get_mut(id) {
-                if e.owner.as_ref().is_some_and(|(holder, _)| holder == owner) {
-                    e.owner = None;
-                }
+            if let Some(e) = self.lock().get_mut(id)
+                && e.owner.as_ref().is_some_and(|(holder, _)| holder == owner)
+            {
+                e.owner = None;
             }
             Ok(())
         })

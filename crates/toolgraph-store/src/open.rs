@@ -73,15 +73,16 @@ impl Store {
             let mut url = format!("sqlite:{rest}");
             let file = sqlite_file(&url);
             if create {
-                if let Some(dir) = file.as_deref().and_then(Path::parent) {
-                    if !dir.as_os_str().is_empty() && !dir.exists() {
-                        std::fs::create_dir_all(dir).map_err(|e| {
-                            failed(
-                                "creating the directory of",
-                                format!("{}: {e}", dir.display()),
-                            )
-                        })?;
-                    }
+                if let Some(dir) = file.as_deref().and_then(Path::parent)
+                    && !dir.as_os_str().is_empty()
+                    && !dir.exists()
+                {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        failed(
+                            "creating the directory of",
+                            format!("{}: {e}", dir.display()),
+                        )
+                    })?;
                 }
             } else if !file.as_deref().is_some_and(Path::exists) {
                 // No file (or an in-memory database): nothing was ever recorded there.

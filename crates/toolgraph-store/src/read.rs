@@ -344,11 +344,9 @@ mod tests {
     #[tokio::test]
     async fn a_prefix_is_looked_up_in_the_byte_ordered_id_index_on_postgres() {
         let Ok(url) = std::env::var("TOOLGRAPH_TEST_PG_URL") else {
-            assert!(
-                std::env::var_os("TOOLGRAPH_REQUIRE_SERVICES").is_none(),
-                "TOOLGRAPH_TEST_PG_URL is unset but TOOLGRAPH_REQUIRE_SERVICES demands PostgreSQL"
+            toolgraph_test_support::skip(
+                "TOOLGRAPH_TEST_PG_URL is unset (no PostgreSQL to test against)",
             );
-            eprintln!("SKIPPED on PostgreSQL: TOOLGRAPH_TEST_PG_URL is unset");
             return;
         };
         let schema = format!("tg_plan_{}", uuid::Uuid::new_v4().simple());

@@ -200,11 +200,9 @@ async fn a_call_goes_ahead_when_its_start_is_not_durable_in_time_and_close_says_
 /// name of their own: the server's URL, the store, the application name and the schema.
 async fn postgres(options: StoreOptions) -> Option<(String, Store, String, String)> {
     let Ok(url) = std::env::var("TOOLGRAPH_TEST_PG_URL") else {
-        assert!(
-            std::env::var_os("TOOLGRAPH_REQUIRE_SERVICES").is_none(),
-            "TOOLGRAPH_TEST_PG_URL is unset but TOOLGRAPH_REQUIRE_SERVICES demands PostgreSQL"
+        toolgraph_test_support::skip(
+            "TOOLGRAPH_TEST_PG_URL is unset (no PostgreSQL to test against)",
         );
-        eprintln!("SKIPPED: TOOLGRAPH_TEST_PG_URL is unset");
         return None;
     };
     let suffix = uuid::Uuid::new_v4().simple().to_string();

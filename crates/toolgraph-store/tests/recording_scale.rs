@@ -98,11 +98,9 @@ async fn every_call_is_recorded_at_scale_and_the_time_it_took_is_printed() {
         figures("SQLite    ", &*store, n).await;
     }
     let Ok(url) = std::env::var("TOOLGRAPH_TEST_PG_URL") else {
-        assert!(
-            std::env::var_os("TOOLGRAPH_REQUIRE_SERVICES").is_none(),
-            "TOOLGRAPH_TEST_PG_URL is unset but TOOLGRAPH_REQUIRE_SERVICES demands PostgreSQL"
+        toolgraph_test_support::skip(
+            "TOOLGRAPH_TEST_PG_URL is unset (no PostgreSQL to test against)",
         );
-        eprintln!("SKIPPED the PostgreSQL half: TOOLGRAPH_TEST_PG_URL is unset");
         return;
     };
     // A schema of its own, dropped afterwards.

@@ -3,7 +3,12 @@
 //! [`ScriptedTool`] does what each call's arguments say (`ms` to sleep, `fail`, `fail_times`,
 //! `panic`, `hang`, `reads`/`writes` resources) and a shared [`Probe`] records what really
 //! happened: invocations, peak concurrency, live calls, and a log of starts and ends in
-//! order. [`Gate`] holds calls until the test opens it.
+//! order. [`Gate`] holds calls until the test opens it. [`skip`] is how a test skips a
+//! check that needs a service or program this machine lacks (counted by `cargo test-all`).
+
+mod skip;
+
+pub use skip::{REQUIRE_VAR, SKIP_LOG_VAR, skip};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -120,10 +125,10 @@ impl Drop for Live {
         self.probe.push(Step::End(self.id.clone()));
         self.probe.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.probe.live.fetch_sub(1, Ordering::SeqCst);
-        if let (Some(k), Ok(mut m)) = (&self.key, self.probe.per_key.lock()) {
-            if let Some(e) = m.get_mut(k) {
-                e.0 -= 1;
-            }
+        if let (Some(k), Ok(mut m)) = (&self.key, self.probe.per_key.lock())
+            && let Some(e) = m.get_mut(k)
+        {
+            e.0 -= 1;
         }
     }
 }
@@ -208,13 +213,13 @@ impl Tool for ScriptedTool {
             if let Some(m) = args.get("panic").and_then(Value::as_str) {
                 panic!("{m}");
             }
-            if let Some(n) = args.get("fail_times").and_then(Value::as_u64) {
-                if u64::from(ctx.attempt) <= n {
-                    return Err(ToolError::transient(format!(
-                        "flaky failure on attempt {}",
-                        ctx.attempt
-                    )));
-                }
+            if let Some(n) = args.get("fail_times").and_then(Value::as_u64)
+                && u64::from(ctx.attempt) <= n
+            {
+                return Err(ToolError::transient(format!(
+                    "flaky failure on attempt {}",
+                    ctx.attempt
+                )));
             }
             if let Some(m) = args.get("fail").and_then(Value::as_str) {
                 let transient = args.get("transient").and_then(Value::as_bool) == Some(true);

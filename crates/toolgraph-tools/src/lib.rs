@@ -1,11 +1,15 @@
-//! Built-in tools for demos, tests and benchmarks: `sleep`, `echo`, `fail`, `burn`.
+//! Built-in tools: `sleep`, `echo`, `fail`, `burn` (here, for demos, tests and benchmarks),
+//! the sandboxed file tools (`fs`), `http_fetch` (`http`) and the allow-listed `shell`.
 //!
 //! Each declares a JSON schema and honest scheduling traits: `sleep` and `echo` are
-//! idempotent, `fail` is not, `burn` is CPU-bound (blocking pool, one CPU unit).
+//! idempotent, `fail` is not, `burn` is CPU-bound (blocking pool, one CPU unit). `sleep` and
+//! `fail`'s `after_ms` wait on the precise shared timer in `timer` (≈ 0.1 ms, not tokio's
+//! 1 ms tick).
 
 pub mod fs;
 pub mod http;
 pub mod shell;
+pub mod timer;
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +26,8 @@ pub fn builtins() -> ToolSet {
 
 /// Registers every built-in tool into `set`.
 pub fn register_builtins(set: &mut ToolSet) -> Result<(), ToolSetError> {
+    // Start the timer thread now, so the first sleep does not pay for it.
+    timer::start();
     set.register(FnTool::new(sleep_spec(), sleep))?;
     set.register(FnTool::new(echo_spec(), |args, _| async move { Ok(args) }))?;
     set.register(FnTool::new(fail_spec(), fail))?;
@@ -49,7 +55,7 @@ fn sleep_spec() -> ToolSpec {
 
 async fn sleep(args: Value, _ctx: CallContext) -> Result<Value, ToolError> {
     let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
+    timer::sleep(Duration::from_millis(ms)).await;
     Ok(json!({"slept_ms": ms}))
 }
 
@@ -75,7 +81,7 @@ fn fail_spec() -> ToolSpec {
 
 async fn fail(args: Value, _ctx: CallContext) -> Result<Value, ToolError> {
     let ms = args.get("after_ms").and_then(Value::as_u64).unwrap_or(0);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
+    timer::sleep(Duration::from_millis(ms)).await;
     let message = args
         .get("message")
         .and_then(Value::as_str)

@@ -217,13 +217,13 @@ impl Tool for Shell {
                     }
                 )));
             }
-            if self.confine_args {
-                if let Some(arg) = argv[1..].iter().find(|a| leaves_the_root(a)) {
-                    return Err(ToolError::permanent(format!(
-                        "argument {arg:?} names a path outside the file root (absolute or \
+            if self.confine_args
+                && let Some(arg) = argv[1..].iter().find(|a| leaves_the_root(a))
+            {
+                return Err(ToolError::permanent(format!(
+                    "argument {arg:?} names a path outside the file root (absolute or \
                          with \"..\"), refused by [shell] confine_args"
-                    )));
-                }
+                )));
             }
             let cwd = args.get("cwd").and_then(Value::as_str).unwrap_or(".");
             let (dir, _) = self.sandbox.resolve(cwd).map_err(ToolError::permanent)?;

@@ -395,10 +395,10 @@ fn one_line(message: &str) -> String {
 /// A variable's value as TOML (`8`, `true`, `[1, 2]`, `{ a = 1 }`), else a comma-separated
 /// list for list fields, else a string.
 fn parse_value(raw: &str, list: bool) -> Value {
-    if let Ok(mut t) = toml::from_str::<Table>(&format!("v = {raw}")) {
-        if let Some(v) = t.remove("v") {
-            return v;
-        }
+    if let Ok(mut t) = toml::from_str::<Table>(&format!("v = {raw}"))
+        && let Some(v) = t.remove("v")
+    {
+        return v;
     }
     if list {
         let items = raw.split(',').map(str::trim).filter(|s| !s.is_empty());

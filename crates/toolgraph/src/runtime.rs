@@ -366,10 +366,10 @@ impl Runtime {
                 Ok((_, problem)) => problem,
                 Err(e) => Some(e.to_string()),
             };
-        if was_cancelled(&cancel, &result) {
-            if let Err(e) = store.mark_cancelled(&id).await {
-                recording_error = Some(format!("marking the execution cancelled failed: {e}"));
-            }
+        if was_cancelled(&cancel, &result)
+            && let Err(e) = store.mark_cancelled(&id).await
+        {
+            recording_error = Some(format!("marking the execution cancelled failed: {e}"));
         }
         drop(heartbeat);
         // Best effort: a lease left behind lapses by itself.
@@ -435,15 +435,15 @@ impl Runtime {
         }
         let plan = self.plan(point.calls.clone())?;
         let mut claim = store.claim(id, &self.owner, self.lease_ms(), None).await?;
-        if let Claim::Held { owner, .. } = &claim {
-            if died_here(owner) {
-                // Its process is gone from this host: no need to wait for the timeout. Only
-                // one claimant can replace that owner.
-                let dead = owner.clone();
-                claim = store
-                    .claim(id, &self.owner, self.lease_ms(), Some(&dead))
-                    .await?;
-            }
+        if let Claim::Held { owner, .. } = &claim
+            && died_here(owner)
+        {
+            // Its process is gone from this host: no need to wait for the timeout. Only
+            // one claimant can replace that owner.
+            let dead = owner.clone();
+            claim = store
+                .claim(id, &self.owner, self.lease_ms(), Some(&dead))
+                .await?;
         }
         if let Claim::Held {
             owner,

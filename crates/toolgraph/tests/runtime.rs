@@ -322,10 +322,10 @@ async fn a_store_that_fails_for_good_mid_run_is_reported_and_the_run_finishes_in
         }
     });
     loop {
-        if let Some(h) = store.history(1).await.expect("history").first() {
-            if store.load(&h.id).await.expect("load").states[0] == "running" {
-                break;
-            }
+        if let Some(h) = store.history(1).await.expect("history").first()
+            && store.load(&h.id).await.expect("load").states[0] == "running"
+        {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -596,10 +596,10 @@ async fn an_execution_is_run_by_one_process_at_a_time() {
         }
     });
     let id = loop {
-        if let Some(h) = store.history(1).await.expect("history").first() {
-            if store.load(&h.id).await.expect("load").states[1] == "running" {
-                break h.id.clone();
-            }
+        if let Some(h) = store.history(1).await.expect("history").first()
+            && store.load(&h.id).await.expect("load").states[1] == "running"
+        {
+            break h.id.clone();
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };

@@ -184,10 +184,9 @@ impl EventSink for Finishes {
         if let Event::CallFinished {
             position, status, ..
         } = event
+            && let Ok(mut f) = self.0.lock()
         {
-            if let Ok(mut f) = self.0.lock() {
-                f.push((*position, *status));
-            }
+            f.push((*position, *status));
         }
     }
 }

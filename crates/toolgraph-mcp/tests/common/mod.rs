@@ -19,13 +19,9 @@ pub fn server_script(bin: &str) -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }
-    if std::env::var_os("TOOLGRAPH_REQUIRE_SERVICES").is_some() {
-        panic!(
-            "{} is missing and TOOLGRAPH_REQUIRE_SERVICES is set: run npm ci --prefix crates/toolgraph-mcp/tests/servers",
-            path.display()
-        );
-    }
-    println!("SKIPPED: run npm ci --prefix crates/toolgraph-mcp/tests/servers");
+    toolgraph_test_support::skip(&format!(
+        "{bin} is not installed: run npm ci --prefix crates/toolgraph-mcp/tests/servers"
+    ));
     None
 }
 
