@@ -5,6 +5,7 @@
 //! - overhead per dependency edge on a 10,000-call chain;
 //! - sleep-based DAGs: makespan against the measured critical path, and the skewed layered
 //!   DAG run level by level (as a barrier-per-level executor would) for comparison;
+//! - sleep-bound batches against their ideal makespan, the asked-for durations (`sleep`);
 //! - peak memory of one no-op execution at several sizes, each in a fresh process
 //!   (`bench_memory`).
 //!
@@ -22,6 +23,8 @@ use toolgraph_store::ExecutionStore;
 
 use crate::Outcome;
 use crate::out::outln;
+
+mod sleep;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -171,7 +174,7 @@ async fn recording(url: &str, n: usize, runs: usize) -> Result<Vec<Figure>> {
     ])
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs.get(xs.len() / 2).copied().unwrap_or(0.0)
 }
@@ -355,6 +358,11 @@ pub async fn run(args: BenchArgs) -> Result<Outcome> {
                 r.total_time_ms, r.critical_path_ms, r.speedup
             ),
         })?;
+    }
+
+    // 4b. Sleep-bound batches against the durations they asked for.
+    for f in sleep::figures(runs).await? {
+        say(f);
     }
 
     // 5. The same skewed DAG, level by level (a barrier per level).
