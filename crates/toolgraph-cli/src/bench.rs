@@ -362,7 +362,7 @@ pub async fn run(args: BenchArgs) -> Result<Outcome> {
 
     // 4b. Sleep-bound batches against the durations they asked for.
     for f in sleep::figures(runs).await? {
-        say(f);
+        say(f)?;
     }
 
     // 5. The same skewed DAG, level by level (a barrier per level).
