@@ -162,6 +162,14 @@ pub struct DbFlag {
     pub db: Option<String>,
 }
 
+impl DbFlag {
+    fn apply(&self, config: &mut Config) {
+        if let Some(db) = &self.db {
+            config.store.url = db.clone();
+        }
+    }
+}
+
 /// The flags of the commands that run calls (`run`, `chat`); each wins over the file and
 /// the environment.
 #[derive(Args, Clone, Debug, Default)]
@@ -216,9 +224,7 @@ impl ResumeFlags {
         let mut config = self.config.load()?;
         self.tools.apply(&mut config)?;
         self.limits.apply(&mut config);
-        if let Some(db) = &self.store.db {
-            config.store.url = db.clone();
-        }
+        self.store.apply(&mut config);
         config.executor.validate()?;
         Ok(config)
     }
@@ -292,16 +298,19 @@ impl StoreLocation {
     /// only read create none — and its URL for messages (any password hidden).
     pub async fn existing_store(&self) -> Result<(Option<Arc<dyn ExecutionStore>>, String)> {
         let mut config = self.config.load()?;
-        if let Some(db) = &self.store.db {
-            config.store.url = db.clone();
-        }
-        let url = config.store.url;
-        let shown = toolgraph_store::hide_password(&url);
-        let store = toolgraph_store::open_existing(&url)
-            .await
-            .with_context(|| format!("opening the store {shown}"))?;
-        Ok((store, shown))
+        self.store.apply(&mut config);
+        open_existing_store(&config.store.url).await
     }
+}
+
+/// The store at `url` if it exists (nothing is created), and the URL for messages (any
+/// password hidden).
+pub async fn open_existing_store(url: &str) -> Result<(Option<Arc<dyn ExecutionStore>>, String)> {
+    let shown = toolgraph_store::hide_password(url);
+    let store = toolgraph_store::open_existing(url)
+        .await
+        .with_context(|| format!("opening the store {shown}"))?;
+    Ok((store, shown))
 }
 
 /// Flags of the commands that read the store and print what they found.

@@ -8,14 +8,14 @@
 //! An execution Ctrl-C cancelled resumes the same way (its cancelled calls count as
 //! interrupted ones), and Ctrl-C during a resume cancels it again.
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use clap::Args;
 use toolgraph::{ExecuteOptions, Resumed, RuntimeError};
 use toolgraph_engine::CancellationToken;
 
 use crate::Outcome;
 use crate::history_cmd::{nothing_yet, resolve};
-use crate::input::{OutputFlags, ResumeFlags, report_rejection};
+use crate::input::{OutputFlags, ResumeFlags, open_existing_store, report_rejection};
 use crate::out::outln;
 use crate::progress::Progress;
 use crate::run_cmd::{print_result_showing, report_timeline, write_timeline};
@@ -35,11 +35,9 @@ pub async fn run(args: ResumeArgs, stop: CancellationToken) -> Result<Outcome> {
     let mut config = args.flags.config()?;
     // Resuming is recording: the store is needed even under --no-record — but only one
     // that exists: there is nothing to resume in a store that is not there.
-    let shown = toolgraph_store::hide_password(&config.store.url);
-    let store = toolgraph_store::open_existing(&config.store.url)
-        .await
-        .with_context(|| format!("opening the store {shown}"))?
-        .ok_or_else(|| anyhow!("no execution {}: {}", args.id, nothing_yet(&shown)))?;
+    let (store, shown) = open_existing_store(&config.store.url).await?;
+    let store =
+        store.ok_or_else(|| anyhow!("no execution {}: {}", args.id, nothing_yet(&shown)))?;
     let id = resolve(&*store, &args.id).await?.id;
     config.store.record = false;
     let mut runtime = toolgraph::Runtime::start(&config)

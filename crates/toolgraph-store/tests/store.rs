@@ -35,7 +35,9 @@ async fn sqlite() -> Option<Opened> {
     })
 }
 
-async fn postgres() -> Option<Opened> {
+/// A fresh, empty schema on the test PostgreSQL: the URL that works in it, its name, and a
+/// connection (skips when there is no PostgreSQL to test against).
+async fn fresh_postgres_schema() -> Option<(String, String, sqlx::PgConnection)> {
     let Ok(url) = std::env::var("TOOLGRAPH_TEST_PG_URL") else {
         toolgraph_test_support::skip(
             "TOOLGRAPH_TEST_PG_URL is unset (no PostgreSQL to test against)",
@@ -51,8 +53,17 @@ async fn postgres() -> Option<Opened> {
         .await
         .expect("schema");
     let sep = if url.contains('?') { '&' } else { '?' };
+    Some((
+        format!("{url}{sep}options[search_path]={schema}"),
+        schema,
+        conn,
+    ))
+}
+
+async fn postgres() -> Option<Opened> {
+    let (in_schema, _, _) = fresh_postgres_schema().await?;
     Some(Opened {
-        store: toolgraph_store::open(&format!("{url}{sep}options[search_path]={schema}"))
+        store: toolgraph_store::open(&in_schema)
             .await
             .expect("postgres store"),
         _dir: None,
@@ -250,22 +261,9 @@ async fn opening_an_existing_sqlite_store_creates_nothing_and_finds_none_where_n
 
 #[tokio::test]
 async fn opening_an_existing_postgres_store_creates_no_table_where_none_is() {
-    let Ok(url) = std::env::var("TOOLGRAPH_TEST_PG_URL") else {
-        toolgraph_test_support::skip(
-            "TOOLGRAPH_TEST_PG_URL is unset (no PostgreSQL to test against)",
-        );
+    let Some((in_schema, schema, mut conn)) = fresh_postgres_schema().await else {
         return;
     };
-    let schema = format!("tg_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&url)
-        .await
-        .expect("PostgreSQL reachable");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&mut conn)
-        .await
-        .expect("schema");
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let in_schema = format!("{url}{sep}options[search_path]={schema}");
     assert!(
         toolgraph_store::open_existing(&in_schema)
             .await
