@@ -285,9 +285,13 @@ pub async fn stats(args: StatsArgs) -> Result<Outcome> {
 
 #[derive(Args)]
 pub struct PruneArgs {
+    /// The executions to delete: ids, or prefixes no other id starts with (at least 4
+    /// characters). With `--older-than` too, only those of them older than that.
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
     /// Delete executions created longer ago than this (e.g. `30d`).
-    #[arg(long, value_name = "DURATION")]
-    pub older_than: String,
+    #[arg(long, value_name = "DURATION", required_unless_present = "ids")]
+    pub older_than: Option<String>,
     /// Say what would be deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -300,13 +304,32 @@ pub struct PruneArgs {
 }
 
 pub async fn prune(args: PruneArgs) -> Result<Outcome> {
+    let created_before_ms = args.older_than.as_deref().map(cutoff).transpose()?;
+    let (store, name) = args.store.existing_store().await?;
+    if store.is_none()
+        && let Some(first) = args.ids.first()
+    {
+        return Err(anyhow!("no execution {first}: {}", nothing_yet(&name)));
+    }
+    // Every id is resolved before anything is deleted: one unknown or ambiguous id and
+    // nothing goes.
+    let mut named: Vec<ExecutionSummary> = Vec::with_capacity(args.ids.len());
+    if let Some(store) = &store {
+        for given in &args.ids {
+            let found = resolve(&**store, given).await?;
+            if !named.iter().any(|s| s.id == found.id) {
+                named.push(found);
+            }
+        }
+    }
+    let ids: Vec<String> = named.iter().map(|s| s.id.clone()).collect();
     let request = PruneRequest {
-        created_before_ms: cutoff(&args.older_than)?,
+        created_before_ms: created_before_ms.unwrap_or(i64::MAX),
+        ids: (!args.ids.is_empty()).then(|| ids.clone()),
         include_unfinished: args.include_interrupted,
         lease_timeout_ms: lease_timeout_ms(),
         dry_run: args.dry_run,
     };
-    let (store, name) = args.store.existing_store().await?;
     let pruned = match &store {
         Some(store) => store.prune(&request).await?,
         None => Default::default(),
@@ -315,8 +338,9 @@ pub async fn prune(args: PruneArgs) -> Result<Outcome> {
         let mut out = serde_json::to_value(&pruned)?;
         if let Some(fields) = out.as_object_mut() {
             fields.insert("store".into(), name.clone().into());
+            fields.insert("ids".into(), request.ids.clone().into());
             fields.insert("older_than".into(), args.older_than.clone().into());
-            fields.insert("created_before_ms".into(), request.created_before_ms.into());
+            fields.insert("created_before_ms".into(), created_before_ms.into());
             fields.insert("dry_run".into(), args.dry_run.into());
         }
         outln!("{}", serde_json::to_string_pretty(&out)?)?;
@@ -329,20 +353,22 @@ pub async fn prune(args: PruneArgs) -> Result<Outcome> {
         outln!("{}: nothing to prune", nothing_yet(&name))?;
         return Ok(Outcome::Success);
     }
+    // Which executions were asked for, as the report names them.
+    let which = match (&args.older_than, ids.len()) {
+        (Some(ago), 0) => format!("execution(s) older than {ago}"),
+        (None, named) => format!("of the {named} execution(s) named"),
+        (Some(ago), named) => format!("of the {named} execution(s) named, older than {ago},"),
+    };
     let now = toolgraph_store::now_ms();
     let n = pruned.deleted.len();
     if args.dry_run {
         outln!(
-            "would prune {n} execution(s) older than {} from {name}{}",
-            args.older_than,
+            "would prune {n} {which} from {name}{}",
             if n > 0 { ":" } else { "" }
         )?;
         list(&pruned.deleted, now, |_| String::new())?;
     } else {
-        outln!(
-            "pruned {n} execution(s) older than {} from {name}",
-            args.older_than
-        )?;
+        outln!("pruned {n} {which} from {name}")?;
     }
     if !pruned.kept_unfinished.is_empty() {
         outln!(
@@ -362,6 +388,23 @@ pub async fn prune(args: PruneArgs) -> Result<Outcome> {
                 .map(|o| format!("  in {o}"))
                 .unwrap_or_default()
         })?;
+    }
+    if let Some(ago) = &args.older_than {
+        // Named, but created since the cutoff: not selected at all.
+        let reported = |id: &str| {
+            [&pruned.deleted, &pruned.kept_unfinished, &pruned.kept_live]
+                .iter()
+                .any(|list| list.iter().any(|s| s.id == id))
+        };
+        let younger: Vec<ExecutionSummary> =
+            named.iter().filter(|s| !reported(&s.id)).cloned().collect();
+        if !younger.is_empty() {
+            outln!(
+                "kept {} created since (not older than {ago}):",
+                younger.len()
+            )?;
+            list(&younger, now, |_| String::new())?;
+        }
     }
     Ok(Outcome::Success)
 }

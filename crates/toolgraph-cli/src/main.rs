@@ -60,7 +60,7 @@ enum Command {
     Show(history_cmd::ShowArgs),
     /// Statistics over recorded executions: speedup, efficiency, success, per-tool latency.
     Stats(history_cmd::StatsArgs),
-    /// Delete recorded executions older than a duration.
+    /// Delete recorded executions: the ones named (ids or unique prefixes), or those older than a duration.
     Prune(history_cmd::PruneArgs),
     /// List the registered tools with their schemas and scheduling traits.
     Tools(tools_cmd::ToolsArgs),

@@ -2,7 +2,7 @@
 //! default store in the user's data directory (and never in the current folder), reading
 //! commands that create nothing, id prefixes for `show` and `resume`, ids `history` shows
 //! that paste back, ambiguous prefixes listing their candidates, `show`'s exit code, and
-//! `prune`'s dry run, JSON and refusals.
+//! `prune`'s dry run, JSON, refusals and named executions.
 //!
 //! Every command runs in a folder of its own with `HOME` and `XDG_DATA_HOME` in a temporary
 //! directory: no test touches the real user's data directory.
@@ -167,7 +167,11 @@ fn reading_commands_in_an_empty_folder_create_no_store_and_say_nothing_is_record
         assert_eq!(got, empty, "{args:?}");
         assert!(text(&out.stderr).contains(&store), "{args:?}");
     }
-    for args in [&["show", "3f2c1a8e"][..], &["resume", "3f2c1a8e"]] {
+    for args in [
+        &["show", "3f2c1a8e"][..],
+        &["resume", "3f2c1a8e"],
+        &["prune", "3f2c1a8e"],
+    ] {
         let out = sandbox.run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let said = text(&out.stderr);
@@ -453,4 +457,101 @@ async fn prune_keeps_interrupted_and_live_executions_and_says_what_it_would_dele
         .map(|s| s.id)
         .collect();
     assert_eq!(left, [live]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_deletes_the_executions_named_by_id_or_prefix_and_only_those() {
+    let sandbox = Sandbox::new();
+    let first = run_recorded(&sandbox, &example("turn.json"), &[]);
+    let second = run_recorded(&sandbox, &example("turn.json"), &[]);
+    let third = run_recorded(&sandbox, &example("turn.json"), &[]);
+    let store = Store::open(&sandbox.default_url()).await.expect("store");
+    let crashed = begin(&store).await;
+    let left = || async {
+        let mut ids: Vec<String> = store
+            .history(10)
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |mut v: Vec<&String>| {
+        v.sort();
+        v.into_iter().cloned().collect::<Vec<String>>()
+    };
+
+    // Neither ids nor --older-than: refused, as a usage error.
+    let out = sandbox.run(&["prune"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--older-than"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // One unknown id among known ones: nothing is deleted, the unknown one is named.
+    let unknown = ["0000", "ffff"]
+        .into_iter()
+        .find(|p| {
+            ![&first, &second, &third, &crashed]
+                .iter()
+                .any(|id| id.starts_with(p))
+        })
+        .expect("one matches nothing");
+    let out = sandbox.run(&["prune", &first[..8], unknown]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(&format!("no execution {unknown} in the store")),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(left().await.len(), 4, "nothing went");
+
+    // A dry run by prefix says which would go; then it goes, and only it.
+    let out = sandbox.run(&["prune", &first[..8], "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("would prune 1 of the 1 execution(s) named"),
+        "{said}"
+    );
+    assert!(said.contains(&first), "{said}");
+    assert_eq!(left().await.len(), 4);
+    let out = sandbox.run(&["prune", &first[..8], &first]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("pruned 1 of the 1 execution(s) named"),
+        "the same execution twice counts once: {}",
+        text(&out.stdout)
+    );
+    assert_eq!(left().await, sorted(vec![&second, &third, &crashed]));
+
+    // Named but younger than --older-than: kept, and said so.
+    let out = sandbox.run(&["prune", &second[..8], "--older-than", "1d", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out);
+    assert_eq!(v["deleted"], json!([]));
+    assert_eq!(v["ids"], json!([second]));
+    let out = sandbox.run(&["prune", &second[..8], "--older-than", "1d"]);
+    assert!(
+        text(&out.stdout).contains("kept 1 created since (not older than 1d)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A named execution that never finished stays unless included.
+    let out = sandbox.run(&["prune", &crashed[..8], &third[..8]]);
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("pruned 1 of the 2 execution(s) named"),
+        "{said}"
+    );
+    assert!(said.contains("kept 1 that never finished"), "{said}");
+    assert_eq!(left().await, sorted(vec![&second, &crashed]));
+    let out = json(&sandbox.run(&["prune", &crashed[..8], "--include-interrupted", "--json"]));
+    assert_eq!(out["deleted"][0]["id"], json!(crashed));
+    assert_eq!(left().await, [second]);
 }

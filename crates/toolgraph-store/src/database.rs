@@ -263,45 +263,54 @@ impl Store {
     }
 
     /// What `request` deletes, chosen and deleted by one `DELETE … RETURNING` (so a lease
-    /// taken meanwhile keeps its execution); the rows an execution owns go with it by the
-    /// schema's cascades. Then the old executions left are read, to say why they stayed.
+    /// taken meanwhile keeps its execution; a long list of ids takes one per slice, in one
+    /// transaction); the rows an execution owns go with it by the schema's cascades. Then
+    /// the selected executions left are read, to say why they stayed.
     async fn delete_old(&self, request: &PruneRequest) -> Result<Pruned, StoreError> {
         let now = now_ms();
         let live_after = now.saturating_sub(request.lease_timeout_ms);
-        if request.dry_run {
-            let rows = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {SUMMARY_COLUMNS} FROM executions WHERE created_at < $1"
-            )))
-            .bind(request.created_before_ms)
-            .fetch_all(&self.pool)
-            .await?;
-            let old = rows.iter().map(read::summary).collect::<Result<_, _>>()?;
-            return Ok(Pruned::sort(old, request, now));
-        }
         let mut tx = self.pool.begin().await?;
-        // The terms of `Pruned::sort`, in SQL.
-        let deleted = sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM executions WHERE created_at < $1 \
-             AND NOT (owner IS NOT NULL AND heartbeat_at IS NOT NULL AND heartbeat_at >= $2) \
-             AND (status = 'finished' OR $3 = 1) RETURNING {SUMMARY_COLUMNS}"
-        )))
-        .bind(request.created_before_ms)
-        .bind(live_after)
-        .bind(i64::from(request.include_unfinished))
-        .fetch_all(&mut *tx)
-        .await?;
-        let kept = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {SUMMARY_COLUMNS} FROM executions WHERE created_at < $1"
-        )))
-        .bind(request.created_before_ms)
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut deleted = Vec::new();
+        let mut left = Vec::new();
+        for ids in request.id_slices() {
+            if !request.dry_run {
+                // The terms of `Pruned::sort`, in SQL.
+                let sql = format!(
+                    "DELETE FROM executions WHERE {} \
+                     AND NOT (owner IS NOT NULL AND heartbeat_at IS NOT NULL AND heartbeat_at >= $2) \
+                     AND (status = 'finished' OR $3 = 1) RETURNING {SUMMARY_COLUMNS}",
+                    selection(ids.as_deref(), 4)
+                );
+                let mut query = sqlx::query(AssertSqlSafe(sql))
+                    .bind(request.created_before_ms)
+                    .bind(live_after)
+                    .bind(i64::from(request.include_unfinished));
+                for id in ids.iter().flatten() {
+                    query = query.bind(id.as_str());
+                }
+                deleted.extend(query.fetch_all(&mut *tx).await?);
+            }
+            let sql = format!(
+                "SELECT {SUMMARY_COLUMNS} FROM executions WHERE {}",
+                selection(ids.as_deref(), 2)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(request.created_before_ms);
+            for id in ids.iter().flatten() {
+                query = query.bind(id.as_str());
+            }
+            left.extend(query.fetch_all(&mut *tx).await?);
+        }
         tx.commit().await?;
+        let left = left.iter().map(read::summary).collect::<Result<_, _>>()?;
+        if request.dry_run {
+            return Ok(Pruned::sort(left, request, now));
+        }
+        // What stayed, sorted by the same rules: nothing it holds is deletable any more.
         let mut pruned = Pruned::sort(
-            kept.iter().map(read::summary).collect::<Result<_, _>>()?,
+            left,
             &PruneRequest {
                 include_unfinished: false,
-                ..*request
+                ..request.clone()
             },
             now,
         );
@@ -311,6 +320,20 @@ impl Store {
             .collect::<Result<_, _>>()?;
         pruned.order();
         Ok(pruned)
+    }
+}
+
+/// The `WHERE` terms choosing a prune's executions: created before `$1`, and, when `ids`
+/// are given, one of them, bound from `$first` on.
+fn selection(ids: Option<&[String]>, first: usize) -> String {
+    match ids {
+        None => "created_at < $1".to_owned(),
+        Some(ids) => {
+            let marks: Vec<String> = (first..first + ids.len())
+                .map(|i| format!("${i}"))
+                .collect();
+            format!("created_at < $1 AND id IN ({})", marks.join(", "))
+        }
     }
 }
 

@@ -229,7 +229,7 @@ pub trait ExecutionStore: Send + Sync {
     fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Deletes the executions `request` selects, and everything they own: those created
-    /// before its cutoff — except any whose lease is held by a live owner (a heartbeat
+    /// before its cutoff (and among its ids, when it names some) — except any whose lease is held by a live owner (a heartbeat
     /// younger than the request's lease timeout), and, unless the request includes them,
     /// those that never finished (`resume` could finish them). Returns what went (with
     /// `dry_run`, what would go; nothing is deleted) and what was kept, and why. The choice

@@ -263,7 +263,7 @@ impl MemoryStore {
         let mut executions = self.lock();
         let old = executions
             .iter()
-            .filter(|(_, e)| e.created_at < request.created_before_ms)
+            .filter(|(id, e)| request.selects(id, e.created_at))
             .map(|(id, e)| e.summary(id))
             .collect();
         let pruned = Pruned::sort(old, request, now_ms());

@@ -72,10 +72,13 @@ impl ExecutionSummary {
 }
 
 /// What [`ExecutionStore::prune`](crate::ExecutionStore::prune) deletes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PruneRequest {
-    /// Executions created before this (ms since the Unix epoch).
+    /// Executions created before this (ms since the Unix epoch); `i64::MAX` for any age.
     pub created_before_ms: i64,
+    /// Only these executions (whole ids, as [`resolve_id`](crate::ExecutionStore::resolve_id)
+    /// gives them), when given; `None` for any. An id no execution has selects nothing.
+    pub ids: Option<Vec<String>>,
     /// Executions that never finished go too (`resume` could have finished them).
     pub include_unfinished: bool,
     /// A lease whose heartbeat is younger than this (ms) is held by a live process: its
@@ -95,6 +98,51 @@ pub struct Pruned {
     /// Kept: it never finished, and the request did not include those.
     pub kept_unfinished: Vec<ExecutionSummary>,
 }
+
+impl PruneRequest {
+    /// Executions created before `created_before_ms`, any id, under the default rules:
+    /// unfinished ones kept, live leases (younger than `lease_timeout_ms`) kept, deleted.
+    pub fn older_than(created_before_ms: i64, lease_timeout_ms: i64) -> PruneRequest {
+        PruneRequest {
+            created_before_ms,
+            ids: None,
+            include_unfinished: false,
+            lease_timeout_ms,
+            dry_run: false,
+        }
+    }
+
+    /// Whether an execution with this id, created then, is among those it selects (before
+    /// the keep rules).
+    pub(crate) fn selects(&self, id: &str, created_at: i64) -> bool {
+        created_at < self.created_before_ms
+            && self
+                .ids
+                .as_ref()
+                .is_none_or(|ids| ids.iter().any(|wanted| wanted == id))
+    }
+
+    /// The ids to select in bounded slices (a statement binds at most [`IDS_PER_STATEMENT`]
+    /// of them), sorted and without duplicates: `[None]` when any id goes, no slice at all
+    /// when the list is empty.
+    pub(crate) fn id_slices(&self) -> Vec<Option<Vec<String>>> {
+        match &self.ids {
+            None => vec![None],
+            Some(ids) => {
+                let mut ids = ids.clone();
+                ids.sort();
+                ids.dedup();
+                ids.chunks(IDS_PER_STATEMENT)
+                    .map(|slice| Some(slice.to_vec()))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// How many ids one prune statement binds at most (SQLite allows 32,766 parameters,
+/// PostgreSQL 65,535); more are deleted slice by slice in one transaction.
+pub(crate) const IDS_PER_STATEMENT: usize = 500;
 
 impl Pruned {
     /// Sorts `old` (executions created before the cutoff) into what `request` deletes and

@@ -113,6 +113,7 @@ on_every_store!(
     a_prefix_finds_the_executions_whose_id_starts_so_in_id_order_up_to_the_limit,
     an_id_resolves_from_a_unique_prefix_and_an_ambiguous_one_lists_candidates,
     pruning_keeps_unfinished_executions_unless_asked_and_never_a_live_one,
+    pruning_named_executions_deletes_only_those_under_the_same_rules,
 );
 
 #[tokio::test]

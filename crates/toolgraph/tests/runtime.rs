@@ -334,6 +334,7 @@ async fn a_store_that_fails_for_good_mid_run_is_reported_and_the_run_finishes_in
     // A negative lease timeout counts every lease stale: even this live run's record goes.
     let everything = toolgraph_store::PruneRequest {
         created_before_ms: i64::MAX / 2,
+        ids: None,
         include_unfinished: true,
         lease_timeout_ms: -1,
         dry_run: false,

@@ -64,12 +64,7 @@ async fn record(
 /// Executions created before `cutoff_ms` that finished, none whose lease is younger than a
 /// minute, for real.
 fn older_than(cutoff_ms: i64) -> PruneRequest {
-    PruneRequest {
-        created_before_ms: cutoff_ms,
-        include_unfinished: false,
-        lease_timeout_ms: 60_000,
-        dry_run: false,
-    }
+    PruneRequest::older_than(cutoff_ms, 60_000)
 }
 
 /// Waits until call `position` of execution `id` is stored in `state`.
@@ -1175,7 +1170,7 @@ pub async fn pruning_keeps_unfinished_executions_unless_asked_and_never_a_live_o
     let dry = store
         .prune(&PruneRequest {
             dry_run: true,
-            ..all
+            ..all.clone()
         })
         .await
         .expect("dry run");
@@ -1215,7 +1210,7 @@ pub async fn pruning_keeps_unfinished_executions_unless_asked_and_never_a_live_o
 
     let with_unfinished = PruneRequest {
         include_unfinished: true,
-        ..all
+        ..all.clone()
     };
     let pruned = store.prune(&with_unfinished).await.expect("prune");
     assert_eq!(ids_of(&pruned.deleted), [abandoned.as_str()]);
@@ -1232,7 +1227,7 @@ pub async fn pruning_keeps_unfinished_executions_unless_asked_and_never_a_live_o
     let pruned = store
         .prune(&PruneRequest {
             lease_timeout_ms: 10,
-            ..with_unfinished
+            ..with_unfinished.clone()
         })
         .await
         .expect("prune");
@@ -1241,4 +1236,109 @@ pub async fn pruning_keeps_unfinished_executions_unless_asked_and_never_a_live_o
         sorted(vec![live.clone(), live_finished.clone()])
     );
     assert!(store.history(10).await.expect("history").is_empty());
+}
+
+pub async fn pruning_named_executions_deletes_only_those_under_the_same_rules(
+    store: Arc<dyn ExecutionStore>,
+) {
+    let probe = Probe::new();
+    let executor = executor(&probe);
+    let mut finished = Vec::new();
+    for _ in 0..3 {
+        let (id, _) = record(&*store, &executor, vec![ToolCall::new("a", "t", json!({}))]).await;
+        finished.push(id);
+    }
+    let unfinished = begun(&*store, 2).await;
+    let (abandoned, live) = (&unfinished[0], &unfinished[1]);
+    store
+        .claim(live, "alpha", 60_000, None)
+        .await
+        .expect("claim");
+    let any_age = i64::MAX;
+    let named = |ids: &[&String]| PruneRequest {
+        ids: Some(ids.iter().map(|id| (*id).clone()).collect()),
+        ..older_than(any_age)
+    };
+    let ids_of = |list: &[toolgraph_store::ExecutionSummary]| -> Vec<String> {
+        list.iter().map(|s| s.id.clone()).collect()
+    };
+
+    // A dry run over two named ones (one twice, one unknown) deletes nothing.
+    let unknown = "00000000-0000-4000-8000-000000000000".to_owned();
+    let dry = store
+        .prune(&PruneRequest {
+            dry_run: true,
+            ..named(&[&finished[0], &finished[1], &finished[0], &unknown])
+        })
+        .await
+        .expect("dry run");
+    let mut want = vec![finished[0].clone(), finished[1].clone()];
+    want.sort();
+    let mut got = ids_of(&dry.deleted);
+    got.sort();
+    assert_eq!(got, want, "{}", store.describe());
+    assert_eq!(store.history(10).await.expect("history").len(), 5);
+
+    // Named: only that one goes, the other finished ones stay.
+    let pruned = store.prune(&named(&[&finished[1]])).await.expect("prune");
+    assert_eq!(ids_of(&pruned.deleted), [finished[1].clone()]);
+    assert!(pruned.kept_live.is_empty() && pruned.kept_unfinished.is_empty());
+    assert!(matches!(
+        store.load(&finished[1]).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    store.load(&finished[0]).await.expect("not named: kept");
+    store.load(&finished[2]).await.expect("not named: kept");
+
+    // A named unfinished execution stays unless included; a named live one stays always.
+    let pruned = store
+        .prune(&named(&[abandoned, live]))
+        .await
+        .expect("prune");
+    assert!(pruned.deleted.is_empty());
+    assert_eq!(ids_of(&pruned.kept_unfinished), [abandoned.as_str()]);
+    assert_eq!(ids_of(&pruned.kept_live), [live.as_str()]);
+    let pruned = store
+        .prune(&PruneRequest {
+            include_unfinished: true,
+            ..named(&[abandoned, live])
+        })
+        .await
+        .expect("prune");
+    assert_eq!(ids_of(&pruned.deleted), [abandoned.as_str()]);
+    assert_eq!(ids_of(&pruned.kept_live), [live.as_str()]);
+
+    // Named and old enough: a cutoff before they were made selects none of them.
+    let pruned = store
+        .prune(&PruneRequest {
+            created_before_ms: 0,
+            ..named(&[&finished[0], &finished[2]])
+        })
+        .await
+        .expect("prune");
+    assert_eq!(pruned, Default::default(), "too young: not selected");
+
+    // An empty list names nothing; more ids than one statement binds go slice by slice.
+    assert_eq!(
+        store.prune(&named(&[])).await.expect("prune"),
+        Default::default()
+    );
+    let mut many: Vec<String> = (0..1_200)
+        .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+        .collect();
+    many.push(finished[2].clone());
+    let pruned = store
+        .prune(&PruneRequest {
+            ids: Some(many),
+            ..older_than(any_age)
+        })
+        .await
+        .expect("prune");
+    assert_eq!(ids_of(&pruned.deleted), [finished[2].clone()]);
+    let left: Vec<String> = ids_of(&store.history(10).await.expect("history"));
+    let mut left = left;
+    left.sort();
+    let mut want = vec![finished[0].clone(), live.clone()];
+    want.sort();
+    assert_eq!(left, want);
 }
