@@ -17,7 +17,7 @@ pub mod stats;
 pub mod workload;
 
 pub use executor::{ParallelExecutor, RunOptions};
-pub use limiter::{Limiter, LimiterPeaks, Permit};
+pub use limiter::{LimitUsage, Limiter, LimiterPeaks, Permit};
 pub use plan::{DependencyGraph, Edge, EdgeReason, GraphEdge, GraphNode, Hazard, Plan};
 pub use schedule::Preset;
 pub use stats::{PerformanceStats, ToolStats};

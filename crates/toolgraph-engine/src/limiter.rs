@@ -135,6 +135,17 @@ pub struct LimiterPeaks {
     pub resources: BTreeMap<String, usize>,
 }
 
+/// One limit and what runs under it now (see [`Limiter::usage`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LimitUsage {
+    /// `global`, `tool:NAME`, or a resource key (`host:api.example.com`, `mcpserver:fs`).
+    pub key: String,
+    /// Calls holding a slot of it now.
+    pub in_flight: usize,
+    /// Its size.
+    pub limit: usize,
+}
+
 /// The limits in force, derived from a configuration: the shared limiter's and each
 /// execution's own, rebuilt when the configuration changes.
 pub(crate) struct Limits {
@@ -431,6 +442,41 @@ impl Limiter {
     /// Calls waiting for a slot now.
     pub fn waiting(&self) -> usize {
         self.shared.lock().waiters.len()
+    }
+
+    /// What runs now under each limit: the global limit first, then every tool with a
+    /// limit (idle ones too, at 0), then every limited resource key in use. One short lock;
+    /// for metrics and monitors.
+    pub fn usage(&self) -> Vec<LimitUsage> {
+        let state = self.shared.lock();
+        let mut usage = vec![LimitUsage {
+            key: "global".to_owned(),
+            in_flight: state.in_flight,
+            limit: state.limits.global,
+        }];
+        for (tool, limit) in state.limits.per_tool.iter().enumerate() {
+            if let Some(limit) = limit {
+                usage.push(LimitUsage {
+                    key: format!("tool:{}", state.tool_names[tool]),
+                    in_flight: state.tool_in_flight.get(tool).copied().unwrap_or(0),
+                    limit: *limit,
+                });
+            }
+        }
+        let mut resources: Vec<LimitUsage> = state
+            .resource_in_flight
+            .iter()
+            .filter_map(|(key, n)| {
+                Some(LimitUsage {
+                    key: key.clone(),
+                    in_flight: *n,
+                    limit: state.limits.config.resource_limit(key)?,
+                })
+            })
+            .collect();
+        resources.sort_by(|a, b| a.key.cmp(&b.key));
+        usage.extend(resources);
+        usage
     }
 
     /// The most calls that ran at once, per key, since the limiter was made.
@@ -784,6 +830,48 @@ mod tests {
         drop(permit);
         let _p = arrived(&mut low).expect("then the other");
         assert_eq!(limiter.peaks().global, 1);
+    }
+
+    #[tokio::test]
+    async fn usage_counts_each_limit_and_frees_with_the_permit() {
+        let tools = tools();
+        let mut config = ParallelExecutorConfig {
+            max_parallel_calls: 4,
+            ..ParallelExecutorConfig::default()
+        };
+        config.per_tool_parallel_limits.insert("b".into(), 2);
+        config.per_resource_parallel_limits.insert("host".into(), 3);
+        let limiter = Limiter::new(&tools, Arc::new(config));
+        let usage = |limiter: &Limiter| {
+            limiter
+                .usage()
+                .into_iter()
+                .map(|u| (u.key, u.in_flight, u.limit))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            usage(&limiter),
+            [("global".into(), 0, 4), ("tool:b".into(), 0, 2)],
+            "idle: the global and the per-tool limits, no resource key yet"
+        );
+        let host = ["host:api.test".to_owned(), "file:x".to_owned()];
+        let a = granted(limiter.acquire(req(0, &host, 0)));
+        let b = granted(limiter.acquire(req(1, &host, 0)));
+        assert_eq!(
+            usage(&limiter),
+            [
+                ("global".into(), 2, 4),
+                ("tool:b".into(), 1, 2),
+                ("host:api.test".into(), 2, 3),
+            ],
+            "a key without a limit (file:x) is not counted"
+        );
+        drop(a);
+        drop(b);
+        assert_eq!(
+            usage(&limiter),
+            [("global".into(), 0, 4), ("tool:b".into(), 0, 2)]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,4 +10,21 @@ impl Registry {
     pub fn new() -> Registry {
         Registry::default()
     }
+
+    // Stand-ins for serve-ops until the API branch's registry lands (the integrator keeps
+    // theirs): same signatures, nothing tracked.
+
+    /// How many executions are running now.
+    pub fn running(&self) -> usize {
+        0
+    }
+
+    /// From now on, launching is refused.
+    pub fn refuse_new(&self) {}
+
+    /// Waits until no execution runs or `grace` elapsed; then cancels the rest and waits
+    /// for their records.
+    pub async fn drain(&self, grace: std::time::Duration) {
+        let _ = grace;
+    }
 }

@@ -14,6 +14,8 @@
 //! allow = ["ls", "wc"]
 //! [tools.http_fetch]      # operator overrides of a tool's own traits
 //! max_concurrency = 2
+//! [serve]                 # `toolgraph serve`
+//! bind = "127.0.0.1:7878"
 //! ```
 //!
 //! The file is `path` when the caller gives one (the CLI's `--config`), else the one
@@ -76,6 +78,41 @@ pub struct Config {
     pub mcp: Vec<McpServerConfig>,
     /// The model `toolgraph chat` talks to (default: from `OPENAI_*` / `ANTHROPIC_*`).
     pub llm: Option<toolgraph_llm::LlmConfig>,
+    /// The HTTP service (`toolgraph serve`).
+    pub serve: ServeConfig,
+}
+
+/// How `toolgraph serve` listens and protects itself (`[serve]`, `TOOLGRAPH_SERVE_*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Where to listen. A non-loopback address is refused unless a token is set.
+    pub bind: std::net::SocketAddr,
+    /// The bearer token every request but `/healthz` must carry (`Authorization: Bearer …`).
+    pub token: Option<String>,
+    /// The largest request body accepted, in bytes (larger: `413`).
+    pub body_limit_bytes: u64,
+    /// How long a request may take, in ms (0 = no limit): `503` past it. Event streams and
+    /// requests that wait for an execution are exempt (the execution's own timeouts bound them).
+    pub request_timeout_ms: u64,
+    /// Requests handled at once, at most; more wait their turn.
+    pub concurrency_limit: usize,
+    /// On SIGTERM / SIGINT: how long running executions may go on before they are
+    /// cancelled (and recorded `cancelled`, resumable), in ms.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            bind: std::net::SocketAddr::from(([127, 0, 0, 1], 7878)),
+            token: None,
+            body_limit_bytes: 2 * 1024 * 1024,
+            request_timeout_ms: 30_000,
+            concurrency_limit: 1024,
+            shutdown_grace_ms: 30_000,
+        }
+    }
 }
 
 /// Where and whether executions are recorded.
@@ -254,6 +291,7 @@ fn full_config() -> Config {
         api_key: Some(String::new()),
         ..toolgraph_llm::LlmConfig::default()
     });
+    full.serve.token = Some(String::new());
     full
 }
 
@@ -631,6 +669,12 @@ mod tests {
             "RESOURCE_LIMIT_MEMORY_MB",
             "RETRY_JITTER",
             "EXECUTOR_PER_RESOURCE_PARALLEL_LIMITS",
+            "SERVE_BIND",
+            "SERVE_TOKEN",
+            "SERVE_BODY_LIMIT_BYTES",
+            "SERVE_REQUEST_TIMEOUT_MS",
+            "SERVE_CONCURRENCY_LIMIT",
+            "SERVE_SHUTDOWN_GRACE_MS",
         ] {
             assert!(paths.contains_key(name), "TOOLGRAPH_{name} has no field");
         }
@@ -708,6 +752,48 @@ mod tests {
         // Without an [llm] section the provider variables make none.
         let (c, _) = Config::load(None, env(&[("OPENAI_MODEL", "m")])).expect("loads");
         assert_eq!(c.llm, None);
+    }
+
+    #[test]
+    fn the_serve_section_reads_from_the_file_and_its_variables() {
+        let (c, _) = Config::load(None, env(&[])).expect("loads");
+        assert_eq!(c.serve, ServeConfig::default());
+        assert_eq!(c.serve.bind.to_string(), "127.0.0.1:7878");
+        assert_eq!(c.serve.token, None);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = write(
+            dir.path(),
+            "[serve]\nbind = \"0.0.0.0:8080\"\ntoken = \"from-file\"\nshutdown_grace_ms = 5000\n",
+        );
+        let (c, _) = Config::load(
+            Some(&p),
+            env(&[
+                ("TOOLGRAPH_SERVE_TOKEN", "from-env"),
+                ("TOOLGRAPH_SERVE_BODY_LIMIT_BYTES", "1024"),
+                ("TOOLGRAPH_SERVE_REQUEST_TIMEOUT_MS", "0"),
+                ("TOOLGRAPH_SERVE_CONCURRENCY_LIMIT", "16"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(c.serve.bind.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.serve.token.as_deref(), Some("from-env"), "env > file");
+        assert_eq!(c.serve.shutdown_grace_ms, 5000);
+        assert_eq!(c.serve.body_limit_bytes, 1024);
+        assert_eq!(c.serve.request_timeout_ms, 0);
+        assert_eq!(c.serve.concurrency_limit, 16);
+
+        let err = Config::load(None, env(&[("TOOLGRAPH_SERVE_BIND", "localhost")]))
+            .expect_err("not an address")
+            .to_string();
+        assert!(
+            err.starts_with("environment variable TOOLGRAPH_SERVE_BIND:"),
+            "the variable is named: {err}"
+        );
+        assert!(err.contains("serve.bind"), "{err}");
+        let (c, _) =
+            Config::load(None, env(&[("TOOLGRAPH_SERVE_BIND", "[::1]:9000")])).expect("loads");
+        assert_eq!(c.serve.bind.to_string(), "[::1]:9000");
     }
 
     #[test]

@@ -13,7 +13,8 @@ mod runtime;
 use std::sync::Arc;
 
 pub use config::{
-    CONFIG_VARIABLE, Config, ConfigLoadError, ENV_PREFIX, StoreConfig, default_store_url,
+    CONFIG_VARIABLE, Config, ConfigLoadError, ENV_PREFIX, ServeConfig, StoreConfig,
+    default_store_url,
 };
 pub use runtime::{
     ExecuteOptions, Execution, LEASE_RENEW, LEASE_TIMEOUT, ResumeCounts, Resumed, Runtime,
