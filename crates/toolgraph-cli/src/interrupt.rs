@@ -1,4 +1,5 @@
-//! Ctrl-C and SIGTERM for the commands that run calls (`run`, `resume`, `chat`).
+//! Ctrl-C and SIGTERM for the commands that run calls (`run`, `resume`, `chat`, and
+//! `serve`, whose first signal starts its graceful shutdown and which then exits 0).
 //!
 //! The first signal fires a cancellation token: running calls are cancelled (their futures
 //! dropped, so shell and MCP process groups are killed), the rest is skipped, the runtime
@@ -33,6 +34,13 @@ impl Interrupt {
     /// Starts listening for SIGINT and SIGTERM. When the handlers cannot be installed, a
     /// warning says so and signals keep their default effect (the process ends at once).
     pub fn listen() -> Interrupt {
+        Interrupt::listen_saying(
+            "\ntoolgraph: interrupted: cancelling the running calls (press Ctrl-C again to exit at once)",
+        )
+    }
+
+    /// [`listen`](Interrupt::listen), saying `message` at the first signal.
+    pub fn listen_saying(message: &'static str) -> Interrupt {
         let interrupt = Interrupt {
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -61,9 +69,7 @@ impl Interrupt {
                     return;
                 }
                 this.code.store(code, Ordering::SeqCst);
-                errln!(
-                    "\ntoolgraph: interrupted: cancelling the running calls (press Ctrl-C again to exit at once)"
-                );
+                errln!("{message}");
                 this.stop.cancel();
             }
         });

@@ -4,7 +4,8 @@
 //! `TOOLGRAPH_LOG`, `RUST_LOG`: to standard error, never mixed into standard output) and
 //! maps outcomes to exit codes (0 every call succeeded, 1 some call did not, 2 the input or
 //! the flags were rejected and nothing ran, 130 / 143 a run stopped by Ctrl-C / SIGTERM, 141
-//! standard output was closed by its reader; `history`, `show`, `stats` and `prune`: 0 when
+//! standard output was closed by its reader; `serve`: 0 after a graceful shutdown at the
+//! first signal, 130 / 143 at a second; `history`, `show`, `stats` and `prune`: 0 when
 //! they did what was asked, 2 when they could not). It is the only crate that prints,
 //! through `out`.
 
@@ -22,6 +23,7 @@ mod progress;
 mod render;
 mod resume_cmd;
 mod run_cmd;
+mod serve_cmd;
 mod timeline;
 mod tools_cmd;
 
@@ -66,6 +68,8 @@ enum Command {
     Tools(tools_cmd::ToolsArgs),
     /// Measure the engine: per-call and per-edge overhead, makespan against the critical path.
     Bench(bench::BenchArgs),
+    /// Serve the HTTP API, live events, metrics and the dashboard until SIGTERM / Ctrl-C.
+    Serve(serve_cmd::ServeArgs),
 }
 
 /// How a command ended.
@@ -83,11 +87,19 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose);
     // The commands that run calls stop gracefully at Ctrl-C; the others keep the default.
-    let interrupt = matches!(
-        cli.command,
-        Command::Run(_) | Command::Resume(_) | Command::Chat(_)
-    )
-    .then(Interrupt::listen);
+    // `serve` too, and a server that shut down as asked exits 0 (`serve_cmd`).
+    let serving = matches!(cli.command, Command::Serve(_));
+    let interrupt = if serving {
+        Some(Interrupt::listen_saying(
+            "toolgraph serve: shutting down: no new executions, the running ones get the grace period (press Ctrl-C again to exit at once)",
+        ))
+    } else {
+        matches!(
+            cli.command,
+            Command::Run(_) | Command::Resume(_) | Command::Chat(_)
+        )
+        .then(Interrupt::listen)
+    };
     let stop = interrupt.as_ref().map(Interrupt::token).unwrap_or_default();
     let mut command = Box::pin(async move {
         match cli.command {
@@ -101,6 +113,7 @@ async fn main() -> ExitCode {
             Command::Show(args) => history_cmd::show(args).await,
             Command::Stats(args) => history_cmd::stats(args).await,
             Command::Prune(args) => history_cmd::prune(args).await,
+            Command::Serve(args) => serve_cmd::run(args, stop).await,
         }
     });
     let outcome = match &interrupt {
@@ -126,6 +139,8 @@ async fn main() -> ExitCode {
             2
         }
     };
+    // A server stopping at a signal did what it was asked: its own code stands.
+    let signalled = signalled.filter(|_| !serving);
     ExitCode::from(signalled.unwrap_or(if out::stdout_closed() {
         out::CLOSED_PIPE_EXIT
     } else {
