@@ -31,6 +31,10 @@ struct Args {
     subscribers: usize,
     url: Option<String>,
     token: Option<String>,
+    /// Only these parts: `off`, `on`, `sse` (default: all).
+    only: Vec<String>,
+    /// The application without the operational layers, to measure what they cost.
+    bare: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -41,6 +45,8 @@ fn args() -> Result<Args, String> {
         subscribers: 100,
         url: None,
         token: None,
+        only: Vec::new(),
+        bare: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +59,8 @@ fn args() -> Result<Args, String> {
             "--subscribers" => args.subscribers = number(value()?)? as usize,
             "--url" => args.url = Some(value()?.trim_end_matches('/').to_owned()),
             "--token" => args.token = Some(value()?),
+            "--only" => args.only = value()?.split(',').map(str::to_owned).collect(),
+            "--bare" => args.bare = true,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -72,13 +80,32 @@ impl Drop for InProcess {
     }
 }
 
-async fn start(record: bool) -> InProcess {
+async fn start(record: bool, bare: bool) -> InProcess {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::default();
     config.files.root = dir.path().to_path_buf();
     config.store.record = record;
     config.store.url = toolgraph::store::sqlite_url(&dir.path().join("load.db"));
     let runtime = Runtime::start(&config).await.expect("a runtime");
+    let stop = CancellationToken::new();
+    if bare {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bound");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let app = toolgraph_serve::app(AppState::new(runtime));
+        let stopped = stop.clone().cancelled_owned();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        });
+        return InProcess {
+            base,
+            stop,
+            _dir: dir,
+        };
+    }
     let server = Server::bind(ServeOptions {
         bind: "127.0.0.1:0".parse().expect("address"),
         ..ServeOptions::default()
@@ -86,7 +113,6 @@ async fn start(record: bool) -> InProcess {
     .await
     .expect("bound");
     let base = format!("http://{}", server.local_addr());
-    let stop = CancellationToken::new();
     tokio::spawn(server.run(AppState::new(runtime), stop.clone().cancelled_owned()));
     InProcess {
         base,
@@ -141,14 +167,15 @@ async fn drive(
     label: &str,
 ) {
     let http = client(token);
-    let body = bytes_of(batch(calls));
+    // One copy for the whole run, sent without copying.
+    let body: &'static [u8] = Box::leak(batch(calls).into_boxed_slice());
     let url = format!("{base}/v1/executions?wait=true");
     // Warm up: connections open, first-use costs paid.
     for _ in 0..clients.min(16) {
         let _ = http
             .post(&url)
             .header("content-type", "application/json")
-            .body(body.clone())
+            .body(body)
             .send()
             .await;
     }
@@ -158,7 +185,6 @@ async fn drive(
     for _ in 0..clients {
         let http = http.clone();
         let url = url.clone();
-        let body = body.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0usize;
@@ -167,7 +193,7 @@ async fn drive(
                 let answer = http
                     .post(&url)
                     .header("content-type", "application/json")
-                    .body(body.clone())
+                    .body(body)
                     .send()
                     .await;
                 match answer {
@@ -200,10 +226,6 @@ async fn drive(
         ms(percentile(&latencies, 99.0)),
         ms(latencies.last().copied().unwrap_or_default()),
     );
-}
-
-fn bytes_of(v: Vec<u8>) -> reqwest::Body {
-    reqwest::Body::from(v)
 }
 
 /// One subscriber: every `(id, kind)` it receives and when.
@@ -327,29 +349,42 @@ async fn main() {
     }
     let threads = tokio::runtime::Handle::current().metrics().num_workers();
     println!(
-        "in-process server and {} clients on {threads} worker threads",
+        "in-process server{} and {} clients on {threads} worker threads",
+        if args.bare {
+            " (bare: no operational layers)"
+        } else {
+            ""
+        },
         args.clients
     );
-    let off = start(false).await;
-    drive(
-        &off.base,
-        None,
-        args.clients,
-        args.calls,
-        args.seconds,
-        "recording off",
-    )
-    .await;
-    sse(&off.base, None, args.subscribers).await;
-    drop(off);
-    let on = start(true).await;
-    drive(
-        &on.base,
-        None,
-        args.clients,
-        args.calls,
-        args.seconds,
-        "recording on (SQLite)",
-    )
-    .await;
+    let part = |name: &str| args.only.is_empty() || args.only.iter().any(|p| p == name);
+    if part("off") || part("sse") {
+        let off = start(false, args.bare).await;
+        if part("off") {
+            drive(
+                &off.base,
+                None,
+                args.clients,
+                args.calls,
+                args.seconds,
+                "recording off",
+            )
+            .await;
+        }
+        if part("sse") {
+            sse(&off.base, None, args.subscribers).await;
+        }
+    }
+    if part("on") {
+        let on = start(true, args.bare).await;
+        drive(
+            &on.base,
+            None,
+            args.clients,
+            args.calls,
+            args.seconds,
+            "recording on (SQLite)",
+        )
+        .await;
+    }
 }

@@ -2,12 +2,14 @@
 //! the tower-http layers (body limit, timeout, concurrency, compression, request ids,
 //! tracing), and graceful shutdown.
 //!
-//! Layers, outermost first: request id (an incoming `x-request-id` is kept, else a UUID is
-//! made) → trace span (method, path, request id) → the id copied onto the answer → HTTP
-//! metrics (route, status) → errors as problem+json (an answer of status ≥ 400 that is not
-//! one already — a 413 from the body limit, axum's 404, 405, 415 — is rewritten) → gzip
-//! (never for `text/event-stream`: tower-http's default predicate excludes it) → auth →
-//! per-request timeout → global concurrency limit → body limit → the routes.
+//! Layers, outermost first, around the router as a whole: request id (an incoming
+//! `x-request-id` is kept, else a UUID is made) → trace span (method, path, request id) →
+//! the id copied onto the answer → gzip (never for `text/event-stream`: tower-http's
+//! default predicate excludes it) → one middleware doing, in order, auth, the per-request
+//! timeout around the rest, the rewriting of every error answer that is not problem+json
+//! yet (a 413 from the body limit, axum's 404, 405, 415) and the HTTP metrics (route,
+//! status) → global concurrency limit → body limit → the routes (where a small layer notes
+//! the matched route on the answer).
 //!
 //! **The request timeout** (503 past it) does not apply to what is meant to last: event
 //! streams (`…/events`) and requests that wait for an execution (`?wait=true`,
@@ -29,7 +31,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -235,27 +237,23 @@ pub async fn serve(
 }
 
 /// The application with the operational layers (module doc: the order).
+///
+/// They wrap the router once, outside it, rather than each route (`Router::layer`): a
+/// request then clones no boxed per-route stack, and the checks of one request run in one
+/// middleware ([`operate`]). Inside the router one small layer notes the matched route on
+/// the answer, for the metrics.
 pub fn layered(app: Router, options: &ServeOptions, state: &AppState) -> Router {
-    let token: Option<Arc<str>> = options.token.as_deref().map(Arc::from);
-    let timeout = options.request_timeout;
-    let body_limit = options.body_limit_bytes;
-    app.layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            options.concurrency_limit,
-        ))
-        .layer(middleware::from_fn(move |req, next| {
-            request_timeout(timeout, req, next)
-        }))
-        .layer(middleware::from_fn(move |req, next| {
-            authorize(token.clone(), req, next)
-        }))
-        .layer(CompressionLayer::new())
-        .layer(middleware::from_fn(move |req, next| {
-            problems(body_limit, req, next)
-        }))
-        .layer(middleware::from_fn_with_state(state.clone(), count_request))
-        .layer(PropagateRequestIdLayer::x_request_id())
+    let policy = Arc::new(Policy {
+        token: options.token.as_deref().map(Arc::from),
+        timeout: options.request_timeout,
+        body_limit: options.body_limit_bytes,
+        metrics: state.metrics.clone(),
+    });
+    let app = app
+        .layer(middleware::from_fn(note_route))
+        .layer(DefaultBodyLimit::max(options.body_limit_bytes));
+    let service = tower::ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req
                 .headers()
@@ -269,19 +267,75 @@ pub fn layered(app: Router, options: &ServeOptions, state: &AppState) -> Router 
                 request_id = %id,
             )
         }))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(CompressionLayer::new())
+        .layer(middleware::from_fn(move |req, next| {
+            operate(policy.clone(), req, next)
+        }))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            options.concurrency_limit,
+        ))
+        .layer(RequestBodyLimitLayer::new(options.body_limit_bytes))
+        .service(app);
+    Router::new().fallback_service(service)
 }
 
-/// Counts the answer under its route (the matched path, so ids do not multiply series).
-async fn count_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
+/// What [`operate`] enforces and where it counts.
+struct Policy {
+    token: Option<Arc<str>>,
+    timeout: Option<Duration>,
+    body_limit: usize,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The route an answer came from (the matched path), noted by [`note_route`].
+#[derive(Clone)]
+struct Route(MatchedPath);
+
+/// Notes the matched route on the answer (the router knows it; the layers outside read it).
+async fn note_route(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let mut response = next.run(req).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(Route(route));
+    }
+    response
+}
+
+/// One request's checks, in order: the token, the timeout around the rest; then the answer
+/// as problem+json if it is an error that is not one yet, counted under its route.
+async fn operate(policy: Arc<Policy>, req: Request, next: Next) -> Response {
+    let refused = authorize(policy.token.as_deref(), &req);
+    let response = match refused {
+        Some(refused) => refused,
+        None => match policy.timeout.filter(|_| !lasts_an_execution(&req)) {
+            None => next.run(req).await,
+            Some(limit) => match tokio::time::timeout(limit, next.run(req)).await {
+                Ok(response) => response,
+                Err(_) => Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the request took longer than the server's request timeout ({} ms; \
+                         serve.request_timeout_ms)",
+                        limit.as_millis()
+                    ),
+                )
+                .into_response(),
+            },
+        },
+    };
+    let response = if response.status().as_u16() >= 400 && !is_problem(&response) {
+        as_problem(response, policy.body_limit).await
+    } else {
+        response
+    };
+    let route = response
         .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "(unmatched)".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(req).await;
-    state
+        .get::<Route>()
+        .map_or("(unmatched)", |r| r.0.as_str());
+    policy
         .metrics
-        .count_request(&route, response.status().as_u16());
+        .count_request(route, response.status().as_u16());
     response
 }
 
@@ -290,39 +344,34 @@ fn holds_data(path: &str) -> bool {
     path.starts_with("/v1/") || path == "/v1" || path == "/metrics" || path == "/readyz"
 }
 
-/// Bearer auth, when a token is set. Open without it: `/healthz`, and `GET`/`HEAD` of
-/// the dashboard's pages and assets — static files embedded in the binary, the same for
-/// everyone, holding no data (the pages read everything through `/v1`, sending the token
-/// they keep in `sessionStorage.toolgraph_token`). A page opened as `/?token=T` stores T;
-/// a wrong `?token=` there is refused at once.
-async fn authorize(token: Option<Arc<str>>, req: Request, next: Next) -> Response {
-    let Some(token) = token else {
-        return next.run(req).await;
-    };
+/// Bearer auth, when a token is set: `Some(401)` to refuse. Open without it: `/healthz`,
+/// and `GET`/`HEAD` of the dashboard's pages and assets — static files embedded in the
+/// binary, the same for everyone, holding no data (the pages read everything through `/v1`,
+/// sending the token they keep in `sessionStorage.toolgraph_token`). A page opened as
+/// `/?token=T` stores T; a wrong `?token=` there is refused at once.
+fn authorize(token: Option<&str>, req: &Request) -> Option<Response> {
+    let token = token?;
     let path = req.uri().path();
     if path == "/healthz" {
-        return next.run(req).await;
+        return None;
     }
     let reading =
         req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD;
-    let given = bearer(&req);
+    let given = bearer(req);
     if reading && !holds_data(path) {
         let query_token = query_token(req.uri().query());
-        let wrong = given.is_some_and(|t| !same_token(t, &token))
+        let wrong = given.is_some_and(|t| !same_token(t, token))
             || query_token
                 .as_deref()
-                .is_some_and(|t| !same_token(t, &token));
-        if !wrong {
-            return next.run(req).await;
-        }
-        return unauthorized("the token given is not this server's token");
+                .is_some_and(|t| !same_token(t, token));
+        return wrong.then(|| unauthorized("the token given is not this server's token"));
     }
     match given {
-        Some(t) if same_token(t, &token) => next.run(req).await,
-        Some(_) => unauthorized("the bearer token is not this server's token"),
-        None => unauthorized(
+        Some(t) if same_token(t, token) => None,
+        Some(_) => Some(unauthorized("the bearer token is not this server's token")),
+        None => Some(unauthorized(
             "this server requires a bearer token: send `Authorization: Bearer <token>`",
-        ),
+        )),
     }
 }
 
@@ -399,36 +448,13 @@ fn lasts_an_execution(req: &Request) -> bool {
             .is_some_and(|q| q.split('&').any(|pair| pair == "wait=true"))
 }
 
-/// 503 past the request timeout, except for [`lasts_an_execution`].
-async fn request_timeout(limit: Option<Duration>, req: Request, next: Next) -> Response {
-    let Some(limit) = limit.filter(|_| !lasts_an_execution(&req)) else {
-        return next.run(req).await;
-    };
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the request took longer than the server's request timeout ({} ms; \
-                 serve.request_timeout_ms)",
-                limit.as_millis()
-            ),
-        )
-        .into_response(),
-    }
-}
-
 /// The most of an error answer's own text kept in the problem's detail.
 const DETAIL_BYTES: usize = 4096;
 
-/// Every error answer as problem+json: one that is not already (a 413 from the body limit,
-/// axum's rejections, a 404 of no route) gets a problem with its own text as the detail.
-async fn problems(body_limit: usize, req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+/// An error answer that is not problem+json yet (a 413 from the body limit, axum's
+/// rejections, a 404 of no route) as a problem with its own text as the detail.
+async fn as_problem(response: Response, body_limit: usize) -> Response {
     let status = response.status();
-    if status.as_u16() < 400 || is_problem(&response) {
-        return response;
-    }
     let (parts, body) = response.into_parts();
     let text = axum::body::to_bytes(body, DETAIL_BYTES)
         .await
@@ -449,6 +475,7 @@ async fn problems(body_limit: usize, req: Request, next: Next) -> Response {
             problem.headers_mut().insert(name.clone(), value.clone());
         }
     }
+    problem.extensions_mut().extend(parts.extensions);
     problem
 }
 
