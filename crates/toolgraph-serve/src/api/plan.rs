@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{BatchRequest, read_batch};
+use super::{BatchRequest, execution_config, read_batch};
 use crate::AppState;
 use crate::problem::{Problem, input_rejected};
 
@@ -43,7 +43,9 @@ pub async fn plan_batch(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Json<PlanView>, Problem> {
-    let (calls, _options) = read_batch(&body)?;
+    let (calls, options) = read_batch(&body)?;
+    // Options a run would refuse are refused here too.
+    execution_config(&state, &options)?;
     let plan = state.runtime.plan(calls).map_err(|e| input_rejected(&e))?;
     let graph = toolgraph::engine::DependencyGraph::of(&plan);
     let stats = state.runtime.executor().get_performance_stats();
