@@ -33,6 +33,10 @@ fn allowed() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static str>)> {
             "toolgraph-cli",
             (vec!["toolgraph", core, engine, tools, store], vec![support]),
         ),
+        (
+            "toolgraph-serve",
+            (vec!["toolgraph", core, engine, store], vec![support]),
+        ),
     ])
 }
 
@@ -106,7 +110,8 @@ fn outside_worlds() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static s
             "reqwest",
             (
                 vec!["toolgraph-tools", "toolgraph-llm", "toolgraph-mcp"],
-                vec![],
+                // The service's tests are its HTTP clients.
+                vec!["toolgraph-serve"],
             ),
         ),
         ("rmcp", (vec!["toolgraph-mcp"], vec![])),
