@@ -100,7 +100,10 @@ pub struct LiveExecution {
     pub calls: Vec<ToolCall>,
     /// Its edges between calls: `(from, to, reason)` positions.
     pub edges: Vec<(usize, usize, String)>,
-    began: Instant,
+    /// When its scheduler began (its first `on_plan`): the zero of every `at_ms`, as the
+    /// scheduler's own `*_ms` figures count from its start.
+    began: std::sync::OnceLock<Instant>,
+    launched: Instant,
     state: Mutex<LiveState>,
     changed: watch::Sender<()>,
 }
@@ -119,7 +122,8 @@ impl LiveExecution {
             recorded,
             calls,
             edges,
-            began: Instant::now(),
+            began: std::sync::OnceLock::new(),
+            launched: Instant::now(),
             state: Mutex::new(LiveState {
                 events: Vec::new(),
                 status: LiveStatus::Running,
@@ -244,7 +248,7 @@ impl LiveExecution {
                 },
             })
             .collect();
-        let elapsed = self.began.elapsed().as_secs_f64() * 1e3;
+        let elapsed = self.since_began().as_secs_f64() * 1e3;
         Arc::new(ParallelExecutionResult::from_calls(
             results,
             elapsed,
@@ -259,8 +263,12 @@ impl LiveExecution {
         self.lock().critical.clone()
     }
 
+    fn since_began(&self) -> Duration {
+        self.began.get().unwrap_or(&self.launched).elapsed()
+    }
+
     fn at_ms(&self) -> f64 {
-        (self.began.elapsed().as_secs_f64() * 1e6).round() / 1e3
+        round_ms(self.since_began().as_secs_f64() * 1e3)
     }
 
     /// Records how it ended and appends the summary (the last event).
@@ -318,6 +326,11 @@ impl LiveExecution {
     }
 }
 
+/// Rounds to a microsecond, as the results' figures are.
+fn round_ms(ms: f64) -> f64 {
+    (ms * 1e3).round() / 1e3 + 0.0
+}
+
 /// The `plan` event's data: the calls and the edges between them.
 pub fn plan_data(calls: &[ToolCall], edges: &[(usize, usize, String)]) -> Value {
     json!({
@@ -363,6 +376,11 @@ struct LiveSink {
 }
 
 impl EventSink for LiveSink {
+    fn on_plan(&self, _calls: &[&ToolCall]) {
+        // A resumed execution's runs each begin here; the first one sets the zero.
+        let _ = self.execution.began.set(Instant::now());
+    }
+
     fn on_event(&self, event: &Event) {
         let e = &self.execution;
         let (kind, position) = match event {
@@ -374,7 +392,7 @@ impl EventSink for LiveSink {
                 ..
             } => {
                 if let Some(d) = e.lock().durations.get_mut(*position) {
-                    *d = *duration_ms;
+                    *d = round_ms(*duration_ms);
                 }
                 return;
             }
@@ -398,9 +416,9 @@ impl EventSink for LiveSink {
             position,
             call_id: &call.id,
             status: outcome.status,
-            queued_ms: outcome.queued_ms,
-            started_ms: outcome.started_ms,
-            finished_ms: outcome.finished_ms,
+            queued_ms: round_ms(outcome.queued_ms),
+            started_ms: outcome.started_ms.map(round_ms),
+            finished_ms: round_ms(outcome.finished_ms),
             duration_ms,
             attempts: outcome.attempts,
             output: outcome.output.map(|o| &**o),
@@ -415,9 +433,9 @@ impl EventSink for LiveSink {
                 output: outcome.output.cloned(),
                 error: outcome.error.cloned(),
                 attempts: outcome.attempts,
-                queued_ms: outcome.queued_ms,
-                started_ms: outcome.started_ms,
-                finished_ms: Some(outcome.finished_ms),
+                queued_ms: round_ms(outcome.queued_ms),
+                started_ms: outcome.started_ms.map(round_ms),
+                finished_ms: Some(round_ms(outcome.finished_ms)),
                 duration_ms,
                 level: 0,
             });
