@@ -37,7 +37,7 @@ async fn waited_run_is_listed_shown_and_replayed(server: &Server) {
         .expect("recorded")
         .to_owned();
 
-    let (status, list) = server.get("/v1/executions?limit=5").await;
+    let (status, list) = server.get("/v1/executions?limit=100").await;
     assert_eq!(status, 200);
     assert!(
         list["executions"]
