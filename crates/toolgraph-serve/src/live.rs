@@ -496,6 +496,7 @@ impl Registry {
 
     /// From now on, launching is refused: `POST` answers 503 (the server is shutting down).
     pub fn refuse_new(&self) {
+        let _inner = self.lock();
         self.refusing.store(true, Ordering::SeqCst);
     }
 
@@ -604,16 +605,21 @@ impl Registry {
         config: Option<Arc<ParallelExecutorConfig>>,
         what: Launch,
     ) -> Result<Launched, Problem> {
-        if self.refusing.load(Ordering::SeqCst) {
-            return Err(Problem::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "the server is shutting down: it starts no new execution",
-            ));
-        }
         let recorded = runtime.store().is_some();
         let execution = LiveExecution::new(&plan, recorded);
         let launch = self.launches.fetch_add(1, Ordering::SeqCst);
-        self.lock().running.insert(launch, execution.clone());
+        {
+            // Checked under the lock `refuse_new` takes: once it returned, `drain` counts
+            // every execution that got past here.
+            let mut inner = self.lock();
+            if self.refusing.load(Ordering::SeqCst) {
+                return Err(Problem::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is shutting down: it starts no new execution",
+                ));
+            }
+            inner.running.insert(launch, execution.clone());
+        }
         let (id_tx, id_rx) = oneshot::channel::<String>();
         let known_id = match &what {
             Launch::Resume(id) => Some(id.clone()),

@@ -578,3 +578,42 @@ async fn drain_lets_executions_finish_then_cancels_the_rest_resumably_and_refuse
         .expect("held");
     assert_eq!(h.summary.status, "cancelled", "resumable");
 }
+
+#[tokio::test]
+async fn a_subscriber_follows_a_running_execution_live_to_its_summary() {
+    let server = start(4).await;
+    let batch = json!([
+        {"id": "held", "name": "held", "arguments": {}},
+        {"id": "next", "name": "work", "arguments": {}, "depends_on": ["held"]},
+    ]);
+    let (status, accepted) = server.post("/v1/executions", &batch).await;
+    assert_eq!(status, 202);
+    let id = accepted["id"].as_str().expect("id").to_owned();
+    let mut response = server
+        .http
+        .get(server.url(&format!("/v1/executions/{id}/events")))
+        .send()
+        .await
+        .expect("events");
+    // Read live until `held` started: the execution cannot end before the gate opens.
+    let mut text = String::new();
+    while !text.contains("event: started\ndata: {\"position\":0") {
+        let chunk = response.chunk().await.expect("chunk").expect("open stream");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!text.contains("event: summary"));
+    server.gate.add_permits(1);
+    while let Some(chunk) = response.chunk().await.expect("chunk") {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let events = common::parse_sse(&text);
+    let kinds: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "plan", "queued", "started", "finished", "queued", "started", "finished", "summary"
+        ]
+    );
+    assert_eq!(events[6].2["call_id"], "next");
+    assert_eq!(events[7].2["success"], true);
+}
