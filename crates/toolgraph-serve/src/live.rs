@@ -105,7 +105,10 @@ pub struct LiveExecution {
     began: std::sync::OnceLock<Instant>,
     launched: Instant,
     state: Mutex<LiveState>,
+    /// Bumped at each new event (SSE subscribers).
     changed: watch::Sender<()>,
+    /// True once it ended (waiters for the result wake once, not at every event).
+    done: watch::Sender<bool>,
 }
 
 impl LiveExecution {
@@ -135,6 +138,7 @@ impl LiveExecution {
                 ended_at: None,
             }),
             changed: watch::channel(()).0,
+            done: watch::channel(false).0,
         });
         let plan_event = plan_data(&execution.calls, &execution.edges);
         execution.push(&mut execution.lock(), "plan", &plan_event);
@@ -180,22 +184,17 @@ impl LiveExecution {
 
     /// Waits until it ended; its result, or why it failed.
     pub async fn wait(&self) -> Result<Arc<ParallelExecutionResult>, Problem> {
-        let mut changes = self.subscribe();
-        loop {
-            {
-                let state = self.lock();
-                if let Some(result) = &state.result {
-                    return Ok(result.clone());
-                }
-                if let Some(error) = &state.error {
-                    return Err(error.clone());
-                }
-            }
-            if changes.changed().await.is_err() {
-                return Err(Problem::internal(
-                    "the execution's task ended without a result",
-                ));
-            }
+        let mut done = self.done.subscribe();
+        if done.wait_for(|ended| *ended).await.is_err() {
+            return Err(Problem::internal(
+                "the execution's task ended without a result",
+            ));
+        }
+        let state = self.lock();
+        match (&state.result, &state.error) {
+            (Some(result), _) => Ok(result.clone()),
+            (None, Some(error)) => Err(error.clone()),
+            (None, None) => Err(Problem::internal("the execution ended without a result")),
         }
     }
 
@@ -323,6 +322,8 @@ impl LiveExecution {
                 self.push(&mut state, "summary", &summary);
             }
         }
+        drop(state);
+        self.done.send_replace(true);
     }
 }
 
