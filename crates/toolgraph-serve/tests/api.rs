@@ -618,3 +618,45 @@ async fn a_subscriber_follows_a_running_execution_live_to_its_summary() {
     assert_eq!(events[6].2["call_id"], "next");
     assert_eq!(events[7].2["success"], true);
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_3_1_and_describes_every_v1_operation() {
+    let server = start(4).await;
+    let (status, doc) = server.get("/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"].as_str().expect("version").starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let operations: Vec<String> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .expect("item")
+                .keys()
+                .map(move |method| format!("{} {path}", method.to_uppercase()))
+        })
+        .collect();
+    for expected in [
+        "POST /v1/executions",
+        "GET /v1/executions",
+        "GET /v1/executions/{id}",
+        "DELETE /v1/executions/{id}",
+        "GET /v1/executions/{id}/events",
+        "POST /v1/executions/{id}/resume",
+        "POST /v1/plan",
+        "GET /v1/tools",
+        "GET /v1/stats",
+        "POST /v1/tool-messages",
+    ] {
+        assert!(
+            operations.contains(&expected.to_owned()),
+            "{expected} in {operations:?}"
+        );
+    }
+    let problem = &doc["components"]["schemas"]["Problem"];
+    assert_eq!(problem["required"], json!(["status", "title", "detail"]));
+}
