@@ -112,7 +112,7 @@ pub struct LiveExecution {
 }
 
 impl LiveExecution {
-    fn new(plan: &Plan, recorded: bool) -> Arc<LiveExecution> {
+    pub(crate) fn new(plan: &Plan, recorded: bool) -> Arc<LiveExecution> {
         let calls: Vec<ToolCall> = plan.calls().iter().map(|c| c.call.clone()).collect();
         let edges: Vec<(usize, usize, String)> = plan
             .ordered_pairs()
@@ -557,7 +557,7 @@ impl Registry {
             .collect()
     }
 
-    fn insert(&self, id: String, execution: Arc<LiveExecution>) {
+    pub(crate) fn insert(&self, id: String, execution: Arc<LiveExecution>) {
         let mut inner = self.lock();
         if let Some(old) = inner.by_id.insert(id.clone(), execution)
             && old.status() != LiveStatus::Running

@@ -250,3 +250,51 @@ pub(crate) fn live_summary(id: &str, live: &LiveExecution) -> ExecutionSummary {
 pub(crate) fn query_problem(e: QueryRejection) -> Problem {
     Problem::bad_request(e.body_text())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use toolgraph::Runtime;
+    use toolgraph_core::ToolSet;
+    use toolgraph_engine::ParallelExecutor;
+
+    #[tokio::test]
+    async fn a_prefix_several_executions_share_is_a_conflict_listing_them() {
+        let executor = ParallelExecutor::new(ToolSet::new(), ParallelExecutorConfig::default())
+            .expect("executor");
+        let state = AppState::new(Runtime::new(executor, None));
+        let plan = state.runtime.plan(Vec::new()).expect("plan");
+        let ids = [
+            "abcd1111-0000-4000-8000-000000000000",
+            "abcd2222-0000-4000-8000-000000000000",
+        ];
+        for id in ids {
+            state
+                .live
+                .insert(id.to_owned(), LiveExecution::new(&plan, false));
+        }
+        let Err(problem) = find_execution(&state, "ABCD").await else {
+            panic!("abcd is ambiguous");
+        };
+        assert_eq!(problem.status, 409);
+        assert!(problem.detail.contains(ids[0]), "{}", problem.detail);
+        assert!(problem.detail.contains(ids[1]), "{}", problem.detail);
+        let Ok(found) = find_execution(&state, "abcd2").await else {
+            panic!("abcd2 is unique");
+        };
+        assert_eq!(found.id(), ids[1]);
+        let Err(problem) = find_execution(&state, "abc").await else {
+            panic!("too short");
+        };
+        assert_eq!(problem.status, 400);
+        let Err(problem) = find_execution(&state, "ffff").await else {
+            panic!("unknown");
+        };
+        assert_eq!(problem.status, 404);
+        assert!(
+            problem
+                .detail
+                .contains("in this server (it records nothing)")
+        );
+    }
+}
