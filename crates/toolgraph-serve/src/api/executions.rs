@@ -212,10 +212,11 @@ pub async fn list_executions(
             candidates.push((summary, Some(names)));
         }
     }
+    // As the store orders its history: newest first, ties by id.
     candidates.sort_by(|a, b| {
         b.0.created_at
             .cmp(&a.0.created_at)
-            .then(b.0.id.cmp(&a.0.id))
+            .then(a.0.id.cmp(&b.0.id))
     });
     let mut executions = Vec::new();
     let mut loads = 0;
