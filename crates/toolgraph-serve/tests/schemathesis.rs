@@ -58,10 +58,14 @@ async fn schemathesis_finds_every_answer_as_the_openapi_document_says() {
         "--report-dir".into(),
         report.path().display().to_string(),
     ];
-    let output = tokio::task::spawn_blocking(move || Command::new(&st).args(&args).output())
-        .await
-        .expect("join")
-        .expect("schemathesis runs");
+    // Run in the temporary directory: schemathesis keeps a cache in its working directory.
+    let cwd = report.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(&st).args(&args).current_dir(cwd).output()
+    })
+    .await
+    .expect("join")
+    .expect("schemathesis runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
