@@ -153,7 +153,7 @@ pub struct ExecuteOptions {
     pub sink: Option<Arc<dyn EventSink>>,
     /// Called once with the execution's id as soon as it is recorded (written ahead and
     /// claimed), before any call runs — what a server answers a client that does not wait.
-    /// Not called when the runtime records nothing.
+    /// Not called when the runtime records nothing, nor by `resume` (its caller names the id).
     pub on_begin: Option<OnBegin>,
 }
 
