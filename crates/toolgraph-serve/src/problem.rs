@@ -4,6 +4,8 @@
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use toolgraph::RuntimeError;
+use toolgraph_store::StoreError;
 
 /// An error answer.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -67,4 +69,31 @@ impl IntoResponse for Problem {
         )
             .into_response()
     }
+}
+
+/// A runtime error as an answer: the batch's problems are 400, an unknown execution 404,
+/// an execution that cannot be resumed now 409, the store's failures 500.
+pub fn runtime_problem(e: RuntimeError) -> Problem {
+    use axum::http::StatusCode;
+    match e {
+        RuntimeError::Input(e) => input_rejected(&e),
+        RuntimeError::Store(e) => store_problem(e),
+        RuntimeError::NoStore => Problem::new(StatusCode::CONFLICT, e.to_string()),
+        RuntimeError::NothingToResume(_) | RuntimeError::Owned { .. } => {
+            Problem::new(StatusCode::CONFLICT, e.to_string())
+        }
+    }
+}
+
+/// A store error as an answer: 404 for an unknown id, 400 for something that is no id,
+/// 409 for an ambiguous prefix (the candidates are in the text), 500 otherwise.
+pub fn store_problem(e: StoreError) -> Problem {
+    use axum::http::StatusCode;
+    let status = match &e {
+        StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+        StoreError::BadId { .. } => StatusCode::BAD_REQUEST,
+        StoreError::Ambiguous { .. } => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    Problem::new(status, e.to_string())
 }

@@ -17,8 +17,9 @@ use toolgraph_store::StoredExecution;
 
 use super::{Found, find_execution};
 use crate::AppState;
-use crate::live::{FinishedData, LiveEvent, LiveExecution, plan_data, store_problem};
+use crate::live::{FinishedData, LiveEvent, LiveExecution, plan_data};
 use crate::problem::Problem;
+use crate::problem::store_problem;
 
 /// One Server-Sent Event of an execution (each event of the stream has this form).
 #[derive(utoipa::ToSchema)]

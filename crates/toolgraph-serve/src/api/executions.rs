@@ -20,8 +20,9 @@ use super::{
     schema,
 };
 use crate::AppState;
-use crate::live::{Launch, LiveStatus, store_problem};
+use crate::live::{Launch, LiveStatus};
 use crate::problem::Problem;
+use crate::problem::store_problem;
 
 /// How many recorded executions a filtered list scans, newest first, at most.
 const LIST_SCAN: i64 = 10_000;

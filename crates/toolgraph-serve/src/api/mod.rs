@@ -24,8 +24,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::live::{LiveExecution, store_problem};
-use crate::problem::{Problem, input_rejected};
+use crate::live::LiveExecution;
+use crate::problem::{Problem, input_rejected, store_problem};
 
 /// The document's header: what the service is.
 #[derive(utoipa::OpenApi)]

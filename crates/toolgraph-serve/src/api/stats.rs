@@ -9,8 +9,8 @@ use utoipa::IntoParams;
 
 use super::{query_problem, schema};
 use crate::AppState;
-use crate::live::store_problem;
 use crate::problem::Problem;
+use crate::problem::store_problem;
 
 /// Which executions count.
 #[derive(Debug, Deserialize, IntoParams)]
