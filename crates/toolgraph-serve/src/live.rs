@@ -1,13 +1,688 @@
-//! Executions this server runs or ran recently: their cancel tokens and replayable event
-//! logs (what a late SSE subscriber receives first).
+//! Executions this server runs or ran recently: their cancel tokens, replayable event logs
+//! (what a late SSE subscriber receives first), status and final result.
+//!
+//! An execution is launched here ([`Registry::launch`]): its batch was planned by the
+//! handler (so a rejection is a synchronous 400), it runs in a task of its own — a client
+//! that goes away does not stop it, `DELETE` (its cancel token) does — and its events go
+//! to a [`LiveSink`] that appends them, numbered from 0, to the execution's log and wakes
+//! the subscribers. Its id is the store's execution id when it is recorded (learnt through
+//! [`ExecuteOptions::on_begin`] before any call runs), a fresh UUID v4 otherwise.
+//!
+//! Ended executions stay for a bounded time and count ([`KEEP_ENDED`], [`KEEP_ENDED_FOR`]);
+//! after that a recorded one is served from the store, an unrecorded one is gone.
+//!
+//! Never holds a lock across `.await`; the sink only appends and notifies (it is called
+//! from the scheduler's loop).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, oneshot, watch};
+use toolgraph::engine::{CancellationToken, Plan};
+use toolgraph::{ExecuteOptions, Runtime, RuntimeError};
+use toolgraph_core::{
+    CallError, CallOutcome, CallResult, CallStatus, ErrorKind, Event, EventSink, ExecutionMetadata,
+    ParallelExecutionResult, ParallelExecutorConfig, ToolCall,
+};
+use toolgraph_store::StoreError;
+
+use crate::Problem;
+
+/// How many ended executions the registry keeps, at most.
+pub const KEEP_ENDED: usize = 256;
+
+/// How long the registry keeps an ended execution, at most.
+pub const KEEP_ENDED_FOR: Duration = Duration::from_secs(600);
+
+/// One event of an execution's log, as the SSE stream sends it.
+#[derive(Debug, Clone)]
+pub struct LiveEvent {
+    /// Its number in the log: 0, 1, 2, …
+    pub seq: u64,
+    /// `plan`, `queued`, `started`, `finished` or `summary`.
+    pub kind: &'static str,
+    /// Its JSON data, serialised once.
+    pub data: String,
+}
+
+/// Where an execution is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveStatus {
+    /// Its calls are running (or waiting).
+    Running,
+    /// Every call ended.
+    Finished,
+    /// Stopped on request: unfinished calls ended `cancelled` (resumable when recorded).
+    Cancelled,
+    /// The runtime failed before the calls ran (the store, mostly).
+    Failed,
+}
+
+impl LiveStatus {
+    /// The name the store uses for the same state (`failed` is the server's own).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveStatus::Running => "running",
+            LiveStatus::Finished => "finished",
+            LiveStatus::Cancelled => "cancelled",
+            LiveStatus::Failed => "failed",
+        }
+    }
+}
+
+/// What an execution has done so far.
+struct LiveState {
+    events: Vec<Arc<LiveEvent>>,
+    status: LiveStatus,
+    /// Per position, the outcome once the call ended (for answers while it runs).
+    ended: Vec<Option<CallResult>>,
+    /// Per position, the duration the scheduler measured (the `CallFinished` event).
+    durations: Vec<f64>,
+    result: Option<Arc<ParallelExecutionResult>>,
+    error: Option<Problem>,
+    critical: Vec<usize>,
+    ended_at: Option<Instant>,
+}
+
+/// One execution this server runs or ran.
+pub struct LiveExecution {
+    /// Fires to cancel it.
+    pub cancel: CancellationToken,
+    /// When it was launched, ms since the Unix epoch.
+    pub created_at: i64,
+    /// Recorded in the store (then the store knows it by the same id).
+    pub recorded: bool,
+    /// Its calls, in input order.
+    pub calls: Vec<ToolCall>,
+    /// Its edges between calls: `(from, to, reason)` positions.
+    pub edges: Vec<(usize, usize, String)>,
+    began: Instant,
+    state: Mutex<LiveState>,
+    changed: watch::Sender<()>,
+}
+
+impl LiveExecution {
+    fn new(plan: &Plan, recorded: bool) -> Arc<LiveExecution> {
+        let calls: Vec<ToolCall> = plan.calls().iter().map(|c| c.call.clone()).collect();
+        let edges: Vec<(usize, usize, String)> = plan
+            .ordered_pairs()
+            .map(|(from, to, reason)| (from, to, reason.to_string()))
+            .collect();
+        let n = calls.len();
+        let execution = Arc::new(LiveExecution {
+            cancel: CancellationToken::new(),
+            created_at: toolgraph_store::now_ms(),
+            recorded,
+            calls,
+            edges,
+            began: Instant::now(),
+            state: Mutex::new(LiveState {
+                events: Vec::new(),
+                status: LiveStatus::Running,
+                ended: vec![None; n],
+                durations: vec![0.0; n],
+                result: None,
+                error: None,
+                critical: Vec::new(),
+                ended_at: None,
+            }),
+            changed: watch::channel(()).0,
+        });
+        let plan_event = plan_data(&execution.calls, &execution.edges);
+        execution.push(&mut execution.lock(), "plan", &plan_event);
+        execution
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LiveState> {
+        // A panic while holding the lock leaves a consistent log (appends are atomic).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, state: &mut LiveState, kind: &'static str, data: &impl Serialize) {
+        let data = serde_json::to_string(data).unwrap_or_else(|e| {
+            json!({"error": format!("serialising the event: {e}")}).to_string()
+        });
+        let seq = state.events.len() as u64;
+        state.events.push(Arc::new(LiveEvent { seq, kind, data }));
+        self.changed.send_replace(());
+    }
+
+    /// Its status now.
+    pub fn status(&self) -> LiveStatus {
+        self.lock().status
+    }
+
+    /// The events numbered `from` on, and whether the log is complete (the summary is in it,
+    /// or the execution failed).
+    pub fn events_from(&self, from: u64) -> (Vec<Arc<LiveEvent>>, bool) {
+        let state = self.lock();
+        let from = usize::try_from(from)
+            .unwrap_or(usize::MAX)
+            .min(state.events.len());
+        (
+            state.events[from..].to_vec(),
+            state.status != LiveStatus::Running,
+        )
+    }
+
+    /// A receiver that wakes at each new event and at the end.
+    pub fn subscribe(&self) -> watch::Receiver<()> {
+        self.changed.subscribe()
+    }
+
+    /// Waits until it ended; its result, or why it failed.
+    pub async fn wait(&self) -> Result<Arc<ParallelExecutionResult>, Problem> {
+        let mut changes = self.subscribe();
+        loop {
+            {
+                let state = self.lock();
+                if let Some(result) = &state.result {
+                    return Ok(result.clone());
+                }
+                if let Some(error) = &state.error {
+                    return Err(error.clone());
+                }
+            }
+            if changes.changed().await.is_err() {
+                return Err(Problem::internal(
+                    "the execution's task ended without a result",
+                ));
+            }
+        }
+    }
+
+    /// The result when it ended; while it runs, what is known so far: ended calls with
+    /// their outcome, the others `cancelled` with an error saying they are pending or
+    /// running (as the store answers for an unfinished execution).
+    pub fn result_so_far(&self) -> Arc<ParallelExecutionResult> {
+        let state = self.lock();
+        if let Some(result) = &state.result {
+            return result.clone();
+        }
+        let started: Vec<bool> = {
+            let mut started = vec![false; self.calls.len()];
+            for event in &state.events {
+                if event.kind == "started"
+                    && let Ok(v) = serde_json::from_str::<Value>(&event.data)
+                    && let Some(p) = v.get("position").and_then(Value::as_u64)
+                    && let Some(s) = started.get_mut(p as usize)
+                {
+                    *s = true;
+                }
+            }
+            started
+        };
+        let results = self
+            .calls
+            .iter()
+            .enumerate()
+            .map(|(i, call)| match &state.ended[i] {
+                Some(r) => r.clone(),
+                None => CallResult {
+                    id: call.id.clone(),
+                    name: call.name.clone(),
+                    status: CallStatus::Cancelled,
+                    output: None,
+                    error: Some(CallError {
+                        kind: ErrorKind::Cancelled,
+                        message: if started[i] {
+                            "running".to_owned()
+                        } else {
+                            "pending".to_owned()
+                        },
+                    }),
+                    attempts: 0,
+                    queued_ms: 0.0,
+                    started_ms: None,
+                    finished_ms: None,
+                    duration_ms: 0.0,
+                    level: 0,
+                },
+            })
+            .collect();
+        let elapsed = self.began.elapsed().as_secs_f64() * 1e3;
+        Arc::new(ParallelExecutionResult::from_calls(
+            results,
+            elapsed,
+            0.0,
+            false,
+            ExecutionMetadata::default(),
+        ))
+    }
+
+    /// Positions on the measured critical path (empty until it ended).
+    pub fn critical(&self) -> Vec<usize> {
+        self.lock().critical.clone()
+    }
+
+    fn at_ms(&self) -> f64 {
+        (self.began.elapsed().as_secs_f64() * 1e6).round() / 1e3
+    }
+
+    /// Records how it ended and appends the summary (the last event).
+    fn end(&self, plan: &Plan, outcome: Result<ParallelExecutionResult, Problem>) {
+        let mut state = self.lock();
+        state.ended_at = Some(Instant::now());
+        match outcome {
+            Ok(result) => {
+                let cancelled = self.cancel.is_cancelled()
+                    && result
+                        .results
+                        .iter()
+                        .any(|r| r.status == CallStatus::Cancelled);
+                state.status = if cancelled {
+                    LiveStatus::Cancelled
+                } else {
+                    LiveStatus::Finished
+                };
+                let critical = if plan.len() == result.results.len() {
+                    plan.critical_path_calls(|i| result.results[i].duration_ms)
+                } else {
+                    Vec::new()
+                };
+                let summary = json!({
+                    "success": result.success,
+                    "total_time_ms": result.total_time_ms,
+                    "sequential_time_estimate_ms": result.sequential_time_estimate_ms,
+                    "critical_path_ms": result.critical_path_ms,
+                    "speedup": result.speedup,
+                    "efficiency": result.efficiency,
+                    "critical": critical,
+                    "status": state.status.as_str(),
+                });
+                state.critical = critical;
+                state.result = Some(Arc::new(result));
+                self.push(&mut state, "summary", &summary);
+            }
+            Err(problem) => {
+                state.status = LiveStatus::Failed;
+                let summary = json!({
+                    "success": false,
+                    "total_time_ms": self.at_ms(),
+                    "sequential_time_estimate_ms": 0.0,
+                    "critical_path_ms": 0.0,
+                    "speedup": 1.0,
+                    "efficiency": 0.0,
+                    "critical": [],
+                    "status": "failed",
+                    "error": problem.detail,
+                });
+                state.error = Some(problem);
+                self.push(&mut state, "summary", &summary);
+            }
+        }
+    }
+}
+
+/// The `plan` event's data: the calls and the edges between them.
+pub fn plan_data(calls: &[ToolCall], edges: &[(usize, usize, String)]) -> Value {
+    json!({
+        "calls": calls.iter().enumerate().map(|(position, c)| json!({
+            "position": position, "id": c.id, "name": c.name, "arguments": c.arguments,
+        })).collect::<Vec<_>>(),
+        "edges": edges.iter().map(|(from, to, reason)| json!({
+            "from": from, "to": to, "reason": reason,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A `finished` event's data.
+#[derive(Serialize)]
+pub struct FinishedData<'a> {
+    /// The call's position.
+    pub position: usize,
+    /// The call's id.
+    pub call_id: &'a str,
+    /// How it ended.
+    pub status: CallStatus,
+    /// Time from ready to start (or to the decision), ms.
+    pub queued_ms: f64,
+    /// Start, ms since the execution began (absent when it never ran).
+    pub started_ms: Option<f64>,
+    /// End, ms since the execution began.
+    pub finished_ms: f64,
+    /// Its measured run time, ms.
+    pub duration_ms: f64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The output, when ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<&'a Value>,
+    /// The error, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a CallError>,
+}
+
+/// The sink an execution reports to: it appends to the execution's log.
+struct LiveSink {
+    execution: Arc<LiveExecution>,
+}
+
+impl EventSink for LiveSink {
+    fn on_event(&self, event: &Event) {
+        let e = &self.execution;
+        let (kind, position) = match event {
+            Event::CallReady { position } => ("queued", *position),
+            Event::CallStarted { position } => ("started", *position),
+            Event::CallFinished {
+                position,
+                duration_ms,
+                ..
+            } => {
+                if let Some(d) = e.lock().durations.get_mut(*position) {
+                    *d = *duration_ms;
+                }
+                return;
+            }
+            Event::ExecutionStarted { .. } | Event::ExecutionFinished { .. } => return,
+        };
+        let Some(call) = e.calls.get(position) else {
+            return;
+        };
+        let data = json!({"position": position, "call_id": call.id, "at_ms": e.at_ms()});
+        e.push(&mut e.lock(), kind, &data);
+    }
+
+    fn on_outcome(&self, position: usize, outcome: &CallOutcome<'_>) {
+        let e = &self.execution;
+        let Some(call) = e.calls.get(position) else {
+            return;
+        };
+        let mut state = e.lock();
+        let duration_ms = state.durations.get(position).copied().unwrap_or_default();
+        let data = FinishedData {
+            position,
+            call_id: &call.id,
+            status: outcome.status,
+            queued_ms: outcome.queued_ms,
+            started_ms: outcome.started_ms,
+            finished_ms: outcome.finished_ms,
+            duration_ms,
+            attempts: outcome.attempts,
+            output: outcome.output.map(|o| &**o),
+            error: outcome.error,
+        };
+        e.push(&mut state, "finished", &data);
+        if let Some(slot) = state.ended.get_mut(position) {
+            *slot = Some(CallResult {
+                id: call.id.clone(),
+                name: call.name.clone(),
+                status: outcome.status,
+                output: outcome.output.cloned(),
+                error: outcome.error.cloned(),
+                attempts: outcome.attempts,
+                queued_ms: outcome.queued_ms,
+                started_ms: outcome.started_ms,
+                finished_ms: Some(outcome.finished_ms),
+                duration_ms,
+                level: 0,
+            });
+        }
+    }
+}
+
+/// What to launch.
+pub enum Launch {
+    /// A new execution of the plan.
+    Execute,
+    /// Resuming stored execution `id` (the plan is its calls, planned again).
+    Resume(String),
+}
+
+/// A launched execution.
+pub struct Launched {
+    /// Its id.
+    pub id: String,
+    /// It, live.
+    pub execution: Arc<LiveExecution>,
+}
+
+/// What the registry holds.
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<String, Arc<LiveExecution>>,
+    /// Executions whose task has not ended, by launch number (an execution being recorded
+    /// is here before its id is known).
+    running: HashMap<u64, Arc<LiveExecution>>,
+    /// Ended executions, oldest first.
+    ended: VecDeque<String>,
+}
 
 /// The executions in flight (and recently ended) in this server.
 #[derive(Default)]
-pub struct Registry {}
+pub struct Registry {
+    inner: Mutex<Inner>,
+    refusing: AtomicBool,
+    launches: AtomicU64,
+    task_ended: Notify,
+}
 
 impl Registry {
     /// An empty registry.
     pub fn new() -> Registry {
         Registry::default()
     }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many executions are running now.
+    pub fn running(&self) -> usize {
+        self.lock().running.len()
+    }
+
+    /// From now on, launching is refused: `POST` answers 503 (the server is shutting down).
+    pub fn refuse_new(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until no execution runs or `grace` elapsed; then cancels the rest and waits
+    /// until their tasks ended — their records are finished, `cancelled` in the store and
+    /// resumable.
+    pub async fn drain(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let ended = self.task_ended.notified();
+            if self.running() == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                break;
+            }
+        }
+        let running: Vec<Arc<LiveExecution>> = self.lock().running.values().cloned().collect();
+        tracing::info!(
+            executions = running.len(),
+            "grace period over: cancelling the executions still running"
+        );
+        for execution in running {
+            execution.cancel.cancel();
+        }
+        loop {
+            let ended = self.task_ended.notified();
+            if self.running() == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    /// The execution named exactly `id`, when this server knows it.
+    pub fn get(&self, id: &str) -> Option<Arc<LiveExecution>> {
+        self.lock().by_id.get(id).cloned()
+    }
+
+    /// The executions whose id starts with `prefix`, at most `limit`.
+    pub fn by_prefix(&self, prefix: &str, limit: usize) -> Vec<(String, Arc<LiveExecution>)> {
+        self.lock()
+            .by_id
+            .iter()
+            .filter(|(id, _)| id.starts_with(prefix))
+            .take(limit)
+            .map(|(id, e)| (id.clone(), e.clone()))
+            .collect()
+    }
+
+    /// Every execution it knows, unordered.
+    pub fn all(&self) -> Vec<(String, Arc<LiveExecution>)> {
+        self.lock()
+            .by_id
+            .iter()
+            .map(|(id, e)| (id.clone(), e.clone()))
+            .collect()
+    }
+
+    fn insert(&self, id: String, execution: Arc<LiveExecution>) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.by_id.insert(id.clone(), execution)
+            && old.status() != LiveStatus::Running
+        {
+            // A resumed execution's earlier run: its place in the ended queue goes too.
+            inner.ended.retain(|e| *e != id);
+        }
+    }
+
+    fn ended(&self, launch: u64, id: Option<&str>) {
+        let mut inner = self.lock();
+        inner.running.remove(&launch);
+        if let Some(id) = id {
+            inner.ended.push_back(id.to_owned());
+        }
+        // Bounded: the oldest ended executions go (the store still has the recorded ones).
+        while inner.ended.len() > KEEP_ENDED
+            || inner.ended.front().is_some_and(|oldest| {
+                inner.by_id.get(oldest).is_none_or(|e| {
+                    e.lock()
+                        .ended_at
+                        .is_some_and(|at| at.elapsed() > KEEP_ENDED_FOR)
+                })
+            })
+        {
+            if let Some(oldest) = inner.ended.pop_front()
+                && inner
+                    .by_id
+                    .get(&oldest)
+                    .is_some_and(|e| e.status() != LiveStatus::Running)
+            {
+                inner.by_id.remove(&oldest);
+            }
+        }
+        drop(inner);
+        self.task_ended.notify_waiters();
+    }
+
+    /// Launches `plan` on `runtime` (recorded when the runtime has a store) in a task of its
+    /// own, and returns once its id is known: at once when unrecorded or resumed, once the
+    /// store holds it otherwise. A store that fails before anything ran is the error.
+    pub async fn launch(
+        self: &Arc<Self>,
+        runtime: Runtime,
+        plan: Plan,
+        config: Option<Arc<ParallelExecutorConfig>>,
+        what: Launch,
+    ) -> Result<Launched, Problem> {
+        if self.refusing.load(Ordering::SeqCst) {
+            return Err(Problem::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down: it starts no new execution",
+            ));
+        }
+        let recorded = runtime.store().is_some();
+        let execution = LiveExecution::new(&plan, recorded);
+        let launch = self.launches.fetch_add(1, Ordering::SeqCst);
+        self.lock().running.insert(launch, execution.clone());
+        let (id_tx, id_rx) = oneshot::channel::<String>();
+        let known_id = match &what {
+            Launch::Resume(id) => Some(id.clone()),
+            Launch::Execute if recorded => None,
+            Launch::Execute => Some(uuid::Uuid::new_v4().to_string()),
+        };
+        let on_begin: Option<toolgraph::OnBegin> = if known_id.is_none() {
+            let registry = self.clone();
+            let live = execution.clone();
+            let id_tx = Mutex::new(Some(id_tx));
+            Some(Arc::new(move |id: &str| {
+                registry.insert(id.to_owned(), live.clone());
+                if let Some(tx) = id_tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    let _ = tx.send(id.to_owned());
+                }
+            }))
+        } else {
+            None
+        };
+        if let Some(id) = &known_id {
+            self.insert(id.clone(), execution.clone());
+        }
+        let options = ExecuteOptions {
+            cancel: execution.cancel.clone(),
+            config,
+            sink: Some(Arc::new(LiveSink {
+                execution: execution.clone(),
+            })),
+            on_begin,
+            ..ExecuteOptions::default()
+        };
+        let registry = self.clone();
+        let live = execution.clone();
+        let task_id = known_id.clone();
+        tokio::spawn(async move {
+            let outcome = match what {
+                Launch::Execute => runtime.execute(&plan, options).await.map(|e| e.result),
+                Launch::Resume(id) => runtime.resume(&id, options).await.map(|r| r.stored.result),
+            };
+            let id = outcome
+                .as_ref()
+                .ok()
+                .and_then(|r| r.metadata.execution_id.clone())
+                .or(task_id);
+            live.end(&plan, outcome.map_err(runtime_problem));
+            registry.ended(launch, id.as_deref());
+        });
+        let id =
+            match known_id {
+                Some(id) => id,
+                None => match id_rx.await {
+                    Ok(id) => id,
+                    // Never recorded: the task ended with the reason.
+                    Err(_) => {
+                        return Err(execution.wait().await.err().unwrap_or_else(|| {
+                            Problem::internal("the execution was not recorded")
+                        }));
+                    }
+                },
+            };
+        Ok(Launched { id, execution })
+    }
+}
+
+/// A runtime error as an answer: the batch's problems are 400, an unknown execution 404,
+/// an execution that cannot be resumed now 409, the store's failures 500.
+pub fn runtime_problem(e: RuntimeError) -> Problem {
+    use axum::http::StatusCode;
+    match e {
+        RuntimeError::Input(e) => crate::problem::input_rejected(&e),
+        RuntimeError::Store(e) => store_problem(e),
+        RuntimeError::NoStore => Problem::new(StatusCode::CONFLICT, e.to_string()),
+        RuntimeError::NothingToResume(_) | RuntimeError::Owned { .. } => {
+            Problem::new(StatusCode::CONFLICT, e.to_string())
+        }
+    }
+}
+
+/// A store error as an answer: 404 for an unknown id, 400 for something that is no id,
+/// 409 for an ambiguous prefix (the candidates are in the text), 500 otherwise.
+pub fn store_problem(e: StoreError) -> Problem {
+    use axum::http::StatusCode;
+    let status = match &e {
+        StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+        StoreError::BadId { .. } => StatusCode::BAD_REQUEST,
+        StoreError::Ambiguous { .. } => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    Problem::new(status, e.to_string())
 }

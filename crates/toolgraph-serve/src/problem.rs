@@ -14,6 +14,10 @@ pub struct Problem {
     pub title: String,
     /// What went wrong, in words: the CLI's message.
     pub detail: String,
+    /// For a rejected batch: each problem, naming the call (id and position) it is about.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<crate::api::schema::InputProblem>)]
+    pub problems: Vec<toolgraph_core::Problem>,
 }
 
 impl Problem {
@@ -23,6 +27,7 @@ impl Problem {
             status: status.as_u16(),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             detail: detail.into(),
+            problems: Vec::new(),
         }
     }
 
@@ -39,6 +44,15 @@ impl Problem {
     /// 500: the server failed (the store, mostly).
     pub fn internal(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
+    }
+}
+
+/// 400 for a rejected batch: the CLI's text (`input rejected (N problems)` and one line per
+/// problem naming its call id) and the problems one by one; nothing ran.
+pub fn input_rejected(e: &toolgraph_core::InputError) -> Problem {
+    Problem {
+        problems: e.problems.clone(),
+        ..Problem::bad_request(format!("{e}\nnothing ran."))
     }
 }
 

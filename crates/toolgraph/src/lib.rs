@@ -8,6 +8,7 @@
 //! in the file and in the environment alike.
 
 mod config;
+mod describe;
 mod runtime;
 
 use std::sync::Arc;
@@ -15,8 +16,9 @@ use std::sync::Arc;
 pub use config::{
     CONFIG_VARIABLE, Config, ConfigLoadError, ENV_PREFIX, StoreConfig, default_store_url,
 };
+pub use describe::{ToolDescription, describe_tools};
 pub use runtime::{
-    ExecuteOptions, Execution, LEASE_RENEW, LEASE_TIMEOUT, ResumeCounts, Resumed, Runtime,
+    ExecuteOptions, Execution, LEASE_RENEW, LEASE_TIMEOUT, OnBegin, ResumeCounts, Resumed, Runtime,
     RuntimeError, SinkFactory, classify_resume,
 };
 pub use toolgraph_core as core;
