@@ -231,7 +231,8 @@ function draw(g, nowMs) {
     const top = y(i);
     const critical = onPath.has(i);
     const row = s("g", { class: "row", "data-id": c.id, "data-position": i });
-    row.append(s("rect", { x: 0, y: top, width: WIDTH, height: ROW_H, fill: i % 2 === 1 ? "#f8f9fb" : "#ffffff" }));
+    // Odd rows shaded as in the CLI; even rows transparent (the grid shows through) but hoverable.
+    row.append(s("rect", { class: "row-bg", x: 0, y: top, width: WIDTH, height: ROW_H, fill: i % 2 === 1 ? "#f8f9fb" : "#ffffff", "fill-opacity": i % 2 === 1 ? 1 : 0 }));
     row.append(
       s("text", { class: "call-id", x: 12, y: top + 16, "font-weight": critical ? "bold" : "normal", text: c.id }),
       s("text", { class: "call-tool", x: LABEL_W - 8, y: top + 16, "text-anchor": "end", fill: "#6b7682", text: c.name }),
@@ -277,8 +278,10 @@ function draw(g, nowMs) {
     const b = g.calls[to];
     if (!a || !b || ends[from] === undefined) continue;
     const x1 = x(ends[from]);
+    // A dependant not yet ready gets its arrow when it is (queued, started or decided).
     const bStart = b.finished?.started_ms ?? b.startedAt ?? b.queuedAt ?? (b.finished ? decided[to] : undefined);
-    const x2 = x(bStart ?? ends[from]);
+    if (bStart === undefined) continue;
+    const x2 = x(bStart);
     const y1 = y(from) + ROW_H / 2;
     const y2 = y(to) + ROW_H / 2;
     const critical = criticalEdges.has(`${from}>${to}`);

@@ -4,7 +4,7 @@
 
 import { api, withQuery } from "./api.js";
 import { h, s, px } from "./svg.js";
-import { measured, times, percent } from "./format.js";
+import { measured, times, percent, tickStep } from "./format.js";
 
 const SINCE = ["1h", "24h", "7d", "30d", ""];
 const HISTORY = 200;
@@ -72,29 +72,34 @@ function showTrend(container, executions) {
   }
   container.append(
     lineChart("speedup-chart", "speedup", executions.map((e) => [e.created_at, e.speedup]), times, 1),
-    lineChart("efficiency-chart", "efficiency", executions.map((e) => [e.created_at, e.efficiency ?? 0]), (v) => percent(v), 1),
+    lineChart("efficiency-chart", "efficiency", executions.map((e) => [e.created_at, Math.min(e.efficiency ?? 0, 1)]), (v) => percent(v), 1, 1),
   );
 }
 
-/** A line chart of `points` ([epoch ms, value]) with its y axis from 0, a dashed guide at `guide`. */
-function lineChart(id, label, points, fmt, guide) {
+/** A line chart of `points` ([epoch ms, value]), its y axis from 0 to round ticks (or to `cap`),
+ * a dashed guide at `guide`. */
+function lineChart(id, label, points, fmt, guide, cap) {
   const W = 1000, H = 220, L = 60, R = 20, T = 24, B = 34;
   const xs = points.map((p) => p[0]);
   const x0 = Math.min(...xs), x1 = Math.max(...xs);
-  const yMax = Math.max(guide, ...points.map((p) => p[1])) * 1.1;
+  const top = cap ?? Math.max(guide, ...points.map((p) => p[1])) * 1.1;
+  const yStep = tickStep(top, 5);
+  const yTicks = Math.max(1, Math.ceil(top / yStep - 1e-9));
+  const yMax = yStep * yTicks;
   const x = (t) => (x1 === x0 ? L + (W - L - R) / 2 : L + ((t - x0) / (x1 - x0)) * (W - L - R));
   const y = (v) => T + (1 - v / yMax) * (H - T - B);
   const svg = s("svg", { id, class: "chart", viewBox: `0 0 ${W} ${H}`, width: W, height: H, "font-family": "Helvetica, Arial, sans-serif", "font-size": 12 });
   svg.append(s("text", { x: L, y: 16, "font-weight": "bold", text: `${label} (${points.length} executions, oldest left)` }));
-  for (let k = 0; k <= 4; k++) {
-    const v = (yMax / 4) * k;
+  for (let k = 0; k <= yTicks; k++) {
+    const v = yStep * k;
     svg.append(
       s("line", { x1: L, x2: W - R, y1: px(y(v)), y2: px(y(v)), stroke: k === 0 ? "#1d2733" : "#edf0f3" }),
       s("text", { x: L - 6, y: px(y(v)) + 4, "text-anchor": "end", fill: "#4a5561", text: fmt(v) }),
     );
   }
   svg.append(s("line", { x1: L, x2: W - R, y1: px(y(guide)), y2: px(y(guide)), stroke: "#9aa3ad", "stroke-dasharray": "4 4" }));
-  const when = (t) => new Date(t).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const short = x1 - x0 < 3600000;
+  const when = (t) => new Date(t).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: short ? "2-digit" : undefined });
   svg.append(
     s("text", { x: L, y: H - 10, fill: "#4a5561", text: when(x0) }),
     s("text", { x: W - R, y: H - 10, "text-anchor": "end", fill: "#4a5561", text: when(x1) }),

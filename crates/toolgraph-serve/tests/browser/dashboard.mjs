@@ -103,8 +103,10 @@ try {
   await page.hover('svg.gantt g.row[data-id="flaky"] rect.bar.run');
   const tooltip = await page.textContent(".tooltip");
   check(tooltip.includes("upstream refused") && tooltip.includes("after_ms"), "hovering a bar shows its arguments and error");
-  await page.screenshot({ path: join(shots, "execution.png"), fullPage: true });
+  await page.screenshot({ path: join(shots, "execution-hover.png"), fullPage: true });
   await page.mouse.move(0, 0);
+  await page.waitForSelector(".tooltip", { state: "hidden" });
+  await page.screenshot({ path: join(shots, "execution.png"), fullPage: true });
 
   // The list, through the nav link (client-side routing), with this execution.
   await page.click('nav a[data-nav="list"]');
