@@ -1,4 +1,4 @@
-// The stats page: speedup and efficiency over time (line charts over the executions list),
+// The stats page: speedup and efficiency over time (line charts over the finished executions),
 // per-tool latency percentiles and error rates (bar charts over `GET /v1/stats`), each with
 // its numbers in a table.
 
@@ -28,7 +28,7 @@ export function mount(main) {
     try {
       const [stats, list] = await Promise.all([
         api(withQuery("/v1/stats", filters)),
-        api(withQuery("/v1/executions", { limit: HISTORY, tool: filters.tool })),
+        api(withQuery("/v1/executions", { limit: HISTORY, status: "finished", tool: filters.tool })),
       ]);
       if (stopped) return;
       showOverview(overview, stats);

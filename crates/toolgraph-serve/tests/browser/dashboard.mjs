@@ -29,6 +29,12 @@ const BATCH = [
 ];
 const EXPECTED = { a: "ok", b: "ok", c: "ok", d: "ok", join: "ok", flaky: "error", after_flaky: "skipped" };
 
+/** A screenshot of the page down to the end of its content. */
+async function shot(page, name) {
+  const height = await page.evaluate(() => Math.ceil(document.querySelector("main").getBoundingClientRect().bottom));
+  await page.screenshot({ path: join(shots, name), fullPage: true, clip: { x: 0, y: 0, width: 1200, height } });
+}
+
 function check(condition, message) {
   if (!condition) throw new Error(`check failed: ${message}`);
   console.log(`ok: ${message}`);
@@ -75,7 +81,7 @@ try {
   await page.waitForTimeout(250);
   const grown = await page.$eval('svg.gantt rect.bar.run.running', (r) => Number(r.getAttribute("width"))).catch(() => null);
   console.log(`a running bar's width: ${growing} then ${grown} px`);
-  await page.screenshot({ path: join(shots, "execution-running.png"), fullPage: true });
+  await shot(page, "execution-running.png");
 
   // The end: summary, table, critical path.
   await page.waitForSelector('svg.gantt[data-state="ended"]', { timeout: 15000 });
@@ -103,10 +109,30 @@ try {
   await page.hover('svg.gantt g.row[data-id="flaky"] rect.bar.run');
   const tooltip = await page.textContent(".tooltip");
   check(tooltip.includes("upstream refused") && tooltip.includes("after_ms"), "hovering a bar shows its arguments and error");
-  await page.screenshot({ path: join(shots, "execution-hover.png"), fullPage: true });
+  await shot(page, "execution-hover.png");
   await page.mouse.move(0, 0);
   await page.waitForSelector(".tooltip", { state: "hidden" });
-  await page.screenshot({ path: join(shots, "execution.png"), fullPage: true });
+  await shot(page, "execution.png");
+
+  // Cancel: a long call and its dependant, stopped from the page.
+  const long = await page.request.post(`${base}/v1/executions`, {
+    data: [
+      { id: "long", name: "sleep", arguments: { ms: 20000 } },
+      { id: "after_long", name: "echo", arguments: {}, depends_on: ["long"] },
+    ],
+  });
+  check(long.status() === 202, `a long execution started (${long.status()})`);
+  const longId = (await long.json()).id;
+  await page.goto(`${base}/executions/${longId.slice(0, 8)}`);
+  await page.waitForSelector('svg.gantt[data-state="running"] rect.bar.run.running');
+  await page.click("#cancel");
+  await page.waitForSelector('svg.gantt[data-state="ended"]', { timeout: 10000 });
+  const cancelled = await page.textContent("#execution-status");
+  check(cancelled === "cancelled", `Cancel stops it: the page says ${cancelled}`);
+  const longStatus = await page.textContent('#calls-table tr[data-id="long"] .status');
+  check(longStatus === "cancelled", `the running call ended ${longStatus}`);
+  check(page.url().endsWith(`/executions/${longId.slice(0, 8)}`) && (await page.textContent("h1 .mono")) === longId,
+    "an id prefix in the address opens the execution, named in full");
 
   // The list, through the nav link (client-side routing), with this execution.
   await page.click('nav a[data-nav="list"]');
@@ -114,7 +140,7 @@ try {
   const row = await page.textContent(`#executions tr[data-id="${id}"]`);
   check(row.includes("failed") && row.includes("7"), `the list shows it: ${row.replace(/\s+/g, " ")}`);
   const listed = await page.$$eval("#executions tbody tr[data-id]", (rows) => rows.length);
-  check(listed === 2, `${listed} executions listed`);
+  check(listed === 3, `${listed} executions listed`);
   await page.selectOption("#filter-status", "running");
   await page.waitForFunction(() => !document.querySelector("#executions tbody tr[data-id]"));
   check(page.url().includes("status=running"), "the status filter is in the address and no execution is running");
@@ -124,7 +150,7 @@ try {
   check(byTool === 1, "the tool filter keeps the executions that called it");
   await page.goto(`${base}/`);
   await page.waitForSelector(`#executions tr[data-id="${id}"]`);
-  await page.screenshot({ path: join(shots, "list.png"), fullPage: true });
+  await shot(page, "list.png");
 
   // The stats page.
   await page.goto(`${base}/stats`);
@@ -134,10 +160,10 @@ try {
   const failRate = await page.textContent('#tools-table tr[data-tool="fail"] td:nth-child(4)');
   check(failRate.trim() === "100.0%", `fail's error rate ${failRate}`);
   const points = await page.$$eval("#speedup-chart circle.point", (c) => c.length);
-  check(points === 2, `${points} points on the speedup chart`);
+  check(points === 2, `${points} points on the speedup chart (the finished executions)`);
   const latencyBars = await page.$$eval("#latency-chart rect.bar", (b) => b.length);
   check(latencyBars === tools.length * 3, `${latencyBars} latency bars (p50/p95/p99 per tool)`);
-  await page.screenshot({ path: join(shots, "stats.png"), fullPage: true });
+  await shot(page, "stats.png");
 
   check(problems.length === 0, `no page or console errors${problems.length ? `: ${problems.join("; ")}` : ""}`);
   console.log("dashboard: all checks passed");
