@@ -43,6 +43,7 @@ export function mount(main, { id }) {
   };
 
   const finish = (summary) => {
+    if (summary.error) note.textContent = summary.error;
     gantt.setSummary(summary);
     gantt.render(summary.total_time_ms);
     setStatus(summary.status || "finished", summary.success);

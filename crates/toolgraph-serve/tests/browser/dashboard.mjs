@@ -50,6 +50,20 @@ try {
     if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) problems.push(`console error: ${m.text()}`);
   });
 
+  // The page's own requests to the API, with the credentials they carried.
+  const apiRequests = [];
+  page.on("request", (r) => {
+    const url = new URL(r.url());
+    if (url.pathname.startsWith("/v1/")) apiRequests.push({ url, auth: r.headers().authorization });
+  });
+
+  // The token: read from ?token= once, kept in sessionStorage, out of the address.
+  await page.goto(`${base}/?token=s3cret%2B1`);
+  await page.waitForSelector("#executions");
+  check(!page.url().includes("token"), `the token leaves the address (${page.url()})`);
+  const kept = await page.evaluate(() => sessionStorage.getItem("toolgraph_token"));
+  check(kept === "s3cret+1", `the token is kept in sessionStorage (${kept})`);
+
   // A quick execution first, so the list and the trend chart have more than one point.
   const warmup = await page.request.post(`${base}/v1/executions?wait=true`, {
     data: [{ id: "warm", name: "sleep", arguments: { ms: 20 } }, { id: "warm2", name: "echo", arguments: {} }],
@@ -165,6 +179,12 @@ try {
   check(latencyBars === tools.length * 3, `${latencyBars} latency bars (p50/p95/p99 per tool)`);
   await shot(page, "stats.png");
 
+  const streams = apiRequests.filter((r) => r.url.pathname.endsWith("/events"));
+  const fetches = apiRequests.filter((r) => !r.url.pathname.endsWith("/events"));
+  check(fetches.length > 0 && fetches.every((r) => r.auth === "Bearer s3cret+1"),
+    `all ${fetches.length} API requests of the page carried the bearer token`);
+  check(streams.length >= 2 && streams.every((r) => r.url.searchParams.get("token") === "s3cret+1"),
+    `all ${streams.length} event streams carried ?token=`);
   check(problems.length === 0, `no page or console errors${problems.length ? `: ${problems.join("; ")}` : ""}`);
   console.log("dashboard: all checks passed");
 } catch (e) {
