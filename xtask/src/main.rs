@@ -5,14 +5,17 @@
 //!    `node_modules` is missing or older than their `package-lock.json`: the reference MCP
 //!    servers (`crates/toolgraph-mcp/tests/servers`) and the dashboard's browser driver
 //!    (`crates/toolgraph-serve/tests/browser`, playwright-core; the browser is Debian's).
-//! 2. Probes PostgreSQL (5432), NATS (4222) and Redis (6379) on 127.0.0.1 and, for each that
+//! 2. Installs the pinned schemathesis (PyPI) into a virtual environment under the target
+//!    folder when it is missing, and names its `st` in `TOOLGRAPH_TEST_SCHEMATHESIS` (the
+//!    OpenAPI check of `toolgraph serve`) — never overriding one already set.
+//! 3. Probes PostgreSQL (5432), NATS (4222) and Redis (6379) on 127.0.0.1 and, for each that
 //!    answers, sets its `TOOLGRAPH_TEST_*_URL` — never overriding one already set.
-//! 3. Runs `cargo test --workspace --locked ARGS…` with `TOOLGRAPH_TEST_SKIP_LOG` naming a file
+//! 4. Runs `cargo test --workspace --locked ARGS…` with `TOOLGRAPH_TEST_SKIP_LOG` naming a file
 //!    where each skipped check leaves a line (`toolgraph_test_support::skip`).
-//! 4. Prints `N checks skipped:` with each check and why, and exits with cargo's status.
+//! 5. Prints `N checks skipped:` with each check and why, and exits with cargo's status.
 //!
-//! It changes nothing outside the repository but that one temporary file, and starts no
-//! service: a service that is down is reported, and the checks that need it say so.
+//! It changes nothing outside the repository (and the target folder) but that one temporary
+//! file, and starts no service: a service that is down is reported, and the checks that need it say so.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -56,6 +59,12 @@ const NPM_PROJECTS: [(&str, &str, &str); 2] = [
     ),
 ];
 
+/// The schemathesis release the OpenAPI check runs (`pip install schemathesis==…`).
+const SCHEMATHESIS: &str = "4.32.5";
+
+/// The variable naming schemathesis's `st` for the tests.
+const SCHEMATHESIS_VAR: &str = "TOOLGRAPH_TEST_SCHEMATHESIS";
+
 const USAGE: &str = "usage: cargo test-all [ARGS…]   (cargo run -p xtask -- test [ARGS…])
   installs the tests' npm projects when needed, finds PostgreSQL, NATS and Redis on 127.0.0.1,
   runs `cargo test --workspace --locked ARGS…` and lists the checks it skipped.";
@@ -88,6 +97,18 @@ fn test(args: Vec<String>) -> ExitCode {
         .current_dir(&root)
         .args(["test", "--workspace", "--locked"])
         .args(&args);
+    if let Some(set) = std::env::var_os(SCHEMATHESIS_VAR) {
+        eprintln!(
+            "test-all: {SCHEMATHESIS_VAR} is already set ({})",
+            set.to_string_lossy()
+        );
+    } else if let Some(st) = install_schemathesis(&root) {
+        eprintln!(
+            "test-all: schemathesis: {SCHEMATHESIS_VAR}={}",
+            st.display()
+        );
+        cargo.env(SCHEMATHESIS_VAR, st);
+    }
     for (name, port, var, url) in SERVICES {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         if let Some(set) = std::env::var_os(var) {
@@ -150,6 +171,52 @@ fn install_npm_project(root: &Path, dir: &str, what: &str, checks: &str) {
         Ok(status) if status.success() => {}
         Ok(status) => eprintln!("test-all: npm ci failed ({status}): {checks} will skip"),
         Err(e) => eprintln!("test-all: could not run npm ({e}): {checks} will skip"),
+    }
+}
+
+/// schemathesis's `st` in `<target>/schemathesis-<version>/`, made with `python3 -m venv`
+/// and `pip install schemathesis==<version>` when missing. A failure is reported, not
+/// fatal: the OpenAPI check then skips and says why.
+fn install_schemathesis(root: &Path) -> Option<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| if t.is_absolute() { t } else { root.join(t) })
+        .unwrap_or_else(|| root.join("target"));
+    let venv = target.join(format!("schemathesis-{SCHEMATHESIS}"));
+    let st = venv.join("bin").join("st");
+    if st.exists() {
+        return Some(st);
+    }
+    eprintln!(
+        "test-all: installing schemathesis {SCHEMATHESIS} into {}",
+        venv.display()
+    );
+    let ran = |what: &str, command: &mut Command| match command.status() {
+        Ok(status) if status.success() => true,
+        Ok(status) => {
+            eprintln!("test-all: {what} failed ({status}): the OpenAPI check will skip");
+            false
+        }
+        Err(e) => {
+            eprintln!("test-all: could not run {what} ({e}): the OpenAPI check will skip");
+            false
+        }
+    };
+    let made = ran(
+        "python3 -m venv",
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+    ) && ran(
+        "pip install schemathesis",
+        Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("schemathesis=={SCHEMATHESIS}")),
+    );
+    if made && st.exists() {
+        Some(st)
+    } else {
+        // A half-made environment would be taken for a good one next time.
+        let _ = std::fs::remove_dir_all(&venv);
+        None
     }
 }
 

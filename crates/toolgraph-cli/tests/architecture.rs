@@ -114,6 +114,7 @@ fn outside_worlds() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static s
             "reqwest",
             (
                 vec!["toolgraph-tools", "toolgraph-llm", "toolgraph-mcp"],
+                // The service's tests are its HTTP clients.
                 vec!["toolgraph-serve"],
             ),
         ),

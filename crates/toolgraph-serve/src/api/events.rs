@@ -20,6 +20,36 @@ use crate::AppState;
 use crate::live::{FinishedData, LiveEvent, LiveExecution, plan_data, store_problem};
 use crate::problem::Problem;
 
+/// One Server-Sent Event of an execution (each event of the stream has this form).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SseEvent {
+    /// Its number: 0, 1, 2, … (`Last-Event-ID` resumes after one).
+    #[schema(pattern = "^[0-9]+$")]
+    id: String,
+    /// What happened.
+    event: SseKind,
+    /// The event's JSON (see the README for each kind's fields).
+    data: String,
+}
+
+/// The kinds of events, in the order an execution emits them.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum SseKind {
+    /// The calls and edges (first).
+    Plan,
+    /// A call's dependencies are done; it waits for a slot.
+    Queued,
+    /// A call started.
+    Started,
+    /// A call ended: status, timings, attempts, output or error.
+    Finished,
+    /// The figures (last).
+    Summary,
+}
+
 /// The execution's events.
 #[utoipa::path(
     get,
@@ -29,7 +59,7 @@ use crate::problem::Problem;
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event number"),
     ),
     responses(
-        (status = 200, description = "`id: <seq>`, `event: plan|queued|started|finished|summary`, `data: <json>`", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "`id: <seq>`, `event: plan|queued|started|finished|summary`, `data: <json>`", body = SseEvent, content_type = "text/event-stream"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),

@@ -46,6 +46,9 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(tool_messages::tool_messages))
 }
 
+/// The largest integer every JSON reader keeps exact (2^53 - 1).
+const MAX_JSON_INTEGER: u64 = 9_007_199_254_740_991;
+
 /// Per-execution choices, under `"options"` beside `"tool_calls"`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -56,7 +59,8 @@ pub struct ExecutionOptions {
     pub max_parallel: Option<usize>,
     /// At most this many calls of a tool at once, by tool name.
     pub tool_limits: Option<BTreeMap<String, usize>>,
-    /// The default timeout of a call, ms.
+    /// The default timeout of a call, ms (0: none).
+    #[schema(maximum = 9007199254740991_u64)]
     pub timeout_ms: Option<u64>,
     /// One call at a time.
     pub sequential: Option<bool>,
@@ -125,6 +129,11 @@ pub(crate) fn execution_config(
         config.per_tool_parallel_limits.extend(limits.clone());
     }
     if let Some(ms) = timeout_ms {
+        if *ms > MAX_JSON_INTEGER {
+            return Err(Problem::bad_request(format!(
+                "options: timeout_ms {ms} is larger than {MAX_JSON_INTEGER}\nnothing ran."
+            )));
+        }
         config.default_timeout_ms = *ms;
     }
     if let Some(sequential) = sequential {
