@@ -15,6 +15,9 @@ if (!base || !shots) {
 }
 mkdirSync(shots, { recursive: true });
 const executablePath = process.env.TOOLGRAPH_TEST_CHROMIUM || "/usr/bin/chromium";
+// The page gets it as ?token= and must send it back; a server without auth ignores it.
+const token = process.env.TOOLGRAPH_TEST_TOKEN || "s3cret+1";
+const bearer = { Authorization: `Bearer ${token}` };
 
 // Two independent chains (a → c, b → d) joined by an echo that references both, and a
 // failing call with a dependant (skipped). The critical path is a → c → join.
@@ -58,14 +61,15 @@ try {
   });
 
   // The token: read from ?token= once, kept in sessionStorage, out of the address.
-  await page.goto(`${base}/?token=s3cret%2B1`);
+  await page.goto(`${base}/?token=${encodeURIComponent(token)}`);
   await page.waitForSelector("#executions");
   check(!page.url().includes("token"), `the token leaves the address (${page.url()})`);
   const kept = await page.evaluate(() => sessionStorage.getItem("toolgraph_token"));
-  check(kept === "s3cret+1", `the token is kept in sessionStorage (${kept})`);
+  check(kept === token, `the token is kept in sessionStorage (${kept})`);
 
   // A quick execution first, so the list and the trend chart have more than one point.
   const warmup = await page.request.post(`${base}/v1/executions?wait=true`, {
+    headers: bearer,
     data: [{ id: "warm", name: "sleep", arguments: { ms: 20 } }, { id: "warm2", name: "echo", arguments: {} }],
   });
   check(warmup.ok(), `a warm-up execution ran (${warmup.status()})`);
@@ -130,6 +134,7 @@ try {
 
   // Cancel: a long call and its dependant, stopped from the page.
   const long = await page.request.post(`${base}/v1/executions`, {
+    headers: bearer,
     data: [
       { id: "long", name: "sleep", arguments: { ms: 20000 } },
       { id: "after_long", name: "echo", arguments: {}, depends_on: ["long"] },
@@ -181,9 +186,9 @@ try {
 
   const streams = apiRequests.filter((r) => r.url.pathname.endsWith("/events"));
   const fetches = apiRequests.filter((r) => !r.url.pathname.endsWith("/events"));
-  check(fetches.length > 0 && fetches.every((r) => r.auth === "Bearer s3cret+1"),
+  check(fetches.length > 0 && fetches.every((r) => r.auth === `Bearer ${token}`),
     `all ${fetches.length} API requests of the page carried the bearer token`);
-  check(streams.length >= 2 && streams.every((r) => r.url.searchParams.get("token") === "s3cret+1"),
+  check(streams.length >= 2 && streams.every((r) => r.url.searchParams.get("token") === token),
     `all ${streams.length} event streams carried ?token=`);
   check(problems.length === 0, `no page or console errors${problems.length ? `: ${problems.join("; ")}` : ""}`);
   console.log("dashboard: all checks passed");
