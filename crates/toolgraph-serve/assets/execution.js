@@ -60,12 +60,15 @@ export function mount(main, { id }) {
     timer = poll = null;
   };
 
+  // The execution as `GET /v1/executions/{id}` has it. While it runs, a call not ended yet
+  // stands there as `cancelled` with the message "running" or "pending" and no times.
   const drawDetail = (detail) => {
     gantt.setPlan(detail.calls || [], detail.edges || []);
     const results = detail.result?.results || [];
     results.forEach((r, i) => {
-      if (r.status && (r.finished_ms !== null && r.finished_ms !== undefined || r.status !== "ok")) gantt.finished(i, r);
-      else if (r.started_ms !== null && r.started_ms !== undefined) gantt.started(i, r.started_ms);
+      const open = detail.status === "running" && (r.finished_ms === null || r.finished_ms === undefined)
+        && r.error?.kind === "cancelled" && ["running", "pending"].includes(r.error?.message);
+      if (!open) gantt.finished(i, r);
     });
   };
 
