@@ -43,6 +43,12 @@ function check(condition, message) {
   console.log(`ok: ${message}`);
 }
 
+// A hung step ends the run rather than the test suite.
+setTimeout(() => {
+  console.error("dashboard.mjs: gave up after 180 s");
+  process.exit(1);
+}, 180000).unref();
+
 const browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox"] });
 const problems = [];
 try {
@@ -66,6 +72,22 @@ try {
   check(!page.url().includes("token"), `the token leaves the address (${page.url()})`);
   const kept = await page.evaluate(() => sessionStorage.getItem("toolgraph_token"));
   check(kept === token, `the token is kept in sessionStorage (${kept})`);
+
+  // The drawing helpers agree with the CLI's timeline.rs (the same cases as its unit tests).
+  const helpers = await page.evaluate(async () => {
+    const { tickStep, tickLabel } = await import("/assets/format.js");
+    const { throughJoins } = await import("/assets/gantt.js");
+    return {
+      steps: [tickStep(120, 8), tickStep(1000, 8), tickStep(7, 8)],
+      labels: [tickLabel(1.5, 0.5), tickLabel(0.3, 0.1), tickLabel(0.04, 0.02), tickLabel(300, 50), tickLabel(1500, 500), tickLabel(4000, 2000)],
+      joins: throughJoins([10, 40, 20, 50, undefined], [[0, 5], [1, 5], [2, 5], [5, 3], [5, 4], [0, 1]]),
+      unfinished: throughJoins(new Array(5).fill(undefined), [[0, 5], [1, 5], [2, 5], [5, 3], [5, 4], [0, 1]]),
+    };
+  });
+  check(JSON.stringify(helpers.steps) === "[20,200,1]", `tick steps ${JSON.stringify(helpers.steps)}`);
+  check(JSON.stringify(helpers.labels) === JSON.stringify(["1.5 ms", "0.3 ms", "0.04 ms", "300 ms", "1500 ms", "4 s"]), `tick labels ${JSON.stringify(helpers.labels)}`);
+  check(JSON.stringify(helpers.joins) === "[[1,3],[1,4],[0,1]]" && JSON.stringify(helpers.unfinished) === "[[0,1]]",
+    `a join draws one arrow per dependant from the last call of its group ${JSON.stringify(helpers.joins)}`);
 
   // A quick execution first, so the list and the trend chart have more than one point.
   const warmup = await page.request.post(`${base}/v1/executions?wait=true`, {
@@ -119,9 +141,13 @@ try {
     Object.fromEntries(rows.map((r) => [r.dataset.id, r.querySelector("rect.bar.run")?.getAttribute("fill") ?? r.querySelector("text.not-run")?.textContent])));
   check(colours.flaky === "#d64545" && colours.a === "#2f9e5b" && colours.after_flaky === "skipped", `status colours ${JSON.stringify(colours)}`);
   check(!(await page.isVisible("#cancel")), "the Cancel button is gone once it ended");
+  const ticks = await page.$$eval('svg.gantt g[class="tick"] text', (t) => t.map((e) => e.textContent));
+  const last = await page.textContent("svg.gantt g.tick.makespan text");
+  check(ticks[0] === "0 ms" && ticks.every((t) => /^\d+ ms$/.test(t) && Number.parseInt(t, 10) % 100 === 0),
+    `round ticks ${ticks.join(", ")}, then the makespan ${last}`);
   const makespan = await page.textContent('[data-figure="makespan"] dd');
   const speedup = await page.textContent('[data-figure="speedup"] dd');
-  check(/ms$/.test(makespan) && /×$/.test(speedup), `figures: makespan ${makespan}, speedup ${speedup}`);
+  check(makespan === last && /×$/.test(speedup), `figures: makespan ${makespan}, speedup ${speedup}`);
 
   // Hover: arguments and error in the tooltip.
   await page.hover('svg.gantt g.row[data-id="flaky"] rect.bar.run');
