@@ -40,6 +40,10 @@ export class Gantt {
     this.tooltip = h("div", { class: "tooltip", hidden: true });
     document.body.append(this.tooltip);
     this.svg = null;
+    // Live `at_ms` times may run on another clock than the results' `started_ms` (a few ms
+    // apart): each finished call that was seen starting tells the difference, which the
+    // calls still open and the clock are then drawn with.
+    this.skew = 0;
   }
 
   /** The plan: calls (`{position?, id, name, arguments}`) and edges (`{from, to}` or `[from, to]`). */
@@ -63,7 +67,10 @@ export class Gantt {
     const call = this.calls[position];
     if (!call) return;
     call.finished = data;
-    if (data.started_ms !== null && data.started_ms !== undefined) call.startedAt = data.started_ms;
+    if (data.started_ms !== null && data.started_ms !== undefined) {
+      if (call.startedAt !== undefined) this.skew = call.startedAt - data.started_ms;
+      call.startedAt = data.started_ms;
+    }
   }
 
   setSummary(summary) {
@@ -78,7 +85,7 @@ export class Gantt {
 
   /** Redraws for the clock at `nowMs` (ms since the execution began). */
   render(nowMs) {
-    const svg = draw(this, nowMs);
+    const svg = draw(this, this.done ? nowMs : nowMs - this.skew);
     svg.addEventListener("mousemove", (e) => this.hover(e));
     svg.addEventListener("mouseleave", () => (this.tooltip.hidden = true));
     if (this.svg) this.svg.replaceWith(svg);
@@ -143,7 +150,7 @@ export function throughJoins(ends, edges) {
 
 function draw(g, nowMs) {
   const n = g.calls.length;
-  const live = !g.done;
+  const running = !g.done;
   const ends = g.calls.map((c) => c.finished?.finished_ms ?? undefined);
   const edges = throughJoins(ends, g.edges);
   const lastEnd = ends.reduce((m, e) => (e !== undefined && e > m ? e : m), 0);
@@ -169,7 +176,7 @@ function draw(g, nowMs) {
     height,
     "font-family": "Helvetica, Arial, sans-serif",
     "font-size": 12,
-    "data-state": live ? "running" : "ended",
+    "data-state": running ? "running" : "ended",
   });
   svg.append(
     s("defs", {},
@@ -216,7 +223,7 @@ function draw(g, nowMs) {
     const t = k * step;
     if (Math.abs(x(t) - x(makespan)) >= keepApart) ticks.push([t, tickLabel(t, step), "tick"]);
   }
-  ticks.push([Math.max(makespan, 0), endLabel, live ? "tick now" : "tick makespan"]);
+  ticks.push([Math.max(makespan, 0), endLabel, running ? "tick now" : "tick makespan"]);
   for (const [t, label, cls] of ticks) {
     const tx = px(x(t));
     svg.append(s("g", { class: cls },
@@ -238,19 +245,20 @@ function draw(g, nowMs) {
       s("text", { class: "call-tool", x: LABEL_W - 8, y: top + 16, "text-anchor": "end", fill: "#6b7682", text: c.name }),
     );
     const f = c.finished;
-    const start = f ? f.started_ms : c.startedAt;
+    const live = (t) => (t === undefined ? undefined : t - g.skew);
+    const start = f ? f.started_ms : live(c.startedAt);
     const hasStart = start !== null && start !== undefined;
     // Queue wait: from ready to start (or to now while it waits).
-    const queuedFrom = f && hasStart ? start - (f.queued_ms || 0) : c.queuedAt;
-    const queuedTo = hasStart ? start : live && c.queuedAt !== undefined ? nowMs : undefined;
+    const queuedFrom = f && hasStart ? start - (f.queued_ms || 0) : live(c.queuedAt);
+    const queuedTo = hasStart ? start : running && c.queuedAt !== undefined ? nowMs : undefined;
     if (queuedFrom !== undefined && queuedTo !== undefined && queuedTo - queuedFrom > 0) {
       const q0 = x(queuedFrom);
       row.append(s("rect", { class: "bar queued", x: px(q0), y: top + 6, width: px(Math.max(x(queuedTo) - q0, 0.5)), height: ROW_H - 12, fill: "url(#queued)" }));
     }
     if (hasStart) {
-      const running = !f;
-      const end = running ? Math.max(nowMs, start) : f.finished_ms ?? start;
-      const status = running ? "running" : f.status;
+      const ongoing = !f;
+      const end = ongoing ? Math.max(nowMs, start) : f.finished_ms ?? start;
+      const status = ongoing ? "running" : f.status;
       const barX = x(start);
       const barW = Math.max(x(end) - barX, MIN_BAR_W);
       const cls = `bar run ${status}${critical ? " critical" : ""}`;
@@ -259,7 +267,7 @@ function draw(g, nowMs) {
         fill: COLOURS[status] || COLOURS.skipped,
         stroke: critical ? "#1d2733" : undefined, "stroke-width": critical ? 2.5 : undefined,
       }));
-      const label = measured(running ? end - start : f.duration_ms);
+      const label = measured(ongoing ? end - start : f.duration_ms);
       const labelW = label.length * LABEL_CHAR_W;
       if (barW >= labelW + 2 * LABEL_PAD) {
         row.append(s("text", { class: "bar-label", x: px(barX + barW / 2), y: top + 16, "font-size": 11, "text-anchor": "middle", fill: "#ffffff", text: label }));
@@ -279,7 +287,8 @@ function draw(g, nowMs) {
     if (!a || !b || ends[from] === undefined) continue;
     const x1 = x(ends[from]);
     // A dependant not yet ready gets its arrow when it is (queued, started or decided).
-    const bStart = b.finished?.started_ms ?? b.startedAt ?? b.queuedAt ?? (b.finished ? decided[to] : undefined);
+    const open = (t) => (t === undefined ? undefined : t - g.skew);
+    const bStart = b.finished ? b.finished.started_ms ?? decided[to] : open(b.startedAt) ?? open(b.queuedAt);
     if (bStart === undefined) continue;
     const x2 = x(bStart);
     const y1 = y(from) + ROW_H / 2;
