@@ -32,7 +32,8 @@ export function mount(main) {
       ]);
       if (stopped) return;
       showOverview(overview, stats);
-      showTrend(trend, (list.executions || []).filter((e) => e.speedup !== null && e.speedup !== undefined).reverse());
+      const from = Date.now() - sinceMs(filters.since);
+      showTrend(trend, (list.executions || []).filter((e) => e.speedup !== null && e.speedup !== undefined && e.created_at >= from).reverse());
       showTools(tools, stats.tools || {});
     } catch (e) {
       if (!stopped) error.textContent = e.message;
@@ -50,6 +51,13 @@ export function mount(main) {
   return () => {
     stopped = true;
   };
+}
+
+/** `1h`, `24h`, `7d`, `30d` in ms; anything else (all time) is forever. */
+function sinceMs(since) {
+  const m = /^(\d+)([hd])$/.exec(since || "");
+  if (!m) return Number.POSITIVE_INFINITY;
+  return Number(m[1]) * (m[2] === "h" ? 3600000 : 86400000);
 }
 
 function showOverview(dl, stats) {
