@@ -100,9 +100,15 @@ pub struct LiveExecution {
     pub calls: Vec<ToolCall>,
     /// Its edges between calls: `(from, to, reason)` positions.
     pub edges: Vec<(usize, usize, String)>,
-    began: Instant,
+    /// When its scheduler began (its first `on_plan`): the zero of every `at_ms`, as the
+    /// scheduler's own `*_ms` figures count from its start.
+    began: std::sync::OnceLock<Instant>,
+    launched: Instant,
     state: Mutex<LiveState>,
+    /// Bumped at each new event (SSE subscribers).
     changed: watch::Sender<()>,
+    /// True once it ended (waiters for the result wake once, not at every event).
+    done: watch::Sender<bool>,
 }
 
 impl LiveExecution {
@@ -119,7 +125,8 @@ impl LiveExecution {
             recorded,
             calls,
             edges,
-            began: Instant::now(),
+            began: std::sync::OnceLock::new(),
+            launched: Instant::now(),
             state: Mutex::new(LiveState {
                 events: Vec::new(),
                 status: LiveStatus::Running,
@@ -131,6 +138,7 @@ impl LiveExecution {
                 ended_at: None,
             }),
             changed: watch::channel(()).0,
+            done: watch::channel(false).0,
         });
         let plan_event = plan_data(&execution.calls, &execution.edges);
         execution.push(&mut execution.lock(), "plan", &plan_event);
@@ -176,22 +184,17 @@ impl LiveExecution {
 
     /// Waits until it ended; its result, or why it failed.
     pub async fn wait(&self) -> Result<Arc<ParallelExecutionResult>, Problem> {
-        let mut changes = self.subscribe();
-        loop {
-            {
-                let state = self.lock();
-                if let Some(result) = &state.result {
-                    return Ok(result.clone());
-                }
-                if let Some(error) = &state.error {
-                    return Err(error.clone());
-                }
-            }
-            if changes.changed().await.is_err() {
-                return Err(Problem::internal(
-                    "the execution's task ended without a result",
-                ));
-            }
+        let mut done = self.done.subscribe();
+        if done.wait_for(|ended| *ended).await.is_err() {
+            return Err(Problem::internal(
+                "the execution's task ended without a result",
+            ));
+        }
+        let state = self.lock();
+        match (&state.result, &state.error) {
+            (Some(result), _) => Ok(result.clone()),
+            (None, Some(error)) => Err(error.clone()),
+            (None, None) => Err(Problem::internal("the execution ended without a result")),
         }
     }
 
@@ -244,7 +247,7 @@ impl LiveExecution {
                 },
             })
             .collect();
-        let elapsed = self.began.elapsed().as_secs_f64() * 1e3;
+        let elapsed = self.since_began().as_secs_f64() * 1e3;
         Arc::new(ParallelExecutionResult::from_calls(
             results,
             elapsed,
@@ -259,8 +262,12 @@ impl LiveExecution {
         self.lock().critical.clone()
     }
 
+    fn since_began(&self) -> Duration {
+        self.began.get().unwrap_or(&self.launched).elapsed()
+    }
+
     fn at_ms(&self) -> f64 {
-        (self.began.elapsed().as_secs_f64() * 1e6).round() / 1e3
+        round_ms(self.since_began().as_secs_f64() * 1e3)
     }
 
     /// Records how it ended and appends the summary (the last event).
@@ -315,7 +322,14 @@ impl LiveExecution {
                 self.push(&mut state, "summary", &summary);
             }
         }
+        drop(state);
+        self.done.send_replace(true);
     }
+}
+
+/// Rounds to a microsecond, as the results' figures are.
+fn round_ms(ms: f64) -> f64 {
+    (ms * 1e3).round() / 1e3 + 0.0
 }
 
 /// The `plan` event's data: the calls and the edges between them.
@@ -363,6 +377,11 @@ struct LiveSink {
 }
 
 impl EventSink for LiveSink {
+    fn on_plan(&self, _calls: &[&ToolCall]) {
+        // A resumed execution's runs each begin here; the first one sets the zero.
+        let _ = self.execution.began.set(Instant::now());
+    }
+
     fn on_event(&self, event: &Event) {
         let e = &self.execution;
         let (kind, position) = match event {
@@ -374,7 +393,7 @@ impl EventSink for LiveSink {
                 ..
             } => {
                 if let Some(d) = e.lock().durations.get_mut(*position) {
-                    *d = *duration_ms;
+                    *d = round_ms(*duration_ms);
                 }
                 return;
             }
@@ -398,9 +417,9 @@ impl EventSink for LiveSink {
             position,
             call_id: &call.id,
             status: outcome.status,
-            queued_ms: outcome.queued_ms,
-            started_ms: outcome.started_ms,
-            finished_ms: outcome.finished_ms,
+            queued_ms: round_ms(outcome.queued_ms),
+            started_ms: outcome.started_ms.map(round_ms),
+            finished_ms: round_ms(outcome.finished_ms),
             duration_ms,
             attempts: outcome.attempts,
             output: outcome.output.map(|o| &**o),
@@ -415,9 +434,9 @@ impl EventSink for LiveSink {
                 output: outcome.output.cloned(),
                 error: outcome.error.cloned(),
                 attempts: outcome.attempts,
-                queued_ms: outcome.queued_ms,
-                started_ms: outcome.started_ms,
-                finished_ms: Some(outcome.finished_ms),
+                queued_ms: round_ms(outcome.queued_ms),
+                started_ms: outcome.started_ms.map(round_ms),
+                finished_ms: Some(round_ms(outcome.finished_ms)),
                 duration_ms,
                 level: 0,
             });
@@ -478,6 +497,7 @@ impl Registry {
 
     /// From now on, launching is refused: `POST` answers 503 (the server is shutting down).
     pub fn refuse_new(&self) {
+        let _inner = self.lock();
         self.refusing.store(true, Ordering::SeqCst);
     }
 
@@ -586,16 +606,21 @@ impl Registry {
         config: Option<Arc<ParallelExecutorConfig>>,
         what: Launch,
     ) -> Result<Launched, Problem> {
-        if self.refusing.load(Ordering::SeqCst) {
-            return Err(Problem::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "the server is shutting down: it starts no new execution",
-            ));
-        }
         let recorded = runtime.store().is_some();
         let execution = LiveExecution::new(&plan, recorded);
         let launch = self.launches.fetch_add(1, Ordering::SeqCst);
-        self.lock().running.insert(launch, execution.clone());
+        {
+            // Checked under the lock `refuse_new` takes: once it returned, `drain` counts
+            // every execution that got past here.
+            let mut inner = self.lock();
+            if self.refusing.load(Ordering::SeqCst) {
+                return Err(Problem::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is shutting down: it starts no new execution",
+                ));
+            }
+            inner.running.insert(launch, execution.clone());
+        }
         let (id_tx, id_rx) = oneshot::channel::<String>();
         let known_id = match &what {
             Launch::Resume(id) => Some(id.clone()),

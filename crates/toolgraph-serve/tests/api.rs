@@ -37,7 +37,7 @@ async fn waited_run_is_listed_shown_and_replayed(server: &Server) {
         .expect("recorded")
         .to_owned();
 
-    let (status, list) = server.get("/v1/executions?limit=5").await;
+    let (status, list) = server.get("/v1/executions?limit=100").await;
     assert_eq!(status, 200);
     assert!(
         list["executions"]
@@ -89,7 +89,7 @@ async fn postgres_a_waited_run_answers_its_result_and_is_listed_shown_and_replay
 async fn a_run_not_waited_for_answers_202_and_a_late_subscriber_gets_every_event_in_order() {
     let server = start(8).await;
     let batch = json!({"tool_calls": [
-        work("a", json!({"ms": 20})),
+        work("a", json!({"ms": 40})),
         work("b", json!({"ms": 1})),
         {"id": "c", "name": "work", "arguments": {}, "depends_on": ["a", "b"]},
     ]});
@@ -286,11 +286,12 @@ async fn cancel_stops_a_running_execution_records_it_cancelled_and_resume_finish
     let (status, accepted) = server.post("/v1/executions", &batch).await;
     assert_eq!(status, 202);
     let id = accepted["id"].as_str().expect("id").to_owned();
-    // Until `held` started (`quick` may have ended by then).
+    // Until `held` started and `quick` ended.
     let mut started = false;
     for _ in 0..2000 {
         let (_, detail) = server.get(&format!("/v1/executions/{id}")).await;
-        if detail["result"]["results"][0]["error"]["message"] == "running" {
+        let results = &detail["result"]["results"];
+        if results[0]["error"]["message"] == "running" && results[2]["status"] == "ok" {
             started = true;
             break;
         }
@@ -564,7 +565,7 @@ async fn drain_lets_executions_finish_then_cancels_the_rest_resumably_and_refuse
         .post("/v1/executions", &json!([work("n", json!({}))]))
         .await;
     assert_eq!(status, 503, "{problem}");
-    live.drain(std::time::Duration::from_millis(300)).await;
+    live.drain(std::time::Duration::from_secs(2)).await;
     assert_eq!(live.running(), 0);
     let store = server.store.as_ref().expect("store");
     let q = store
@@ -577,4 +578,85 @@ async fn drain_lets_executions_finish_then_cancels_the_rest_resumably_and_refuse
         .await
         .expect("held");
     assert_eq!(h.summary.status, "cancelled", "resumable");
+}
+
+#[tokio::test]
+async fn a_subscriber_follows_a_running_execution_live_to_its_summary() {
+    let server = start(4).await;
+    let batch = json!([
+        {"id": "held", "name": "held", "arguments": {}},
+        {"id": "next", "name": "work", "arguments": {}, "depends_on": ["held"]},
+    ]);
+    let (status, accepted) = server.post("/v1/executions", &batch).await;
+    assert_eq!(status, 202);
+    let id = accepted["id"].as_str().expect("id").to_owned();
+    let mut response = server
+        .http
+        .get(server.url(&format!("/v1/executions/{id}/events")))
+        .send()
+        .await
+        .expect("events");
+    // Read live until `held` started: the execution cannot end before the gate opens.
+    let mut text = String::new();
+    while !text.contains("event: started\ndata: {\"position\":0") {
+        let chunk = response.chunk().await.expect("chunk").expect("open stream");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!text.contains("event: summary"));
+    server.gate.add_permits(1);
+    while let Some(chunk) = response.chunk().await.expect("chunk") {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let events = common::parse_sse(&text);
+    let kinds: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "plan", "queued", "started", "finished", "queued", "started", "finished", "summary"
+        ]
+    );
+    assert_eq!(events[6].2["call_id"], "next");
+    assert_eq!(events[7].2["success"], true);
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_3_1_and_describes_every_v1_operation() {
+    let server = start(4).await;
+    let (status, doc) = server.get("/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"].as_str().expect("version").starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let operations: Vec<String> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .expect("item")
+                .keys()
+                .map(move |method| format!("{} {path}", method.to_uppercase()))
+        })
+        .collect();
+    for expected in [
+        "POST /v1/executions",
+        "GET /v1/executions",
+        "GET /v1/executions/{id}",
+        "DELETE /v1/executions/{id}",
+        "GET /v1/executions/{id}/events",
+        "POST /v1/executions/{id}/resume",
+        "POST /v1/plan",
+        "GET /v1/tools",
+        "GET /v1/stats",
+        "POST /v1/tool-messages",
+    ] {
+        assert!(
+            operations.contains(&expected.to_owned()),
+            "{expected} in {operations:?}"
+        );
+    }
+    let problem = &doc["components"]["schemas"]["Problem"];
+    assert_eq!(problem["required"], json!(["status", "title", "detail"]));
 }

@@ -27,9 +27,18 @@ use crate::AppState;
 use crate::live::{LiveExecution, store_problem};
 use crate::problem::{Problem, input_rejected};
 
+/// The document's header: what the service is.
+#[derive(utoipa::OpenApi)]
+#[openapi(info(
+    title = "toolgraph",
+    description = "Runs the tool calls an LLM emits — in parallel where safe, under limits, recorded — over HTTP: executions, their live events (SSE), plans, tools and statistics. Errors are application/problem+json.",
+    license(name = "MIT OR Apache-2.0")
+))]
+struct ApiDoc;
+
 /// Every `/v1` route, with its OpenAPI description.
 pub(crate) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(
             executions::create_execution,
             executions::list_executions

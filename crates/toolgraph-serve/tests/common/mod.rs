@@ -67,6 +67,19 @@ pub async fn start(max_parallel: usize) -> Server {
 
 /// Starts a server recording in the store at `url` (none: unrecorded).
 pub async fn start_with(max_parallel: usize, url: Option<&str>, dir: tempfile::TempDir) -> Server {
+    let store = match url {
+        Some(url) => Some(toolgraph_store::open(url).await.expect("store")),
+        None => None,
+    };
+    start_with_store(max_parallel, store, dir).await
+}
+
+/// Starts a server recording in `store` (none: unrecorded).
+pub async fn start_with_store(
+    max_parallel: usize,
+    store: Option<Arc<dyn ExecutionStore>>,
+    dir: tempfile::TempDir,
+) -> Server {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let probe = Probe::new();
     let mut tools = ToolSet::new();
@@ -93,10 +106,6 @@ pub async fn start_with(max_parallel: usize, url: Option<&str>, dir: tempfile::T
         ..ParallelExecutorConfig::default()
     };
     let executor = ParallelExecutor::new(tools, config).expect("executor");
-    let store = match url {
-        Some(url) => Some(toolgraph_store::open(url).await.expect("store")),
-        None => None,
-    };
     let runtime = Runtime::new(executor, store.clone());
     let state = AppState::new(runtime);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
