@@ -1,17 +1,21 @@
 //! `cargo test-all [ARGS…]` (an alias of `cargo run -p xtask -- test`): the whole test
 //! suite with what it needs, ending with a count of the checks it could not run.
 //!
-//! 1. Installs the pinned reference MCP servers (`npm ci --prefix
-//!    crates/toolgraph-mcp/tests/servers`) when their `node_modules` is missing or older
-//!    than their `package-lock.json`.
-//! 2. Probes PostgreSQL (5432), NATS (4222) and Redis (6379) on 127.0.0.1 and, for each that
+//! 1. Installs the tests' pinned npm projects (`npm ci --prefix DIR`) when their
+//!    `node_modules` is missing or older than their `package-lock.json`: the reference MCP
+//!    servers (`crates/toolgraph-mcp/tests/servers`) and the dashboard's browser driver
+//!    (`crates/toolgraph-serve/tests/browser`, playwright-core; the browser is Debian's).
+//! 2. Installs the pinned schemathesis (PyPI) into a virtual environment under the target
+//!    folder when it is missing, and names its `st` in `TOOLGRAPH_TEST_SCHEMATHESIS` (the
+//!    OpenAPI check of `toolgraph serve`) — never overriding one already set.
+//! 3. Probes PostgreSQL (5432), NATS (4222) and Redis (6379) on 127.0.0.1 and, for each that
 //!    answers, sets its `TOOLGRAPH_TEST_*_URL` — never overriding one already set.
-//! 3. Runs `cargo test --workspace --locked ARGS…` with `TOOLGRAPH_TEST_SKIP_LOG` naming a file
+//! 4. Runs `cargo test --workspace --locked ARGS…` with `TOOLGRAPH_TEST_SKIP_LOG` naming a file
 //!    where each skipped check leaves a line (`toolgraph_test_support::skip`).
-//! 4. Prints `N checks skipped:` with each check and why, and exits with cargo's status.
+//! 5. Prints `N checks skipped:` with each check and why, and exits with cargo's status.
 //!
-//! It changes nothing outside the repository but that one temporary file, and starts no
-//! service: a service that is down is reported, and the checks that need it say so.
+//! It changes nothing outside the repository (and the target folder) but that one temporary
+//! file, and starts no service: a service that is down is reported, and the checks that need it say so.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -40,11 +44,29 @@ const SERVICES: [(&str, u16, &str, &str); 3] = [
     ),
 ];
 
-/// Where the reference MCP servers' npm project is, from the workspace root.
-const NPM_SERVERS: &str = "crates/toolgraph-mcp/tests/servers";
+/// The tests' npm projects, from the workspace root: folder, what it holds, which checks
+/// skip without it.
+const NPM_PROJECTS: [(&str, &str, &str); 2] = [
+    (
+        "crates/toolgraph-mcp/tests/servers",
+        "the MCP test servers",
+        "the MCP checks",
+    ),
+    (
+        "crates/toolgraph-serve/tests/browser",
+        "the dashboard's browser driver",
+        "the browser check",
+    ),
+];
+
+/// The schemathesis release the OpenAPI check runs (`pip install schemathesis==…`).
+const SCHEMATHESIS: &str = "4.32.5";
+
+/// The variable naming schemathesis's `st` for the tests.
+const SCHEMATHESIS_VAR: &str = "TOOLGRAPH_TEST_SCHEMATHESIS";
 
 const USAGE: &str = "usage: cargo test-all [ARGS…]   (cargo run -p xtask -- test [ARGS…])
-  installs the MCP test servers when needed, finds PostgreSQL, NATS and Redis on 127.0.0.1,
+  installs the tests' npm projects when needed, finds PostgreSQL, NATS and Redis on 127.0.0.1,
   runs `cargo test --workspace --locked ARGS…` and lists the checks it skipped.";
 
 fn main() -> ExitCode {
@@ -67,12 +89,26 @@ fn main() -> ExitCode {
 
 fn test(args: Vec<String>) -> ExitCode {
     let root = workspace_root();
-    install_mcp_servers(&root);
+    for (dir, what, checks) in NPM_PROJECTS {
+        install_npm_project(&root, dir, what, checks);
+    }
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo
         .current_dir(&root)
         .args(["test", "--workspace", "--locked"])
         .args(&args);
+    if let Some(set) = std::env::var_os(SCHEMATHESIS_VAR) {
+        eprintln!(
+            "test-all: {SCHEMATHESIS_VAR} is already set ({})",
+            set.to_string_lossy()
+        );
+    } else if let Some(st) = install_schemathesis(&root) {
+        eprintln!(
+            "test-all: schemathesis: {SCHEMATHESIS_VAR}={}",
+            st.display()
+        );
+        cargo.env(SCHEMATHESIS_VAR, st);
+    }
     for (name, port, var, url) in SERVICES {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         if let Some(set) = std::env::var_os(var) {
@@ -119,22 +155,68 @@ fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// Runs `npm ci` for the reference MCP servers when their install is missing or stale. A
-/// failure is reported, not fatal: the MCP checks then skip and say why.
-fn install_mcp_servers(root: &Path) {
-    let dir = root.join(NPM_SERVERS);
-    if !needs_install(&dir) {
+/// Runs `npm ci` for the npm project in `dir` (holding `what`) when its install is missing
+/// or stale. A failure is reported, not fatal: `checks` then skip and say why.
+fn install_npm_project(root: &Path, dir: &str, what: &str, checks: &str) {
+    let path = root.join(dir);
+    if !needs_install(&path) {
         return;
     }
-    eprintln!("test-all: installing the MCP test servers: npm ci --prefix {NPM_SERVERS}");
+    eprintln!("test-all: installing {what}: npm ci --prefix {dir}");
     let result = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-        .arg(&dir)
+        .arg(&path)
         .status();
     match result {
         Ok(status) if status.success() => {}
-        Ok(status) => eprintln!("test-all: npm ci failed ({status}): the MCP checks will skip"),
-        Err(e) => eprintln!("test-all: could not run npm ({e}): the MCP checks will skip"),
+        Ok(status) => eprintln!("test-all: npm ci failed ({status}): {checks} will skip"),
+        Err(e) => eprintln!("test-all: could not run npm ({e}): {checks} will skip"),
+    }
+}
+
+/// schemathesis's `st` in `<target>/schemathesis-<version>/`, made with `python3 -m venv`
+/// and `pip install schemathesis==<version>` when missing. A failure is reported, not
+/// fatal: the OpenAPI check then skips and says why.
+fn install_schemathesis(root: &Path) -> Option<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| if t.is_absolute() { t } else { root.join(t) })
+        .unwrap_or_else(|| root.join("target"));
+    let venv = target.join(format!("schemathesis-{SCHEMATHESIS}"));
+    let st = venv.join("bin").join("st");
+    if st.exists() {
+        return Some(st);
+    }
+    eprintln!(
+        "test-all: installing schemathesis {SCHEMATHESIS} into {}",
+        venv.display()
+    );
+    let ran = |what: &str, command: &mut Command| match command.status() {
+        Ok(status) if status.success() => true,
+        Ok(status) => {
+            eprintln!("test-all: {what} failed ({status}): the OpenAPI check will skip");
+            false
+        }
+        Err(e) => {
+            eprintln!("test-all: could not run {what} ({e}): the OpenAPI check will skip");
+            false
+        }
+    };
+    let made = ran(
+        "python3 -m venv",
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+    ) && ran(
+        "pip install schemathesis",
+        Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("schemathesis=={SCHEMATHESIS}")),
+    );
+    if made && st.exists() {
+        Some(st)
+    } else {
+        // A half-made environment would be taken for a good one next time.
+        let _ = std::fs::remove_dir_all(&venv);
+        None
     }
 }
 

@@ -2,8 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use serde_json::{Value, json};
-use toolgraph_core::{ToolSet, ToolSpec};
+use toolgraph_core::ToolSpec;
 
 use crate::Outcome;
 use crate::out::outln;
@@ -20,7 +19,8 @@ pub struct ToolsArgs {
 pub async fn run(args: ToolsArgs) -> Result<Outcome> {
     let (tools, _servers) = toolgraph::build_tools(&args.flags.config()?).await?;
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&as_json(&tools))?)?;
+        let described = toolgraph::describe_tools(&tools);
+        outln!("{}", serde_json::to_string_pretty(&described)?)?;
     } else {
         for entry in tools.entries() {
             let spec = entry.tool.spec();
@@ -35,19 +35,6 @@ pub async fn run(args: ToolsArgs) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Success)
-}
-
-fn as_json(tools: &ToolSet) -> Value {
-    Value::Array(
-        tools
-            .entries()
-            .iter()
-            .map(|e| {
-                let s = e.tool.spec();
-                json!({"name": s.name, "description": s.description, "parameters": s.parameters, "traits": s.traits, "traits_reason": e.tool.traits_reason()})
-            })
-            .collect(),
-    )
 }
 
 /// The traits in words: `parallel-safe, idempotent, blocking, max 4 at once, cost 1 cpu`.

@@ -30,8 +30,15 @@ fn allowed() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static str>)> {
             ),
         ),
         (
+            "toolgraph-serve",
+            (vec!["toolgraph", core, engine, store], vec![support, tools]),
+        ),
+        (
             "toolgraph-cli",
-            (vec!["toolgraph", core, engine, tools, store], vec![support]),
+            (
+                vec!["toolgraph", core, engine, tools, store, "toolgraph-serve"],
+                vec![support],
+            ),
         ),
     ])
 }
@@ -101,12 +108,13 @@ fn outside_worlds() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static s
     BTreeMap::from([
         // SQL: the store. The CLI's tests create a PostgreSQL schema per test with it.
         ("sqlx", (vec!["toolgraph-store"], vec!["toolgraph-cli"])),
-        // HTTP clients: the http_fetch tool, the model APIs, MCP's streamable HTTP transport.
+        // HTTP clients: the http_fetch tool, the model APIs, MCP's streamable HTTP transport;
+        // the service's tests are its clients.
         (
             "reqwest",
             (
                 vec!["toolgraph-tools", "toolgraph-llm", "toolgraph-mcp"],
-                vec![],
+                vec!["toolgraph-serve"],
             ),
         ),
         ("rmcp", (vec!["toolgraph-mcp"], vec![])),

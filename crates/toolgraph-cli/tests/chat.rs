@@ -5,30 +5,18 @@
 //! `--mock`; a missing API key refused before anything runs; and which model settings win.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{Value, json};
 use toolgraph::llm::Provider;
 use toolgraph::llm::mock::{MockServer, Reply, openai_calls, openai_text};
+use toolgraph_test_support::isolated;
 
 /// The binary with `args`, run off the async threads, with no model variables of the
 /// caller's and `env` set.
 async fn toolgraph(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolgraph"));
+    let mut cmd = isolated(env!("CARGO_BIN_EXE_toolgraph"));
     cmd.args(args);
-    for var in [
-        "OPENAI_API_KEY",
-        "OPENAI_BASE_URL",
-        "OPENAI_MODEL",
-        "ANTHROPIC_API_KEY",
-        "ANTHROPIC_BASE_URL",
-        "ANTHROPIC_MODEL",
-        "TOOLGRAPH_CONFIG",
-        "RUST_LOG",
-        "TOOLGRAPH_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
     for (k, v) in env {
         cmd.env(k, v);
     }

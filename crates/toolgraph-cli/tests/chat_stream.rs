@@ -55,7 +55,7 @@ async fn chat(args: &'static [&'static str]) -> std::process::Output {
     let db = format!("sqlite://{}", dir.path().join("chat.db").display());
     let base = server.base_url(Provider::OpenAi);
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_toolgraph"))
+        toolgraph_test_support::isolated(env!("CARGO_BIN_EXE_toolgraph"))
             .args(["chat", "nap twice", "--stream", "--base-url", &base])
             .args(["--model", "scripted", "--db", &db])
             .args(args)

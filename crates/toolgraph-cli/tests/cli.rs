@@ -16,16 +16,12 @@ fn example(name: &str) -> String {
 /// The binary, recording into a database of this test process (never the source tree),
 /// with a home and data directory of its own (never the user's).
 fn command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolgraph"));
-    let db = std::env::temp_dir().join(format!("toolgraph-cli-tests-{}.db", std::process::id()));
-    let home =
-        std::env::temp_dir().join(format!("toolgraph-cli-tests-home-{}", std::process::id()));
+    let mut cmd = toolgraph_test_support::isolated(env!("CARGO_BIN_EXE_toolgraph"));
+    let db = toolgraph_test_support::test_home().join("cli-tests.db");
     cmd.env(
         "TOOLGRAPH_DATABASE_URL",
         format!("sqlite://{}", db.display()),
-    )
-    .env("HOME", &home)
-    .env("XDG_DATA_HOME", home.join("data"));
+    );
     cmd
 }
 

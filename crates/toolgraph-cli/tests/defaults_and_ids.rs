@@ -45,14 +45,11 @@ impl Sandbox {
 
     /// The binary in the work folder, with no store configured by the environment.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolgraph"));
+        let mut cmd = toolgraph_test_support::isolated(env!("CARGO_BIN_EXE_toolgraph"));
         cmd.args(args)
             .current_dir(&self.cwd)
             .env("HOME", &self.home)
-            .env("XDG_DATA_HOME", &self.data)
-            .env_remove("TOOLGRAPH_DATABASE_URL")
-            .env_remove("TOOLGRAPH_STORE_URL")
-            .env_remove("TOOLGRAPH_CONFIG");
+            .env("XDG_DATA_HOME", &self.data);
         cmd
     }
 

@@ -3,7 +3,7 @@
 //! refuses), logs on standard error only, and MCP failures in plain words.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -18,11 +18,8 @@ fn example(name: &str) -> String {
 /// The binary in `dir`, recording into a database there, with none of the caller's
 /// configuration or log variables and `env` set.
 fn toolgraph_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolgraph"));
+    let mut cmd = toolgraph_test_support::isolated(env!("CARGO_BIN_EXE_toolgraph"));
     cmd.current_dir(dir).args(args);
-    for var in ["TOOLGRAPH_CONFIG", "TOOLGRAPH_LOG", "RUST_LOG"] {
-        cmd.env_remove(var);
-    }
     cmd.env(
         "TOOLGRAPH_DATABASE_URL",
         format!("sqlite://{}", dir.join("runs.db").display()),

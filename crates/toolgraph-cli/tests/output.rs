@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use unicode_width::UnicodeWidthStr;
 
 fn toolgraph() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_toolgraph"))
+    toolgraph_test_support::isolated(env!("CARGO_BIN_EXE_toolgraph"))
 }
 
 fn text(bytes: &[u8]) -> String {

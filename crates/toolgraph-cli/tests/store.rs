@@ -6,7 +6,7 @@
 //! message, unless `TOOLGRAPH_REQUIRE_SERVICES` is set (CI), where that is a failure.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -16,12 +16,8 @@ use toolgraph_store::{ExecutionStore, Store};
 /// The binary; every call here names its store, and none may reach the user's data
 /// directory.
 fn toolgraph(args: &[&str]) -> Output {
-    let home =
-        std::env::temp_dir().join(format!("toolgraph-store-tests-home-{}", std::process::id()));
-    Command::new(env!("CARGO_BIN_EXE_toolgraph"))
+    toolgraph_test_support::isolated(env!("CARGO_BIN_EXE_toolgraph"))
         .args(args)
-        .env("HOME", &home)
-        .env("XDG_DATA_HOME", home.join("data"))
         .output()
         .expect("toolgraph runs")
 }
@@ -133,7 +129,7 @@ async fn a_killed_run_resumes_without_running_finished_calls_again() {
             input.to_string_lossy().into_owned(),
         );
 
-        let mut child = Command::new(env!("CARGO_BIN_EXE_toolgraph"))
+        let mut child = toolgraph_test_support::isolated(env!("CARGO_BIN_EXE_toolgraph"))
             .args(["run", "--quiet", "--config", &cfg, "--db", &db, &inp])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -344,7 +344,8 @@ fn holds_data(path: &str) -> bool {
     path.starts_with("/v1/") || path == "/v1" || path == "/metrics" || path == "/readyz"
 }
 
-/// Bearer auth, when a token is set: `Some(401)` to refuse. Open without it: `/healthz`,
+/// Bearer auth, when a token is set: `Some(401)` to refuse. An event stream also takes the
+/// token as `?token=` (the browser's `EventSource` sends no headers). Open without it: `/healthz`,
 /// and `GET`/`HEAD` of the dashboard's pages and assets — static files embedded in the
 /// binary, the same for everyone, holding no data (the pages read everything through `/v1`,
 /// sending the token they keep in `sessionStorage.toolgraph_token`). A page opened as
@@ -358,6 +359,17 @@ fn authorize(token: Option<&str>, req: &Request) -> Option<Response> {
     let reading =
         req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD;
     let given = bearer(req);
+    if reading && is_event_stream(path) && given.is_none() {
+        // `EventSource` cannot send headers: the dashboard puts the token in the query.
+        return match query_token(req.uri().query()) {
+            Some(t) if same_token(&t, token) => None,
+            Some(_) => Some(unauthorized("the token given is not this server's token")),
+            None => Some(unauthorized(
+                "this server requires a bearer token: send `Authorization: Bearer <token>` \
+                 (or `?token=` on an event stream)",
+            )),
+        };
+    }
     if reading && !holds_data(path) {
         let query_token = query_token(req.uri().query());
         let wrong = given.is_some_and(|t| !same_token(t, token))
@@ -373,6 +385,11 @@ fn authorize(token: Option<&str>, req: &Request) -> Option<Response> {
             "this server requires a bearer token: send `Authorization: Bearer <token>`",
         )),
     }
+}
+
+/// An execution's event stream (`/v1/executions/{id}/events`).
+fn is_event_stream(path: &str) -> bool {
+    path.starts_with("/v1/executions/") && path.ends_with("/events")
 }
 
 /// The token of an `Authorization: Bearer …` header.

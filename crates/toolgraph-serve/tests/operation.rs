@@ -169,6 +169,25 @@ async fn a_token_guards_everything_but_healthz_and_is_checked_exactly() {
         .expect("answer");
     assert_eq!(response.status(), StatusCode::OK, "the scheme in any case");
 
+    // An event stream takes the token from its query too (EventSource sends no headers).
+    let events = "/v1/executions/00000000-0000-0000-0000-000000000000/events";
+    let response = server.get(&format!("{events}?token=nope")).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = server.get(events).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = server.get(&format!("{events}?token=s3cret")).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "past the token: no such execution"
+    );
+    let response = server.get("/v1/executions?token=s3cret").await;
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "elsewhere the API takes the header only"
+    );
+
     // The dashboard's page takes the token from its address once; a wrong one is refused
     // there at once. Its pages and assets hold no data and load without it.
     let response = server.get("/?token=nope").await;

@@ -5,9 +5,12 @@
 //! happened: invocations, peak concurrency, live calls, and a log of starts and ends in
 //! order. [`Gate`] holds calls until the test opens it. [`skip`] is how a test skips a
 //! check that needs a service or program this machine lacks (counted by `cargo test-all`).
+//! [`isolated`] runs the `toolgraph` binary as a new user would, never as the developer.
 
+mod process;
 mod skip;
 
+pub use process::{isolated, test_home};
 pub use skip::{REQUIRE_VAR, SKIP_LOG_VAR, skip};
 
 use std::collections::HashMap;

@@ -8,6 +8,7 @@
 //! in the file and in the environment alike.
 
 mod config;
+mod describe;
 mod runtime;
 
 use std::sync::Arc;
@@ -16,8 +17,9 @@ pub use config::{
     CONFIG_VARIABLE, Config, ConfigLoadError, ENV_PREFIX, ServeConfig, StoreConfig,
     default_store_url,
 };
+pub use describe::{ToolDescription, describe_tools};
 pub use runtime::{
-    ExecuteOptions, Execution, LEASE_RENEW, LEASE_TIMEOUT, ResumeCounts, Resumed, Runtime,
+    ExecuteOptions, Execution, LEASE_RENEW, LEASE_TIMEOUT, OnBegin, ResumeCounts, Resumed, Runtime,
     RuntimeError, SinkFactory, classify_resume,
 };
 pub use toolgraph_core as core;

@@ -134,6 +134,9 @@ impl Drop for Heartbeat {
     }
 }
 
+/// Told an execution's id once it is recorded (see [`ExecuteOptions::on_begin`]).
+pub type OnBegin = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Per-execution choices.
 #[derive(Default, Clone)]
 pub struct ExecuteOptions {
@@ -144,6 +147,14 @@ pub struct ExecuteOptions {
     pub session: Option<String>,
     /// The execution's own limits and policies, layered under the runtime's shared limits.
     pub config: Option<Arc<ParallelExecutorConfig>>,
+    /// A sink of this execution's own (a server's live event log), besides the runtime's
+    /// sinks and the store's recorder: it sees this execution's plan, events and outcomes
+    /// only. Its `before_start` futures are awaited after the recorder's.
+    pub sink: Option<Arc<dyn EventSink>>,
+    /// Called once with the execution's id as soon as it is recorded (written ahead and
+    /// claimed), before any call runs — what a server answers a client that does not wait.
+    /// Not called when the runtime records nothing, nor by `resume` (its caller names the id).
+    pub on_begin: Option<OnBegin>,
 }
 
 /// One execution's outcome.
@@ -355,6 +366,9 @@ impl Runtime {
         // A fresh record: the claim is granted (it only marks this process as the runner).
         store.claim(&id, &self.owner, self.lease_ms(), None).await?;
         let heartbeat = Heartbeat::start(store.clone(), id.clone(), self.owner.clone());
+        if let Some(on_begin) = &options.on_begin {
+            on_begin(&id);
+        }
         let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
         let cancel = options.cancel.clone();
         let mut result = self
@@ -398,6 +412,18 @@ impl Runtime {
                 &own
             }
             None => &self.executor,
+        };
+        let own_sink = options.sink.clone();
+        let tee;
+        let sink = match &own_sink {
+            Some(second) => {
+                tee = Tee {
+                    first: sink,
+                    second: &**second,
+                };
+                Some(&tee as &dyn EventSink)
+            }
+            None => sink,
         };
         tracing::info!(calls = plan.len(), "execution started");
         let result = executor
@@ -521,6 +547,49 @@ impl Runtime {
     /// A new session id.
     pub fn new_session_id() -> String {
         uuid::Uuid::new_v4().to_string()
+    }
+}
+
+/// Two sinks as one: the recorder (if any) first, then the execution's own sink.
+struct Tee<'a> {
+    first: Option<&'a dyn EventSink>,
+    second: &'a dyn EventSink,
+}
+
+impl EventSink for Tee<'_> {
+    fn on_event(&self, event: &toolgraph_core::Event) {
+        if let Some(first) = self.first {
+            first.on_event(event);
+        }
+        self.second.on_event(event);
+    }
+
+    fn on_plan(&self, calls: &[&ToolCall]) {
+        if let Some(first) = self.first {
+            first.on_plan(calls);
+        }
+        self.second.on_plan(calls);
+    }
+
+    fn on_outcome(&self, position: usize, outcome: &toolgraph_core::CallOutcome<'_>) {
+        if let Some(first) = self.first {
+            first.on_outcome(position, outcome);
+        }
+        self.second.on_outcome(position, outcome);
+    }
+
+    fn before_start(&self, position: usize, idempotent: bool) -> Option<BoxFuture<'static, ()>> {
+        let first = self
+            .first
+            .and_then(|first| first.before_start(position, idempotent));
+        let second = self.second.before_start(position, idempotent);
+        match (first, second) {
+            (Some(a), Some(b)) => Some(Box::pin(async move {
+                a.await;
+                b.await;
+            })),
+            (a, b) => a.or(b),
+        }
     }
 }
 

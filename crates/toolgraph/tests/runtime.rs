@@ -654,3 +654,105 @@ async fn an_execution_is_run_by_one_process_at_a_time() {
         "the lease is released when the run ends"
     );
 }
+
+/// Keeps what an execution's own sink sees.
+#[derive(Default)]
+struct OwnSink {
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl EventSink for OwnSink {
+    fn on_event(&self, event: &Event) {
+        let line = match event {
+            Event::CallStarted { position } => format!("started {position}"),
+            Event::ExecutionFinished { success } => format!("finished {success}"),
+            _ => return,
+        };
+        self.seen.lock().expect("seen").push(line);
+    }
+
+    fn on_plan(&self, calls: &[&ToolCall]) {
+        self.seen
+            .lock()
+            .expect("seen")
+            .push(format!("plan {}", calls.len()));
+    }
+
+    fn on_outcome(&self, position: usize, outcome: &CallOutcome<'_>) {
+        self.seen
+            .lock()
+            .expect("seen")
+            .push(format!("outcome {position} {}", outcome.status.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn an_executions_own_sink_sees_it_and_on_begin_names_it_before_any_call_runs() {
+    let (runtime, store, probe, _permits) = runtime(ParallelExecutorConfig::default());
+    let sink = Arc::new(OwnSink::default());
+    let begun = Arc::new(std::sync::Mutex::new(Vec::<(String, usize)>::new()));
+    let on_begin: toolgraph::OnBegin = {
+        let begun = begun.clone();
+        let probe = probe.clone();
+        Arc::new(move |id: &str| {
+            begun
+                .lock()
+                .expect("begun")
+                .push((id.to_owned(), probe.invocations()))
+        })
+    };
+    let options = ExecuteOptions {
+        sink: Some(sink.clone()),
+        on_begin: Some(on_begin),
+        ..ExecuteOptions::default()
+    };
+    let execution = runtime
+        .execute_calls(
+            vec![
+                ToolCall::new("a", "t", json!({})),
+                ToolCall::new("b", "t", json!({"fail": "no"})),
+            ],
+            options,
+        )
+        .await
+        .expect("ran");
+    let id = execution.id.expect("recorded");
+    assert_eq!(*begun.lock().expect("begun"), [(id.clone(), 0)]);
+    let mut seen = sink.seen.lock().expect("seen").clone();
+    assert_eq!(seen.remove(0), "plan 2");
+    assert_eq!(seen.pop().as_deref(), Some("finished false"));
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["outcome 0 ok", "outcome 1 error", "started 0", "started 1"]
+    );
+    // The recorder saw the same execution (the own sink is beside it, not instead).
+    assert_eq!(
+        store.load(&id).await.expect("stored").states,
+        ["ok", "error"]
+    );
+
+    // Unrecorded: the sink still sees everything, on_begin is not called.
+    let sink = Arc::new(OwnSink::default());
+    let called = Arc::new(AtomicBool::new(false));
+    let options = ExecuteOptions {
+        sink: Some(sink.clone()),
+        on_begin: Some({
+            let called = called.clone();
+            Arc::new(move |_: &str| called.store(true, Ordering::SeqCst))
+        }),
+        ..ExecuteOptions::default()
+    };
+    runtime
+        .with_store(None)
+        .execute_calls(vec![ToolCall::new("a", "t", json!({}))], options)
+        .await
+        .expect("ran");
+    assert!(!called.load(Ordering::SeqCst));
+    assert!(
+        sink.seen
+            .lock()
+            .expect("seen")
+            .contains(&"outcome 0 ok".to_owned())
+    );
+}
