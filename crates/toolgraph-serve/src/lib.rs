@@ -21,7 +21,7 @@ use axum::Router;
 use toolgraph::Runtime;
 
 pub use problem::Problem;
-pub use server::{ServeError, ServeOptions, Server, Shutdown, serve};
+pub use server::{ServeError, ServeOptions, Server, Shutdown, layered, serve};
 
 /// What every handler shares: the runtime (tools, limits, store), the executions in flight,
 /// and the metrics.

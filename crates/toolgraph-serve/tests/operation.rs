@@ -281,20 +281,34 @@ async fn request_ids_are_kept_or_made_and_errors_are_problems() {
 #[tokio::test]
 async fn metrics_parse_and_count_the_calls_of_an_execution() {
     let server = start(ServeOptions::default()).await;
-    let calls = vec![
-        ToolCall::new("a", "echo", json!({"x": 1})),
-        ToolCall::new("b", "echo", json!({"x": 2})),
-        ToolCall::new("c", "sleep", json!({"ms": 5})),
-        ToolCall::new("d", "fail", json!({"message": "no"})),
-    ];
-    // The same runtime the handlers use: its per-execution sink feeds the metrics.
+    let batch = json!([
+        {"id": "a", "name": "echo", "arguments": {"x": 1}},
+        {"id": "b", "name": "echo", "arguments": {"x": 2}},
+        {"id": "c", "name": "sleep", "arguments": {"ms": 5}},
+        {"id": "d", "name": "fail", "arguments": {"message": "no"}},
+    ]);
     let done = server
+        .client
+        .post(server.url("/v1/executions?wait=true"))
+        .json(&batch)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(done.status(), StatusCode::OK);
+    let done: Value = done.json().await.expect("a result");
+    assert_eq!(done["success"], false);
+    // A second execution straight through the runtime the handlers use: its per-execution
+    // sink feeds the same metrics.
+    let direct = server
         .state
         .runtime
-        .execute_calls(calls, ExecuteOptions::default())
+        .execute_calls(
+            vec![ToolCall::new("e", "echo", json!({}))],
+            ExecuteOptions::default(),
+        )
         .await
         .expect("ran");
-    assert!(!done.result.success);
+    assert!(direct.result.success);
 
     let response = server.get("/metrics").await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -322,7 +336,7 @@ async fn metrics_parse_and_count_the_calls_of_an_execution() {
     let sample = |series: &str| samples.get(series).copied();
     assert_eq!(
         sample("toolgraph_calls_total{tool=\"echo\",status=\"ok\"}"),
-        Some(2.0)
+        Some(3.0)
     );
     assert_eq!(
         sample("toolgraph_calls_total{tool=\"sleep\",status=\"ok\"}"),
@@ -334,7 +348,7 @@ async fn metrics_parse_and_count_the_calls_of_an_execution() {
     );
     assert_eq!(
         sample("toolgraph_call_duration_seconds_count{tool=\"echo\"}"),
-        Some(2.0)
+        Some(3.0)
     );
     assert_eq!(
         sample("toolgraph_call_duration_seconds_bucket{tool=\"sleep\",le=\"0.001\"}"),
@@ -347,10 +361,14 @@ async fn metrics_parse_and_count_the_calls_of_an_execution() {
     );
     assert_eq!(
         sample("toolgraph_call_queue_wait_seconds_count{tool=\"echo\"}"),
-        Some(2.0)
+        Some(3.0)
     );
     assert_eq!(
         sample("toolgraph_executions_total{status=\"failed\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample("toolgraph_executions_total{status=\"succeeded\"}"),
         Some(1.0)
     );
     assert_eq!(sample("toolgraph_executions_running"), Some(0.0));
@@ -363,10 +381,12 @@ async fn metrics_parse_and_count_the_calls_of_an_execution() {
 
     // The first scrape is counted under its route, seen by the next.
     let text = server.get("/metrics").await.text().await.expect("text");
-    assert!(
-        text.contains("toolgraph_http_requests_total{route=\"/metrics\",status=\"200\"} 1\n"),
-        "{text}"
-    );
+    for line in [
+        "toolgraph_http_requests_total{route=\"/metrics\",status=\"200\"} 1\n",
+        "toolgraph_http_requests_total{route=\"/v1/executions\",status=\"200\"} 1\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
     server.stop().await;
 }
 
@@ -462,4 +482,103 @@ async fn shutdown_returns_with_no_execution_running() {
     assert!(!report.connections_dropped);
     let refused = client().get(format!("{base}/healthz")).send().await;
     assert!(refused.is_err(), "no longer accepting: {refused:?}");
+}
+
+/// Serves `app` under the operational layers of `options` on 127.0.0.1:0.
+async fn serve_layered(app: axum::Router, options: ServeOptions) -> (String, Running) {
+    let running = start(ServeOptions::default()).await;
+    let layered = toolgraph_serve::layered(app, &options, &running.state);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, layered).await });
+    (base, running)
+}
+
+#[tokio::test]
+async fn the_request_timeout_cuts_slow_requests_but_not_waits_and_event_streams() {
+    let slow = || async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        "done"
+    };
+    let app = axum::Router::new()
+        .route("/v1/slow", axum::routing::get(slow))
+        .route("/v1/executions/{id}/events", axum::routing::get(slow));
+    let (base, running) = serve_layered(
+        app,
+        ServeOptions {
+            request_timeout: Some(Duration::from_millis(100)),
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+    let http = client();
+    let cut = http
+        .get(format!("{base}/v1/slow"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(cut.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = problem(cut).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("request timeout (100 ms")),
+        "{body}"
+    );
+    for exempt in ["/v1/slow?wait=true", "/v1/executions/abc/events"] {
+        let answer = http
+            .get(format!("{base}{exempt}"))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(answer.status(), StatusCode::OK, "{exempt}");
+        assert_eq!(answer.text().await.expect("text"), "done");
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn the_concurrency_limit_holds_requests_beyond_it_until_a_slot_frees() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let (now, peak) = (now.clone(), peak.clone());
+        move || {
+            let (now, peak) = (now.clone(), peak.clone());
+            async move {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                "ok"
+            }
+        }
+    };
+    let app = axum::Router::new().route("/v1/work", axum::routing::get(handler));
+    let (base, running) = serve_layered(
+        app,
+        ServeOptions {
+            concurrency_limit: 2,
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+    let http = client();
+    let answers = futures_util::future::join_all((0..8).map(|_| {
+        let http = http.clone();
+        let url = format!("{base}/v1/work");
+        async move { http.get(url).send().await.map(|r| r.status()) }
+    }))
+    .await;
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.as_ref().is_ok_and(|s| *s == StatusCode::OK)),
+        "every request is answered, none refused: {answers:?}"
+    );
+    let peak = peak.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&peak), "at most 2 at once: {peak}");
+    running.stop().await;
 }
