@@ -23,6 +23,9 @@ use crate::out::errln;
 // | `LimitFlags`  | --max-parallel, --tool-limit           | yes       | yes    |             |
 // | `PolicyFlags` | --timeout-ms, --sequential, --fail-fast| yes       |        |             |
 // | `RecordFlags` | --db, --no-record                      | yes       | --db   |             |
+// | `ClusterFlags`| --nats, --namespace                    | yes       | yes    |             |
+//
+// (`serve` takes what `run` takes; `worker` takes --config, --root, --mcp and its own.)
 //
 // (`resume` runs with the timeouts, mode and fail-fast it was recorded with; the shared
 // limits of this process still apply.)
@@ -57,7 +60,7 @@ pub struct ToolFlags {
 }
 
 impl ToolFlags {
-    fn apply(&self, config: &mut Config) -> Result<()> {
+    pub fn apply(&self, config: &mut Config) -> Result<()> {
         if let Some(root) = &self.root {
             config.files.root = root.clone();
         }
@@ -170,8 +173,31 @@ impl DbFlag {
     }
 }
 
-/// The flags of the commands that run calls (`run`, `chat`); each wins over the file and
-/// the environment.
+/// Where calls run: on the workers of a NATS cluster instead of in this process.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ClusterFlags {
+    /// Run every call on the workers of this NATS server (`nats://HOST:PORT`; also
+    /// `[cluster] nats_url`, TOOLGRAPH_NATS_URL).
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// The cluster's namespace (default: `default`; `[cluster] namespace`).
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+}
+
+impl ClusterFlags {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(url) = &self.nats {
+            config.cluster.nats_url = Some(url.clone());
+        }
+        if let Some(ns) = &self.namespace {
+            config.cluster.namespace = ns.clone();
+        }
+    }
+}
+
+/// The flags of the commands that run calls (`run`, `chat`, `serve`); each wins over the
+/// file and the environment.
 #[derive(Args, Clone, Debug, Default)]
 pub struct ExecutorFlags {
     #[command(flatten)]
@@ -184,6 +210,8 @@ pub struct ExecutorFlags {
     pub policy: PolicyFlags,
     #[command(flatten)]
     pub record: RecordFlags,
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
 }
 
 impl ExecutorFlags {
@@ -199,6 +227,7 @@ impl ExecutorFlags {
         if self.record.no_record {
             config.store.record = false;
         }
+        self.cluster.apply(&mut config);
         config.executor.validate()?;
         Ok(config)
     }
@@ -216,6 +245,8 @@ pub struct ResumeFlags {
     pub limits: LimitFlags,
     #[command(flatten)]
     pub store: DbFlag,
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
 }
 
 impl ResumeFlags {
@@ -225,6 +256,7 @@ impl ResumeFlags {
         self.tools.apply(&mut config)?;
         self.limits.apply(&mut config);
         self.store.apply(&mut config);
+        self.cluster.apply(&mut config);
         config.executor.validate()?;
         Ok(config)
     }

@@ -26,6 +26,7 @@ mod run_cmd;
 mod serve_cmd;
 mod timeline;
 mod tools_cmd;
+mod worker_cmd;
 
 use std::process::ExitCode;
 
@@ -70,6 +71,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Serve the HTTP API, live events, metrics and the dashboard until SIGTERM / Ctrl-C.
     Serve(serve_cmd::ServeArgs),
+    /// Run calls for a NATS JetStream cluster: serve this configuration's tools until SIGTERM / Ctrl-C.
+    Worker(worker_cmd::WorkerArgs),
+    /// The live workers of a cluster namespace: tools, load, last heartbeat.
+    Workers(worker_cmd::WorkersArgs),
 }
 
 /// How a command ended.
@@ -88,10 +93,14 @@ async fn main() -> ExitCode {
     logging::init(cli.verbose);
     // The commands that run calls stop gracefully at Ctrl-C; the others keep the default.
     // `serve` too, and a server that shut down as asked exits 0 (`serve_cmd`).
-    let serving = matches!(cli.command, Command::Serve(_));
-    let interrupt = if serving {
+    let serving = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
+    let interrupt = if let Command::Serve(_) = cli.command {
         Some(Interrupt::listen_saying(
             "toolgraph serve: shutting down: no new executions, the running ones get the grace period (press Ctrl-C again to exit at once)",
+        ))
+    } else if let Command::Worker(_) = cli.command {
+        Some(Interrupt::listen_saying(
+            "toolgraph worker: stopping: no new calls, the running ones get the drain time (press Ctrl-C again to exit at once)",
         ))
     } else {
         matches!(
@@ -114,6 +123,8 @@ async fn main() -> ExitCode {
             Command::Stats(args) => history_cmd::stats(args).await,
             Command::Prune(args) => history_cmd::prune(args).await,
             Command::Serve(args) => serve_cmd::run(args, stop).await,
+            Command::Worker(args) => worker_cmd::worker(args, stop).await,
+            Command::Workers(args) => worker_cmd::workers(args).await,
         }
     });
     let outcome = match &interrupt {

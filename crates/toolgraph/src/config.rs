@@ -80,6 +80,46 @@ pub struct Config {
     pub llm: Option<toolgraph_llm::LlmConfig>,
     /// The HTTP service (`toolgraph serve`).
     pub serve: ServeConfig,
+    /// Workers over NATS JetStream (`toolgraph worker`, `run --nats`).
+    pub cluster: ClusterConfig,
+}
+
+/// Where calls run when they run on workers (`[cluster]`, `TOOLGRAPH_CLUSTER_*`,
+/// `TOOLGRAPH_NATS_URL`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The NATS server (`nats://127.0.0.1:4222`). When set, `run`, `resume`, `chat` and
+    /// `serve` dispatch every call to the namespace's workers; `worker` serves them.
+    pub nats_url: Option<String>,
+    /// Isolates clusters sharing one NATS server (streams, subjects, buckets prefixed).
+    pub namespace: String,
+    /// How often workers heartbeat, in ms; three missed and a worker is taken for dead.
+    pub heartbeat_ms: u64,
+    /// How long JetStream waits for a worker's acknowledgement before redelivering a call,
+    /// in ms (a running call's lease is renewed every third of it).
+    pub ack_wait_ms: u64,
+    /// How long a call waits for a live worker serving its tool before it fails, in ms.
+    pub no_worker_wait_ms: u64,
+    /// How long past a call's timeout the coordinator waits for its result, in ms.
+    pub grace_ms: u64,
+    /// Cluster-wide limits per tool, held across every coordinator and worker (set on the
+    /// tool's JetStream consumer by the workers serving it).
+    pub tool_limits: BTreeMap<String, usize>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            nats_url: None,
+            namespace: "default".into(),
+            heartbeat_ms: 1_000,
+            ack_wait_ms: 30_000,
+            no_worker_wait_ms: 10_000,
+            grace_ms: 5_000,
+            tool_limits: BTreeMap::new(),
+        }
+    }
 }
 
 /// How `toolgraph serve` listens and protects itself (`[serve]`, `TOOLGRAPH_SERVE_*`).
@@ -292,6 +332,7 @@ fn full_config() -> Config {
         ..toolgraph_llm::LlmConfig::default()
     });
     full.serve.token = Some(String::new());
+    full.cluster.nats_url = Some(String::new());
     full
 }
 
@@ -333,7 +374,9 @@ fn collect(
 fn is_map_field(path: &[String]) -> bool {
     matches!(
         path.last().map(String::as_str),
-        Some("per_tool_parallel_limits" | "per_resource_parallel_limits" | "tools")
+        Some(
+            "per_tool_parallel_limits" | "per_resource_parallel_limits" | "tools" | "tool_limits"
+        )
     )
 }
 
@@ -346,6 +389,11 @@ fn apply_env(table: &mut Table, env: &[(String, String)]) -> Result<Vec<String>,
     paths.insert(
         "DATABASE_URL".into(),
         (vec!["store".into(), "url".into()], false),
+    );
+    // The short name for the cluster's server.
+    paths.insert(
+        "NATS_URL".into(),
+        (vec!["cluster".into(), "nats_url".into()], false),
     );
     let mut vars: Vec<&(String, String)> = env
         .iter()
@@ -675,6 +723,10 @@ mod tests {
             "SERVE_REQUEST_TIMEOUT_MS",
             "SERVE_CONCURRENCY_LIMIT",
             "SERVE_SHUTDOWN_GRACE_MS",
+            "CLUSTER_NATS_URL",
+            "CLUSTER_NAMESPACE",
+            "CLUSTER_TOOL_LIMITS",
+            "CLUSTER_ACK_WAIT_MS",
         ] {
             assert!(paths.contains_key(name), "TOOLGRAPH_{name} has no field");
         }

@@ -14,7 +14,7 @@ mod runtime;
 use std::sync::Arc;
 
 pub use config::{
-    CONFIG_VARIABLE, Config, ConfigLoadError, ENV_PREFIX, ServeConfig, StoreConfig,
+    CONFIG_VARIABLE, ClusterConfig, Config, ConfigLoadError, ENV_PREFIX, ServeConfig, StoreConfig,
     default_store_url,
 };
 pub use describe::{ToolDescription, describe_tools};
@@ -22,6 +22,7 @@ pub use runtime::{
     ExecuteOptions, Execution, LEASE_RENEW, LEASE_TIMEOUT, OnBegin, ResumeCounts, Resumed, Runtime,
     RuntimeError, SinkFactory, classify_resume,
 };
+pub use toolgraph_cluster as cluster;
 pub use toolgraph_core as core;
 pub use toolgraph_engine as engine;
 pub use toolgraph_engine::ParallelExecutor;
@@ -53,6 +54,9 @@ pub enum SetupError {
         /// What is wrong, with the names that work.
         problem: String,
     },
+    /// The cluster could not be reached or a `[cluster]` setting is wrong.
+    #[error(transparent)]
+    Cluster(#[from] toolgraph_cluster::ClusterError),
     /// The store could not be opened (the cause is the error's source).
     #[error("opening the store {url}")]
     Store {
@@ -113,6 +117,40 @@ pub async fn build_executor(
     let executor = executor_config(config);
     check_tool_limits(&tools, &executor)?;
     Ok((ParallelExecutor::new(tools, executor)?, servers))
+}
+
+/// The cluster a configuration names (`[cluster] nats_url`), if any.
+pub fn cluster_options(
+    config: &Config,
+) -> Result<Option<toolgraph_cluster::ClusterOptions>, SetupError> {
+    let Some(url) = config.cluster.nats_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let c = &config.cluster;
+    let mut options = toolgraph_cluster::ClusterOptions::new(url.trim());
+    options.namespace = toolgraph_cluster::Namespace::new(&c.namespace)?;
+    let ms = std::time::Duration::from_millis;
+    for (name, value) in [
+        ("heartbeat_ms", c.heartbeat_ms),
+        ("ack_wait_ms", c.ack_wait_ms),
+    ] {
+        if value == 0 {
+            return Err(SetupError::Tools(format!("[cluster] {name} must be above 0")));
+        }
+    }
+    options.heartbeat = ms(c.heartbeat_ms);
+    options.ack_wait = ms(c.ack_wait_ms);
+    options.no_worker_wait = ms(c.no_worker_wait_ms);
+    options.grace = ms(c.grace_ms);
+    for (tool, limit) in &c.tool_limits {
+        if *limit == 0 {
+            return Err(SetupError::Tools(format!(
+                "[cluster] tool_limits.{tool} must be at least 1"
+            )));
+        }
+    }
+    options.tool_limits = c.tool_limits.clone();
+    Ok(Some(options))
 }
 
 /// Every name in `per_tool_parallel_limits` is a registered tool's own name: a limit for an

@@ -229,7 +229,12 @@ impl Runtime {
     /// The runtime a configuration describes: its tools (MCP servers connected), its limits,
     /// and its store when recording is on.
     pub async fn start(config: &Config) -> Result<Runtime, SetupError> {
-        let (executor, servers) = crate::build_executor(config).await?;
+        let (mut executor, servers) = crate::build_executor(config).await?;
+        if let Some(cluster) = crate::cluster_options(config)? {
+            let remote = toolgraph_cluster::RemoteLayer::connect(&cluster).await?;
+            tracing::info!(coordinator = remote.coordinator(), "calls run on the cluster's workers");
+            executor = executor.layer(Arc::new(remote));
+        }
         let store = if config.store.record {
             Some(
                 toolgraph_store::open(&config.store.url)

@@ -1,0 +1,220 @@
+//! Who is alive: workers' heartbeats in the namespace's key-value bucket.
+//!
+//! A coordinator watches the bucket ([`Registry`]) and judges liveness by *its own* clock —
+//! when it last received a worker's heartbeat — so clocks that differ between machines do
+//! not matter. The bucket's `max_age` makes the server forget a silent worker too.
+//! [`list_workers`] reads the bucket once (for `toolgraph workers`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::wire::WorkerInfo;
+use crate::{ClusterError, ClusterOptions, Connection, unix_ms};
+
+/// The live workers as one coordinator sees them.
+#[derive(Clone)]
+pub(crate) struct Registry {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    seen: Mutex<HashMap<String, Seen>>,
+    changed: Notify,
+    stale_after: Duration,
+}
+
+struct Seen {
+    info: WorkerInfo,
+    at: Instant,
+}
+
+impl Registry {
+    /// Starts watching the bucket until `stop`; the current heartbeats are loaded first.
+    pub async fn start(
+        connection: &Connection,
+        stop: CancellationToken,
+    ) -> Result<Registry, ClusterError> {
+        let registry = Registry {
+            shared: Arc::new(Shared {
+                seen: Mutex::new(HashMap::new()),
+                changed: Notify::new(),
+                stale_after: connection.options.stale_after(),
+            }),
+        };
+        let watch = connection
+            .workers
+            .watch_with_history(">")
+            .await
+            .map_err(|e| connection.options.broker_error(format!("watching workers: {e}")))?;
+        let store = connection.workers.clone();
+        let shared = registry.shared.clone();
+        tokio::spawn(async move {
+            let mut watch = Some(watch);
+            loop {
+                let mut current = match watch.take() {
+                    Some(w) => w,
+                    None => match store.watch_with_history(">").await {
+                        Ok(w) => w,
+                        Err(e) => {
+                            tracing::warn!("watching workers again: {e}");
+                            tokio::select! {
+                                () = stop.cancelled() => return,
+                                () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            }
+                        }
+                    },
+                };
+                loop {
+                    let next = tokio::select! {
+                        () = stop.cancelled() => return,
+                        next = current.next() => next,
+                    };
+                    match next {
+                        Some(Ok(entry)) => shared.apply(&entry),
+                        Some(Err(e)) => {
+                            tracing::warn!("worker heartbeats: {e}");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            }
+        });
+        Ok(registry)
+    }
+
+    /// True when a worker serving `tool` heartbeated recently.
+    pub fn serves(&self, tool: &str) -> bool {
+        let now = Instant::now();
+        let seen = self.shared.lock();
+        seen.values().any(|s| {
+            now.duration_since(s.at) < self.shared.stale_after
+                && s.info.tools.iter().any(|t| t == tool)
+        })
+    }
+
+    /// True when `worker` heartbeated recently.
+    pub fn is_live(&self, worker: &str) -> bool {
+        let now = Instant::now();
+        self.shared
+            .lock()
+            .get(worker)
+            .is_some_and(|s| now.duration_since(s.at) < self.shared.stale_after)
+    }
+
+    /// How long ago `worker` last heartbeated, if it ever did.
+    pub fn silent_for(&self, worker: &str) -> Option<Duration> {
+        let now = Instant::now();
+        self.shared
+            .lock()
+            .get(worker)
+            .map(|s| now.duration_since(s.at))
+    }
+
+    /// Waits until a live worker serves `tool`, or `deadline`; true if one does.
+    pub async fn wait_for(&self, tool: &str, deadline: Instant) -> bool {
+        loop {
+            let changed = self.shared.changed.notified();
+            if self.serves(tool) {
+                return true;
+            }
+            // Heartbeats also go stale without any change, so look again now and then.
+            let tick = Instant::now() + Duration::from_millis(200);
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(tick.min(deadline)) => {}
+            }
+            if Instant::now() >= deadline {
+                return self.serves(tool);
+            }
+        }
+    }
+
+    /// The names of the live workers, for messages.
+    pub fn live_names(&self) -> Vec<String> {
+        let now = Instant::now();
+        let mut names: Vec<String> = self
+            .shared
+            .lock()
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.at) < self.shared.stale_after)
+            .map(|(id, s)| format!("{id} ({})", s.info.tools.join(", ")))
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&self, entry: &async_nats::jetstream::kv::Entry) {
+        use async_nats::jetstream::kv::Operation;
+        match entry.operation {
+            Operation::Put => match serde_json::from_slice::<WorkerInfo>(&entry.value) {
+                Ok(info) => {
+                    self.lock().insert(
+                        entry.key.clone(),
+                        Seen {
+                            info,
+                            at: Instant::now(),
+                        },
+                    );
+                }
+                Err(e) => tracing::warn!("worker heartbeat {}: {e}", entry.key),
+            },
+            Operation::Delete | Operation::Purge => {
+                self.lock().remove(&entry.key);
+            }
+        }
+        self.changed.notify_waiters();
+    }
+}
+
+/// One worker as `toolgraph workers` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerEntry {
+    /// Its last heartbeat.
+    #[serde(flatten)]
+    pub info: WorkerInfo,
+    /// Milliseconds since that heartbeat, by this machine's clock against the worker's.
+    pub heartbeat_age_ms: u64,
+}
+
+/// The workers whose heartbeats the bucket holds, by id.
+pub async fn list_workers(options: &ClusterOptions) -> Result<Vec<WorkerEntry>, ClusterError> {
+    let connection = Connection::open(options, "toolgraph workers").await?;
+    let mut keys = connection
+        .workers
+        .keys()
+        .await
+        .map_err(|e| options.broker_error(format!("listing workers: {e}")))?;
+    let mut out = Vec::new();
+    let now = unix_ms();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| options.broker_error(format!("listing workers: {e}")))?;
+        let value = connection
+            .workers
+            .get(&key)
+            .await
+            .map_err(|e| options.broker_error(format!("reading worker {key}: {e}")))?;
+        let Some(value) = value else { continue };
+        match serde_json::from_slice::<WorkerInfo>(&value) {
+            Ok(info) => out.push(WorkerEntry {
+                heartbeat_age_ms: now.saturating_sub(info.heartbeat_at_ms),
+                info,
+            }),
+            Err(e) => tracing::warn!("worker heartbeat {key}: {e}"),
+        }
+    }
+    out.sort_by(|a, b| a.info.id.cmp(&b.info.id));
+    Ok(out)
+}
