@@ -232,17 +232,51 @@ impl EventSink for ExecutionProgress {
             .per_tool
             .get(c.tool)
             .map_or_else(String::new, |t| t.0.clone());
-        let ran = o
-            .started_ms
-            .map_or_else(String::new, |s| format!(" {:.1} ms", o.finished_ms - s));
         let at = self
             .display
             .since
             .map_or(o.finished_ms, |t| t.elapsed().as_secs_f64() * 1e3);
-        errln!(
-            "[{at:>9.1} ms] {:<9} {} ({tool}){ran}",
-            o.status.as_str(),
-            c.id
+        errln!("{}", finished_line(at, c.id.as_str(), &tool, o));
+    }
+}
+
+/// The plain line of a finished call: when (ms), status, id, tool, how long it ran, and the
+/// worker process that ran it when another process did.
+fn finished_line(at: f64, id: &str, tool: &str, o: &CallOutcome<'_>) -> String {
+    let ran = o
+        .started_ms
+        .map_or_else(String::new, |s| format!(" {:.1} ms", o.finished_ms - s));
+    let worker = o.worker.map_or_else(String::new, |w| format!(" on {w}"));
+    format!(
+        "[{at:>9.1} ms] {:<9} {id} ({tool}){ran}{worker}",
+        o.status.as_str()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_line_names_the_worker_only_when_one_ran_the_call() {
+        let mut o = CallOutcome {
+            status: CallStatus::Ok,
+            output: None,
+            error: None,
+            attempts: 1,
+            queued_ms: 0.0,
+            started_ms: Some(2.0),
+            finished_ms: 12.5,
+            worker: None,
+        };
+        assert_eq!(
+            finished_line(12.5, "a", "sleep", &o),
+            "[     12.5 ms] ok        a (sleep) 10.5 ms"
+        );
+        o.worker = Some("w-1");
+        assert_eq!(
+            finished_line(12.5, "a", "sleep", &o),
+            "[     12.5 ms] ok        a (sleep) 10.5 ms on w-1"
         );
     }
 }

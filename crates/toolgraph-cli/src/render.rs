@@ -50,7 +50,8 @@ fn output_text(c: &CallResult) -> String {
 }
 
 /// The calls as a table: no borders, two spaces between columns, numbers right-aligned.
-/// With `show_output`, a last column holds each output (or error), cut to
+/// A `worker` column names the worker process that ran each call, when some call ran in
+/// one. With `show_output`, a last column holds each output (or error), cut to
 /// [`OUTPUT_WIDTH`] columns.
 pub fn table(r: &ParallelExecutionResult, show_output: bool) -> String {
     let mut table = Table::new();
@@ -58,6 +59,10 @@ pub fn table(r: &ParallelExecutionResult, show_output: bool) -> String {
     let mut header = vec![
         "id", "tool", "status", "queued", "start", "run", "level", "attempts",
     ];
+    let workers = r.results.iter().any(|c| c.worker.is_some());
+    if workers {
+        header.push("worker");
+    }
     if show_output {
         header.push("output");
     }
@@ -74,6 +79,9 @@ pub fn table(r: &ParallelExecutionResult, show_output: bool) -> String {
             c.level.to_string(),
             c.attempts.to_string(),
         ];
+        if workers {
+            row.push(c.worker.clone().unwrap_or_else(|| "-".into()));
+        }
         if show_output {
             row.push(truncate(&output_text(c), OUTPUT_WIDTH));
         }
@@ -127,7 +135,50 @@ pub fn summary(r: &ParallelExecutionResult, show_output: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::truncate;
+    use super::{table, truncate};
+    use toolgraph_core::{CallResult, CallStatus, ExecutionMetadata, ParallelExecutionResult};
+
+    fn ran(id: &str, worker: Option<&str>) -> CallResult {
+        CallResult {
+            id: id.into(),
+            name: "t".into(),
+            status: CallStatus::Ok,
+            output: None,
+            error: None,
+            attempts: 1,
+            queued_ms: 0.0,
+            started_ms: Some(0.0),
+            finished_ms: Some(1.0),
+            duration_ms: 1.0,
+            level: 0,
+            worker: worker.map(str::to_owned),
+        }
+    }
+
+    fn of(results: Vec<CallResult>) -> ParallelExecutionResult {
+        ParallelExecutionResult::from_calls(results, 1.0, 1.0, false, ExecutionMetadata::default())
+    }
+
+    #[test]
+    fn a_worker_column_appears_only_when_some_call_ran_in_a_worker() {
+        let local = table(&of(vec![ran("a", None), ran("b", None)]), false);
+        assert!(!local.contains("worker"), "{local}");
+        let mixed = table(&of(vec![ran("a", Some("w-1")), ran("b", None)]), true);
+        let lines: Vec<&str> = mixed.lines().collect();
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(
+            header,
+            [
+                "id", "tool", "status", "queued", "start", "run", "level", "attempts", "worker",
+                "output"
+            ]
+        );
+        let a: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(a.first(), Some(&"a"));
+        assert_eq!(a.get(a.len() - 2), Some(&"w-1"), "{mixed}");
+        let b: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(b.get(b.len() - 2), Some(&"-"), "{mixed}");
+    }
 
     #[test]
     fn truncation_counts_display_columns_and_marks_the_cut() {

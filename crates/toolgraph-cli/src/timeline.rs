@@ -282,9 +282,14 @@ pub fn svg(r: &ParallelExecutionResult, edges: &[(usize, usize)], critical: &[us
                     "bar run"
                 };
                 let (bar_x, bar_w) = (x(start), (x(end) - x(start)).max(MIN_BAR_W));
+                let worker = c
+                    .worker
+                    .as_deref()
+                    .map(|w| format!(", worker {}", escape(w)))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    r#"<rect class="{class}" x="{bar_x:.2}" y="{}" width="{bar_w:.2}" height="{}" rx="3" fill="{}"{stroke}><title>{} ({}) {}: {:.1}–{:.1} ms, {:.1} ms</title></rect>"#,
+                    r#"<rect class="{class}" x="{bar_x:.2}" y="{}" width="{bar_w:.2}" height="{}" rx="3" fill="{}"{stroke}><title>{} ({}) {}: {:.1}–{:.1} ms, {:.1} ms{worker}</title></rect>"#,
                     top + 4.0,
                     ROW_H - 8.0,
                     colour(c.status),
@@ -410,6 +415,7 @@ mod tests {
             finished_ms: Some(end),
             duration_ms: end - start,
             level: 0,
+            worker: None,
         }
     }
 
@@ -511,6 +517,21 @@ mod tests {
             "long's label inside its bar, quick's beside it, late-quick's only in its tooltip"
         );
         assert!(svg.contains("<title>late-quick (sleep) ok: 999.0–999.5 ms, 0.5 ms</title>"));
+    }
+
+    #[test]
+    fn a_bar_names_the_worker_that_ran_its_call_only_when_one_did() {
+        let mut remote = call("remote", 0.0, 10.0);
+        remote.worker = Some("w-1 <east>".into());
+        let r = result(vec![remote, call("local", 0.0, 5.0)], 10.0);
+        let svg = svg(&r, &[], &[]);
+        assert!(
+            svg.contains(
+                "<title>remote (sleep) ok: 0.0–10.0 ms, 10.0 ms, worker w-1 &lt;east&gt;</title>"
+            ),
+            "{svg}"
+        );
+        assert!(svg.contains("<title>local (sleep) ok: 0.0–5.0 ms, 5.0 ms</title>"));
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub enum Event {
         status: CallStatus,
         /// Its measured run time.
         duration_ms: f64,
+        /// The worker process that ran it (distributed execution); absent when it ran in
+        /// this process.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        worker: Option<String>,
     },
     /// Every call has ended.
     ExecutionFinished {
@@ -65,6 +69,9 @@ pub struct CallOutcome<'a> {
     pub started_ms: Option<f64>,
     /// End (or decision), in ms since the execution began.
     pub finished_ms: f64,
+    /// The worker process that ran it (distributed execution); `None` when it ran in this
+    /// process.
+    pub worker: Option<&'a str>,
 }
 
 /// Receives events.
@@ -84,5 +91,27 @@ pub trait EventSink: Send + Sync {
     /// call's start durable before a tool that must not run twice does anything.
     fn before_start(&self, _position: usize, _idempotent: bool) -> Option<BoxFuture<'static, ()>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_event_names_its_worker_only_when_one_ran_the_call() {
+        let finished = |worker: Option<&str>| Event::CallFinished {
+            position: 2,
+            status: CallStatus::Ok,
+            duration_ms: 1.5,
+            worker: worker.map(str::to_owned),
+        };
+        let local = serde_json::to_value(finished(None)).expect("serializes");
+        assert_eq!(
+            local,
+            serde_json::json!({"event": "call_finished", "position": 2, "status": "ok", "duration_ms": 1.5})
+        );
+        let remote = serde_json::to_value(finished(Some("w-7"))).expect("serializes");
+        assert_eq!(remote["worker"], "w-7");
     }
 }

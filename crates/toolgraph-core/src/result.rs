@@ -125,6 +125,10 @@ pub struct CallResult {
     pub duration_ms: f64,
     /// Dependency level (0 = no dependencies).
     pub level: u32,
+    /// The worker process that ran the call (distributed execution); absent when it ran in
+    /// this process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 impl CallResult {
@@ -466,7 +470,22 @@ mod tests {
             finished_ms: span.map(|s| s.1),
             duration_ms: span.map_or(0.0, |(s, f)| f - s),
             level,
+            worker: None,
         }
+    }
+
+    #[test]
+    fn a_result_names_its_worker_only_when_one_ran_it() {
+        let mut r = ran("a", 0, Some((0.0, 1.0)));
+        let local = serde_json::to_value(&r).expect("serializes");
+        assert!(local.get("worker").is_none(), "no worker key: {local}");
+        r.worker = Some("w-1".into());
+        let remote = serde_json::to_value(&r).expect("serializes");
+        assert_eq!(remote["worker"], "w-1");
+        let back: CallResult = serde_json::from_value(remote).expect("reads back");
+        assert_eq!(back.worker.as_deref(), Some("w-1"));
+        let old: CallResult = serde_json::from_value(local).expect("JSON without the field");
+        assert_eq!(old.worker, None);
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub mod retry;
 pub mod timeout;
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -98,11 +98,19 @@ pub struct CallPolicy {
     pub blocking: bool,
 }
 
-/// Attempts made, and when the first began.
+/// Attempts made, when the first began, and which worker process ran the call — shared by
+/// the layers and the scheduler, which reads it when the call ends.
+///
+/// A layer that carries a call out elsewhere (remote dispatch) reports what happened there:
+/// [`set_worker`](Meter::set_worker) names the worker that ran it, and
+/// [`note_attempts`](Meter::note_attempts) counts the attempts the worker made.
 #[derive(Debug, Default)]
 pub struct Meter {
     attempts: AtomicU32,
     first_start: OnceLock<Instant>,
+    /// Set at most a few times per call, read once when it ends: never held across an
+    /// await, and never taken by a call that runs in this process.
+    worker: Mutex<Option<Arc<str>>>,
 }
 
 impl Meter {
@@ -120,6 +128,31 @@ impl Meter {
     /// When the first attempt began, if one did.
     pub fn first_start(&self) -> Option<Instant> {
         self.first_start.get().copied()
+    }
+
+    /// Raises the attempts counted to at least `attempts`: attempts made elsewhere (by a
+    /// remote worker). Never lowers the count, and marks no start (a layer that dispatches
+    /// a call calls [`begin_attempt`](Meter::begin_attempt) when it sends it).
+    pub fn note_attempts(&self, attempts: u32) {
+        self.attempts.fetch_max(attempts, Ordering::Relaxed);
+    }
+
+    /// Records the id of the worker process that ran the call; the last one set wins (a
+    /// call sent again to another worker reports the one that ended it).
+    pub fn set_worker(&self, worker: &str) {
+        let worker: Arc<str> = Arc::from(worker);
+        match self.worker.lock() {
+            Ok(mut slot) => *slot = Some(worker),
+            Err(poisoned) => *poisoned.into_inner() = Some(worker),
+        }
+    }
+
+    /// The worker process that ran the call; `None` when it ran in this process.
+    pub fn worker(&self) -> Option<Arc<str>> {
+        match self.worker.lock() {
+            Ok(slot) => slot.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 }
 
@@ -234,4 +267,33 @@ pub fn stack(extra: &[Arc<dyn Layer>]) -> Arc<dyn CallService> {
         service = catch_panic::CatchPanicLayer.layer(service);
     }
     durable::DurableLayer.layer(service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_meter_names_no_worker_until_one_is_set_and_the_last_set_wins() {
+        let meter = Meter::default();
+        assert_eq!(meter.worker(), None);
+        meter.set_worker("w-1");
+        meter.set_worker("w-2");
+        assert_eq!(meter.worker().as_deref(), Some("w-2"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn noted_attempts_raise_the_count_and_never_lower_it() {
+        let meter = Meter::default();
+        assert_eq!(meter.begin_attempt(), 1);
+        meter.note_attempts(3);
+        assert_eq!(meter.attempts(), 3);
+        meter.note_attempts(2);
+        assert_eq!(meter.attempts(), 3, "a lower count is ignored");
+        assert_eq!(
+            meter.begin_attempt(),
+            4,
+            "counting goes on from the raised count"
+        );
+    }
 }

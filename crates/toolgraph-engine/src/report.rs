@@ -4,7 +4,7 @@
 //!
 //! The records are consumed a block at a time, and each block's memory is handed back as the
 //! results grow, so an execution's records and its results are never all held at once (a
-//! record is 160 bytes: 160 MB at a million calls).
+//! record is 112 bytes: 112 MB at a million calls).
 //!
 //! Invariant: every figure is derived from measured instants; nothing is estimated.
 
@@ -57,6 +57,7 @@ fn call_result_named(
         finished_ms: r.started.map(|_| ms_since(origin, r.finished)),
         duration_ms,
         level,
+        worker: r.worker.as_deref().map(str::to_owned),
     }
 }
 
@@ -210,6 +211,7 @@ mod tests {
                 ready_at: Some(now),
                 started: Some(now),
                 finished: now,
+                worker: (i % 2 == 0).then(|| Arc::from("w-0")),
             })
             .collect();
         let borrowed = results(&plan, records.clone(), now);
@@ -223,6 +225,7 @@ mod tests {
                     (r.id.as_str(), r.name.as_str(), r.output()),
                     (format!("c{i}").as_str(), "t", Some(&json!(i)))
                 );
+                assert_eq!(r.worker.as_deref(), (i % 2 == 0).then_some("w-0"));
             }
         }
     }

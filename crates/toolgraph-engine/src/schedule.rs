@@ -95,6 +95,8 @@ pub(crate) struct Record {
     pub ready_at: Option<Instant>,
     pub started: Option<Instant>,
     pub finished: Instant,
+    /// The worker process that ran the call, as its layers reported it (`Meter`).
+    pub worker: Option<Arc<str>>,
 }
 
 /// Everything the scheduler measured.
@@ -140,6 +142,7 @@ struct Finished {
     attempts: u32,
     started: Instant,
     finished: Instant,
+    worker: Option<Arc<str>>,
 }
 
 pub(crate) struct Scheduler<'a> {
@@ -334,6 +337,7 @@ impl<'a> Scheduler<'a> {
                     ready_at: None,
                     started: None,
                     finished: Instant::now(),
+                    worker: None,
                 })
             })
             .collect();
@@ -370,6 +374,7 @@ impl<'a> Scheduler<'a> {
             ready_at: None,
             started: None,
             finished: now,
+            worker: None,
         })
     }
 
@@ -622,6 +627,7 @@ impl<'a> Scheduler<'a> {
                 attempts,
                 started: meter.first_start().unwrap_or(finished),
                 finished,
+                worker: meter.worker(),
             }
         }));
         self.emit(Event::CallStarted { position: i });
@@ -708,6 +714,7 @@ impl<'a> Scheduler<'a> {
         let (status, output, error) = match result {
             Ok(v) => (CallStatus::Ok, Some(Arc::new(v)), None),
             Err(e) if e.kind == ErrorKind::Timeout => (CallStatus::Timeout, None, Some(e)),
+            Err(e) if e.kind == ErrorKind::Interrupted => (CallStatus::Interrupted, None, Some(e)),
             Err(e) => (CallStatus::Error, None, Some(e)),
         };
         let record = Record {
@@ -718,6 +725,7 @@ impl<'a> Scheduler<'a> {
             ready_at: self.ready_at[i],
             started: Some(done.started),
             finished: done.finished,
+            worker: done.worker,
         };
         self.finalize(i, record);
     }
@@ -756,6 +764,7 @@ impl<'a> Scheduler<'a> {
             ready_at: self.ready_at[i],
             started: None,
             finished: Instant::now(),
+            worker: None,
         };
         self.finalize(i, record);
     }
@@ -767,8 +776,10 @@ impl<'a> Scheduler<'a> {
         while let Some((i, record)) = work.pop() {
             let ok = record.status == CallStatus::Ok;
             let status = record.status;
-            if matches!(status, CallStatus::Error | CallStatus::Timeout)
-                && self.limits.config.fail_fast
+            if matches!(
+                status,
+                CallStatus::Error | CallStatus::Timeout | CallStatus::Interrupted
+            ) && self.limits.config.fail_fast
                 && self.fail_fast_trigger.is_none()
                 && self.cancelled.is_none()
             {
@@ -792,11 +803,13 @@ impl<'a> Scheduler<'a> {
                     }),
                     started_ms: record.started.map(ms),
                     finished_ms: ms(record.finished),
+                    worker: record.worker.as_deref(),
                 };
                 let event = Event::CallFinished {
                     position: i,
                     status,
                     duration_ms,
+                    worker: record.worker.as_deref().map(str::to_owned),
                 };
                 for sink in &self.sinks {
                     sink.on_event(&event);
@@ -897,6 +910,7 @@ impl<'a> Scheduler<'a> {
             ready_at: self.ready_at[i],
             started: None,
             finished: now,
+            worker: None,
         }
     }
 
@@ -1019,6 +1033,7 @@ fn cancelled_record(why: &str, ready_at: Option<Instant>, now: Instant) -> Recor
         ready_at,
         started: None,
         finished: now,
+        worker: None,
     }
 }
 

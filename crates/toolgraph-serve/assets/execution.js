@@ -197,6 +197,8 @@ function showFigures(figures, summary) {
 
 function showTable(container, gantt) {
   const critical = new Set(gantt.critical);
+  // A worker column only when some call ran in a worker process.
+  const workers = gantt.calls.some((c) => c.finished && c.finished.worker);
   const rows = gantt.calls.map((c, i) => {
     const f = c.finished || {};
     const status = f.status || "unknown";
@@ -207,14 +209,16 @@ function showTable(container, gantt) {
       h("td", { title: errorText(f.error) }, h("span", { class: `status ${status}` }, status)),
       h("td", { class: "num" }, ran ? measured(f.queued_ms) : "–"),
       h("td", { class: "num" }, ran ? measured(f.duration_ms) : "–"),
-      h("td", { class: "num" }, String(f.attempts ?? 0)));
+      h("td", { class: "num" }, String(f.attempts ?? 0)),
+      workers ? h("td", { class: "mono" }, f.worker || "–") : null);
   });
   container.replaceChildren(
     h("h2", {}, "Calls"),
     h("table", { class: "data", id: "calls-table" },
       h("thead", {}, h("tr", {},
         h("th", {}, "call"), h("th", {}, "tool"), h("th", {}, "status"),
-        h("th", { class: "num" }, "queued"), h("th", { class: "num" }, "run"), h("th", { class: "num" }, "attempts"))),
+        h("th", { class: "num" }, "queued"), h("th", { class: "num" }, "run"), h("th", { class: "num" }, "attempts"),
+        workers ? h("th", {}, "worker") : null)),
       h("tbody", {}, rows)),
     h("p", { class: "muted" }, "◆ on the critical path"),
   );

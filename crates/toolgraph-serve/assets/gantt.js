@@ -100,7 +100,7 @@ export class Gantt {
       this.tooltip.hidden = true;
       return;
     }
-    this.tooltip.replaceChildren(...describe(call));
+    this.tooltip.replaceChildren(...describeCall(call));
     this.tooltip.hidden = false;
     const x = Math.min(event.clientX + 14, window.innerWidth - 480);
     const y = event.clientY + 14 + 260 > window.innerHeight ? Math.max(8, event.clientY - 270) : event.clientY + 14;
@@ -113,8 +113,8 @@ export class Gantt {
   }
 }
 
-/** The tooltip's content for one call. */
-function describe(call) {
+/** The tooltip's content for one call (the worker that ran it, when another process did). */
+export function describeCall(call) {
   const f = call.finished;
   const status = f ? f.status : call.startedAt !== undefined ? "running" : call.queuedAt !== undefined ? "queued" : "waiting";
   const parts = [h("h3", {}, `${call.id} `, h("span", { class: "muted" }, `(${call.name})`), " ", h("span", { class: `status ${status}` }, status))];
@@ -123,6 +123,7 @@ function describe(call) {
   } else if (call.startedAt !== undefined) {
     parts.push(h("div", {}, `started at ${measured(call.startedAt)}`));
   }
+  if (f && f.worker) parts.push(h("div", {}, "ran by worker ", h("span", { class: "mono" }, f.worker)));
   parts.push(h("div", { class: "label" }, "arguments"), h("pre", {}, preview(call.arguments ?? {})));
   if (f && f.output !== undefined && f.output !== null) parts.push(h("div", { class: "label" }, "output"), h("pre", {}, preview(f.output)));
   if (f && f.error) parts.push(h("div", { class: "label" }, "error"), h("pre", {}, errorText(f.error)));

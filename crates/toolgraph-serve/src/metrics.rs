@@ -440,6 +440,7 @@ mod tests {
             queued_ms: 2.0,
             started_ms: started,
             finished_ms: finished,
+            worker: None,
         }
     }
 

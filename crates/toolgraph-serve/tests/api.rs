@@ -5,7 +5,9 @@ mod common;
 
 use serde_json::{Value, json};
 
-use common::{Server, start, start_with, work};
+use std::sync::Arc;
+
+use common::{ReportsWorker, Server, start, start_with, start_with_layers, work};
 
 fn calls_in(body: &Value) -> Vec<(&str, &str)> {
     body["results"]
@@ -659,4 +661,72 @@ async fn the_openapi_document_is_3_1_and_describes_every_v1_operation() {
     }
     let problem = &doc["components"]["schemas"]["Problem"];
     assert_eq!(problem["required"], json!(["status", "title", "detail"]));
+    for schema in ["CallResult", "FinishedEvent"] {
+        let shape = &doc["components"]["schemas"][schema];
+        let worker = &shape["properties"]["worker"];
+        assert!(
+            worker["type"] == json!(["string", "null"]) || worker["type"] == "string",
+            "{schema}.worker: {worker}"
+        );
+        let required = shape["required"].as_array().expect("required fields");
+        assert!(
+            !required.contains(&json!("worker")),
+            "{schema}.worker is optional"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_worker_that_ran_a_call_is_in_its_result_and_finished_event_live_and_replayed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = toolgraph_store::sqlite_url(&dir.path().join("store.db"));
+    let store = toolgraph_store::open(&url).await.expect("store");
+    let first = start_with_layers(
+        4,
+        Some(store),
+        tempfile::tempdir().expect("tempdir"),
+        vec![Arc::new(ReportsWorker)],
+    )
+    .await;
+    let batch = json!([
+        work("remote", json!({"worker": "w-3"})),
+        work("local", json!({}))
+    ]);
+    let (status, body) = first.post("/v1/executions?wait=true", &batch).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["worker"], "w-3");
+    assert!(
+        body["results"][1].get("worker").is_none(),
+        "no worker key for a call run in this process: {}",
+        body["results"][1]
+    );
+    let id = body["metadata"]["execution_id"]
+        .as_str()
+        .expect("recorded")
+        .to_owned();
+    let workers = |events: &[(u64, String, Value)]| -> Vec<(String, Value)> {
+        events
+            .iter()
+            .filter(|e| e.1 == "finished")
+            .map(|e| {
+                (
+                    e.2["call_id"].as_str().unwrap_or("").to_owned(),
+                    e.2["worker"].clone(),
+                )
+            })
+            .collect()
+    };
+    let want = vec![
+        ("remote".to_owned(), json!("w-3")),
+        ("local".to_owned(), Value::Null),
+    ];
+    let mut live = workers(&first.events(&id, None).await);
+    live.sort_by(|a, b| b.0.cmp(&a.0));
+    assert_eq!(live, want, "served by the live registry");
+    // A new server on the same file knows the execution only from the store.
+    let second = start_with(4, Some(&url), dir).await;
+    assert_eq!(workers(&second.events(&id, None).await), want, "replayed");
+    let (status, detail) = second.get(&format!("/v1/executions/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(detail["result"]["results"][0]["worker"], "w-3");
 }

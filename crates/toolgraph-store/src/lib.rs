@@ -297,6 +297,7 @@ pub(crate) fn record_results(recorder: &dyn ExecutionRecorder, results: &[CallRe
             queued_ms: r.queued_ms,
             started_ms: r.started_ms,
             finished_ms: r.finished_ms.unwrap_or(0.0),
+            worker: r.worker.as_deref(),
         };
         recorder.on_outcome(i, &outcome);
     }

@@ -102,6 +102,7 @@ fn call_record(id: &str, row: &AnyRow) -> Result<CallRecord, StoreError> {
         output: output
             .and_then(|o| serde_json::from_str(&o).ok())
             .map(Arc::new),
+        worker: row.try_get("worker")?,
     })
 }
 
@@ -177,7 +178,7 @@ impl Store {
             .map_err(|e| corrupt(id, format!("configuration: {e}")))?;
         let rows = sqlx::query(
             "SELECT c.position, c.call_id, c.tool, c.arguments, c.depends_on, c.priority, c.timeout_ms, c.level, c.status, \
-             c.attempts, c.queued_ms, c.started_ms, c.finished_ms, c.duration_ms, c.error_kind, c.error_message, r.output \
+             c.attempts, c.queued_ms, c.started_ms, c.finished_ms, c.duration_ms, c.error_kind, c.error_message, c.worker, r.output \
              FROM tool_calls c LEFT JOIN tool_results r ON r.execution_id = c.execution_id AND r.position = c.position \
              WHERE c.execution_id = $1 ORDER BY c.position",
         )

@@ -226,6 +226,8 @@ pub(crate) struct CallRecord {
     pub(crate) duration_ms: Option<f64>,
     pub(crate) error: Option<CallError>,
     pub(crate) output: Option<Arc<Value>>,
+    /// The worker process that ran it, when another process did.
+    pub(crate) worker: Option<String>,
 }
 
 impl CallRecord {
@@ -242,6 +244,7 @@ impl CallRecord {
             duration_ms: None,
             error: None,
             output: None,
+            worker: None,
         }
     }
 
@@ -275,6 +278,7 @@ impl CallRecord {
         self.started_ms = ended.started_ms;
         self.finished_ms = Some(ended.finished_ms);
         self.error = ended.error;
+        self.worker = ended.worker;
         if ended.output.is_some() {
             self.output = ended.output;
         }
@@ -295,6 +299,8 @@ pub(crate) struct Ended {
     pub(crate) finished_ms: f64,
     /// Epoch ms.
     pub(crate) finished_at: i64,
+    /// The worker process that ran it, when another process did.
+    pub(crate) worker: Option<String>,
 }
 
 impl Ended {
@@ -311,6 +317,7 @@ impl Ended {
             started_ms: o.started_ms.map(|s| s + offset_ms),
             finished_ms: o.finished_ms + offset_ms,
             finished_at: base_ms + o.finished_ms as i64,
+            worker: o.worker.map(str::to_owned),
         }
     }
 
@@ -375,6 +382,7 @@ pub(crate) fn rebuild(
             finished_ms: r.finished_ms,
             duration_ms: r.duration_ms.unwrap_or(0.0),
             level: r.level,
+            worker: r.worker,
         });
         calls.push(r.call);
         states.push(r.state);

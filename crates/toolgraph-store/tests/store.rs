@@ -4,7 +4,8 @@
 //! are skipped with a message — unless `TOOLGRAPH_REQUIRE_SERVICES` is set, as CI sets it,
 //! where a missing service fails the test.
 //!
-//! Then what only the SQL store does: URLs, and a new file opened by many at once.
+//! Then what only the SQL store does: URLs, a new file opened by many at once, and a
+//! database of the previous version upgraded on open.
 
 mod suite;
 
@@ -114,6 +115,7 @@ on_every_store!(
     an_id_resolves_from_a_unique_prefix_and_an_ambiguous_one_lists_candidates,
     pruning_keeps_unfinished_executions_unless_asked_and_never_a_live_one,
     pruning_named_executions_deletes_only_those_under_the_same_rules,
+    the_worker_that_ran_a_call_reads_back_with_it,
 );
 
 #[tokio::test]
@@ -295,4 +297,119 @@ fn a_sqlite_url_keeps_the_characters_of_its_path() {
         toolgraph_store::sqlite_url(path),
         "sqlite:///home/a b/100%25 sure%3F%23/toolgraph.db"
     );
+}
+
+/// The migrations of the version before calls named their worker: every file of
+/// `backend`'s folder but `newest`, copied as they are (their checksums are what a database
+/// of that version recorded).
+fn previous_migrations(backend: &str, newest: &str) -> tempfile::TempDir {
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut copied = 0;
+    for entry in std::fs::read_dir(&from).expect("migrations") {
+        let path = entry.expect("entry").path();
+        if path.file_name().is_some_and(|n| n != newest) {
+            std::fs::copy(&path, dir.path().join(path.file_name().expect("named")))
+                .expect("copied");
+            copied += 1;
+        }
+    }
+    assert!(copied > 0, "no migration before {newest}");
+    dir
+}
+
+/// The id of the execution [`old_execution`] writes.
+const OLD_ID: &str = "00000000-0000-4000-8000-00000000a11d";
+
+/// One finished execution with one call that succeeded, as the previous version wrote it.
+fn old_execution() -> [String; 2] {
+    let config = serde_json::to_string(&toolgraph_core::ParallelExecutorConfig::default())
+        .expect("config")
+        .replace('\'', "''");
+    [
+        format!(
+            "INSERT INTO executions (id, created_at, finished_at, status, config, call_count, success) \
+             VALUES ('{OLD_ID}', 1000, 2000, 'finished', '{config}', 1, 1)"
+        ),
+        format!(
+            "INSERT INTO tool_calls (execution_id, position, call_id, tool, arguments, depends_on, \
+             priority, level, status, attempts, queued_ms, started_ms, finished_ms, duration_ms) \
+             VALUES ('{OLD_ID}', 0, 'a', 't', '{{}}', '[]', 0, 0, 'ok', 1, 0.0, 1.0, 3.0, 2.0)"
+        ),
+    ]
+}
+
+/// A store of the previous version at `url`, upgraded by opening it: its execution reads
+/// back (no worker), and the store records and reads workers from then on.
+async fn upgraded_store_keeps_old_executions_and_records_workers(url: &str) {
+    let store = Store::open(url)
+        .await
+        .expect("the previous version's store opens");
+    let old = store
+        .load(OLD_ID)
+        .await
+        .expect("the old execution reads back");
+    let call = &old.result.results[0];
+    assert_eq!(
+        (call.id.as_str(), call.status, call.worker.as_deref()),
+        ("a", toolgraph_core::CallStatus::Ok, None)
+    );
+    suite::the_worker_that_ran_a_call_reads_back_with_it(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_store_of_the_previous_version_gains_the_worker_column_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("old.db");
+    let old = previous_migrations("sqlite", "0003_worker.sql");
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&file)
+            .create_if_missing(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .expect("sqlite");
+        sqlx::migrate::Migrator::new(old.path())
+            .await
+            .expect("migrations")
+            .run(&mut conn)
+            .await
+            .expect("the previous schema");
+        for statement in old_execution() {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut conn)
+                .await
+                .expect("an old row");
+        }
+        conn.close().await.expect("closed");
+    }
+    upgraded_store_keeps_old_executions_and_records_workers(&toolgraph_store::sqlite_url(&file))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_store_of_the_previous_version_gains_the_worker_column_on_open() {
+    let Some((in_schema, _, _)) = fresh_postgres_schema().await else {
+        return;
+    };
+    let old = previous_migrations("postgres", "0004_worker.sql");
+    let mut conn = sqlx::PgConnection::connect(&in_schema)
+        .await
+        .expect("PostgreSQL reachable");
+    sqlx::migrate::Migrator::new(old.path())
+        .await
+        .expect("migrations")
+        .run(&mut conn)
+        .await
+        .expect("the previous schema");
+    for statement in old_execution() {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut conn)
+            .await
+            .expect("an old row");
+    }
+    conn.close().await.expect("closed");
+    upgraded_store_keeps_old_executions_and_records_workers(&in_schema).await;
 }

@@ -45,7 +45,8 @@ pub enum SseKind {
     Queued,
     /// A call started.
     Started,
-    /// A call ended: status, timings, attempts, output or error.
+    /// A call ended: status, timings, attempts, output or error, and the worker that ran it
+    /// when another process did (its data is a `FinishedEvent`).
     Finished,
     /// The figures (last).
     Summary,
@@ -162,6 +163,7 @@ fn replay(stored: &StoredExecution) -> Vec<Arc<LiveEvent>> {
             attempts: r.attempts,
             output: r.output.as_deref(),
             error: r.error.as_ref(),
+            worker: r.worker.as_deref(),
         };
         push(
             "finished",

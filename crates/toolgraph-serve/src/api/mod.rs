@@ -29,11 +29,14 @@ use crate::problem::{Problem, input_rejected, store_problem};
 
 /// The document's header: what the service is.
 #[derive(utoipa::OpenApi)]
-#[openapi(info(
-    title = "toolgraph",
-    description = "Runs the tool calls an LLM emits — in parallel where safe, under limits, recorded — over HTTP: executions, their live events (SSE), plans, tools and statistics. Errors are application/problem+json.",
-    license(name = "MIT OR Apache-2.0")
-))]
+#[openapi(
+    info(
+        title = "toolgraph",
+        description = "Runs the tool calls an LLM emits — in parallel where safe, under limits, recorded — over HTTP: executions, their live events (SSE), plans, tools and statistics. Errors are application/problem+json.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    components(schemas(schema::FinishedEvent))
+)]
 struct ApiDoc;
 
 /// Every `/v1` route, with its OpenAPI description.

@@ -91,6 +91,37 @@ pub struct CallResult {
     duration_ms: f64,
     /// Dependency level.
     level: u32,
+    /// The worker process that ran the call (distributed execution); absent when it ran in
+    /// this process.
+    worker: Option<String>,
+}
+
+/// The data of a `finished` event of an execution's event stream: how one call ended.
+#[derive(ToSchema)]
+pub struct FinishedEvent {
+    /// The call's position in the batch.
+    position: usize,
+    /// The call's id.
+    call_id: String,
+    /// How it ended.
+    status: CallStatus,
+    /// Ready to start (or to the decision), ms.
+    queued_ms: f64,
+    /// Start, ms since the execution began (absent when it never ran).
+    started_ms: Option<f64>,
+    /// End, ms since the execution began.
+    finished_ms: f64,
+    /// Measured run time, ms.
+    duration_ms: f64,
+    /// Attempts made.
+    attempts: u32,
+    /// The tool's output (when ok): any JSON.
+    output: Option<Value>,
+    /// The error (when not ok).
+    error: Option<CallError>,
+    /// The worker process that ran the call (distributed execution); absent when it ran in
+    /// this process.
+    worker: Option<String>,
 }
 
 /// The timing of one dependency level.

@@ -225,6 +225,7 @@ impl LiveExecution {
                     finished_ms: None,
                     duration_ms: 0.0,
                     level: 0,
+                    worker: None,
                 },
             })
             .collect();
@@ -350,6 +351,10 @@ pub struct FinishedData<'a> {
     /// The error, when not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a CallError>,
+    /// The worker process that ran the call (distributed execution); absent when it ran in
+    /// this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<&'a str>,
 }
 
 /// The sink an execution reports to: it appends to the execution's log.
@@ -405,6 +410,7 @@ impl EventSink for LiveSink {
             attempts: outcome.attempts,
             output: outcome.output.map(|o| &**o),
             error: outcome.error,
+            worker: outcome.worker,
         };
         e.push(&mut state, "finished", &data);
         if let Some(slot) = state.ended.get_mut(position) {
@@ -420,6 +426,7 @@ impl EventSink for LiveSink {
                 finished_ms: Some(round_ms(outcome.finished_ms)),
                 duration_ms,
                 level: 0,
+                worker: outcome.worker.map(str::to_owned),
             });
         }
     }

@@ -76,18 +76,24 @@ try {
   // The drawing helpers agree with the CLI's timeline.rs (the same cases as its unit tests).
   const helpers = await page.evaluate(async () => {
     const { tickStep, tickLabel } = await import("/assets/format.js");
-    const { throughJoins } = await import("/assets/gantt.js");
+    const { throughJoins, describeCall } = await import("/assets/gantt.js");
+    const ran = (worker) => ({ id: "r", name: "t", arguments: {}, finished: { status: "ok", started_ms: 0, finished_ms: 2, duration_ms: 2, queued_ms: 0, attempts: 2, worker } });
+    const text = (nodes) => nodes.map((n) => n.textContent).join(" | ");
     return {
       steps: [tickStep(120, 8), tickStep(1000, 8), tickStep(7, 8)],
       labels: [tickLabel(1.5, 0.5), tickLabel(0.3, 0.1), tickLabel(0.04, 0.02), tickLabel(300, 50), tickLabel(1500, 500), tickLabel(4000, 2000)],
       joins: throughJoins([10, 40, 20, 50, undefined], [[0, 5], [1, 5], [2, 5], [5, 3], [5, 4], [0, 1]]),
       unfinished: throughJoins(new Array(5).fill(undefined), [[0, 5], [1, 5], [2, 5], [5, 3], [5, 4], [0, 1]]),
+      remote: text(describeCall(ran("w-5"))),
+      local: text(describeCall(ran(undefined))),
     };
   });
   check(JSON.stringify(helpers.steps) === "[20,200,1]", `tick steps ${JSON.stringify(helpers.steps)}`);
   check(JSON.stringify(helpers.labels) === JSON.stringify(["1.5 ms", "0.3 ms", "0.04 ms", "300 ms", "1500 ms", "4 s"]), `tick labels ${JSON.stringify(helpers.labels)}`);
   check(JSON.stringify(helpers.joins) === "[[1,3],[1,4],[0,1]]" && JSON.stringify(helpers.unfinished) === "[[0,1]]",
     `a join draws one arrow per dependant from the last call of its group ${JSON.stringify(helpers.joins)}`);
+  check(helpers.remote.includes("ran by worker w-5") && !helpers.local.includes("worker"),
+    `a call's tooltip names the worker that ran it, only when one did (${helpers.remote} / ${helpers.local})`);
 
   // A quick execution first, so the list and the trend chart have more than one point.
   const warmup = await page.request.post(`${base}/v1/executions?wait=true`, {

@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use toolgraph::Runtime;
 use toolgraph_core::{ParallelExecutorConfig, ToolSet};
 use toolgraph_engine::ParallelExecutor;
+use toolgraph_engine::layer::{CallFuture, CallRequest, CallService, Layer};
 use toolgraph_serve::AppState;
 use toolgraph_store::ExecutionStore;
 use toolgraph_test_support::{Gate, Probe, ScriptedTool};
@@ -74,11 +75,41 @@ pub async fn start_with(max_parallel: usize, url: Option<&str>, dir: tempfile::T
     start_with_store(max_parallel, store, dir).await
 }
 
+/// Plays a remote-dispatch layer: a call whose arguments name a `worker` reports it
+/// through its meter, as a layer that ran the call in that worker would.
+pub struct ReportsWorker;
+struct ReportsWorkerService(Arc<dyn CallService>);
+
+impl Layer for ReportsWorker {
+    fn layer(&self, inner: Arc<dyn CallService>) -> Arc<dyn CallService> {
+        Arc::new(ReportsWorkerService(inner))
+    }
+}
+
+impl CallService for ReportsWorkerService {
+    fn call(&self, request: CallRequest) -> CallFuture {
+        if let Some(worker) = request.args.get("worker").and_then(Value::as_str) {
+            request.meter.set_worker(worker);
+        }
+        self.0.call(request)
+    }
+}
+
 /// Starts a server recording in `store` (none: unrecorded).
 pub async fn start_with_store(
     max_parallel: usize,
     store: Option<Arc<dyn ExecutionStore>>,
     dir: tempfile::TempDir,
+) -> Server {
+    start_with_layers(max_parallel, store, dir, Vec::new()).await
+}
+
+/// Starts a server recording in `store`, its executor with `layers` added.
+pub async fn start_with_layers(
+    max_parallel: usize,
+    store: Option<Arc<dyn ExecutionStore>>,
+    dir: tempfile::TempDir,
+    layers: Vec<Arc<dyn Layer>>,
 ) -> Server {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let probe = Probe::new();
@@ -105,7 +136,10 @@ pub async fn start_with_store(
         max_parallel_calls: max_parallel,
         ..ParallelExecutorConfig::default()
     };
-    let executor = ParallelExecutor::new(tools, config).expect("executor");
+    let mut executor = ParallelExecutor::new(tools, config).expect("executor");
+    for layer in layers {
+        executor = executor.layer(layer);
+    }
     let runtime = Runtime::new(executor, store.clone());
     let state = AppState::new(runtime);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

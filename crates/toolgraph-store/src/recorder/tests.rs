@@ -168,6 +168,7 @@ fn ended() -> CallOutcome<'static> {
         queued_ms: 0.0,
         started_ms: Some(0.0),
         finished_ms: 1.0,
+        worker: None,
     }
 }
 

@@ -9,6 +9,7 @@ use serde_json::json;
 use toolgraph_core::{
     FnTool, ParallelExecutionResult, ParallelExecutorConfig, ToolCall, ToolError, ToolSet, ToolSpec,
 };
+use toolgraph_engine::layer::{CallFuture, CallRequest, CallService, Layer};
 use toolgraph_engine::{ParallelExecutor, Plan, RunOptions};
 use toolgraph_store::{ExecutionStore, PruneRequest, Pruned, StoreError, now_ms};
 use toolgraph_test_support::{Gate, Probe, ScriptedTool, Step};
@@ -1341,4 +1342,70 @@ pub async fn pruning_named_executions_deletes_only_those_under_the_same_rules(
     let mut want = vec![finished[0].clone(), live.clone()];
     want.sort();
     assert_eq!(left, want);
+}
+
+/// Plays a remote-dispatch layer: a call whose arguments name a `worker` reports it (and
+/// `attempts` attempts) through its meter, as a layer that ran it elsewhere would.
+struct ReportsWorker;
+struct ReportsWorkerService(Arc<dyn CallService>);
+
+impl Layer for ReportsWorker {
+    fn layer(&self, inner: Arc<dyn CallService>) -> Arc<dyn CallService> {
+        Arc::new(ReportsWorkerService(inner))
+    }
+}
+
+impl CallService for ReportsWorkerService {
+    fn call(&self, request: CallRequest) -> CallFuture {
+        if let Some(worker) = request.args.get("worker").and_then(|w| w.as_str()) {
+            request.meter.set_worker(worker);
+        }
+        let attempts = request.args.get("attempts").and_then(|a| a.as_u64());
+        let meter = request.meter.clone();
+        let work = self.0.call(request);
+        Box::pin(async move {
+            let out = work.await;
+            if let Some(n) = attempts.and_then(|n| u32::try_from(n).ok()) {
+                meter.note_attempts(n);
+            }
+            out
+        })
+    }
+}
+
+pub async fn the_worker_that_ran_a_call_reads_back_with_it(store: Arc<dyn ExecutionStore>) {
+    let probe = Probe::new();
+    let executor = executor(&probe).layer(Arc::new(ReportsWorker));
+    let calls = || {
+        vec![
+            ToolCall::new("remote", "t", json!({"worker": "w-1", "attempts": 3})),
+            ToolCall::new("failed", "u", json!({"worker": "w-2", "fail": "no"})),
+            ToolCall::new("local", "t", json!({})),
+        ]
+    };
+    let workers = |r: &ParallelExecutionResult| {
+        r.results
+            .iter()
+            .map(|c| c.worker.clone())
+            .collect::<Vec<_>>()
+    };
+    let want = [Some("w-1".to_owned()), Some("w-2".to_owned()), None];
+    // Recorded as it runs.
+    let (id, ran) = record(&*store, &executor, calls()).await;
+    assert_eq!(workers(&ran), want);
+    let stored = store.load(&id).await.expect("load");
+    assert_eq!(workers(&stored.result), want);
+    assert_eq!(stored.result.results[0].attempts, 3);
+    assert_eq!(stored.states, ["ok", "error", "ok"]);
+    // Recorded after it completed.
+    let plan = executor.plan(calls()).expect("valid");
+    let result = executor
+        .execute_plan_with(&plan, RunOptions::default())
+        .await;
+    let id = store
+        .record_completed(&plan, &executor.config(), None, &result)
+        .await
+        .expect("recorded");
+    let stored = store.load(&id).await.expect("load");
+    assert_eq!(workers(&stored.result), want);
 }
