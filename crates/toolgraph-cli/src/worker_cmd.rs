@@ -140,7 +140,15 @@ pub async fn workers(args: WorkersArgs) -> Result<Outcome> {
     }
     let mut table = Table::new();
     table.load_preset(NOTHING);
-    table.set_header(vec!["worker", "host", "pid", "load", "done", "heartbeat", "tools"]);
+    table.set_header(vec![
+        "worker",
+        "host",
+        "pid",
+        "load",
+        "done",
+        "heartbeat",
+        "tools",
+    ]);
     for w in &workers {
         let i = &w.info;
         table.add_row(vec![

@@ -64,7 +64,8 @@ enum Answer {
         attempts: u32,
         result: Result<Value, Failure>,
     },
-    Failed(Failure),
+    /// Settled without a result: the worker that had it, if one did.
+    Failed(Failure, Option<String>),
 }
 
 impl RemoteLayer {
@@ -106,7 +107,9 @@ impl RemoteLayer {
                     m = replies.next() => m,
                 };
                 let Some(message) = message else { return };
-                let Some(shared) = on_reply.upgrade() else { return };
+                let Some(shared) = on_reply.upgrade() else {
+                    return;
+                };
                 shared.on_reply(&client, message).await;
             }
         });
@@ -136,7 +139,9 @@ impl RemoteLayer {
                     () = stopping.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let Some(shared) = watched.upgrade() else { return };
+                let Some(shared) = watched.upgrade() else {
+                    return;
+                };
                 shared.monitor();
             }
         });
@@ -285,7 +290,12 @@ impl Shared {
                 record_worker(&meter, &worker, attempts);
                 result
             }
-            Ok(Answer::Failed(failure)) => Err(failure),
+            Ok(Answer::Failed(failure, worker)) => {
+                if let Some(worker) = worker {
+                    meter.set_worker(&worker);
+                }
+                Err(failure)
+            }
             Err(_) => Err(unavailable("the coordinator stopped waiting".into())),
         }
     }
@@ -401,7 +411,9 @@ impl Shared {
             Some(owner) => {
                 let message = self.interrupted_message(call, &owner);
                 if let Some(call) = pending.remove(&n) {
-                    let _ = call.answer.send(Answer::Failed(interrupted(message)));
+                    let _ = call
+                        .answer
+                        .send(Answer::Failed(interrupted(message), Some(owner.clone())));
                 }
                 refuse(format!("it was running on worker {owner}, which stopped"))
             }
@@ -419,7 +431,7 @@ impl Shared {
                 if let Some(owner) = &call.claimed_by {
                     if !self.registry.is_live(owner) {
                         let message = self.interrupted_message(call, owner);
-                        settled.push((*n, interrupted(message)));
+                        settled.push((*n, interrupted(message), Some(owner.clone())));
                     }
                     continue;
                 }
@@ -428,13 +440,13 @@ impl Shared {
                 } else {
                     let since = *call.orphaned_since.get_or_insert(now);
                     if now.duration_since(since) >= wait {
-                        settled.push((*n, unavailable(self.no_worker_message(&call.tool))));
+                        settled.push((*n, unavailable(self.no_worker_message(&call.tool)), None));
                     }
                 }
             }
-            for (n, failure) in settled {
+            for (n, failure, worker) in settled {
                 if let Some(call) = pending.remove(&n) {
-                    let _ = call.answer.send(Answer::Failed(failure));
+                    let _ = call.answer.send(Answer::Failed(failure, worker));
                 }
             }
         }
@@ -471,5 +483,6 @@ impl Shared {
 
 /// Which worker ran the call, and the attempts it made, for the call's result.
 fn record_worker(meter: &Meter, worker: &str, attempts: u32) {
-    let _ = (meter, worker, attempts); // MERGE-WORKER-FIELD
+    meter.set_worker(worker);
+    meter.note_attempts(attempts);
 }

@@ -123,7 +123,8 @@ mod tests {
         for name in ["a b", "x>y", "*", "ü", "a/b", ""] {
             let t = token(name);
             assert!(
-                t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+                t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
                 "{name:?} -> {t}"
             );
         }

@@ -51,7 +51,11 @@ impl Registry {
             .workers
             .watch_with_history(">")
             .await
-            .map_err(|e| connection.options.broker_error(format!("watching workers: {e}")))?;
+            .map_err(|e| {
+                connection
+                    .options
+                    .broker_error(format!("watching workers: {e}"))
+            })?;
         let store = connection.workers.clone();
         let shared = registry.shared.clone();
         tokio::spawn(async move {

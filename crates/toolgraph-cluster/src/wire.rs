@@ -236,6 +236,13 @@ mod tests {
         let text = serde_json::to_string(&done).expect("json");
         assert!(text.contains(r#""t":"done""#), "{text}");
         let back: Reply = serde_json::from_str(&text).expect("parse");
-        assert!(matches!(back, Reply::Done { attempts: 2, outcome: Outcome::Output(_), .. }));
+        assert!(matches!(
+            back,
+            Reply::Done {
+                attempts: 2,
+                outcome: Outcome::Output(_),
+                ..
+            }
+        ));
     }
 }

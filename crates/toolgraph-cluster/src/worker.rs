@@ -143,7 +143,9 @@ impl Worker {
     /// Checks the tools to serve, connects, and sets up one consumer per tool.
     pub async fn start(options: WorkerOptions, tools: ToolSet) -> Result<Worker, ClusterError> {
         if options.concurrency == 0 {
-            return Err(ClusterError::Config("--concurrency must be at least 1".into()));
+            return Err(ClusterError::Config(
+                "--concurrency must be at least 1".into(),
+            ));
         }
         let served: Vec<String> = match &options.tools {
             Some(names) => {
@@ -182,7 +184,8 @@ impl Worker {
             )));
         }
         let call_log = options.call_log.as_deref().map(CallLog::open).transpose()?;
-        let connection = Connection::open(&options.cluster, &format!("toolgraph worker {id}")).await?;
+        let connection =
+            Connection::open(&options.cluster, &format!("toolgraph worker {id}")).await?;
         let worker = Worker {
             connection,
             id,
@@ -371,6 +374,7 @@ async fn pull(
     state: Arc<State>,
     pulling: CancellationToken,
 ) {
+    let outstanding = Arc::new(Semaphore::new(batch));
     loop {
         let messages = consumer
             .stream()
@@ -392,11 +396,12 @@ async fn pull(
             },
         };
         loop {
-            // A slot first: a call pulled is a call started.
-            let slot = tokio::select! {
+            // At most `batch` calls of this tool pulled and not yet answered here: a tool
+            // waiting for calls never holds a slot another tool's call could use.
+            let pulled = tokio::select! {
                 () = pulling.cancelled() => return,
-                s = state.slots.clone().acquire_owned() => match s {
-                    Ok(s) => s,
+                p = outstanding.clone().acquire_owned() => match p {
+                    Ok(p) => p,
                     Err(_) => return,
                 },
             };
@@ -408,8 +413,12 @@ async fn pull(
                 Some(Ok(message)) => {
                     let state = state.clone();
                     tokio::spawn(async move {
-                        state.handle(message).await;
-                        drop(slot);
+                        // Then a slot of the worker's concurrency, first come first served.
+                        if let Ok(slot) = state.slots.clone().acquire_owned().await {
+                            state.handle(message).await;
+                            drop(slot);
+                        }
+                        drop(pulled);
                     });
                 }
                 Some(Err(e)) => {
@@ -484,13 +493,19 @@ impl State {
             .remove(&dispatch.key);
     }
 
-    async fn serve(&self, message: &jetstream::Message, dispatch: Dispatch, token: CancellationToken) {
+    async fn serve(
+        &self,
+        message: &jetstream::Message,
+        dispatch: Dispatch,
+        token: CancellationToken,
+    ) {
         let Some(entry) = self.tools.get(&dispatch.tool) else {
             let failure = crate::wire::unavailable(format!(
                 "worker {} does not serve tool `{}`",
                 self.id, dispatch.tool
             ));
-            self.answer(&dispatch, 0, Outcome::Failure(failure.into())).await;
+            self.answer(&dispatch, 0, Outcome::Failure(failure.into()))
+                .await;
             let _ = message.ack().await;
             return;
         };
@@ -521,10 +536,8 @@ impl State {
             log.write("start", &self.id, &dispatch);
         }
         let mut call = self.service.call(request);
-        let mut progress = tokio::time::interval_at(
-            Instant::now() + self.progress_every,
-            self.progress_every,
-        );
+        let mut progress =
+            tokio::time::interval_at(Instant::now() + self.progress_every, self.progress_every);
         let result = loop {
             tokio::select! {
                 r = &mut call => break Some(r),
@@ -566,7 +579,8 @@ impl State {
         };
         let asked = tokio::time::timeout(
             Duration::from_secs(5),
-            self.client.request(dispatch.reply_to.clone(), payload.into()),
+            self.client
+                .request(dispatch.reply_to.clone(), payload.into()),
         )
         .await;
         match asked {
@@ -612,7 +626,11 @@ impl State {
         };
         match serde_json::to_vec(&reply) {
             Ok(bytes) => {
-                if let Err(e) = self.client.publish(dispatch.reply_to.clone(), bytes.into()).await {
+                if let Err(e) = self
+                    .client
+                    .publish(dispatch.reply_to.clone(), bytes.into())
+                    .await
+                {
                     tracing::warn!("answering {}: {e}", dispatch.call_id);
                 }
             }
@@ -633,7 +651,13 @@ fn host_name() -> String {
 fn default_id() -> String {
     let host: String = host_name()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("{host}-{}-{:04x}", std::process::id(), fastrand_u16())
 }

@@ -30,15 +30,21 @@ fn options(url: &str) -> ClusterOptions {
 async fn a_batch_runs_on_a_worker() {
     let Some(url) = nats() else { return };
     let options = options(&url);
-    let worker = Worker::start(WorkerOptions::new(options.clone()), toolgraph_tools::builtins())
-        .await
-        .expect("worker");
+    let worker = Worker::start(
+        WorkerOptions::new(options.clone()),
+        toolgraph_tools::builtins(),
+    )
+    .await
+    .expect("worker");
     let stop = CancellationToken::new();
     let running = tokio::spawn(worker.run(stop.clone()));
     let layer = RemoteLayer::connect(&options).await.expect("coordinator");
-    let executor = ParallelExecutor::new(toolgraph_tools::builtins(), ParallelExecutorConfig::default())
-        .expect("executor")
-        .layer(std::sync::Arc::new(layer));
+    let executor = ParallelExecutor::new(
+        toolgraph_tools::builtins(),
+        ParallelExecutorConfig::default(),
+    )
+    .expect("executor")
+    .layer(std::sync::Arc::new(layer));
     let calls = parse_tool_calls(&json!([
         {"id": "a", "name": "echo", "arguments": {"x": 1}},
         {"id": "b", "name": "sleep", "arguments": {"ms": 50}},
@@ -50,7 +56,10 @@ async fn a_batch_runs_on_a_worker() {
     for r in &result.results {
         eprintln!("{} {:?} {:?} {:?}", r.id, r.status, r.output, r.error);
     }
-    assert_eq!(result.results[2].output.as_deref(), Some(&json!({"from": 1})));
+    assert_eq!(
+        result.results[2].output.as_deref(),
+        Some(&json!({"from": 1}))
+    );
     stop.cancel();
     let summary = running.await.expect("join").expect("worker");
     assert!(summary.completed >= 4, "{summary:?}");

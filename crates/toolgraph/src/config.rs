@@ -374,9 +374,7 @@ fn collect(
 fn is_map_field(path: &[String]) -> bool {
     matches!(
         path.last().map(String::as_str),
-        Some(
-            "per_tool_parallel_limits" | "per_resource_parallel_limits" | "tools" | "tool_limits"
-        )
+        Some("per_tool_parallel_limits" | "per_resource_parallel_limits" | "tools" | "tool_limits")
     )
 }
 

@@ -123,7 +123,12 @@ pub async fn build_executor(
 pub fn cluster_options(
     config: &Config,
 ) -> Result<Option<toolgraph_cluster::ClusterOptions>, SetupError> {
-    let Some(url) = config.cluster.nats_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+    let Some(url) = config
+        .cluster
+        .nats_url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+    else {
         return Ok(None);
     };
     let c = &config.cluster;
@@ -135,7 +140,9 @@ pub fn cluster_options(
         ("ack_wait_ms", c.ack_wait_ms),
     ] {
         if value == 0 {
-            return Err(SetupError::Tools(format!("[cluster] {name} must be above 0")));
+            return Err(SetupError::Tools(format!(
+                "[cluster] {name} must be above 0"
+            )));
         }
     }
     options.heartbeat = ms(c.heartbeat_ms);

@@ -232,7 +232,10 @@ impl Runtime {
         let (mut executor, servers) = crate::build_executor(config).await?;
         if let Some(cluster) = crate::cluster_options(config)? {
             let remote = toolgraph_cluster::RemoteLayer::connect(&cluster).await?;
-            tracing::info!(coordinator = remote.coordinator(), "calls run on the cluster's workers");
+            tracing::info!(
+                coordinator = remote.coordinator(),
+                "calls run on the cluster's workers"
+            );
             executor = executor.layer(Arc::new(remote));
         }
         let store = if config.store.record {
