@@ -163,7 +163,9 @@ pub async fn run(args: ChatArgs, stop: CancellationToken) -> Result<Outcome> {
     if let Some(system) = &args.system {
         orchestrator = orchestrator.system_prompt(system.clone());
     }
-    let result = orchestrator.execute_with_tools(&args.prompt).await?;
+    let result = orchestrator.execute_with_tools(&args.prompt).await;
+    runtime.settle().await;
+    let result = result?;
     if let Some(p) = &progress {
         p.finish();
     }

@@ -52,6 +52,7 @@ pub async fn run(args: ResumeArgs, stop: CancellationToken) -> Result<Outcome> {
         ..ExecuteOptions::default()
     };
     let resumed = runtime.resume(&id, options).await;
+    runtime.settle().await;
     if let Some(p) = &progress {
         p.finish();
     }

@@ -58,7 +58,9 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> Result<Outcome> {
         cancel: stop.clone(),
         ..ExecuteOptions::default()
     };
-    let execution = runtime.execute(&plan, options).await?;
+    let execution = runtime.execute(&plan, options).await;
+    runtime.settle().await;
+    let execution = execution?;
     if let Some(p) = &progress {
         p.finish();
     }

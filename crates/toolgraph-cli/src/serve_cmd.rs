@@ -48,7 +48,7 @@ pub async fn run(args: ServeArgs, stop: CancellationToken) -> Result<Outcome> {
         |s| format!("store {}", s.describe()),
     );
     let tools = runtime.executor().tools().len();
-    let state = AppState::new(runtime);
+    let state = AppState::new(runtime.clone());
     outln!(
         "toolgraph serve: listening on http://{} ({store}, {tools} tools)",
         server.local_addr()
@@ -57,7 +57,9 @@ pub async fn run(args: ServeArgs, stop: CancellationToken) -> Result<Outcome> {
         let stop = stop.clone();
         async move { stop.cancelled().await }
     };
-    let report = server.run(state, shutdown).await?;
+    let report = server.run(state, shutdown).await;
+    runtime.settle().await;
+    let report = report?;
     errln!(
         "toolgraph serve: stopped ({} execution(s) were running; grace {} ms){}",
         report.running_at_signal,

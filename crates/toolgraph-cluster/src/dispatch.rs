@@ -45,7 +45,15 @@ struct Shared {
     registry: Registry,
     pending: Mutex<HashMap<u64, Pending>>,
     next: AtomicU64,
-    cancels: mpsc::UnboundedSender<String>,
+    cancels: mpsc::UnboundedSender<Outbound>,
+}
+
+/// What the coordinator's publishing task sends besides calls.
+enum Outbound {
+    /// Announce a call nobody waits for any more.
+    Cancel(String),
+    /// Answer once everything queued before is on the wire.
+    Flush(oneshot::Sender<()>),
 }
 
 /// A call waiting for its answer.
@@ -85,7 +93,7 @@ impl RemoteLayer {
             .subscribe(reply_subject.clone())
             .await
             .map_err(|e| options.broker_error(format!("subscribing to replies: {e}")))?;
-        let (cancels, mut cancel_queue) = mpsc::unbounded_channel::<String>();
+        let (cancels, mut cancel_queue) = mpsc::unbounded_channel::<Outbound>();
         let shared = Arc::new(Shared {
             options: options.clone(),
             coordinator,
@@ -118,13 +126,21 @@ impl RemoteLayer {
         let stopping = stop.clone();
         tokio::spawn(async move {
             loop {
-                let key = tokio::select! {
+                let next = tokio::select! {
                     () = stopping.cancelled() => return,
                     k = cancel_queue.recv() => k,
                 };
-                let Some(key) = key else { return };
-                if let Ok(bytes) = serde_json::to_vec(&Cancel { key }) {
-                    let _ = client.publish(cancel_subject.clone(), bytes.into()).await;
+                match next {
+                    None => return,
+                    Some(Outbound::Cancel(key)) => {
+                        if let Ok(bytes) = serde_json::to_vec(&Cancel { key }) {
+                            let _ = client.publish(cancel_subject.clone(), bytes.into()).await;
+                        }
+                    }
+                    Some(Outbound::Flush(done)) => {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+                        let _ = done.send(());
+                    }
                 }
             }
         });
@@ -150,6 +166,15 @@ impl RemoteLayer {
             shared,
             _stop: Arc::new(stop.drop_guard()),
         })
+    }
+
+    /// Waits (at most 2 s) until the cancellations of calls already dropped are on the
+    /// wire: a process about to exit calls this so its workers hear of them.
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.shared.cancels.send(Outbound::Flush(done)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), flushed).await;
+        }
     }
 
     /// This coordinator's id (its reply subject ends with it).
@@ -184,7 +209,10 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         let was_waiting = self.shared.lock().remove(&self.n).is_some();
         if was_waiting && !self.answered {
-            let _ = self.shared.cancels.send(self.shared.key(self.n));
+            let _ = self
+                .shared
+                .cancels
+                .send(Outbound::Cancel(self.shared.key(self.n)));
         }
     }
 }
@@ -357,6 +385,11 @@ impl Shared {
                 attempts,
                 outcome,
             } => {
+                // Confirm receipt (a duplicate too): the worker acknowledges the call to
+                // JetStream only then, so a result lost with the broker is sent again.
+                if let Some(to) = message.reply.clone() {
+                    let _ = client.publish(to, bytes::Bytes::new()).await;
+                }
                 let Some(n) = self.number(&key) else { return };
                 let Some(pending) = self.lock().remove(&n) else {
                     tracing::debug!("a second answer for {key} from {worker}: dropped");
@@ -422,6 +455,10 @@ impl Shared {
 
     /// Settles waiting calls whose worker died or whose tool nobody serves any more.
     fn monitor(&self) {
+        if !self.registry.connected() {
+            // Cut off from the broker: nobody's silence means anything now.
+            return;
+        }
         let now = Instant::now();
         let wait = self.options.no_worker_wait;
         let mut settled = Vec::new();

@@ -35,6 +35,7 @@ pub mod wire;
 mod worker;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -117,20 +118,63 @@ pub(crate) struct Connection {
     pub client: async_nats::Client,
     pub jetstream: jetstream::Context,
     pub workers: jetstream::kv::Store,
+    pub link: Arc<Link>,
+}
+
+/// Whether the connection is up, and since when: silence from workers while this process
+/// was cut off from the broker (or just after) says nothing about them.
+#[derive(Debug)]
+pub(crate) struct Link {
+    up: std::sync::atomic::AtomicBool,
+    since: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Link {
+    fn new() -> Link {
+        Link {
+            up: std::sync::atomic::AtomicBool::new(true),
+            since: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::Relaxed);
+        if up {
+            *self.since.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        }
+    }
+
+    /// Connected now, and since when; `None` while disconnected.
+    pub fn up_since(&self) -> Option<tokio::time::Instant> {
+        self.up
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| *self.since.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl Connection {
     /// Connects (failing within `connect_timeout`, the cause named once), then creates
     /// the namespace's stream and worker bucket unless they exist.
     pub async fn open(options: &ClusterOptions, name: &str) -> Result<Connection, ClusterError> {
+        let link = Arc::new(Link::new());
+        let events = link.clone();
         let connect = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(options.connect_timeout)
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("NATS connected"),
-                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
-                    other => tracing::debug!("NATS: {other}"),
+            .event_callback(move |event| {
+                let link = events.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            link.set(true);
+                            tracing::info!("NATS connected");
+                        }
+                        async_nats::Event::Disconnected => {
+                            link.set(false);
+                            tracing::warn!("NATS disconnected; reconnecting");
+                        }
+                        other => tracing::debug!("NATS: {other}"),
+                    }
                 }
             })
             .connect(options.url.as_str());
@@ -178,7 +222,8 @@ impl Connection {
                         subjects: vec![format!("$KV.{bucket}.>")],
                         max_messages_per_subject: 1,
                         max_age: options.stale_after().max(Duration::from_secs(3)),
-                        storage: jetstream::stream::StorageType::Memory,
+                        // On disk, so the bucket outlives a restart of the server.
+                        storage: jetstream::stream::StorageType::File,
                         allow_rollup: true,
                         deny_delete: true,
                         allow_direct: true,
@@ -199,6 +244,7 @@ impl Connection {
             client,
             jetstream,
             workers,
+            link,
         })
     }
 }

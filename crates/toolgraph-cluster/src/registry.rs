@@ -27,6 +27,7 @@ struct Shared {
     seen: Mutex<HashMap<String, Seen>>,
     changed: Notify,
     stale_after: Duration,
+    link: Arc<crate::Link>,
 }
 
 struct Seen {
@@ -45,6 +46,7 @@ impl Registry {
                 seen: Mutex::new(HashMap::new()),
                 changed: Notify::new(),
                 stale_after: connection.options.stale_after(),
+                link: connection.link.clone(),
             }),
         };
         let watch = connection
@@ -103,13 +105,22 @@ impl Registry {
         })
     }
 
-    /// True when `worker` heartbeated recently.
+    /// True when `worker` heartbeated recently — or when this process cannot tell: it is
+    /// cut off from the broker, or was until less than three heartbeats ago (silence then
+    /// is the broker's, not the worker's).
     pub fn is_live(&self, worker: &str) -> bool {
         let now = Instant::now();
-        self.shared
-            .lock()
-            .get(worker)
-            .is_some_and(|s| now.duration_since(s.at) < self.shared.stale_after)
+        let Some(up_since) = self.shared.link.up_since() else {
+            return true;
+        };
+        let seen = self.shared.lock().get(worker).map(|s| s.at);
+        let last = seen.map_or(up_since, |at| at.max(up_since));
+        now.duration_since(last) < self.shared.stale_after
+    }
+
+    /// False while this process is cut off from the broker.
+    pub fn connected(&self) -> bool {
+        self.shared.link.up_since().is_some()
     }
 
     /// How long ago `worker` last heartbeated, if it ever did.

@@ -11,8 +11,9 @@
 //!    no answer (broker trouble) returns it to the stream for later;
 //! 3. runs under the worker's concurrency, with progress acknowledgements every third of
 //!    `ack_wait` so a long call keeps its lease, and stops if the coordinator cancels it;
-//! 4. is answered ([`Reply::Done`]) and only then acknowledged: a worker that dies before
-//!    acknowledging leaves the call to be redelivered (idempotent) or reported interrupted.
+//! 4. is answered ([`Reply::Done`], a request the coordinator confirms; sent again through
+//!    broker trouble) and only then acknowledged: a worker that dies before acknowledging
+//!    leaves the call to be redelivered (idempotent) or reported interrupted.
 //!
 //! A heartbeat ([`WorkerInfo`]) goes into the namespace's bucket every `heartbeat`; on
 //! stop the worker stops pulling, lets running calls finish within the drain time, and
@@ -617,6 +618,8 @@ impl State {
         }
     }
 
+    /// Sends the result until its coordinator confirms it (a request), through broker
+    /// trouble, for up to a minute; gives up at once when the coordinator is gone.
     async fn answer(&self, dispatch: &Dispatch, attempts: u32, outcome: Outcome) {
         let reply = Reply::Done {
             key: dispatch.key.clone(),
@@ -624,17 +627,37 @@ impl State {
             attempts,
             outcome,
         };
-        match serde_json::to_vec(&reply) {
-            Ok(bytes) => {
-                if let Err(e) = self
-                    .client
-                    .publish(dispatch.reply_to.clone(), bytes.into())
-                    .await
-                {
-                    tracing::warn!("answering {}: {e}", dispatch.call_id);
-                }
+        let payload = match serde_json::to_vec(&reply) {
+            Ok(bytes) => bytes::Bytes::from(bytes),
+            Err(e) => {
+                tracing::warn!("answering {}: {e}", dispatch.call_id);
+                return;
             }
-            Err(e) => tracing::warn!("answering {}: {e}", dispatch.call_id),
+        };
+        let give_up = Instant::now() + Duration::from_secs(60);
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let sent = tokio::time::timeout(
+                Duration::from_secs(2),
+                self.client
+                    .request(dispatch.reply_to.clone(), payload.clone()),
+            )
+            .await;
+            match sent {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                    tracing::info!(call = %dispatch.call_id, "its coordinator is gone: result dropped");
+                    return;
+                }
+                Ok(Err(e)) => tracing::debug!("answering {}: {e}; again", dispatch.call_id),
+                Err(_) => tracing::debug!("answering {}: no confirmation; again", dispatch.call_id),
+            }
+            if Instant::now() + pause >= give_up {
+                tracing::warn!(call = %dispatch.call_id, "no coordinator confirmed the result for a minute: dropped");
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct Runtime {
     /// This runtime's name as a lease holder, unique per runtime.
     owner: Arc<str>,
     lease_timeout: Duration,
+    /// The cluster's dispatch layer, when calls run on workers (`[cluster] nats_url`).
+    cluster: Option<toolgraph_cluster::RemoteLayer>,
 }
 
 /// A lease holder's name: the process, the host, and a random part (two runtimes in one
@@ -230,13 +232,15 @@ impl Runtime {
     /// and its store when recording is on.
     pub async fn start(config: &Config) -> Result<Runtime, SetupError> {
         let (mut executor, servers) = crate::build_executor(config).await?;
-        if let Some(cluster) = crate::cluster_options(config)? {
-            let remote = toolgraph_cluster::RemoteLayer::connect(&cluster).await?;
+        let mut cluster = None;
+        if let Some(options) = crate::cluster_options(config)? {
+            let remote = toolgraph_cluster::RemoteLayer::connect(&options).await?;
             tracing::info!(
                 coordinator = remote.coordinator(),
                 "calls run on the cluster's workers"
             );
-            executor = executor.layer(Arc::new(remote));
+            executor = executor.layer(Arc::new(remote.clone()));
+            cluster = Some(remote);
         }
         let store = if config.store.record {
             Some(
@@ -258,6 +262,7 @@ impl Runtime {
             servers: Arc::new(servers),
             owner: owner_name(),
             lease_timeout: LEASE_TIMEOUT,
+            cluster,
         })
     }
 
@@ -270,6 +275,7 @@ impl Runtime {
             servers: Arc::new(Vec::new()),
             owner: owner_name(),
             lease_timeout: LEASE_TIMEOUT,
+            cluster: None,
         }
     }
 
@@ -320,6 +326,19 @@ impl Runtime {
     /// The executor: tools, configuration, shared limiter, history.
     pub fn executor(&self) -> &ParallelExecutor {
         &self.executor
+    }
+
+    /// The cluster's dispatch layer, when calls run on workers.
+    pub fn cluster(&self) -> Option<&toolgraph_cluster::RemoteLayer> {
+        self.cluster.as_ref()
+    }
+
+    /// Before the process exits: makes sure what must reach others has (the cancellations
+    /// of calls running on workers). Nothing to do for a local runtime.
+    pub async fn settle(&self) {
+        if let Some(cluster) = &self.cluster {
+            cluster.flush().await;
+        }
     }
 
     /// The store, when recording is on.
