@@ -120,11 +120,24 @@ pub struct WorkersArgs {
     /// Print the workers as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Delete the namespace instead: its call stream (calls still queued are lost) and its
+    /// worker bucket. Workers still running recreate them.
+    #[arg(long)]
+    pub delete_namespace: bool,
 }
 
 pub async fn workers(args: WorkersArgs) -> Result<Outcome> {
     let config = args.nats.config()?;
     let cluster = NatsFlags::options(&config)?;
+    if args.delete_namespace {
+        toolgraph::cluster::delete_namespace(&cluster).await?;
+        outln!(
+            "deleted namespace {} at {}",
+            cluster.namespace.as_str(),
+            cluster.url
+        )?;
+        return Ok(Outcome::Success);
+    }
     let workers = toolgraph::cluster::list_workers(&cluster).await?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&workers)?)?;

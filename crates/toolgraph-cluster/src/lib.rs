@@ -249,6 +249,30 @@ impl Connection {
     }
 }
 
+/// Deletes a namespace's call stream and worker bucket (what is queued in it is lost);
+/// a namespace that does not exist is not an error.
+pub async fn delete_namespace(options: &ClusterOptions) -> Result<(), ClusterError> {
+    let connect = async_nats::ConnectOptions::new()
+        .connection_timeout(options.connect_timeout)
+        .connect(options.url.as_str());
+    let client = match tokio::time::timeout(options.connect_timeout, connect).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => return Err(options.broker_error(connect_message(&e))),
+        Err(_) => return Err(options.broker_error("no connection")),
+    };
+    let jetstream = jetstream::new(client);
+    let ns = &options.namespace;
+    for stream in [ns.stream(), format!("KV_{}", ns.workers_bucket())] {
+        if let Err(e) = jetstream.delete_stream(&stream).await {
+            let text = e.to_string();
+            if !text.contains("not found") {
+                return Err(options.broker_error(format!("deleting {stream}: {text}")));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn connect_message(e: &async_nats::ConnectError) -> String {
     let text = e.to_string();
     let source = std::error::Error::source(e)
