@@ -23,9 +23,21 @@ fn allowed() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static str>)> {
         (mcp, (vec![core], vec![engine, support])),
         ("toolgraph-llm", (vec![core, engine], vec![support, tools])),
         (
+            "toolgraph-cluster",
+            (vec![core, engine], vec![support, tools]),
+        ),
+        (
             "toolgraph",
             (
-                vec![core, engine, tools, store, mcp, "toolgraph-llm"],
+                vec![
+                    core,
+                    engine,
+                    tools,
+                    store,
+                    mcp,
+                    "toolgraph-llm",
+                    "toolgraph-cluster",
+                ],
                 vec![support],
             ),
         ),
@@ -118,7 +130,7 @@ fn outside_worlds() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static s
             ),
         ),
         ("rmcp", (vec!["toolgraph-mcp"], vec![])),
-        ("async-nats", (vec!["toolgraph-broker"], vec![])),
+        ("async-nats", (vec!["toolgraph-cluster"], vec![])),
     ])
 }
 

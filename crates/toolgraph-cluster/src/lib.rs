@@ -98,6 +98,16 @@ impl ClusterOptions {
         }
     }
 
+    /// The servers of `url`, which may list several, comma-separated.
+    pub(crate) fn servers(&self) -> Vec<String> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// When a worker is taken for dead: three heartbeats missed.
     pub fn stale_after(&self) -> Duration {
         self.heartbeat * 3
@@ -177,7 +187,7 @@ impl Connection {
                     }
                 }
             })
-            .connect(options.url.as_str());
+            .connect(options.servers());
         let client = match tokio::time::timeout(options.connect_timeout, connect).await {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => return Err(options.broker_error(connect_message(&e))),
@@ -254,7 +264,7 @@ impl Connection {
 pub async fn delete_namespace(options: &ClusterOptions) -> Result<(), ClusterError> {
     let connect = async_nats::ConnectOptions::new()
         .connection_timeout(options.connect_timeout)
-        .connect(options.url.as_str());
+        .connect(options.servers());
     let client = match tokio::time::timeout(options.connect_timeout, connect).await {
         Ok(Ok(client)) => client,
         Ok(Err(e)) => return Err(options.broker_error(connect_message(&e))),
