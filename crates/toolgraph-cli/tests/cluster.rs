@@ -84,8 +84,13 @@ impl Cluster {
             .args(["--id", id, "--call-log"])
             .arg(self.log_path(id))
             .args(args)
+            .env("RUST_LOG", "toolgraph_cluster=debug")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.dir.path().join(format!("{id}.stderr")))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .spawn()
             .expect("worker starts");
         let stdout = child.stdout.take().expect("stdout");
@@ -381,6 +386,16 @@ fn a_worker_killed_mid_batch_loses_nothing_and_runs_nothing_twice() {
         survivor_starts.iter().all(|id| id.starts_with("idem")),
         "only idempotent calls ran again: {survivor_starts:?}"
     );
+    // Calls four times `ack_wait` long kept their lease (progress acknowledgements): none
+    // was delivered again while it ran.
+    assert!(
+        !cluster
+            .log("survivor")
+            .iter()
+            .any(|e| e["event"] == "duplicate"),
+        "{:?}",
+        cluster.log("survivor")
+    );
     // The store holds the same six results.
     let id = result["metadata"]["execution_id"]
         .as_str()
@@ -648,7 +663,8 @@ fn a_broker_restarted_mid_run_does_not_lose_the_run() {
     let batch = cluster.batch("chain.json", &Value::Array(calls));
     let started = Instant::now();
     let coordinator = cluster
-        .run(&batch, &["--no-record", "--timeout-ms", "10000"])
+        .run(&batch, &["--no-record", "--timeout-ms", "10000", "-v"])
+        .env("RUST_LOG", "toolgraph_cluster=debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -670,20 +686,15 @@ fn a_broker_restarted_mid_run_does_not_lose_the_run() {
     assert_eq!(calls.len(), 8);
     // Bounded by the calls' timeouts, never a hang.
     assert!(took < Duration::from_secs(60), "took {took:?}");
-    // Every call finished, or failed with a message that says what happened.
-    for call in calls {
-        if call["status"] != "ok" {
-            let message = call["error"]["message"].as_str().unwrap_or_default();
-            assert!(
-                message.contains("NATS")
-                    || message.contains("cluster")
-                    || call["status"] == "skipped",
-                "{call}"
-            );
-        }
-    }
     let ok = calls.iter().filter(|c| c["status"] == "ok").count();
-    assert!(ok >= 3, "the calls before the restart finished: {result}");
+    if ok < 8 {
+        eprintln!(
+            "coordinator:\n{}\nworker:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(cluster.dir.path().join("w.stderr")).unwrap_or_default()
+        );
+    }
+    assert_eq!(ok, 8, "the run went on after the restart: {result}");
     eprintln!(
         "restart: {ok}/8 ok in {took:?}: {}",
         calls

@@ -49,7 +49,8 @@ pub struct WorkerOptions {
     /// How long running calls may take to finish once the worker is asked to stop.
     pub drain: Duration,
     /// Append one JSON line per call start and end here (`{"event", "tool", "call_id",
-    /// "key", "worker", "at_us"}`, Unix µs), flushed at once: an audit of what ran where,
+    /// "key", "worker", "at_us"}`, Unix µs; `event` is `start`, `end`, or `duplicate` for a
+    /// call delivered again while it ran here), flushed at once: an audit of what ran where,
     /// and how tests measure overlap across workers.
     pub call_log: Option<std::path::PathBuf>,
 }
@@ -138,6 +139,7 @@ struct State {
     in_flight: AtomicUsize,
     completed: AtomicU64,
     call_log: Option<CallLog>,
+    link: Arc<crate::Link>,
 }
 
 impl Worker {
@@ -260,6 +262,7 @@ impl Worker {
             in_flight: AtomicUsize::new(0),
             completed: AtomicU64::new(0),
             call_log: self.call_log.clone(),
+            link: self.connection.link.clone(),
         });
         let started_at_ms = unix_ms();
         let pulling = CancellationToken::new();
@@ -435,7 +438,18 @@ async fn pull(
     }
 }
 
+/// After a reconnection, a coordinator's subscriptions may not be back yet: "no
+/// responders" then does not mean it is gone.
+const RESUBSCRIBE_TIME: Duration = Duration::from_secs(5);
+
 impl State {
+    /// True when "no responders" can be believed: connected, and not just reconnected.
+    fn settled(&self) -> bool {
+        self.link
+            .up_since()
+            .is_some_and(|since| since.elapsed() >= RESUBSCRIBE_TIME)
+    }
+
     fn cancel(&self, key: String) {
         let running = self
             .running
@@ -476,14 +490,21 @@ impl State {
             return;
         }
         let token = CancellationToken::new();
-        {
+        let duplicate = {
             let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            if running.contains_key(&dispatch.key) {
-                // Delivered again while it runs here (a progress acknowledgement was late):
-                // the run in progress answers and acknowledges.
-                return;
+            let duplicate = running.contains_key(&dispatch.key);
+            if !duplicate {
+                running.insert(dispatch.key.clone(), token.clone());
             }
-            running.insert(dispatch.key.clone(), token.clone());
+            duplicate
+        };
+        if duplicate {
+            // Delivered again while it runs here (a progress acknowledgement was late): the
+            // run in progress answers and acknowledges.
+            if let Some(log) = &self.call_log {
+                log.write("duplicate", &self.id, &dispatch);
+            }
+            return;
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.serve(&message, dispatch.clone(), token).await;
@@ -602,7 +623,9 @@ impl State {
                     false
                 }
             },
-            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            Ok(Err(e))
+                if e.kind() == async_nats::RequestErrorKind::NoResponders && self.settled() =>
+            {
                 // Its coordinator is gone: nobody waits for the result.
                 tracing::info!(call = %dispatch.call_id, "not run: its coordinator is gone");
                 let _ = message.ack_with(AckKind::Term).await;
@@ -645,7 +668,9 @@ impl State {
             .await;
             match sent {
                 Ok(Ok(_)) => return,
-                Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                Ok(Err(e))
+                    if e.kind() == async_nats::RequestErrorKind::NoResponders && self.settled() =>
+                {
                     tracing::info!(call = %dispatch.call_id, "its coordinator is gone: result dropped");
                     return;
                 }
