@@ -121,7 +121,7 @@ pub struct WorkersArgs {
     #[arg(long)]
     pub json: bool,
     /// Delete the namespace instead: its call stream (calls still queued are lost) and its
-    /// worker bucket. Workers still running recreate them.
+    /// worker bucket. Stop its workers first: they receive nothing more until restarted.
     #[arg(long)]
     pub delete_namespace: bool,
 }

@@ -742,3 +742,54 @@ fn bad_input_and_an_unreachable_broker_are_reported_before_anything_runs() {
     assert!(stderr.contains("NATS at nats://127.0.0.1:1"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn a_worker_restarted_under_its_id_does_not_run_again_what_it_had_claimed() {
+    let Some(url) = nats_url() else { return };
+    let mut cluster = Cluster::new(&url, "[tools.shell]\nparallel_safe = true\n");
+    cluster.worker("same", &[]);
+    let batch = cluster.batch(
+        "once.json",
+        &json!([{"id": "once", "name": "shell", "arguments": {"command": "sleep 4"}}]),
+    );
+    let coordinator = cluster
+        .run(&batch, &["--no-record"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("coordinator");
+    let started = Instant::now();
+    while cluster.starts("same") < 1 {
+        assert!(started.elapsed() < Duration::from_secs(20), "never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Killed, and back at once under the same id: another process, which must not run
+    // the call its predecessor had claimed when JetStream delivers it again.
+    cluster.kill("same");
+    cluster.workers.retain(|(id, _)| id != "same");
+    cluster.worker("same", &[]);
+    let out = coordinator.wait_with_output().expect("coordinator ends");
+    let result = json_of(&out);
+    assert_eq!(result["results"][0]["status"], "interrupted", "{result}");
+    assert_eq!(cluster.starts("same"), 1, "{:?}", cluster.log("same"));
+}
+
+#[test]
+fn a_call_too_large_for_the_broker_fails_at_once_by_name() {
+    let Some(url) = nats_url() else { return };
+    let mut cluster = Cluster::new(&url, "");
+    cluster.worker("w", &[]);
+    let big = "x".repeat(2 * 1024 * 1024);
+    let batch = cluster.batch(
+        "big.json",
+        &json!([{"id": "big", "name": "echo", "arguments": {"text": big}}]),
+    );
+    let started = Instant::now();
+    let out = cluster.run(&batch, &["--no-record"]).output().expect("run");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let result = json_of(&out);
+    let call = &result["results"][0];
+    assert_eq!(call["status"], "error", "{call}");
+    let message = call["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("max_payload"), "{message}");
+}

@@ -41,6 +41,7 @@ struct Shared {
     options: ClusterOptions,
     coordinator: String,
     reply_subject: String,
+    client: async_nats::Client,
     jetstream: async_nats::jetstream::Context,
     registry: Registry,
     pending: Mutex<HashMap<u64, Pending>>,
@@ -50,8 +51,8 @@ struct Shared {
 
 /// What the coordinator's publishing task sends besides calls.
 enum Outbound {
-    /// Announce a call nobody waits for any more.
-    Cancel(String),
+    /// Announce a call nobody waits for any more, and delete its message if stored.
+    Cancel(String, Option<u64>),
     /// Answer once everything queued before is on the wire.
     Flush(oneshot::Sender<()>),
 }
@@ -61,7 +62,10 @@ struct Pending {
     answer: oneshot::Sender<Answer>,
     tool: Arc<str>,
     call_id: Arc<str>,
-    claimed_by: Option<String>,
+    /// The worker, and its process, the claim was granted to.
+    claimed_by: Option<(String, String)>,
+    /// Its message's place in the stream, once stored (to delete it when nobody waits).
+    sequence: Option<u64>,
     /// Since when no live worker serves its tool.
     orphaned_since: Option<Instant>,
 }
@@ -98,6 +102,7 @@ impl RemoteLayer {
             options: options.clone(),
             coordinator,
             reply_subject,
+            client: connection.client.clone(),
             jetstream: connection.jetstream.clone(),
             registry,
             pending: Mutex::new(HashMap::new()),
@@ -124,6 +129,7 @@ impl RemoteLayer {
 
         let client = connection.client.clone();
         let stopping = stop.clone();
+        let calls = connection.jetstream.get_stream(ns.stream()).await.ok();
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -132,9 +138,17 @@ impl RemoteLayer {
                 };
                 match next {
                     None => return,
-                    Some(Outbound::Cancel(key)) => {
+                    Some(Outbound::Cancel(key, sequence)) => {
                         if let Ok(bytes) = serde_json::to_vec(&Cancel { key }) {
                             let _ = client.publish(cancel_subject.clone(), bytes.into()).await;
+                        }
+                        // A call not yet taken must not run later for nobody.
+                        if let (Some(seq), Some(stream)) = (sequence, &calls) {
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(2),
+                                stream.delete_message(seq),
+                            )
+                            .await;
                         }
                     }
                     Some(Outbound::Flush(done)) => {
@@ -147,7 +161,9 @@ impl RemoteLayer {
 
         let watched = Arc::downgrade(&shared);
         let stopping = stop.clone();
-        let every = options.heartbeat.min(Duration::from_secs(1));
+        let every = options
+            .heartbeat
+            .clamp(Duration::from_millis(100), Duration::from_secs(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
@@ -207,12 +223,14 @@ struct Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let was_waiting = self.shared.lock().remove(&self.n).is_some();
-        if was_waiting && !self.answered {
+        if self.answered {
+            return;
+        }
+        if let Some(call) = self.shared.lock().remove(&self.n) {
             let _ = self
                 .shared
                 .cancels
-                .send(Outbound::Cancel(self.shared.key(self.n)));
+                .send(Outbound::Cancel(self.shared.key(self.n), call.sequence));
         }
     }
 }
@@ -271,6 +289,17 @@ impl Shared {
                 message: format!("the call could not be encoded: {e}"),
             })
         })?;
+        let max = self.client.max_payload();
+        if max > 0 && payload.len() > max.saturating_sub(1024) {
+            return Err(Failure::Call(CallError {
+                kind: ErrorKind::TooLarge,
+                message: format!(
+                    "the call ({} bytes with its arguments) passes the broker's max_payload \
+                     ({max} bytes)",
+                    payload.len()
+                ),
+            }));
+        }
         let (answer, answered) = oneshot::channel();
         self.lock().insert(
             n,
@@ -279,6 +308,7 @@ impl Shared {
                 tool: name.clone(),
                 call_id: ctx.call_id.clone(),
                 claimed_by: None,
+                sequence: None,
                 orphaned_since: None,
             },
         );
@@ -289,7 +319,10 @@ impl Shared {
         };
         let limit = policy.timeout.map(|t| t + options.grace);
         let deadline = limit.map(|l| Instant::now() + l);
-        self.publish(&name, &key, payload, deadline).await?;
+        let sequence = self.publish(&name, &key, payload, deadline).await?;
+        if let Some(call) = self.lock().get_mut(&n) {
+            call.sequence = Some(sequence);
+        }
         let answer = match deadline {
             Some(at) => match tokio::time::timeout_at(at, answered).await {
                 Ok(a) => a,
@@ -328,18 +361,20 @@ impl Shared {
         }
     }
 
-    /// Publishes a call and waits for the stream to store it, trying again through broker
-    /// trouble until `deadline` (or 30 s): the same message id makes a repeat harmless.
+    /// Publishes a call and waits for the stream to store it (its sequence), trying again
+    /// through broker trouble until `deadline` or for 30 s: the same message id makes a
+    /// repeat harmless (the stream's duplicate window is longer).
     async fn publish(
         &self,
         tool: &str,
         key: &str,
         payload: Vec<u8>,
         deadline: Option<Instant>,
-    ) -> Result<(), Failure> {
+    ) -> Result<u64, Failure> {
         let subject = self.options.namespace.call_subject(tool);
         let payload = bytes::Bytes::from(payload);
-        let give_up = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(30));
+        let cap = Instant::now() + Duration::from_secs(30);
+        let give_up = deadline.map_or(cap, |d| d.min(cap));
         let mut pause = Duration::from_millis(50);
         loop {
             let sent = self
@@ -353,7 +388,7 @@ impl Shared {
                 .await;
             let error = match sent {
                 Ok(ack) => match ack.await {
-                    Ok(_) => return Ok(()),
+                    Ok(stored) => return Ok(stored.sequence),
                     Err(e) => e.to_string(),
                 },
                 Err(e) => e.to_string(),
@@ -405,8 +440,12 @@ impl Shared {
                     result,
                 });
             }
-            Reply::Claim { key, worker } => {
-                let answer = self.claim(&key, &worker);
+            Reply::Claim {
+                key,
+                worker,
+                instance,
+            } => {
+                let answer = self.claim(&key, &worker, &instance);
                 if let (Some(to), Ok(bytes)) = (message.reply, serde_json::to_vec(&answer)) {
                     let _ = client.publish(to, bytes.into()).await;
                 }
@@ -414,41 +453,48 @@ impl Shared {
         }
     }
 
-    fn claim(&self, key: &str, worker: &str) -> ClaimAnswer {
-        let refuse = |reason: String| ClaimAnswer {
+    fn claim(&self, key: &str, worker: &str, instance: &str) -> ClaimAnswer {
+        let refuse = |reason: String, elsewhere: bool| ClaimAnswer {
             run: false,
+            elsewhere,
             reason: Some(reason),
         };
+        let grant = ClaimAnswer {
+            run: true,
+            elsewhere: false,
+            reason: None,
+        };
         let Some(n) = self.number(key) else {
-            return refuse("not this coordinator's call".into());
+            return refuse("not this coordinator's call".into(), false);
         };
         let mut pending = self.lock();
         let Some(call) = pending.get_mut(&n) else {
-            return refuse("nobody waits for this call any more".into());
+            return refuse("nobody waits for this call any more".into(), false);
         };
         match call.claimed_by.clone() {
             None => {
-                call.claimed_by = Some(worker.to_owned());
-                ClaimAnswer {
-                    run: true,
-                    reason: None,
-                }
+                call.claimed_by = Some((worker.to_owned(), instance.to_owned()));
+                grant
             }
-            Some(owner) if owner == worker => ClaimAnswer {
-                run: true,
-                reason: None,
-            },
-            Some(owner) if self.registry.is_live(&owner) => {
-                refuse(format!("already running on worker {owner}"))
+            // The same process asking again (its first answer was lost).
+            Some((w, i)) if w == worker && i == instance => grant,
+            Some((owner, owner_instance)) if self.registry.is_live(&owner, &owner_instance) => {
+                refuse(format!("already running on worker {owner}"), true)
             }
-            Some(owner) => {
+            Some((owner, _)) => {
                 let message = self.interrupted_message(call, &owner);
                 if let Some(call) = pending.remove(&n) {
                     let _ = call
                         .answer
                         .send(Answer::Failed(interrupted(message), Some(owner.clone())));
+                    let _ = self
+                        .cancels
+                        .send(Outbound::Cancel(self.key(n), call.sequence));
                 }
-                refuse(format!("it was running on worker {owner}, which stopped"))
+                refuse(
+                    format!("it was running on worker {owner}, which stopped"),
+                    false,
+                )
             }
         }
     }
@@ -461,30 +507,37 @@ impl Shared {
         }
         let now = Instant::now();
         let wait = self.options.no_worker_wait;
+        let judge_orphans = !self.registry.catching_up();
+        let mut served: HashMap<Arc<str>, bool> = HashMap::new();
         let mut settled = Vec::new();
-        {
-            let mut pending = self.lock();
-            for (n, call) in pending.iter_mut() {
-                if let Some(owner) = &call.claimed_by {
-                    if !self.registry.is_live(owner) {
-                        let message = self.interrupted_message(call, owner);
-                        settled.push((*n, interrupted(message), Some(owner.clone())));
-                    }
-                    continue;
+        let mut pending = self.lock();
+        for (n, call) in pending.iter_mut() {
+            if let Some((owner, instance)) = &call.claimed_by {
+                if !self.registry.is_live(owner, instance) {
+                    let message = self.interrupted_message(call, owner);
+                    settled.push((*n, interrupted(message), Some(owner.clone())));
                 }
-                if self.registry.serves(&call.tool) {
-                    call.orphaned_since = None;
-                } else {
-                    let since = *call.orphaned_since.get_or_insert(now);
-                    if now.duration_since(since) >= wait {
-                        settled.push((*n, unavailable(self.no_worker_message(&call.tool)), None));
-                    }
+                continue;
+            }
+            let serves = *served
+                .entry(call.tool.clone())
+                .or_insert_with(|| self.registry.serves(&call.tool));
+            if serves || !judge_orphans {
+                call.orphaned_since = None;
+            } else {
+                let since = *call.orphaned_since.get_or_insert(now);
+                if now.duration_since(since) >= wait {
+                    settled.push((*n, unavailable(self.no_worker_message(&call.tool)), None));
                 }
             }
-            for (n, failure, worker) in settled {
-                if let Some(call) = pending.remove(&n) {
-                    let _ = call.answer.send(Answer::Failed(failure, worker));
-                }
+        }
+        for (n, failure, worker) in settled {
+            if let Some(call) = pending.remove(&n) {
+                let _ = call.answer.send(Answer::Failed(failure, worker));
+                // Stop it where it runs, and delete it where it waits.
+                let _ = self
+                    .cancels
+                    .send(Outbound::Cancel(self.key(n), call.sequence));
             }
         }
     }

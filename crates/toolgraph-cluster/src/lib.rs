@@ -110,7 +110,7 @@ impl ClusterOptions {
 
     /// When a worker is taken for dead: three heartbeats missed.
     pub fn stale_after(&self) -> Duration {
-        self.heartbeat * 3
+        self.heartbeat.max(Duration::from_millis(100)) * 3
     }
 
     pub(crate) fn broker_error(&self, message: impl std::fmt::Display) -> ClusterError {
@@ -171,6 +171,12 @@ impl Connection {
         let connect = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(options.connect_timeout)
+            // Reconnect within half a second of the server's return (the default backs off
+            // to 4 s, longer than the three heartbeats that make a worker look dead).
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis(50 * 2u64.saturating_pow(attempts.min(10) as u32))
+                    .min(Duration::from_millis(500))
+            })
             .event_callback(move |event| {
                 let link = events.clone();
                 async move {
@@ -208,7 +214,8 @@ impl Connection {
                 subjects: vec![ns.call_subjects()],
                 retention: jetstream::stream::RetentionPolicy::WorkQueue,
                 storage: jetstream::stream::StorageType::File,
-                duplicate_window: Duration::from_secs(120),
+                // Longer than a publish is ever repeated (30 s).
+                duplicate_window: Duration::from_secs(60),
                 // A call nobody takes is dropped after a day.
                 max_age: Duration::from_secs(24 * 3600),
                 ..Default::default()

@@ -35,6 +35,17 @@ struct Seen {
     at: Instant,
 }
 
+impl Seen {
+    /// Three of the worker's own heartbeat periods (never under 300 ms).
+    fn stale_after(&self) -> Duration {
+        Duration::from_millis(self.info.heartbeat_ms.max(100)) * 3
+    }
+
+    fn fresh(&self, now: Instant, up_since: Instant) -> bool {
+        now.duration_since(self.at.max(up_since)) < self.stale_after()
+    }
+}
+
 impl Registry {
     /// Starts watching the bucket until `stop`; the current heartbeats are loaded first.
     pub async fn start(
@@ -95,27 +106,37 @@ impl Registry {
         Ok(registry)
     }
 
-    /// True when a worker serving `tool` heartbeated recently.
+    /// True when a worker serving `tool` heartbeated recently (by its own period).
     pub fn serves(&self, tool: &str) -> bool {
         let now = Instant::now();
+        let up_since = self.shared.link.up_since().unwrap_or(now);
         let seen = self.shared.lock();
-        seen.values().any(|s| {
-            now.duration_since(s.at) < self.shared.stale_after
-                && s.info.tools.iter().any(|t| t == tool)
-        })
+        seen.values()
+            .any(|s| s.fresh(now, up_since) && s.info.tools.iter().any(|t| t == tool))
     }
 
-    /// True when `worker` heartbeated recently — or when this process cannot tell: it is
-    /// cut off from the broker, or was until less than three heartbeats ago (silence then
-    /// is the broker's, not the worker's).
-    pub fn is_live(&self, worker: &str) -> bool {
+    /// True when process `instance` of `worker` heartbeated recently — or when this
+    /// process cannot tell: it is cut off from the broker, or was until less than three
+    /// heartbeats ago (silence then is the broker's, not the worker's). A worker heard
+    /// from under another instance was restarted: the instance asked about is dead.
+    pub fn is_live(&self, worker: &str, instance: &str) -> bool {
         let now = Instant::now();
         let Some(up_since) = self.shared.link.up_since() else {
             return true;
         };
-        let seen = self.shared.lock().get(worker).map(|s| s.at);
-        let last = seen.map_or(up_since, |at| at.max(up_since));
-        now.duration_since(last) < self.shared.stale_after
+        match self.shared.lock().get(worker) {
+            Some(s) if s.info.instance != instance => false,
+            Some(s) => s.fresh(now, up_since),
+            None => now.duration_since(up_since) < self.shared.stale_after,
+        }
+    }
+
+    /// True for a while after (re)connecting: what the registry holds may be behind.
+    pub fn catching_up(&self) -> bool {
+        self.shared
+            .link
+            .up_since()
+            .is_none_or(|since| since.elapsed() < self.shared.stale_after)
     }
 
     /// False while this process is cut off from the broker.
@@ -154,11 +175,12 @@ impl Registry {
     /// The names of the live workers, for messages.
     pub fn live_names(&self) -> Vec<String> {
         let now = Instant::now();
+        let up_since = self.shared.link.up_since().unwrap_or(now);
         let mut names: Vec<String> = self
             .shared
             .lock()
             .iter()
-            .filter(|(_, s)| now.duration_since(s.at) < self.shared.stale_after)
+            .filter(|(_, s)| s.fresh(now, up_since))
             .map(|(id, s)| format!("{id} ({})", s.info.tools.join(", ")))
             .collect();
         names.sort();
@@ -176,7 +198,11 @@ impl Shared {
         match entry.operation {
             Operation::Put => match serde_json::from_slice::<WorkerInfo>(&entry.value) {
                 Ok(info) => {
-                    self.lock().insert(
+                    let now = Instant::now();
+                    let mut seen = self.lock();
+                    // Forget workers silent for long (crashed ones leave no delete).
+                    seen.retain(|_, s| now.duration_since(s.at) < s.stale_after() * 20);
+                    seen.insert(
                         entry.key.clone(),
                         Seen {
                             info,

@@ -37,9 +37,10 @@ pub struct Dispatch {
     pub reply_to: String,
 }
 
-/// A worker's message to a coordinator.
+/// A worker's message to a coordinator (externally tagged: `{"done": {…}}`, so an output
+/// is parsed once, never buffered).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Reply {
     /// "May I run it?" (a request; calls that are not idempotent only).
     Claim {
@@ -47,6 +48,9 @@ pub enum Reply {
         key: String,
         /// The worker asking.
         worker: String,
+        /// The worker process asking (unique per start: a worker restarted under the same
+        /// id is another instance, and may not run what the dead one had claimed).
+        instance: String,
     },
     /// The call ended on `worker`.
     Done {
@@ -57,7 +61,6 @@ pub enum Reply {
         /// Attempts the worker made.
         attempts: u32,
         /// The outcome.
-        #[serde(flatten)]
         outcome: Outcome,
     },
 }
@@ -67,6 +70,10 @@ pub enum Reply {
 pub struct ClaimAnswer {
     /// Run it (the claim is recorded), or do not.
     pub run: bool,
+    /// Not run because another live worker runs it: leave the message unacknowledged to
+    /// that worker (acknowledging it would free a slot of the tool's limit too early).
+    #[serde(default)]
+    pub elsewhere: bool,
     /// Why not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -167,6 +174,10 @@ pub struct Cancel {
 pub struct WorkerInfo {
     /// The worker's id (`<host>-<pid>-<random>` unless given).
     pub id: String,
+    /// This process of it (unique per start).
+    pub instance: String,
+    /// How often it heartbeats, in ms: it is taken for dead after three periods of silence.
+    pub heartbeat_ms: u64,
     /// The host it runs on.
     pub host: String,
     /// Its process id.
@@ -234,7 +245,7 @@ mod tests {
             outcome: Outcome::Output(serde_json::json!({"x": 1})),
         };
         let text = serde_json::to_string(&done).expect("json");
-        assert!(text.contains(r#""t":"done""#), "{text}");
+        assert!(text.starts_with(r#"{"done":{"#), "{text}");
         let back: Reply = serde_json::from_str(&text).expect("parse");
         assert!(matches!(
             back,

@@ -82,8 +82,11 @@ pub struct WorkerSummary {
 pub struct Worker {
     connection: Connection,
     id: String,
+    /// This process of the worker (unique per start).
+    instance: String,
     tools: Arc<ToolSet>,
     served: Vec<String>,
+    consumers: Vec<PullConsumer>,
     concurrency: usize,
     drain: Duration,
     service: Arc<dyn CallService>,
@@ -128,18 +131,20 @@ impl CallLog {
 /// What the tasks of one worker share.
 struct State {
     id: String,
+    instance: String,
+    namespace: crate::Namespace,
     client: async_nats::Client,
     tools: Arc<ToolSet>,
     service: Arc<dyn CallService>,
     slots: Arc<Semaphore>,
-    progress_every: Duration,
     running: Mutex<HashMap<String, CancellationToken>>,
-    /// Calls cancelled before they arrived here, and when (forgotten after 10 minutes).
-    cancelled: Mutex<HashMap<String, Instant>>,
+    cancelled: Mutex<Cancelled>,
     in_flight: AtomicUsize,
     completed: AtomicU64,
     call_log: Option<CallLog>,
     link: Arc<crate::Link>,
+    /// Raised when the worker stops taking calls.
+    stopping: CancellationToken,
 }
 
 impl Worker {
@@ -150,7 +155,10 @@ impl Worker {
                 "--concurrency must be at least 1".into(),
             ));
         }
-        let served: Vec<String> = match &options.tools {
+        // Served by their own names (an alias would name a subject nobody publishes on),
+        // each once.
+        let mut served: Vec<String> = Vec::new();
+        match &options.tools {
             Some(names) => {
                 let unknown: Vec<&str> = names
                     .iter()
@@ -168,39 +176,52 @@ impl Worker {
                         tools.names().join(", ")
                     )));
                 }
-                names.clone()
+                for name in names {
+                    if let Some(entry) = tools.get(name) {
+                        served.push(entry.tool.spec().name.clone());
+                    }
+                }
             }
-            None => tools.names().iter().map(|n| (*n).to_owned()).collect(),
-        };
+            None => served.extend(tools.entries().iter().map(|e| e.tool.spec().name.clone())),
+        }
+        let mut seen = std::collections::HashSet::new();
+        served.retain(|n| seen.insert(n.clone()));
         if served.is_empty() {
             return Err(ClusterError::Config("this worker serves no tool".into()));
         }
         let id = options.id.clone().unwrap_or_else(default_id);
         let id_ok = !id.is_empty()
             && id.len() <= 128
+            && !id.starts_with('.')
+            && !id.ends_with('.')
+            && !id.contains("..")
             && id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !id_ok {
             return Err(ClusterError::Config(format!(
-                "worker id `{id}`: use 1 to 128 ASCII letters, digits, `-`, `_` or `.`"
+                "worker id `{id}`: use 1 to 128 ASCII letters, digits, `-`, `_` or `.` (a `.` \
+                 neither first, last nor doubled)"
             )));
         }
         let call_log = options.call_log.as_deref().map(CallLog::open).transpose()?;
         let connection =
             Connection::open(&options.cluster, &format!("toolgraph worker {id}")).await?;
-        let worker = Worker {
+        let mut worker = Worker {
             connection,
             id,
+            instance: uuid::Uuid::new_v4().simple().to_string(),
             tools: Arc::new(tools),
             served,
+            consumers: Vec::new(),
             concurrency: options.concurrency,
             drain: options.drain,
             service: toolgraph_engine::layer::stack(&[]),
             call_log,
         };
-        for tool in &worker.served {
-            worker.consumer(tool).await?;
+        for tool in worker.served.clone() {
+            let consumer = worker.consumer(&tool).await?;
+            worker.consumers.push(consumer);
         }
         Ok(worker)
     }
@@ -215,14 +236,16 @@ impl Worker {
         &self.served
     }
 
-    async fn consumer(
-        &self,
-        tool: &str,
-    ) -> Result<jetstream::consumer::Consumer<jetstream::consumer::pull::Config>, ClusterError>
-    {
+    /// The tool's consumer, created if missing. A worker with a cluster-wide limit for the
+    /// tool sets it on the consumer (the last one started wins if two disagree); one
+    /// without leaves an existing consumer as it is.
+    async fn consumer(&self, tool: &str) -> Result<PullConsumer, ClusterError> {
         let options = &self.connection.options;
         let ns = &options.namespace;
-        let limit = options.tool_limits.get(tool).copied();
+        let limit = options
+            .tool_limits
+            .get(tool)
+            .map(|l| i64::try_from(*l).unwrap_or(i64::MAX));
         let config = jetstream::consumer::pull::Config {
             durable_name: Some(ns.consumer(tool)),
             description: Some(format!("toolgraph calls of tool {tool}")),
@@ -230,7 +253,7 @@ impl Worker {
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: options.ack_wait,
             max_deliver: -1,
-            max_ack_pending: limit.map_or(100_000, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+            max_ack_pending: limit.unwrap_or(100_000),
             ..Default::default()
         };
         let stream = self
@@ -239,12 +262,41 @@ impl Worker {
             .get_stream(ns.stream())
             .await
             .map_err(|e| options.broker_error(format!("the call stream: {e}")))?;
-        // Creating a durable consumer that exists updates what may be updated (its
-        // `max_ack_pending` and `ack_wait`): the last worker started sets the limit.
-        stream
-            .create_consumer(config)
+        let fail = |e: &dyn std::fmt::Display| {
+            options.broker_error(format!("the consumer of tool `{tool}`: {e}"))
+        };
+        let mut consumer = match stream
+            .get_consumer::<jetstream::consumer::pull::Config>(&ns.consumer(tool))
             .await
-            .map_err(|e| options.broker_error(format!("the consumer of tool `{tool}`: {e}")))
+        {
+            Ok(existing) => existing,
+            Err(_) => stream
+                .create_consumer(config.clone())
+                .await
+                .map_err(|e| fail(&e))?,
+        };
+        let current = consumer.cached_info().config.max_ack_pending;
+        if let Some(limit) = limit
+            && current != limit
+        {
+            tracing::info!(
+                tool,
+                from = current,
+                to = limit,
+                "setting the cluster-wide limit"
+            );
+            let mut update = config;
+            // Keep what other workers set that this one does not care about.
+            update.ack_wait = consumer.cached_info().config.ack_wait;
+            consumer = stream.create_consumer(update).await.map_err(|e| fail(&e))?;
+        }
+        Ok(PullConsumer {
+            tool: tool.to_owned(),
+            // Progress every third of the consumer's own `ack_wait`, whoever set it.
+            progress_every: (consumer.cached_info().config.ack_wait / 3)
+                .max(Duration::from_millis(100)),
+            consumer,
+        })
     }
 
     /// Serves calls until `stop`; then drains and says goodbye.
@@ -252,36 +304,38 @@ impl Worker {
         let options = self.connection.options.clone();
         let state = Arc::new(State {
             id: self.id.clone(),
+            instance: self.instance.clone(),
+            namespace: options.namespace.clone(),
             client: self.connection.client.clone(),
             tools: self.tools.clone(),
             service: self.service.clone(),
             slots: Arc::new(Semaphore::new(self.concurrency)),
-            progress_every: (options.ack_wait / 3).max(Duration::from_millis(100)),
             running: Mutex::new(HashMap::new()),
-            cancelled: Mutex::new(HashMap::new()),
+            cancelled: Mutex::new(Cancelled::default()),
             in_flight: AtomicUsize::new(0),
             completed: AtomicU64::new(0),
             call_log: self.call_log.clone(),
             link: self.connection.link.clone(),
+            stopping: CancellationToken::new(),
         });
         let started_at_ms = unix_ms();
-        let pulling = CancellationToken::new();
-        let mut tasks = tokio::task::JoinSet::new();
+        let mut pullers = tokio::task::JoinSet::new();
 
-        // Cancellations from every coordinator of the namespace.
+        // Cancellations from every coordinator of the namespace, heard until the drain ends.
+        let listening = CancellationToken::new();
         let mut cancels = self
             .connection
             .client
             .subscribe(options.namespace.cancel_subjects())
             .await
             .map_err(|e| options.broker_error(format!("subscribing to cancellations: {e}")))?;
-        {
+        let listener = {
             let state = state.clone();
-            let pulling = pulling.clone();
-            tasks.spawn(async move {
+            let listening = listening.clone();
+            tokio::spawn(async move {
                 loop {
                     let message = tokio::select! {
-                        () = pulling.cancelled() => return,
+                        () = listening.cancelled() => return,
                         m = cancels.next() => m,
                     };
                     let Some(message) = message else { return };
@@ -289,15 +343,18 @@ impl Worker {
                         state.cancel(cancel.key);
                     }
                 }
-            });
-        }
+            })
+        };
 
         // Heartbeats.
         let heartbeat = {
             let state = state.clone();
             let store = self.connection.workers.clone();
+            let every = options.heartbeat.max(Duration::from_millis(100));
             let mut info = WorkerInfo {
                 id: self.id.clone(),
+                instance: self.instance.clone(),
+                heartbeat_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
                 host: host_name(),
                 pid: std::process::id(),
                 tools: self.served.clone(),
@@ -308,7 +365,6 @@ impl Worker {
                 heartbeat_at_ms: started_at_ms,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             };
-            let every = options.heartbeat;
             let beating = CancellationToken::new();
             let stop_beating = beating.clone();
             let task = tokio::spawn(async move {
@@ -333,22 +389,19 @@ impl Worker {
             (task, stop_beating)
         };
 
-        for tool in &self.served {
-            let consumer = self.consumer(tool).await?;
+        let batch = self.concurrency.min(256);
+        for consumer in self.consumers {
             let state = state.clone();
-            let pulling = pulling.clone();
-            let batch = self.concurrency.min(256);
-            let tool = tool.clone();
-            tasks.spawn(async move {
-                pull(consumer, &tool, batch, state, pulling).await;
+            pullers.spawn(async move {
+                pull(consumer, batch, state).await;
             });
         }
         tracing::info!(worker = %self.id, tools = ?self.served, "serving");
 
         stop.cancelled().await;
         tracing::info!(worker = %self.id, "stopping: no new calls; draining running ones");
-        pulling.cancel();
-        while tasks.join_next().await.is_some() {}
+        state.stopping.cancel();
+        while pullers.join_next().await.is_some() {}
         // Running calls hold a slot each: all slots back means all calls answered.
         let all = u32::try_from(self.concurrency).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout(self.drain, state.slots.acquire_many(all)).await;
@@ -357,12 +410,18 @@ impl Worker {
         } else {
             state.in_flight.load(Ordering::Relaxed)
         };
+        listening.cancel();
+        let _ = listener.await;
         heartbeat.1.cancel();
         let _ = heartbeat.0.await;
-        if let Err(e) = self.connection.workers.delete(&self.id).await {
-            tracing::warn!("removing heartbeat: {e}");
-        }
-        let _ = self.connection.client.flush().await;
+        let bye = async {
+            if let Err(e) = self.connection.workers.delete(&self.id).await {
+                tracing::warn!("removing heartbeat: {e}");
+            }
+            let _ = self.connection.client.flush().await;
+        };
+        // A broker that is away must not keep a stopping worker.
+        let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
         Ok(WorkerSummary {
             completed: state.completed.load(Ordering::Relaxed),
             abandoned,
@@ -370,30 +429,63 @@ impl Worker {
     }
 }
 
-/// Pulls calls of one tool until `pulling` is cancelled; each call runs in its own task.
-async fn pull(
+/// One served tool's consumer and how often its running calls renew their lease.
+struct PullConsumer {
+    tool: String,
     consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
-    tool: &str,
-    batch: usize,
-    state: Arc<State>,
-    pulling: CancellationToken,
-) {
+    progress_every: Duration,
+}
+
+/// Calls cancelled before they arrived here: looked up by key, forgotten after 10 minutes
+/// (oldest first).
+#[derive(Default)]
+struct Cancelled {
+    keys: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<(Instant, String)>,
+}
+
+impl Cancelled {
+    fn insert(&mut self, key: String) {
+        let now = Instant::now();
+        while let Some((at, _)) = self.order.front() {
+            if now.duration_since(*at) < Duration::from_secs(600) && self.order.len() < 100_000 {
+                break;
+            }
+            if let Some((_, old)) = self.order.pop_front() {
+                self.keys.remove(&old);
+            }
+        }
+        if self.keys.insert(key.clone()) {
+            self.order.push_back((now, key));
+        }
+    }
+
+    fn take(&mut self, key: &str) -> bool {
+        self.keys.remove(key)
+    }
+}
+
+/// Pulls calls of one tool until the worker stops; each call runs in its own task.
+async fn pull(consumer: PullConsumer, batch: usize, state: Arc<State>) {
+    let tool = consumer.tool.clone();
     let outstanding = Arc::new(Semaphore::new(batch));
+    let stopping = state.stopping.clone();
     loop {
         let messages = consumer
+            .consumer
             .stream()
             .max_messages_per_batch(batch)
             .heartbeat(Duration::from_secs(5))
             .expires(Duration::from_secs(30))
             .messages();
         let mut messages = tokio::select! {
-            () = pulling.cancelled() => return,
+            () = stopping.cancelled() => return,
             m = messages => match m {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!("pulling calls of {tool}: {e}; trying again");
                     tokio::select! {
-                        () = pulling.cancelled() => return,
+                        () = stopping.cancelled() => return,
                         () = tokio::time::sleep(Duration::from_millis(500)) => continue,
                     }
                 }
@@ -403,25 +495,23 @@ async fn pull(
             // At most `batch` calls of this tool pulled and not yet answered here: a tool
             // waiting for calls never holds a slot another tool's call could use.
             let pulled = tokio::select! {
-                () = pulling.cancelled() => return,
+                () = stopping.cancelled() => return,
                 p = outstanding.clone().acquire_owned() => match p {
                     Ok(p) => p,
                     Err(_) => return,
                 },
             };
             let next = tokio::select! {
-                () = pulling.cancelled() => return,
+                () = stopping.cancelled() => return,
                 n = messages.next() => n,
             };
             match next {
                 Some(Ok(message)) => {
                     let state = state.clone();
+                    let tool = tool.clone();
+                    let progress_every = consumer.progress_every;
                     tokio::spawn(async move {
-                        // Then a slot of the worker's concurrency, first come first served.
-                        if let Ok(slot) = state.slots.clone().acquire_owned().await {
-                            state.handle(message).await;
-                            drop(slot);
-                        }
+                        state.take(message, &tool, progress_every).await;
                         drop(pulled);
                     });
                 }
@@ -429,7 +519,7 @@ async fn pull(
                     tracing::debug!("pulling calls of {tool}: {e}");
                     if e.kind() != jetstream::consumer::pull::MessagesErrorKind::MissingHeartbeat {
                         // Let the stream recover (it re-requests), but do not spin.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
                 None => break,
@@ -438,16 +528,22 @@ async fn pull(
     }
 }
 
-/// After a reconnection, a coordinator's subscriptions may not be back yet: "no
-/// responders" then does not mean it is gone.
+/// After a reconnection, a coordinator's subscriptions may not be back yet, and a
+/// coordinator may itself be reconnecting: "no responders" is believed only when this
+/// worker has been connected that long and has heard it for that long.
 const RESUBSCRIBE_TIME: Duration = Duration::from_secs(5);
 
+/// How long a worker keeps asking for a claim or repeating an answer.
+const PERSIST: Duration = Duration::from_secs(60);
+
 impl State {
-    /// True when "no responders" can be believed: connected, and not just reconnected.
-    fn settled(&self) -> bool {
-        self.link
-            .up_since()
-            .is_some_and(|since| since.elapsed() >= RESUBSCRIBE_TIME)
+    /// True when "no responders" first heard at `since` can be believed.
+    fn gone(&self, since: Instant) -> bool {
+        since.elapsed() >= RESUBSCRIBE_TIME
+            && self
+                .link
+                .up_since()
+                .is_some_and(|up| up.elapsed() >= RESUBSCRIBE_TIME)
     }
 
     fn cancel(&self, key: String) {
@@ -459,18 +555,45 @@ impl State {
             .cloned();
         match running {
             Some(token) => token.cancel(),
-            None => {
-                let mut cancelled = self.cancelled.lock().unwrap_or_else(|p| p.into_inner());
-                let now = Instant::now();
-                if cancelled.len() > 10_000 {
-                    cancelled.retain(|_, at| now.duration_since(*at) < Duration::from_secs(600));
-                }
-                cancelled.insert(key, now);
-            }
+            None => self
+                .cancelled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key),
         }
     }
 
-    async fn handle(&self, message: jetstream::Message) {
+    /// A call pulled for `tool`: waits for a slot (renewing its lease meanwhile), then
+    /// serves it — unless the worker is stopping, which hands it back at once.
+    async fn take(&self, message: jetstream::Message, tool: &str, progress_every: Duration) {
+        let mut progress =
+            tokio::time::interval_at(Instant::now() + progress_every, progress_every);
+        let slot = loop {
+            tokio::select! {
+                biased;
+                () = self.stopping.cancelled() => {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                    return;
+                }
+                s = self.slots.clone().acquire_owned() => match s {
+                    Ok(s) => break s,
+                    Err(_) => return,
+                },
+                _ = progress.tick() => {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+            }
+        };
+        self.handle(message, tool, progress).await;
+        drop(slot);
+    }
+
+    async fn handle(
+        &self,
+        message: jetstream::Message,
+        tool: &str,
+        progress: tokio::time::Interval,
+    ) {
         let dispatch: Dispatch = match serde_json::from_slice(&message.payload) {
             Ok(d) => d,
             Err(e) => {
@@ -479,25 +602,35 @@ impl State {
                 return;
             }
         };
-        let was_cancelled = self
-            .cancelled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&dispatch.key)
-            .is_some();
-        if was_cancelled {
+        // What comes from the wire is checked: the tool is the one this consumer serves,
+        // and the answer goes to the coordinator the key names, in this namespace.
+        let Some(reply_to) = self.reply_subject(&dispatch.key) else {
+            tracing::warn!(key = %dispatch.key, "dropping a call with a malformed key");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        };
+        if dispatch.tool != tool {
+            tracing::warn!(call = %dispatch.call_id, "dropping a call of `{}` delivered for `{tool}`", dispatch.tool);
             let _ = message.ack_with(AckKind::Term).await;
             return;
         }
         let token = CancellationToken::new();
-        let duplicate = {
+        let (cancelled, duplicate) = {
+            // One lock order (cancelled, then running), both checked before a cancel can
+            // land between them.
+            let mut cancelled = self.cancelled.lock().unwrap_or_else(|p| p.into_inner());
             let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            let was_cancelled = cancelled.take(&dispatch.key);
             let duplicate = running.contains_key(&dispatch.key);
-            if !duplicate {
+            if !was_cancelled && !duplicate {
                 running.insert(dispatch.key.clone(), token.clone());
             }
-            duplicate
+            (was_cancelled, duplicate)
         };
+        if cancelled {
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
         if duplicate {
             // Delivered again while it runs here (a progress acknowledgement was late): the
             // run in progress answers and acknowledges.
@@ -506,32 +639,68 @@ impl State {
             }
             return;
         }
+        let key = dispatch.key.clone();
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.serve(&message, dispatch.clone(), token).await;
+        self.serve(&message, dispatch, reply_to, token, progress)
+            .await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&dispatch.key);
+            .remove(&key);
+    }
+
+    /// The reply subject of the coordinator a dispatch key names (`<32 hex>:<n>`).
+    fn reply_subject(&self, key: &str) -> Option<String> {
+        let (coordinator, n) = key.rsplit_once(':')?;
+        let valid = coordinator.len() == 32
+            && coordinator.bytes().all(|b| b.is_ascii_hexdigit())
+            && n.parse::<u64>().is_ok();
+        valid.then(|| self.namespace.reply_subject(coordinator))
     }
 
     async fn serve(
         &self,
         message: &jetstream::Message,
-        dispatch: Dispatch,
+        mut dispatch: Dispatch,
+        reply_to: String,
         token: CancellationToken,
+        mut progress: tokio::time::Interval,
     ) {
         let Some(entry) = self.tools.get(&dispatch.tool) else {
             let failure = crate::wire::unavailable(format!(
                 "worker {} does not serve tool `{}`",
                 self.id, dispatch.tool
             ));
-            self.answer(&dispatch, 0, Outcome::Failure(failure.into()))
-                .await;
-            let _ = message.ack().await;
+            if self
+                .answer(&dispatch, &reply_to, 0, Outcome::Failure(failure.into()))
+                .await
+            {
+                let _ = message.ack().await;
+            }
             return;
         };
-        if !dispatch.idempotent && !self.claim(message, &dispatch).await {
+        if !dispatch.idempotent {
+            match self
+                .claim(message, &dispatch, &reply_to, &mut progress)
+                .await
+            {
+                Claimed::Run => {}
+                Claimed::Refused => {
+                    let _ = message.ack_with(AckKind::Term).await;
+                    return;
+                }
+                Claimed::Elsewhere => return,
+                Claimed::Later => {
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                    return;
+                }
+            }
+        }
+        if token.is_cancelled() {
+            let _ = message.ack_with(AckKind::Term).await;
             return;
         }
         let tool = entry.tool.clone();
@@ -542,7 +711,7 @@ impl State {
         let request = CallRequest {
             position: 0,
             tool,
-            args: Arc::new(dispatch.args.clone()),
+            args: Arc::new(std::mem::take(&mut dispatch.args)),
             ctx,
             policy: CallPolicy {
                 timeout: dispatch.timeout_ms.map(Duration::from_millis),
@@ -558,133 +727,213 @@ impl State {
             log.write("start", &self.id, &dispatch);
         }
         let mut call = self.service.call(request);
-        let mut progress =
-            tokio::time::interval_at(Instant::now() + self.progress_every, self.progress_every);
         let result = loop {
             tokio::select! {
+                biased;
+                () = token.cancelled() => break None,
                 r = &mut call => break Some(r),
                 _ = progress.tick() => {
                     let _ = message.ack_with(AckKind::Progress).await;
                 }
-                () = token.cancelled() => break None,
             }
         };
-        if let Some(log) = &self.call_log {
-            log.write("end", &self.id, &dispatch);
-        }
         let Some(result) = result else {
             // The coordinator no longer waits: stop the tool and release the call.
             cancel_flag.cancel();
             drop(call);
+            if let Some(log) = &self.call_log {
+                log.write("end", &self.id, &dispatch);
+            }
             let _ = message.ack().await;
             return;
         };
+        if let Some(log) = &self.call_log {
+            log.write("end", &self.id, &dispatch);
+        }
         let outcome = match result {
             Ok(value) => Outcome::Output(value),
             Err(failure) => Outcome::Failure(failure.into()),
         };
-        self.answer(&dispatch, meter.attempts(), outcome).await;
         // Answer first, acknowledge after: a worker dying in between leaves a redelivery
-        // the coordinator deduplicates, never a lost result.
-        let _ = message.ack().await;
-        self.completed.fetch_add(1, Ordering::Relaxed);
+        // the coordinator deduplicates, never a lost result. An answer nobody confirmed
+        // is handed back to the stream instead.
+        if self
+            .answer(&dispatch, &reply_to, meter.attempts(), outcome)
+            .await
+        {
+            let _ = message.ack().await;
+            self.completed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+        }
     }
 
-    /// Asks the coordinator whether this worker may run a call that is not idempotent.
-    async fn claim(&self, message: &jetstream::Message, dispatch: &Dispatch) -> bool {
+    /// Asks the coordinator whether this worker may run a call that is not idempotent,
+    /// renewing the call's lease while it asks; asks again through broker trouble.
+    async fn claim(
+        &self,
+        message: &jetstream::Message,
+        dispatch: &Dispatch,
+        reply_to: &str,
+        progress: &mut tokio::time::Interval,
+    ) -> Claimed {
         let claim = Reply::Claim {
             key: dispatch.key.clone(),
             worker: self.id.clone(),
+            instance: self.instance.clone(),
         };
         let Ok(payload) = serde_json::to_vec(&claim) else {
-            return false;
+            return Claimed::Refused;
         };
-        let asked = tokio::time::timeout(
-            Duration::from_secs(5),
-            self.client
-                .request(dispatch.reply_to.clone(), payload.into()),
-        )
-        .await;
-        match asked {
-            Ok(Ok(answer)) => match serde_json::from_slice::<ClaimAnswer>(&answer.payload) {
-                Ok(ClaimAnswer { run: true, .. }) => true,
-                Ok(ClaimAnswer { reason, .. }) => {
-                    tracing::info!(
-                        call = %dispatch.call_id,
-                        "not run: {}",
-                        reason.as_deref().unwrap_or("refused by its coordinator")
-                    );
-                    let _ = message.ack_with(AckKind::Term).await;
-                    false
+        let payload = bytes::Bytes::from(payload);
+        let give_up = Instant::now() + PERSIST;
+        let mut no_responders: Option<Instant> = None;
+        loop {
+            let asked = async {
+                tokio::time::timeout(
+                    Duration::from_secs(2),
+                    self.client.request(reply_to.to_owned(), payload.clone()),
+                )
+                .await
+            };
+            let asked = tokio::select! {
+                a = asked => a,
+                _ = progress.tick() => {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                    continue;
                 }
-                Err(e) => {
-                    tracing::warn!("claim answer for {}: {e}", dispatch.call_id);
-                    let _ = message.ack_with(AckKind::Term).await;
-                    false
+            };
+            match asked {
+                Ok(Ok(answer)) => {
+                    return match serde_json::from_slice::<ClaimAnswer>(&answer.payload) {
+                        Ok(ClaimAnswer { run: true, .. }) => Claimed::Run,
+                        Ok(ClaimAnswer {
+                            elsewhere, reason, ..
+                        }) => {
+                            tracing::info!(
+                                call = %dispatch.call_id,
+                                "not run: {}",
+                                reason.as_deref().unwrap_or("refused by its coordinator")
+                            );
+                            if elsewhere {
+                                Claimed::Elsewhere
+                            } else {
+                                Claimed::Refused
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("claim answer for {}: {e}", dispatch.call_id);
+                            Claimed::Refused
+                        }
+                    };
                 }
-            },
-            Ok(Err(e))
-                if e.kind() == async_nats::RequestErrorKind::NoResponders && self.settled() =>
-            {
-                // Its coordinator is gone: nobody waits for the result.
-                tracing::info!(call = %dispatch.call_id, "not run: its coordinator is gone");
-                let _ = message.ack_with(AckKind::Term).await;
-                false
+                Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                    let since = *no_responders.get_or_insert_with(Instant::now);
+                    if self.gone(since) {
+                        tracing::info!(call = %dispatch.call_id, "not run: its coordinator is gone");
+                        return Claimed::Refused;
+                    }
+                }
+                _ => no_responders = None,
             }
-            _ => {
-                // No answer: leave the call in the stream and ask again later.
-                let _ = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
-                false
+            if Instant::now() >= give_up {
+                return Claimed::Later;
             }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     /// Sends the result until its coordinator confirms it (a request), through broker
-    /// trouble, for up to a minute; gives up at once when the coordinator is gone.
-    async fn answer(&self, dispatch: &Dispatch, attempts: u32, outcome: Outcome) {
+    /// trouble, for up to a minute; false when nobody confirmed it.
+    async fn answer(
+        &self,
+        dispatch: &Dispatch,
+        reply_to: &str,
+        attempts: u32,
+        outcome: Outcome,
+    ) -> bool {
         let reply = Reply::Done {
             key: dispatch.key.clone(),
             worker: self.id.clone(),
             attempts,
             outcome,
         };
-        let payload = match serde_json::to_vec(&reply) {
-            Ok(bytes) => bytes::Bytes::from(bytes),
+        let mut payload = match serde_json::to_vec(&reply) {
+            Ok(bytes) => bytes,
             Err(e) => {
                 tracing::warn!("answering {}: {e}", dispatch.call_id);
-                return;
+                return false;
             }
         };
-        let give_up = Instant::now() + Duration::from_secs(60);
+        let max = self.client.max_payload();
+        if max > 0 && payload.len() > max.saturating_sub(1024) {
+            // Too large for the broker: say so instead of losing the call slowly.
+            let failure = crate::wire::WireFailure::Call {
+                error: toolgraph_core::CallError {
+                    kind: toolgraph_core::ErrorKind::TooLarge,
+                    message: format!(
+                        "the result ({} bytes) passes the broker's max_payload ({max} bytes)",
+                        payload.len()
+                    ),
+                },
+            };
+            let small = Reply::Done {
+                key: dispatch.key.clone(),
+                worker: self.id.clone(),
+                attempts,
+                outcome: Outcome::Failure(failure),
+            };
+            payload = serde_json::to_vec(&small).unwrap_or_default();
+        }
+        let payload = bytes::Bytes::from(payload);
+        let give_up = Instant::now() + PERSIST;
         let mut pause = Duration::from_millis(100);
+        let mut no_responders: Option<Instant> = None;
         loop {
             let sent = tokio::time::timeout(
                 Duration::from_secs(2),
-                self.client
-                    .request(dispatch.reply_to.clone(), payload.clone()),
+                self.client.request(reply_to.to_owned(), payload.clone()),
             )
             .await;
             match sent {
-                Ok(Ok(_)) => return,
-                Ok(Err(e))
-                    if e.kind() == async_nats::RequestErrorKind::NoResponders && self.settled() =>
-                {
-                    tracing::info!(call = %dispatch.call_id, "its coordinator is gone: result dropped");
-                    return;
+                Ok(Ok(_)) => return true,
+                Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                    let since = *no_responders.get_or_insert_with(Instant::now);
+                    if self.gone(since) {
+                        tracing::info!(call = %dispatch.call_id, "its coordinator is gone: result dropped");
+                        // Nobody waits: acknowledging is right.
+                        return true;
+                    }
                 }
-                Ok(Err(e)) => tracing::debug!("answering {}: {e}; again", dispatch.call_id),
-                Err(_) => tracing::debug!("answering {}: no confirmation; again", dispatch.call_id),
+                Ok(Err(e)) => {
+                    no_responders = None;
+                    tracing::debug!("answering {}: {e}; again", dispatch.call_id);
+                }
+                Err(_) => {
+                    no_responders = None;
+                    tracing::debug!("answering {}: no confirmation; again", dispatch.call_id);
+                }
             }
             if Instant::now() + pause >= give_up {
-                tracing::warn!(call = %dispatch.call_id, "no coordinator confirmed the result for a minute: dropped");
-                return;
+                tracing::warn!(call = %dispatch.call_id, "no coordinator confirmed the result for a minute: handed back");
+                return false;
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
         }
     }
+}
+
+/// What a claim came to.
+enum Claimed {
+    /// Granted: run it.
+    Run,
+    /// Nobody wants it run (settled, cancelled, coordinator gone): drop it for good.
+    Refused,
+    /// Another live worker runs it: leave the message to that worker's acknowledgement.
+    Elsewhere,
+    /// No answer for long: hand it back to the stream for later.
+    Later,
 }
 
 fn host_name() -> String {
