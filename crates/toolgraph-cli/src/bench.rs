@@ -9,6 +9,10 @@
 //! - peak memory of one no-op execution at several sizes, each in a fresh process
 //!   (`bench_memory`).
 //!
+//! With `--nats URL` it measures the cluster instead, and only the cluster: worker
+//! processes of this binary serving a fresh namespace, and a coordinator here
+//! (`bench/cluster.rs`).
+//!
 //! Each timing is the median of several runs. Nothing here asserts: it prints figures.
 
 use std::time::{Duration, Instant};
@@ -24,6 +28,7 @@ use toolgraph_store::ExecutionStore;
 use crate::Outcome;
 use crate::out::outln;
 
+mod cluster;
 mod sleep;
 
 #[derive(Args)]
@@ -62,6 +67,14 @@ pub struct BenchArgs {
     /// Leave out the peak-memory figures.
     #[arg(long)]
     pub no_memory: bool,
+    /// Measure the cluster on this NATS server instead of the engine: throughput, added
+    /// latency, a limited fan-out and the skewed DAG through worker processes of this binary
+    /// (a fresh namespace, deleted at the end).
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// Worker processes started for `--nats`.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = at_least_one)]
+    pub workers: usize,
     /// Internal: run one execution of N no-op calls and print its peak memory as JSON.
     #[arg(long, value_name = "N", hide = true)]
     pub memory_probe: Option<usize>,
@@ -249,6 +262,14 @@ pub async fn run(args: BenchArgs) -> Result<Outcome> {
         figures.push(f);
         Ok(())
     };
+
+    if let Some(url) = &args.nats {
+        cluster::figures(url, args.workers, args.calls, runs, &mut say).await?;
+        if args.json {
+            outln!("{}", serde_json::to_string_pretty(&figures)?)?;
+        }
+        return Ok(Outcome::Success);
+    }
 
     // 1. The floor: spawn and join bare tasks.
     let n = args.calls;

@@ -266,24 +266,42 @@ impl Connection {
     }
 }
 
-/// Deletes a namespace's call stream and worker bucket (what is queued in it is lost);
-/// a namespace that does not exist is not an error.
+/// Deletes a namespace's call stream (its consumers with it) and its worker bucket; one
+/// that does not exist is no error. For throwaway namespaces (`toolgraph bench --nats`,
+/// tests): calls still queued there are lost, and workers still serving it stop receiving.
 pub async fn delete_namespace(options: &ClusterOptions) -> Result<(), ClusterError> {
     let connect = async_nats::ConnectOptions::new()
+        .name("toolgraph namespace cleanup")
         .connection_timeout(options.connect_timeout)
         .connect(options.servers());
     let client = match tokio::time::timeout(options.connect_timeout, connect).await {
         Ok(Ok(client)) => client,
         Ok(Err(e)) => return Err(options.broker_error(connect_message(&e))),
-        Err(_) => return Err(options.broker_error("no connection")),
+        Err(_) => {
+            return Err(options.broker_error(format!(
+                "no connection within {} ms",
+                options.connect_timeout.as_millis()
+            )));
+        }
     };
-    let jetstream = jetstream::new(client);
+    let mut jetstream = jetstream::new(client);
+    jetstream.set_timeout(Duration::from_secs(5));
     let ns = &options.namespace;
     for stream in [ns.stream(), format!("KV_{}", ns.workers_bucket())] {
-        if let Err(e) = jetstream.delete_stream(&stream).await {
-            let text = e.to_string();
-            if !text.contains("not found") {
-                return Err(options.broker_error(format!("deleting {stream}: {text}")));
+        match jetstream.delete_stream(&stream).await {
+            Ok(_) => {}
+            Err(e) => {
+                let not_found = matches!(
+                    e.kind(),
+                    jetstream::context::DeleteStreamErrorKind::JetStream(ref js)
+                        if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                );
+                if !not_found {
+                    return Err(options.broker_error(jetstream_message(
+                        &format!("deleting the stream {stream}"),
+                        &e,
+                    )));
+                }
             }
         }
     }
