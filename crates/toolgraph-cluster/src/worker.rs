@@ -12,8 +12,9 @@
 //! 3. runs under the worker's concurrency, with progress acknowledgements every third of
 //!    `ack_wait` so a long call keeps its lease, and stops if the coordinator cancels it;
 //! 4. is answered ([`Reply::Done`], a request the coordinator confirms; sent again through
-//!    broker trouble) and only then acknowledged: a worker that dies before acknowledging
-//!    leaves the call to be redelivered (idempotent) or reported interrupted.
+//!    broker trouble) and acknowledged right behind the answer's first send, on the same
+//!    connection: a worker that dies before that leaves the call to be redelivered
+//!    (idempotent) or reported interrupted.
 //!
 //! A heartbeat ([`WorkerInfo`]) goes into the namespace's bucket every `heartbeat`; on
 //! stop the worker stops pulling, lets running calls finish within the drain time, and
@@ -672,12 +673,9 @@ impl State {
                 "worker {} does not serve tool `{}`",
                 self.id, dispatch.tool
             ));
-            if self
-                .answer(&dispatch, &reply_to, 0, Outcome::Failure(failure.into()))
-                .await
-            {
-                let _ = message.ack().await;
-            }
+            let failure = Outcome::Failure(failure.into());
+            self.answer(&dispatch, &reply_to, 0, failure, Some(message))
+                .await;
             return;
         };
         if !dispatch.idempotent {
@@ -754,18 +752,19 @@ impl State {
             Ok(value) => Outcome::Output(value),
             Err(failure) => Outcome::Failure(failure.into()),
         };
-        // Answer first, acknowledge after: a worker dying in between leaves a redelivery
-        // the coordinator deduplicates, never a lost result. An answer nobody confirmed
-        // is handed back to the stream instead.
-        if self
-            .answer(&dispatch, &reply_to, meter.attempts(), outcome)
-            .await
-        {
-            let _ = message.ack().await;
-            self.completed.fetch_add(1, Ordering::Relaxed);
-        } else {
-            let _ = message.ack_with(AckKind::Nak(None)).await;
-        }
+        // The answer goes out first, the acknowledgement right behind it on the same
+        // connection (so the broker sees them in that order); the answer is then repeated
+        // until the coordinator confirms it. Acknowledging without waiting for the
+        // confirmation frees the tool's limit slot one round trip sooner.
+        self.answer(
+            &dispatch,
+            &reply_to,
+            meter.attempts(),
+            outcome,
+            Some(message),
+        )
+        .await;
+        self.completed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Asks the coordinator whether this worker may run a call that is not idempotent,
@@ -844,13 +843,15 @@ impl State {
     }
 
     /// Sends the result until its coordinator confirms it (a request), through broker
-    /// trouble, for up to a minute; false when nobody confirmed it.
+    /// trouble, for up to a minute, acknowledging `message` right after the first send;
+    /// false when nobody confirmed it.
     async fn answer(
         &self,
         dispatch: &Dispatch,
         reply_to: &str,
         attempts: u32,
         outcome: Outcome,
+        mut message: Option<&jetstream::Message>,
     ) -> bool {
         let reply = Reply::Done {
             key: dispatch.key.clone(),
@@ -890,11 +891,15 @@ impl State {
         let mut pause = Duration::from_millis(100);
         let mut no_responders: Option<Instant> = None;
         loop {
-            let sent = tokio::time::timeout(
+            let request = tokio::time::timeout(
                 Duration::from_secs(2),
                 self.client.request(reply_to.to_owned(), payload.clone()),
-            )
-            .await;
+            );
+            let sent = match message.take() {
+                // The request is polled first: its publish is queued before the ack's.
+                Some(message) => tokio::join!(request, message.ack()).0,
+                None => request.await,
+            };
             match sent {
                 Ok(Ok(_)) => return true,
                 Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
@@ -915,7 +920,7 @@ impl State {
                 }
             }
             if Instant::now() + pause >= give_up {
-                tracing::warn!(call = %dispatch.call_id, "no coordinator confirmed the result for a minute: handed back");
+                tracing::warn!(call = %dispatch.call_id, "no coordinator confirmed the result for a minute: dropped");
                 return false;
             }
             tokio::time::sleep(pause).await;
