@@ -805,6 +805,41 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_section_reads_its_variables_and_the_short_nats_url() {
+        let (c, _) = Config::load(
+            None,
+            env(&[
+                ("TOOLGRAPH_NATS_URL", "nats://127.0.0.1:4222"),
+                ("TOOLGRAPH_CLUSTER_NAMESPACE", "team-a"),
+                ("TOOLGRAPH_CLUSTER_TOOL_LIMITS", "{ http_fetch = 8 }"),
+                ("TOOLGRAPH_CLUSTER_ACK_WAIT_MS", "5000"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(c.cluster.nats_url.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(c.cluster.namespace, "team-a");
+        assert_eq!(c.cluster.tool_limits.get("http_fetch"), Some(&8));
+        assert_eq!(c.cluster.ack_wait_ms, 5000);
+        let options = crate::cluster_options(&c)
+            .expect("valid")
+            .expect("a cluster");
+        assert_eq!(options.namespace.as_str(), "team-a");
+        assert_eq!(options.ack_wait, std::time::Duration::from_millis(5000));
+        // Without a server there is no cluster; a bad namespace is named.
+        assert!(
+            crate::cluster_options(&Config::default())
+                .expect("ok")
+                .is_none()
+        );
+        let mut bad = c.clone();
+        bad.cluster.namespace = "a.b".into();
+        let e = crate::cluster_options(&bad)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("namespace `a.b`"), "{e}");
+    }
+
+    #[test]
     fn the_serve_section_reads_from_the_file_and_its_variables() {
         let (c, _) = Config::load(None, env(&[])).expect("loads");
         assert_eq!(c.serve, ServeConfig::default());
