@@ -126,6 +126,18 @@ pub struct WorkersArgs {
     pub delete_namespace: bool,
 }
 
+/// Right-aligns the numeric columns; the first column's left padding off.
+fn align(table: &mut Table, numeric: std::ops::RangeInclusive<usize>) {
+    for (n, column) in table.column_iter_mut().enumerate() {
+        if numeric.contains(&n) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+        if n == 0 {
+            column.set_padding((0, 1));
+        }
+    }
+}
+
 pub async fn workers(args: WorkersArgs) -> Result<Outcome> {
     let config = args.nats.config()?;
     let cluster = NatsFlags::options(&config)?;
@@ -138,56 +150,65 @@ pub async fn workers(args: WorkersArgs) -> Result<Outcome> {
         )?;
         return Ok(Outcome::Success);
     }
-    let workers = toolgraph::cluster::list_workers(&cluster).await?;
+    let state = toolgraph::cluster::cluster_state(&cluster).await?;
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&workers)?)?;
+        outln!("{}", serde_json::to_string_pretty(&state)?)?;
         return Ok(Outcome::Success);
     }
+    let workers = &state.workers;
     if workers.is_empty() {
         outln!(
             "no live worker in namespace {} at {}",
             cluster.namespace.as_str(),
             cluster.url
         )?;
-        return Ok(Outcome::Success);
-    }
-    let mut table = Table::new();
-    table.load_preset(NOTHING);
-    table.set_header(vec![
-        "worker",
-        "host",
-        "pid",
-        "load",
-        "done",
-        "heartbeat",
-        "tools",
-    ]);
-    for w in &workers {
-        let i = &w.info;
-        table.add_row(vec![
-            i.id.clone(),
-            i.host.clone(),
-            i.pid.to_string(),
-            format!("{}/{}", i.in_flight, i.concurrency),
-            i.completed.to_string(),
-            format!("{:.1} s ago", w.heartbeat_age_ms as f64 / 1000.0),
-            i.tools.join(", "),
+    } else {
+        let mut table = Table::new();
+        table.load_preset(NOTHING);
+        table.set_header(vec![
+            "worker",
+            "host",
+            "pid",
+            "load",
+            "done",
+            "heartbeat",
+            "tools",
         ]);
-    }
-    for (n, column) in table.column_iter_mut().enumerate() {
-        if (2..=5).contains(&n) {
-            column.set_cell_alignment(CellAlignment::Right);
+        for w in workers {
+            let i = &w.info;
+            table.add_row(vec![
+                i.id.clone(),
+                i.host.clone(),
+                i.pid.to_string(),
+                format!("{}/{}", i.in_flight, i.concurrency),
+                i.completed.to_string(),
+                format!("{:.1} s ago", w.heartbeat_age_ms as f64 / 1000.0),
+                i.tools.join(", "),
+            ]);
         }
-        if n == 0 {
-            column.set_padding((0, 1));
-        }
+        align(&mut table, 2..=5);
+        outln!("{}", table.trim_fmt())?;
+        outln!(
+            "{} worker(s) in namespace {} at {}",
+            workers.len(),
+            cluster.namespace.as_str(),
+            cluster.url
+        )?;
     }
-    outln!("{}", table.trim_fmt())?;
-    outln!(
-        "{} worker(s) in namespace {} at {}",
-        workers.len(),
-        cluster.namespace.as_str(),
-        cluster.url
-    )?;
+    if !state.tools.is_empty() {
+        let mut table = Table::new();
+        table.load_preset(NOTHING);
+        table.set_header(vec!["tool", "queued", "taken", "limit"]);
+        for t in &state.tools {
+            table.add_row(vec![
+                t.tool.clone(),
+                t.queued.to_string(),
+                t.taken.to_string(),
+                t.limit.map_or_else(|| "-".to_owned(), |l| l.to_string()),
+            ]);
+        }
+        align(&mut table, 1..=3);
+        outln!("\n{}", table.trim_fmt())?;
+    }
     Ok(Outcome::Success)
 }

@@ -483,14 +483,32 @@ fn a_worker_gets_only_the_tools_it_serves_and_a_tool_nobody_serves_fails_by_name
         .arg(cluster.config())
         .output()
         .expect("workers");
-    let workers = json_of(&listed);
-    let ids: Vec<&str> = workers
+    let state = json_of(&listed);
+    let ids: Vec<&str> = state["workers"]
         .as_array()
         .expect("list")
         .iter()
         .filter_map(|w| w["id"].as_str())
         .collect();
     assert_eq!(ids, ["echoer", "sleeper"]);
+    // And each tool's queue: nothing left waiting or taken once the run is over.
+    let tools: Vec<(&str, u64, u64)> = state["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t["tool"].as_str()?,
+                t["queued"].as_u64()?,
+                t["taken"].as_u64()?,
+            ))
+        })
+        .collect();
+    assert_eq!(
+        tools,
+        [("echo", 0, 0), ("fail", 0, 0), ("sleep", 0, 0)],
+        "{state}"
+    );
 }
 
 #[test]

@@ -42,7 +42,7 @@ use async_nats::jetstream;
 
 pub use crate::dispatch::RemoteLayer;
 pub use crate::names::Namespace;
-pub use crate::registry::{WorkerEntry, list_workers};
+pub use crate::registry::{ClusterState, ToolQueue, WorkerEntry, cluster_state, list_workers};
 pub use crate::worker::{Worker, WorkerOptions, WorkerSummary};
 
 /// What went wrong talking to the cluster.

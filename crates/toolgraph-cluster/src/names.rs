@@ -109,6 +109,27 @@ pub fn token(tool: &str) -> String {
     out
 }
 
+/// The tool name a [`token`] stands for (`None` if it is not one).
+pub fn untoken(token: &str) -> Option<String> {
+    let bytes = token.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'-' {
+            let hex = token.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    if out == [0] {
+        out.clear();
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +141,10 @@ mod tests {
         assert_eq!(token("a-b"), "a-2Db");
         assert_ne!(token("a.b"), token("a__b"));
         assert_ne!(token("a-2Eb"), token("a.b"));
+        for name in ["file_read", "fs.read", "a-b", "ü/x", "a b"] {
+            assert_eq!(untoken(&token(name)).as_deref(), Some(name));
+        }
+        assert_eq!(untoken("a-Z"), None);
         for name in ["a b", "x>y", "*", "ü", "a/b", ""] {
             let t = token(name);
             assert!(

@@ -230,9 +230,71 @@ pub struct WorkerEntry {
     pub heartbeat_age_ms: u64,
 }
 
+/// One tool's queue as `toolgraph workers` shows it (from its consumer).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ToolQueue {
+    /// The tool.
+    pub tool: String,
+    /// Calls waiting for a worker.
+    pub queued: u64,
+    /// Calls handed to workers and not yet acknowledged (running, or about to).
+    pub taken: usize,
+    /// Its cluster-wide limit, if one was set.
+    pub limit: Option<u64>,
+}
+
+/// The live workers and the tools' queues of a namespace.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterState {
+    /// The workers whose heartbeats the bucket holds, by id.
+    pub workers: Vec<WorkerEntry>,
+    /// Each tool a worker ever served in the namespace, by name.
+    pub tools: Vec<ToolQueue>,
+}
+
+/// The workers whose heartbeats the bucket holds, and each tool's queue.
+pub async fn cluster_state(options: &ClusterOptions) -> Result<ClusterState, ClusterError> {
+    let connection = Connection::open(options, "toolgraph workers").await?;
+    let workers = read_workers(&connection).await?;
+    let stream = connection
+        .jetstream
+        .get_stream(options.namespace.stream())
+        .await
+        .map_err(|e| options.broker_error(format!("the call stream: {e}")))?;
+    let mut consumers = stream.consumers();
+    let mut tools = Vec::new();
+    while let Some(info) = consumers.next().await {
+        let info = info.map_err(|e| options.broker_error(format!("listing tools: {e}")))?;
+        let Some(tool) = info
+            .config
+            .filter_subject
+            .rsplit('.')
+            .next()
+            .and_then(crate::names::untoken)
+        else {
+            continue;
+        };
+        let limit = u64::try_from(info.config.max_ack_pending).ok();
+        tools.push(ToolQueue {
+            tool,
+            queued: info.num_pending,
+            taken: info.num_ack_pending,
+            // 100,000 is what a worker sets when no limit is declared.
+            limit: limit.filter(|l| *l > 0 && *l != 100_000),
+        });
+    }
+    tools.sort_by(|a, b| a.tool.cmp(&b.tool));
+    Ok(ClusterState { workers, tools })
+}
+
 /// The workers whose heartbeats the bucket holds, by id.
 pub async fn list_workers(options: &ClusterOptions) -> Result<Vec<WorkerEntry>, ClusterError> {
     let connection = Connection::open(options, "toolgraph workers").await?;
+    read_workers(&connection).await
+}
+
+async fn read_workers(connection: &Connection) -> Result<Vec<WorkerEntry>, ClusterError> {
+    let options = &connection.options;
     let mut keys = connection
         .workers
         .keys()
