@@ -229,7 +229,8 @@ pub enum RuntimeError {
 
 impl Runtime {
     /// The runtime a configuration describes: its tools (MCP servers connected), its limits,
-    /// and its store when recording is on.
+    /// its store when recording is on, and — when `[cluster] nats_url` is set — the
+    /// cluster's dispatch layer, so that every call runs on the namespace's workers.
     pub async fn start(config: &Config) -> Result<Runtime, SetupError> {
         let (mut executor, servers) = crate::build_executor(config).await?;
         let mut cluster = None;
