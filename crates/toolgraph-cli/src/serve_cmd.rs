@@ -48,9 +48,16 @@ pub async fn run(args: ServeArgs, stop: CancellationToken) -> Result<Outcome> {
         |s| format!("store {}", s.describe()),
     );
     let tools = runtime.executor().tools().len();
+    let cluster = runtime.cluster().map_or_else(String::new, |c| {
+        format!(
+            "; calls run on the workers of namespace {} at {}",
+            c.options().namespace.as_str(),
+            c.options().url
+        )
+    });
     let state = AppState::new(runtime.clone());
     outln!(
-        "toolgraph serve: listening on http://{} ({store}, {tools} tools)",
+        "toolgraph serve: listening on http://{} ({store}, {tools} tools{cluster})",
         server.local_addr()
     )?;
     let shutdown = {

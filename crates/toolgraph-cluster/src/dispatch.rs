@@ -193,6 +193,11 @@ impl RemoteLayer {
         }
     }
 
+    /// The cluster it dispatches to.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.shared.options
+    }
+
     /// This coordinator's id (its reply subject ends with it).
     pub fn coordinator(&self) -> &str {
         &self.shared.coordinator

@@ -63,4 +63,7 @@ async fn a_batch_runs_on_a_worker() {
     stop.cancel();
     let summary = running.await.expect("join").expect("worker");
     assert!(summary.completed >= 4, "{summary:?}");
+    toolgraph_cluster::delete_namespace(&options)
+        .await
+        .expect("the namespace is deleted");
 }
