@@ -176,8 +176,8 @@ impl DbFlag {
 /// Where calls run: on the workers of a NATS cluster instead of in this process.
 #[derive(Args, Clone, Debug, Default)]
 pub struct ClusterFlags {
-    /// Run every call on the workers of this NATS server (`nats://HOST:PORT`; also
-    /// `[cluster] nats_url`, TOOLGRAPH_NATS_URL).
+    /// The cluster's NATS server (`nats://HOST:PORT`; also `[cluster] nats_url`,
+    /// TOOLGRAPH_NATS_URL); `run`, `resume`, `chat` and `serve` run every call on its workers.
     #[arg(long, value_name = "URL")]
     pub nats: Option<String>,
     /// The cluster's namespace (default: `default`; `[cluster] namespace`).

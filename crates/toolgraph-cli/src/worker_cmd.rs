@@ -17,18 +17,14 @@ use toolgraph::cluster::{ClusterOptions, Worker, WorkerOptions};
 use toolgraph_engine::CancellationToken;
 
 use crate::Outcome;
-use crate::input::{ConfigFlag, ToolFlags};
+use crate::input::{ClusterFlags, ConfigFlag, ToolFlags};
 use crate::out::outln;
 
-/// Where the cluster is.
+/// Where the cluster is, over the configuration file.
 #[derive(Args, Clone, Debug, Default)]
 pub struct NatsFlags {
-    /// The NATS server (`nats://HOST:PORT`; also `[cluster] nats_url`, TOOLGRAPH_NATS_URL).
-    #[arg(long, value_name = "URL")]
-    pub nats: Option<String>,
-    /// The cluster's namespace (default: `default`; `[cluster] namespace`).
-    #[arg(long, value_name = "NS")]
-    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
     #[command(flatten)]
     pub config: ConfigFlag,
 }
@@ -36,12 +32,7 @@ pub struct NatsFlags {
 impl NatsFlags {
     fn config(&self) -> Result<Config> {
         let mut config = self.config.load()?;
-        if let Some(url) = &self.nats {
-            config.cluster.nats_url = Some(url.clone());
-        }
-        if let Some(ns) = &self.namespace {
-            config.cluster.namespace = ns.clone();
-        }
+        self.cluster.apply(&mut config);
         Ok(config)
     }
 

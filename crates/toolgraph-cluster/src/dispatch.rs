@@ -161,9 +161,7 @@ impl RemoteLayer {
 
         let watched = Arc::downgrade(&shared);
         let stopping = stop.clone();
-        let every = options
-            .heartbeat
-            .clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let every = options.heartbeat_period().min(Duration::from_secs(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {

@@ -108,9 +108,14 @@ impl ClusterOptions {
             .collect()
     }
 
+    /// How often workers heartbeat, never under 100 ms.
+    pub fn heartbeat_period(&self) -> Duration {
+        self.heartbeat.max(Duration::from_millis(100))
+    }
+
     /// When a worker is taken for dead: three heartbeats missed.
     pub fn stale_after(&self) -> Duration {
-        self.heartbeat.max(Duration::from_millis(100)) * 3
+        self.heartbeat_period() * 3
     }
 
     pub(crate) fn broker_error(&self, message: impl std::fmt::Display) -> ClusterError {
@@ -168,9 +173,8 @@ impl Connection {
     pub async fn open(options: &ClusterOptions, name: &str) -> Result<Connection, ClusterError> {
         let link = Arc::new(Link::new());
         let events = link.clone();
-        let connect = async_nats::ConnectOptions::new()
+        let connect_options = async_nats::ConnectOptions::new()
             .name(name)
-            .connection_timeout(options.connect_timeout)
             // Reconnect within half a second of the server's return (the default backs off
             // to 4 s, longer than the three heartbeats that make a worker look dead).
             .reconnect_delay_callback(|attempts| {
@@ -192,18 +196,8 @@ impl Connection {
                         other => tracing::debug!("NATS: {other}"),
                     }
                 }
-            })
-            .connect(options.servers());
-        let client = match tokio::time::timeout(options.connect_timeout, connect).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(options.broker_error(connect_message(&e))),
-            Err(_) => {
-                return Err(options.broker_error(format!(
-                    "no connection within {} ms",
-                    options.connect_timeout.as_millis()
-                )));
-            }
-        };
+            });
+        let client = connect(options, connect_options).await?;
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(Duration::from_secs(5));
         let ns = &options.namespace;
@@ -270,20 +264,11 @@ impl Connection {
 /// that does not exist is no error. For throwaway namespaces (`toolgraph bench --nats`,
 /// tests): calls still queued there are lost, and workers still serving it stop receiving.
 pub async fn delete_namespace(options: &ClusterOptions) -> Result<(), ClusterError> {
-    let connect = async_nats::ConnectOptions::new()
-        .name("toolgraph namespace cleanup")
-        .connection_timeout(options.connect_timeout)
-        .connect(options.servers());
-    let client = match tokio::time::timeout(options.connect_timeout, connect).await {
-        Ok(Ok(client)) => client,
-        Ok(Err(e)) => return Err(options.broker_error(connect_message(&e))),
-        Err(_) => {
-            return Err(options.broker_error(format!(
-                "no connection within {} ms",
-                options.connect_timeout.as_millis()
-            )));
-        }
-    };
+    let client = connect(
+        options,
+        async_nats::ConnectOptions::new().name("toolgraph namespace cleanup"),
+    )
+    .await?;
     let mut jetstream = jetstream::new(client);
     jetstream.set_timeout(Duration::from_secs(5));
     let ns = &options.namespace;
@@ -306,6 +291,25 @@ pub async fn delete_namespace(options: &ClusterOptions) -> Result<(), ClusterErr
         }
     }
     Ok(())
+}
+
+/// Connects to `options`' servers with `with`, failing within the connect timeout with
+/// the cause named once.
+async fn connect(
+    options: &ClusterOptions,
+    with: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, ClusterError> {
+    let connecting = with
+        .connection_timeout(options.connect_timeout)
+        .connect(options.servers());
+    match tokio::time::timeout(options.connect_timeout, connecting).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(options.broker_error(connect_message(&e))),
+        Err(_) => Err(options.broker_error(format!(
+            "no connection within {} ms",
+            options.connect_timeout.as_millis()
+        ))),
+    }
 }
 
 fn connect_message(e: &async_nats::ConnectError) -> String {

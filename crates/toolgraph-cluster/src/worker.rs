@@ -351,7 +351,7 @@ impl Worker {
         let heartbeat = {
             let state = state.clone();
             let store = self.connection.workers.clone();
-            let every = options.heartbeat.max(Duration::from_millis(100));
+            let every = options.heartbeat_period();
             let mut info = WorkerInfo {
                 id: self.id.clone(),
                 instance: self.instance.clone(),
