@@ -2,7 +2,8 @@
 //!
 //! Accepted inputs: a bare array of calls; `{"tool_calls": [...]}`; an OpenAI assistant
 //! message; a whole chat-completion response (`choices[0].message.tool_calls`); an Anthropic
-//! message whose `content` holds `tool_use` blocks. Each call may carry the extensions
+//! message whose `content` holds `tool_use` blocks; LangChain's tool calls (`args` for
+//! `arguments`). Each call may carry the extensions
 //! `depends_on`, `priority` and `timeout_ms` beside `function`.
 //!
 //! Parsing reports every problem at once, each naming the call id; it never panics.
@@ -182,10 +183,11 @@ fn parse_one(position: usize, item: &Value) -> Result<ToolCall, Vec<Problem>> {
             String::new()
         }
     };
+    // LangChain's tool calls (`{"name", "args", "id", "type": "tool_call"}`) name them `args`.
     let raw_args = if anthropic {
         obj.get("input")
     } else {
-        source.get("arguments")
+        source.get("arguments").or_else(|| source.get("args"))
     };
     let arguments = match raw_args {
         None | Some(Value::Null) => Value::Object(Map::new()),
@@ -309,6 +311,7 @@ mod tests {
             json!({"role": "assistant", "content": null, "tool_calls": [call.clone()]}),
             json!({"id": "chatcmpl-1", "choices": [{"index": 0, "message": {"role": "assistant", "tool_calls": [call.clone()]}}]}),
             json!({"role": "assistant", "content": [{"type": "text", "text": "hi"}, {"type": "tool_use", "id": "a", "name": "echo", "input": {"x": 1}}]}),
+            json!([{"name": "echo", "args": {"x": 1}, "id": "a", "type": "tool_call"}]),
         ];
         for shape in shapes {
             let calls = parse_tool_calls(&shape).expect("shape accepted");

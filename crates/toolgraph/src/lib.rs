@@ -30,7 +30,7 @@ pub use toolgraph_llm as llm;
 pub use toolgraph_mcp as mcp;
 pub use toolgraph_store as store;
 
-use toolgraph_core::{ParallelExecutorConfig, ToolSet};
+use toolgraph_core::{ParallelExecutorConfig, Tool, ToolSet};
 use toolgraph_mcp::McpServer;
 use toolgraph_tools::{fs, http, shell};
 
@@ -71,6 +71,16 @@ pub enum SetupError {
 /// every MCP server (connected here) — with the operator's overrides applied. The servers
 /// are returned too: they live as long as their tools.
 pub async fn build_tools(config: &Config) -> Result<(ToolSet, Vec<Arc<McpServer>>), SetupError> {
+    build_tools_with(config, Vec::new()).await
+}
+
+/// [`build_tools`] plus an embedder's own tools (a Python program's functions), registered
+/// after the built-ins and before the MCP servers' and the overrides, so `[tools.NAME]`
+/// applies to them too. A name that is already taken is an error naming it.
+pub async fn build_tools_with(
+    config: &Config,
+    extra: Vec<Arc<dyn Tool>>,
+) -> Result<(ToolSet, Vec<Arc<McpServer>>), SetupError> {
     let mut set = toolgraph_tools::builtins();
     fs::register_file_tools(&mut set, &config.files).map_err(SetupError::Tools)?;
     let fetch = http::HttpFetch::new(config.http.clone())
@@ -81,6 +91,11 @@ pub async fn build_tools(config: &Config) -> Result<(ToolSet, Vec<Arc<McpServer>
     if let Some(tool) = shell::Shell::new(&config.shell, sandbox) {
         set.register(tool)
             .map_err(|e| SetupError::Tools(e.to_string()))?;
+    }
+    for tool in extra {
+        let name = tool.spec().name.clone();
+        set.register_arc(tool)
+            .map_err(|e| SetupError::Tools(format!("tool {name}: {e}")))?;
     }
     let servers = toolgraph_mcp::connect_all(&config.mcp).await?;
     toolgraph_mcp::register(&mut set, &servers)?;
@@ -113,7 +128,16 @@ pub fn executor_config(config: &Config) -> ParallelExecutorConfig {
 pub async fn build_executor(
     config: &Config,
 ) -> Result<(ParallelExecutor, Vec<Arc<McpServer>>), SetupError> {
-    let (tools, servers) = build_tools(config).await?;
+    build_executor_with(config, Vec::new()).await
+}
+
+/// [`build_executor`] with an embedder's own tools besides the configured ones
+/// ([`build_tools_with`]).
+pub async fn build_executor_with(
+    config: &Config,
+    extra: Vec<Arc<dyn Tool>>,
+) -> Result<(ParallelExecutor, Vec<Arc<McpServer>>), SetupError> {
+    let (tools, servers) = build_tools_with(config, extra).await?;
     let executor = executor_config(config);
     check_tool_limits(&tools, &executor)?;
     Ok((ParallelExecutor::new(tools, executor)?, servers))

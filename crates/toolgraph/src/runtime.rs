@@ -232,7 +232,16 @@ impl Runtime {
     /// its store when recording is on, and — when `[cluster] nats_url` is set — the
     /// cluster's dispatch layer, so that every call runs on the namespace's workers.
     pub async fn start(config: &Config) -> Result<Runtime, SetupError> {
-        let (mut executor, servers) = crate::build_executor(config).await?;
+        Self::start_with_tools(config, Vec::new()).await
+    }
+
+    /// [`Runtime::start`] with an embedder's own tools besides the configured ones (the
+    /// Python package's functions), under the same limits, overrides and store.
+    pub async fn start_with_tools(
+        config: &Config,
+        extra: Vec<Arc<dyn toolgraph_core::Tool>>,
+    ) -> Result<Runtime, SetupError> {
+        let (mut executor, servers) = crate::build_executor_with(config, extra).await?;
         let mut cluster = None;
         if let Some(options) = crate::cluster_options(config)? {
             let remote = toolgraph_cluster::RemoteLayer::connect(&options).await?;

@@ -1,0 +1,402 @@
+"""``ParallelExecutor``: the seed's API over toolgraph's Rust runtime, and the driver that
+runs ``async def`` tools on the caller's event loop.
+
+The Rust scheduler (its own threads, never the GIL) decides when each call starts. Calls of
+``async def`` tools come to the driver in batches through a ``Run`` handle: one ``take()``
+returns every call that became ready since the last look, one ``complete()`` hands back
+every answer gathered meanwhile, and the scheduler wakes the loop — one byte on a socket
+the loop watches — only when the driver said it had nothing left to do. Each coroutine's
+first step runs at once, in a copy of the context; only a coroutine that really suspends
+becomes a ``Task``. Plain ``def`` tools never come here: Rust runs them on worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import os
+import traceback
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+from . import _native
+from ._config import ParallelExecutorConfig
+from ._result import ParallelExecutionResult
+from ._tool import Tool, as_tool
+
+__all__ = ["ParallelExecutor"]
+
+_TRANSIENT = (TimeoutError, ConnectionError, asyncio.TimeoutError)
+
+
+def _error_text(exc: BaseException) -> Tuple[str, bool]:
+    """A tool's exception as ``"Type: message"`` and its traceback, and whether a retry may
+    help (timeouts and connection errors)."""
+    head = type(exc).__name__
+    message = str(exc)
+    if message:
+        head = f"{head}: {message}"
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if not tb.startswith("Traceback (most recent call last):\n"):
+        tb = "Traceback (most recent call last):\n" + tb
+    return f"{head}\n\n{tb}", isinstance(exc, _TRANSIENT)
+
+
+def _to_json(obj: Any) -> Any:
+    """Plain data for an object the engine cannot carry as is (models, dataclasses, SDK
+    objects, skill results, sets); the object itself when there is nothing plainer."""
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        try:
+            return dump(mode="json", exclude_none=True)
+        except TypeError:
+            return dump()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    for name in ("to_dict", "dict"):
+        method = getattr(obj, name, None)
+        if callable(method):
+            try:
+                return method()
+            except TypeError:
+                pass
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    if isinstance(obj, (bytes, bytearray)):
+        return bytes(obj).decode("utf-8", "replace")
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if hasattr(obj, "__iter__") and not isinstance(obj, (str, bytes)):
+        try:
+            return list(obj)
+        except TypeError:
+            pass
+    return obj
+
+
+_HELPERS = (_to_json, _error_text)
+
+
+class _Resume:
+    """Continues, inside a Task, a coroutine whose first step already ran and yielded."""
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Any, first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self) -> Any:
+        coro = self._coro
+        yielded = self._first
+        self._first = None
+        while True:
+            try:
+                sent = yield yielded
+            except BaseException as exc:  # cancellation and anything thrown in
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    yielded = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+async def _resumed(coro: Any, first: Any) -> Any:
+    return await _Resume(coro, first)
+
+
+class _Driver:
+    """Runs one execution's ``async def`` calls on the current event loop."""
+
+    def __init__(self, run: Any, funcs: List[Callable[..., Any]], loop: asyncio.AbstractEventLoop):
+        self._run = run
+        self._funcs = funcs
+        self._loop = loop
+        self._tasks: Dict[int, "asyncio.Task[Any]"] = {}
+        self._answers: List[Tuple[int, int, Any]] = []
+        self._flush_pending = False
+        self._ended: "asyncio.Future[None]" = loop.create_future()
+        self._fd = run.wake_fd()
+        loop.add_reader(self._fd, self._on_wake)
+        self._reading = True
+
+    def close(self) -> None:
+        if self._reading:
+            self._loop.remove_reader(self._fd)
+            self._reading = False
+
+    async def wait(self) -> None:
+        self._pump()
+        await self._ended
+
+    def cancel_tasks(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+
+    def _on_wake(self) -> None:
+        try:
+            os.read(self._fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            pass
+        self._pump()
+
+    def _pump(self) -> None:
+        run = self._run
+        while True:
+            jobs, cancels, done = run.take()
+            for token in cancels:
+                task = self._tasks.pop(token, None)
+                if task is not None:
+                    task.cancel()
+            for token, tool, _call_id, args in jobs:
+                self._start(token, self._funcs[tool], args)
+            if self._answers:
+                answers, self._answers = self._answers, []
+                run.complete(answers)
+                continue
+            if done:
+                self.close()
+                if not self._ended.done():
+                    self._ended.set_result(None)
+                return
+            if not jobs and not cancels:
+                return
+
+    def _start(self, token: int, func: Callable[..., Any], args: Dict[str, Any]) -> None:
+        context = contextvars.copy_context()
+        try:
+            coro = context.run(func, **args)
+            first = context.run(coro.send, None)
+        except StopIteration as stop:
+            self._answers.append((token, 0, stop.value))
+            return
+        except BaseException as exc:  # the tool's own failure, whatever it is
+            text, transient = _error_text(exc)
+            self._answers.append((token, 2 if transient else 1, text))
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            return
+        task = context.run(self._loop.create_task, _resumed(coro, first))
+        self._tasks[token] = task
+        task.add_done_callback(lambda t, token=token: self._on_done(token, t))
+
+    def _on_done(self, token: int, task: "asyncio.Task[Any]") -> None:
+        if self._tasks.pop(token, None) is None:
+            return  # cancelled on the scheduler's word: it no longer waits for an answer
+        if task.cancelled():
+            self._answers.append((token, 1, "CancelledError: the tool's task was cancelled"))
+        else:
+            exc = task.exception()
+            if exc is None:
+                self._answers.append((token, 0, task.result()))
+            else:
+                text, transient = _error_text(exc)
+                self._answers.append((token, 2 if transient else 1, text))
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        if not self._ended.done():
+            self._pump()
+
+
+Skills = Union[Mapping[str, Any], Iterable[Tool]]
+
+
+class ParallelExecutor:
+    """Runs the tool calls an LLM emitted — in parallel where safe, in order where not.
+
+    ``skills``: ``{name: tool}`` (functions, ``@tool`` functions, objects with
+    ``.execute(**kwargs)``) or a list of ``Tool``s. ``config``: limits and policies.
+    ``db``: record every execution into a store (``sqlite:///agent.db``,
+    ``postgres://...``); off by default. One executor's limits hold across every execution
+    it runs at once.
+    """
+
+    def __init__(
+        self,
+        skills: Optional[Skills] = None,
+        config: Optional[ParallelExecutorConfig] = None,
+        db: Optional[str] = None,
+        *,
+        db_manager: Any = None,
+        _config_file: Optional[str] = None,
+        _from_config: bool = False,
+    ) -> None:
+        if db is None and isinstance(db_manager, str):
+            db = db_manager  # the seed passed its database as db_manager
+        self._tools = _tools_of(skills)
+        self._funcs: List[Callable[..., Any]] = []
+        definitions = []
+        for t in self._tools:
+            definition = t.definition()
+            definitions.append(definition)
+            self._funcs.append(definition["func"])
+        given = config.to_dict() if config is not None else None
+        if given is None and not _from_config:
+            given = ParallelExecutorConfig().to_dict()
+        self._engine = _native.Engine(
+            definitions,
+            _HELPERS,
+            given,
+            db,
+            _config_file,
+            _from_config,
+        )
+
+    @classmethod
+    def from_config(
+        cls,
+        path: Optional[str] = None,
+        skills: Optional[Skills] = None,
+        config: Optional[ParallelExecutorConfig] = None,
+        db: Optional[str] = None,
+    ) -> "ParallelExecutor":
+        """An executor as ``toolgraph run`` builds one from ``toolgraph.toml`` (``path``, else
+        ``TOOLGRAPH_CONFIG``, else ``./toolgraph.toml``, then the ``TOOLGRAPH_*`` variables):
+        the built-in tools, the configured MCP servers and store, plus ``skills``. ``config``
+        replaces the file's ``[executor]`` options it sets."""
+        return cls(skills, config, db, _config_file=path, _from_config=True)
+
+    @property
+    def config(self) -> ParallelExecutorConfig:
+        """The live configuration."""
+        return ParallelExecutorConfig.from_dict(self._engine.config())
+
+    @property
+    def store(self) -> Optional[str]:
+        """Where executions are recorded, or None."""
+        result: Optional[str] = self._engine.store()
+        return result
+
+    async def execute_parallel(
+        self,
+        tool_calls: Any,
+        session_id: Optional[Union[str, int]] = None,
+        *,
+        max_parallel_calls: Optional[int] = None,
+    ) -> ParallelExecutionResult:
+        """Runs a batch of tool calls: OpenAI ``tool_calls`` (dicts or SDK objects),
+        Anthropic ``tool_use`` blocks, LangChain tool calls, or toolgraph's own shape, with
+        ``depends_on`` and ``${call_id}`` references. ``max_parallel_calls`` limits this run
+        below the executor's limits. Cancelling the await cancels every call.
+
+        Raises ``InputError`` (a ``ValueError``) naming each bad call before anything runs.
+        """
+        loop = asyncio.get_running_loop()
+        session = None if session_id is None else str(session_id)
+        run = self._engine.start(tool_calls, max_parallel_calls, session)
+        driver = _Driver(run, self._funcs, loop)
+        try:
+            try:
+                await driver.wait()
+            except asyncio.CancelledError:
+                run.cancel()
+                driver.cancel_tasks()
+                await driver.wait()  # the record ends `cancelled`, every call accounted
+                raise
+        finally:
+            driver.close()
+        return ParallelExecutionResult(run.result())
+
+    def execute_parallel_sync(
+        self,
+        tool_calls: Any,
+        session_id: Optional[Union[str, int]] = None,
+        *,
+        max_parallel_calls: Optional[int] = None,
+    ) -> ParallelExecutionResult:
+        """``execute_parallel`` for code without an event loop (``async def`` tools run on
+        a loop of its own). Inside a running loop, ``await execute_parallel`` instead."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                "execute_parallel_sync was called inside a running event loop; "
+                "use `await executor.execute_parallel(...)` there"
+            )
+        return asyncio.run(
+            self.execute_parallel(tool_calls, session_id, max_parallel_calls=max_parallel_calls)
+        )
+
+    # --- the seed's planning API -----------------------------------------------------------
+
+    def identify_independent_calls(self, tool_calls: Any) -> List[int]:
+        """Positions of calls with no dependency in or out."""
+        return list(self._engine.analyze(tool_calls)["independent"])
+
+    def identify_dependent_calls(self, tool_calls: Any) -> List[int]:
+        """Positions of calls with at least one dependency in or out."""
+        return list(self._engine.analyze(tool_calls)["dependent"])
+
+    def build_dependency_graph(self, tool_calls: Any) -> List[Dict[str, Any]]:
+        """Per call: ``index``, ``id``, ``tool``, ``dependencies`` and ``dependents``
+        (positions), as the seed's ``ToolCallInfo`` list; ``analyze`` also gives each edge's
+        reason."""
+        return list(self._engine.analyze(tool_calls)["calls"])
+
+    def analyze(self, tool_calls: Any) -> Dict[str, Any]:
+        """The whole analysis: ``independent``, ``dependent``, ``levels``, ``calls`` and
+        ``edges`` (``from``, ``to``, ``reason``: ``depends_on``, a reference, a resource
+        hazard)."""
+        result: Dict[str, Any] = self._engine.analyze(tool_calls)
+        return result
+
+    def topological_sort(self, tool_calls: Any) -> List[List[int]]:
+        """Positions by dependency level, e.g. ``[[0, 1, 2], [3, 4], [5]]``. (The scheduler
+        does not wait for a level to end: each call starts when its own inputs are ready.)"""
+        return [list(level) for level in self._engine.analyze(tool_calls)["levels"]]
+
+    def get_performance_stats(self) -> Dict[str, Any]:
+        """``total_executions``, ``avg_speedup``, ``avg_execution_time_ms``,
+        ``avg_success_rate``, ``avg_efficiency``, ``total_calls`` and per-tool latency
+        percentiles, over this executor's executions."""
+        stats: Dict[str, Any] = self._engine.stats()
+        return stats
+
+    def update_config(self, **options: Any) -> None:
+        """Changes limits and policies of the live executor (``max_parallel_calls=10``, ...);
+        running executions apply them at their next call."""
+        known = {f.name for f in dataclasses.fields(ParallelExecutorConfig)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"update_config: unknown option(s) {', '.join(unknown)}")
+        self._engine.update_config(options)
+
+    def tool_specs(self, provider: str = "openai") -> List[Dict[str, Any]]:
+        """The ``tools=[...]`` list to send a model: ``"openai"`` (function tools) or
+        ``"anthropic"`` (``input_schema``)."""
+        specs = self._engine.tool_specs()
+        if provider == "openai":
+            return [
+                {
+                    "type": "function",
+                    "function": {"name": n, "description": d, "parameters": p},
+                }
+                for n, d, p in specs
+            ]
+        if provider == "anthropic":
+            return [{"name": n, "description": d, "input_schema": p} for n, d, p in specs]
+        raise ValueError(f"tool_specs: provider must be 'openai' or 'anthropic', not {provider!r}")
+
+
+def _tools_of(skills: Optional[Skills]) -> List[Tool]:
+    if skills is None:
+        return []
+    if isinstance(skills, Mapping):
+        return [as_tool(str(name), skill) for name, skill in skills.items()]
+    tools = []
+    for t in skills:
+        if isinstance(t, Tool):
+            tools.append(t)
+        else:
+            tools.append(as_tool(getattr(t, "__name__", type(t).__name__), t))
+    return tools
