@@ -12,11 +12,23 @@
 //!    answers, sets its `TOOLGRAPH_TEST_*_URL` — never overriding one already set.
 //! 4. Runs `cargo test --workspace --locked ARGS…` with `TOOLGRAPH_TEST_SKIP_LOG` naming a file
 //!    where each skipped check leaves a line (`toolgraph_test_support::skip`).
-//! 5. Prints `N checks skipped:` with each check and why, and exits with cargo's status.
+//! 5. The Python package (`python/`), whatever cargo's tests gave: a virtual environment
+//!    `<target>/python-tests` with `python/requirements-test.txt` installed (re-made when that
+//!    file changes), `pip install --no-build-isolation ./python` into it (maturin builds the
+//!    extension, release, in the target folder), `pytest python/tests` with the same
+//!    variables and skip log (`python/tests/conftest.py` writes the lines), and
+//!    `mypy --strict` over `python/examples` and `python/toolgraph` (those holding Python
+//!    files). No `python3` 3.11+ (or no way to install the requirements) is a skipped check.
+//! 6. Prints `N checks skipped:` with each check and why, and exits with cargo's status, or
+//!    failure when only the Python step failed.
+//!
+//! `cargo test-all --python-only [PYTEST ARGS…]` does 3, 5 and 6 only, passing its arguments
+//! to pytest (`cargo test-all --python-only -k smoke`).
 //!
 //! It changes nothing outside the repository (and the target folder) but that one temporary
 //! file, and starts no service: a service that is down is reported, and the checks that need it say so.
 
+use std::ffi::OsString;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -65,9 +77,30 @@ const SCHEMATHESIS: &str = "4.32.5";
 /// The variable naming schemathesis's `st` for the tests.
 const SCHEMATHESIS_VAR: &str = "TOOLGRAPH_TEST_SCHEMATHESIS";
 
+/// The Python tests' pinned tools, from the workspace root.
+const PYTHON_REQUIREMENTS: &str = "python/requirements-test.txt";
+
+/// The oldest `python3` the Python tests' requirements install on (langchain-core 1.8).
+const PYTHON_MIN: (u32, u32) = (3, 11);
+
+/// The Python checks as a whole, as the skip log names them when they cannot run at all.
+const PYTHON_CHECK: &str = "python/tests";
+
+/// The folders `mypy --strict` checks, from the workspace root (those holding Python files).
+const MYPY_DIRS: [&str; 2] = ["python/examples", "python/toolgraph"];
+
+/// The file where each skipped check leaves a line, and the variable that names it.
+const SKIP_LOG_VAR: &str = "TOOLGRAPH_TEST_SKIP_LOG";
+
+/// Makes a skip a failure when set (as CI sets it).
+const REQUIRE_VAR: &str = "TOOLGRAPH_REQUIRE_SERVICES";
+
 const USAGE: &str = "usage: cargo test-all [ARGS…]   (cargo run -p xtask -- test [ARGS…])
   installs the tests' npm projects when needed, finds PostgreSQL, NATS and Redis on 127.0.0.1,
-  runs `cargo test --workspace --locked ARGS…` and lists the checks it skipped.";
+  runs `cargo test --workspace --locked ARGS…`, then builds the Python package and runs its
+  pytest suite and mypy, and lists the checks it skipped.
+       cargo test-all --python-only [PYTEST ARGS…]
+  the Python part only (services are still found).";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -87,27 +120,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn test(args: Vec<String>) -> ExitCode {
-    let root = workspace_root();
-    for (dir, what, checks) in NPM_PROJECTS {
-        install_npm_project(&root, dir, what, checks);
+fn test(mut args: Vec<String>) -> ExitCode {
+    let python_only = args.first().is_some_and(|a| a == "--python-only");
+    if python_only {
+        args.remove(0);
     }
-    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cargo
-        .current_dir(&root)
-        .args(["test", "--workspace", "--locked"])
-        .args(&args);
-    if let Some(set) = std::env::var_os(SCHEMATHESIS_VAR) {
-        eprintln!(
-            "test-all: {SCHEMATHESIS_VAR} is already set ({})",
-            set.to_string_lossy()
-        );
-    } else if let Some(st) = install_schemathesis(&root) {
-        eprintln!(
-            "test-all: schemathesis: {SCHEMATHESIS_VAR}={}",
-            st.display()
-        );
-        cargo.env(SCHEMATHESIS_VAR, st);
+    let root = workspace_root();
+    let target = target_dir(&root);
+    // The variables both test runs get.
+    let mut env: Vec<(&str, OsString)> = Vec::new();
+    if !python_only {
+        for (dir, what, checks) in NPM_PROJECTS {
+            install_npm_project(&root, dir, what, checks);
+        }
+        if let Some(set) = std::env::var_os(SCHEMATHESIS_VAR) {
+            eprintln!(
+                "test-all: {SCHEMATHESIS_VAR} is already set ({})",
+                set.to_string_lossy()
+            );
+        } else if let Some(st) = install_schemathesis(&target) {
+            eprintln!(
+                "test-all: schemathesis: {SCHEMATHESIS_VAR}={}",
+                st.display()
+            );
+            env.push((SCHEMATHESIS_VAR, st.into()));
+        }
     }
     for (name, port, var, url) in SERVICES {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -118,7 +155,7 @@ fn test(args: Vec<String>) -> ExitCode {
             );
         } else if answers(addr) {
             eprintln!("test-all: {name} answers on {addr}: {var}={url}");
-            cargo.env(var, url);
+            env.push((var, url.into()));
         } else {
             eprintln!("test-all: {name} does not answer on {addr}: {var} stays unset");
         }
@@ -126,27 +163,225 @@ fn test(args: Vec<String>) -> ExitCode {
     let log = std::env::temp_dir().join(format!("toolgraph-skips-{}.log", std::process::id()));
     // A stale file of an earlier run with this pid would add its lines.
     let _ = std::fs::remove_file(&log);
-    cargo.env("TOOLGRAPH_TEST_SKIP_LOG", &log);
-    let status = cargo.status();
+    env.push((SKIP_LOG_VAR, log.clone().into()));
+    let cargo_failed = if python_only {
+        None
+    } else {
+        cargo_test(&root, &args, &env)
+    };
+    let pytest_args = if python_only { args } else { Vec::new() };
+    let python_passed = python_tests(&root, &target, &pytest_args, &env, &log);
     let skipped = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_file(&log);
     eprintln!("\n{}", skip_summary(&skipped));
+    match (cargo_failed, python_passed) {
+        (Some(code), _) => ExitCode::from(code),
+        (None, false) => ExitCode::FAILURE,
+        (None, true) => ExitCode::SUCCESS,
+    }
+}
+
+/// Runs `cargo test --workspace --locked ARGS…` with `env`: `None` when it passed, else the
+/// exit code to end with.
+fn cargo_test(root: &Path, args: &[String], env: &[(&str, OsString)]) -> Option<u8> {
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(root)
+        .args(["test", "--workspace", "--locked"])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .status();
     match status {
-        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(status) if status.success() => None,
         Ok(status) => {
             eprintln!("test-all: cargo test failed ({status})");
-            ExitCode::from(
+            Some(
                 status
                     .code()
                     .and_then(|c| u8::try_from(c).ok())
+                    .filter(|&c| c != 0)
                     .unwrap_or(1),
             )
         }
         Err(e) => {
             eprintln!("test-all: could not run cargo test: {e}");
-            ExitCode::FAILURE
+            Some(1)
         }
     }
+}
+
+/// The Python step (module doc, 5): true when it passed or skipped (a line in `log`).
+fn python_tests(
+    root: &Path,
+    target: &Path,
+    pytest_args: &[String],
+    env: &[(&str, OsString)],
+    log: &Path,
+) -> bool {
+    let version = python_version();
+    let Some((major, minor)) = version.as_ref().ok().copied().filter(|&v| v >= PYTHON_MIN) else {
+        let found = match version {
+            Ok((major, minor)) => format!("python3 is {major}.{minor}"),
+            Err(e) => format!("no python3 ({e})"),
+        };
+        let (want_major, want_minor) = PYTHON_MIN;
+        return skip_check(
+            log,
+            PYTHON_CHECK,
+            &format!("{found}; the Python tests need python3 {want_major}.{want_minor}+"),
+        );
+    };
+    let venv = target.join("python-tests");
+    let python = venv.join("bin").join("python");
+    let stamp = venv.join("requirements-test.txt");
+    let requirements = root.join(PYTHON_REQUIREMENTS);
+    let wanted = match std::fs::read(&requirements) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("test-all: python: cannot read {PYTHON_REQUIREMENTS}: {e}");
+            return false;
+        }
+    };
+    if std::fs::read(&stamp).ok().as_ref() != Some(&wanted) {
+        eprintln!(
+            "test-all: python: making {} (python3 {major}.{minor}, {PYTHON_REQUIREMENTS})",
+            venv.display()
+        );
+        let _ = std::fs::remove_dir_all(&venv);
+        let made = make_venv(
+            &venv,
+            &["-r".into(), requirements.into()],
+            "the Python checks will skip",
+        ) && std::fs::write(&stamp, &wanted).is_ok();
+        if !made {
+            let _ = std::fs::remove_dir_all(&venv);
+            return skip_check(
+                log,
+                PYTHON_CHECK,
+                &format!(
+                    "could not install {PYTHON_REQUIREMENTS} into a virtual environment (needs \
+                     python3-venv and PyPI)"
+                ),
+            );
+        }
+    }
+    // As if activated: maturin's Python entry point runs the `maturin` on PATH.
+    let path = std::env::join_paths(std::iter::once(venv.join("bin")).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap_or_default();
+    let step = |what: &str, command: &mut Command| {
+        eprintln!("test-all: python: {what}");
+        let command = command
+            .current_dir(root)
+            .env("VIRTUAL_ENV", &venv)
+            .env("PATH", &path);
+        match command.status() {
+            Ok(status) if status.success() => true,
+            Ok(status) => {
+                eprintln!("test-all: python: {what}: failed ({status})");
+                false
+            }
+            Err(e) => {
+                eprintln!("test-all: python: {what}: could not run it ({e})");
+                false
+            }
+        }
+    };
+    // maturin (the venv's) builds the extension in release mode, in the target folder.
+    let installed = step(
+        "pip install --no-build-isolation ./python (cargo build --release of the extension)",
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(["--no-build-isolation", "./python"])
+            .env("MATURIN_PEP517_ARGS", "--locked"),
+    );
+    if !installed {
+        return false;
+    }
+    let tested = step(
+        "pytest python/tests",
+        Command::new(&python)
+            .args(["-m", "pytest", "python/tests", "-q", "-rs", "-o"])
+            .arg(format!("cache_dir={}", venv.join("pytest-cache").display()))
+            .args(pytest_args)
+            .envs(env.iter().map(|(k, v)| (k, v))),
+    );
+    let sources: Vec<&str> = MYPY_DIRS
+        .into_iter()
+        .filter(|dir| holds_python(&root.join(dir)))
+        .collect();
+    let typed = if sources.is_empty() {
+        eprintln!("test-all: python: no Python files in {MYPY_DIRS:?}: no mypy");
+        true
+    } else {
+        step(
+            &format!("mypy --strict {}", sources.join(" ")),
+            Command::new(&python)
+                .args(["-m", "mypy", "--strict", "--cache-dir"])
+                .arg(venv.join("mypy-cache"))
+                .args(&sources),
+        )
+    };
+    tested && typed
+}
+
+/// `python3`'s version, or why there is none.
+fn python_version() -> Result<(u32, u32), String> {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(*sys.version_info[:2])"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text.split_whitespace().map(str::parse::<u32>);
+    match (out.status.success(), parts.next(), parts.next()) {
+        (true, Some(Ok(major)), Some(Ok(minor))) => Ok((major, minor)),
+        _ => Err(format!("python3 -c failed ({})", out.status)),
+    }
+}
+
+/// True when `dir` holds a `.py` or `.pyi` file, at any depth.
+fn holds_python(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                holds_python(&path)
+            } else {
+                path.extension().is_some_and(|e| e == "py" || e == "pyi")
+            }
+        })
+}
+
+/// Skips `check` because of `reason` as `toolgraph_test_support::skip` does: a line in
+/// `log`, or a failure (false) when `TOOLGRAPH_REQUIRE_SERVICES` is set.
+fn skip_check(log: &Path, check: &str, reason: &str) -> bool {
+    if std::env::var_os(REQUIRE_VAR).is_some() {
+        eprintln!("test-all: {check} cannot run: {reason}, and {REQUIRE_VAR} is set");
+        return false;
+    }
+    eprintln!("test-all: SKIPPED {check}: {reason}");
+    use std::io::Write;
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .and_then(|mut file| file.write_all(format!("{check}: {reason}\n").as_bytes()));
+    if let Err(e) = written {
+        eprintln!(
+            "test-all: could not note the skip in {}: {e}",
+            log.display()
+        );
+    }
+    true
 }
 
 /// The workspace root: this crate's parent directory.
@@ -174,14 +409,18 @@ fn install_npm_project(root: &Path, dir: &str, what: &str, checks: &str) {
     }
 }
 
-/// schemathesis's `st` in `<target>/schemathesis-<version>/`, made with `python3 -m venv`
-/// and `pip install schemathesis==<version>` when missing. A failure is reported, not
-/// fatal: the OpenAPI check then skips and says why.
-fn install_schemathesis(root: &Path) -> Option<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+/// The target folder: `CARGO_TARGET_DIR` (from the workspace root when relative), else
+/// `<root>/target`.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|t| if t.is_absolute() { t } else { root.join(t) })
-        .unwrap_or_else(|| root.join("target"));
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// schemathesis's `st` in `<target>/schemathesis-<version>/`, made by [`make_venv`] when
+/// missing. A failure is reported, not fatal: the OpenAPI check then skips and says why.
+fn install_schemathesis(target: &Path) -> Option<PathBuf> {
     let venv = target.join(format!("schemathesis-{SCHEMATHESIS}"));
     let st = venv.join("bin").join("st");
     if st.exists() {
@@ -191,25 +430,10 @@ fn install_schemathesis(root: &Path) -> Option<PathBuf> {
         "test-all: installing schemathesis {SCHEMATHESIS} into {}",
         venv.display()
     );
-    let ran = |what: &str, command: &mut Command| match command.status() {
-        Ok(status) if status.success() => true,
-        Ok(status) => {
-            eprintln!("test-all: {what} failed ({status}): the OpenAPI check will skip");
-            false
-        }
-        Err(e) => {
-            eprintln!("test-all: could not run {what} ({e}): the OpenAPI check will skip");
-            false
-        }
-    };
-    let made = ran(
-        "python3 -m venv",
-        Command::new("python3").args(["-m", "venv"]).arg(&venv),
-    ) && ran(
-        "pip install schemathesis",
-        Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .arg(format!("schemathesis=={SCHEMATHESIS}")),
+    let made = make_venv(
+        &venv,
+        &[format!("schemathesis=={SCHEMATHESIS}").into()],
+        "the OpenAPI check will skip",
     );
     if made && st.exists() {
         Some(st)
@@ -218,6 +442,32 @@ fn install_schemathesis(root: &Path) -> Option<PathBuf> {
         let _ = std::fs::remove_dir_all(&venv);
         None
     }
+}
+
+/// Makes a virtual environment in `venv` with `python3 -m venv` and runs `pip install
+/// PIP_ARGS…` in it. A failure is reported with its `consequence` ("… will skip"); the
+/// caller removes what was half made.
+fn make_venv(venv: &Path, pip_args: &[OsString], consequence: &str) -> bool {
+    let ran = |what: &str, command: &mut Command| match command.status() {
+        Ok(status) if status.success() => true,
+        Ok(status) => {
+            eprintln!("test-all: {what} failed ({status}): {consequence}");
+            false
+        }
+        Err(e) => {
+            eprintln!("test-all: could not run {what} ({e}): {consequence}");
+            false
+        }
+    };
+    ran(
+        "python3 -m venv",
+        Command::new("python3").args(["-m", "venv"]).arg(venv),
+    ) && ran(
+        "pip install",
+        Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(pip_args),
+    )
 }
 
 /// True when `dir/node_modules` is missing or older than `dir/package-lock.json` (npm
