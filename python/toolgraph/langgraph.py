@@ -37,7 +37,7 @@ from langgraph.prebuilt.tool_node import (
     ToolInvocationError,
     msg_content_output,
 )
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from . import ParallelExecutor, ParallelExecutorConfig, ToolGraphError, tool
 
@@ -77,6 +77,24 @@ def _take_raised(name: str, error_type: str | None, error: str) -> BaseException
     return None
 
 
+def _invocation_error(name: str, e: ValidationError, args: dict[str, Any]) -> ToolInvocationError:
+    """A bad-arguments error as ToolNode words it."""
+    errors = [d for d in e.errors() if d["loc"]]
+    return ToolInvocationError(name, e, args, errors)
+
+
+def _schema_error(t: BaseTool, args: dict[str, Any]) -> ToolInvocationError | None:
+    """What LangChain's own validation says of arguments toolgraph found against the schema."""
+    schema = t.args_schema
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        return None
+    try:
+        schema.model_validate(args)
+    except ValidationError as e:
+        return _invocation_error(t.name, e, args)
+    return None  # pydantic coerces what JSON schema refused (e.g. "2" for an integer)
+
+
 def _wrap_langchain_tool(t: BaseTool) -> Any:
     """A toolgraph tool that runs ``t`` the way ToolNode does, keeping its raw output."""
     # A tool that handles its own errors reports them in a ToolMessage's status, which only
@@ -97,9 +115,8 @@ def _wrap_langchain_tool(t: BaseTool) -> Any:
         return out
 
     def failed(e: Exception, kwargs: dict[str, Any]) -> BaseException:
-        if isinstance(e, ValidationError):  # as ToolNode words a bad-arguments error
-            errors = [dict(d) for d in e.errors(include_url=False)]
-            e = ToolInvocationError(t.name, e, kwargs, errors)  # type: ignore[arg-type]
+        if isinstance(e, ValidationError):
+            e = _invocation_error(t.name, e, kwargs)
         _record(t.name, e)
         return e
 
@@ -144,13 +161,19 @@ def langchain_skills(tools: Sequence[BaseTool | Callable[..., Any]]) -> dict[str
     }
 
 
-def _exception_for(result: dict[str, Any]) -> BaseException:
+def _exception_for(
+    result: dict[str, Any], call: ToolCall, lc_tool: BaseTool | None
+) -> BaseException:
     """The exception behind a failed call: the one its tool raised, or one made from the report."""
     error = str(result.get("error") or result.get("status") or "failed")
     error_type = result.get("error_type")
-    raised = _take_raised(str(result.get("tool")), error_type, error)
+    raised = _take_raised(call["name"], error_type, error)
     if raised is not None:
         return raised
+    if result.get("error_kind") == "schema" and lc_tool is not None:
+        invalid = _schema_error(lc_tool, call["args"])
+        if invalid is not None:
+            return invalid
     if result.get("status") == "timeout":
         return TimeoutError(error)
     if result.get("status") != "error" or not error_type:
@@ -207,6 +230,7 @@ class ToolGraphNode(RunnableCallable):
         if executor is not None and config is not None:
             raise ValueError("pass config= or executor=, not both")
         self.tool_names = [_tool_name(t) for t in tools]
+        self.langchain_tools = {t.name: t for t in tools if isinstance(t, BaseTool)}
         self.handle_tool_errors = handle_tool_errors
         self.messages_key = messages_key
         self.executor = executor or ParallelExecutor(
@@ -276,7 +300,7 @@ class ToolGraphNode(RunnableCallable):
                 tool_call_id=call_id,
                 status="success",
             )
-        e = _exception_for(result)
+        e = _exception_for(result, call, self.langchain_tools.get(name))
         if isinstance(e, _HandledToolError):
             return ToolMessage(e.content, name=name, tool_call_id=call_id, status="error")
         flag = self.handle_tool_errors
