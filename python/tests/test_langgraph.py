@@ -286,3 +286,13 @@ def test_dependent_call_runs_after_and_receives_output() -> None:
         ("end", "make_token"),
         ("start", "use_token:tok-abc"),
     ]
+
+
+def test_sync_graph_driven_from_a_running_loop() -> None:
+    """graph.invoke from a thread with a running loop (a notebook cell) still runs the calls."""
+
+    async def inside_loop() -> list[ToolMessage]:
+        return run(build_graph(ToolGraphNode(TOOLS), CALLS[:2]), "sync")
+
+    got = asyncio.run(inside_loop())
+    assert [(m.tool_call_id, m.status) for m in got] == [("c1", "success"), ("c2", "success")]

@@ -19,7 +19,10 @@ This module imports langgraph and langchain-core; the rest of toolgraph does not
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import concurrent.futures
+import functools
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -240,13 +243,20 @@ class ToolGraphNode(RunnableCallable):
     def _func(self, input: Any, config: RunnableConfig) -> Any:
         calls, kind = self._parse_input(input)
         runnable = [c for c in calls if c["name"] in self.tool_names]
-        result = (
-            self.executor.execute_parallel_sync(
-                runnable, max_parallel_calls=config.get("max_concurrency")
+        result = None
+        if runnable:
+            run = functools.partial(
+                self.executor.execute_parallel_sync,
+                runnable,
+                max_parallel_calls=config.get("max_concurrency"),
             )
-            if runnable
-            else None
-        )
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                result = run()
+            else:  # a sync graph driven from a thread with a loop (a notebook, say)
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    result = pool.submit(run).result()
         return self._output(calls, result, kind)
 
     async def _afunc(self, input: Any, config: RunnableConfig) -> Any:
