@@ -296,3 +296,21 @@ def test_sync_graph_driven_from_a_running_loop() -> None:
 
     got = asyncio.run(inside_loop())
     assert [(m.tool_call_id, m.status) for m in got] == [("c1", "success"), ("c2", "success")]
+
+
+def test_rejected_call_fails_alone() -> None:
+    """toolgraph rejects a batch with a bad call; the node fails that call (with ToolNode's
+    words for bad arguments) and a call referencing it, and runs the rest."""
+    calls = [
+        call("add", "bad", a="x", b=1),
+        call("echo", "dep", text="got ${bad}"),
+        call("add", "ok", a=1, b=2),
+    ]
+    got = {m.tool_call_id: m for m in run(build_graph(ToolGraphNode(TOOLS), calls), "async")}
+    expected = run(build_graph(ToolNode(TOOLS, handle_tool_errors=True), calls[:1]), "async")
+
+    assert fields([got["bad"]]) == fields(expected)
+    assert got["bad"].content.startswith("Error: ToolInvocationError(")
+    assert got["dep"].status == "error"
+    assert got["dep"].content.startswith("Error: InputError(") and "bad" in got["dep"].content
+    assert (got["ok"].status, got["ok"].content) == ("success", "3")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
-import functools
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -42,7 +41,7 @@ from langgraph.prebuilt.tool_node import (
 )
 from pydantic import BaseModel, ValidationError
 
-from . import ParallelExecutor, ParallelExecutorConfig, ToolGraphError, tool
+from . import InputError, ParallelExecutor, ParallelExecutorConfig, ToolGraphError, tool
 
 __all__ = ["ToolGraphNode", "langchain_skills"]
 
@@ -164,6 +163,26 @@ def langchain_skills(tools: Sequence[BaseTool | Callable[..., Any]]) -> dict[str
     }
 
 
+def _problems(message: str, calls: list[ToolCall]) -> dict[str, dict[str, Any]]:
+    """The calls an ``InputError`` names (its ``  - call ID: what`` lines), as failed results."""
+    found: dict[str, dict[str, Any]] = {}
+    for line in message.splitlines():
+        for position, c in enumerate(calls):
+            for label in (f"call {c['id']}: ", f"call #{position}: "):
+                if line.strip().startswith("- " + label):
+                    what = line.strip()[len(label) + 2 :]
+                    found[str(c["id"])] = {
+                        "id": c["id"],
+                        "tool": c["name"],
+                        "success": False,
+                        "status": "error",
+                        "error_kind": "input",
+                        "error": what,
+                        "error_type": "InputError",
+                    }
+    return found
+
+
 def _exception_for(
     result: dict[str, Any], call: ToolCall, lc_tool: BaseTool | None
 ) -> BaseException:
@@ -173,14 +192,18 @@ def _exception_for(
     raised = _take_raised(call["name"], error_type, error)
     if raised is not None:
         return raised
-    if result.get("error_kind") == "schema" and lc_tool is not None:
+    if result.get("error_kind") in ("schema", "input") and lc_tool is not None:
         invalid = _schema_error(lc_tool, call["args"])
         if invalid is not None:
             return invalid
+    if result.get("error_kind") == "input":
+        rejected: BaseException = InputError(error)
+        return rejected
     if result.get("status") == "timeout":
         return TimeoutError(error)
     if result.get("status") != "error" or not error_type:
-        return ToolGraphError(error)
+        failure: BaseException = ToolGraphError(error)
+        return failure
     message = error[len(error_type) + 2 :] if error.startswith(f"{error_type}: ") else error
     builtin = getattr(builtins, error_type, None)
     cls = builtin if isinstance(builtin, type) and issubclass(builtin, Exception) else None
@@ -242,34 +265,41 @@ class ToolGraphNode(RunnableCallable):
 
     def _func(self, input: Any, config: RunnableConfig) -> Any:
         calls, kind = self._parse_input(input)
-        runnable = [c for c in calls if c["name"] in self.tool_names]
-        result = None
-        if runnable:
-            run = functools.partial(
-                self.executor.execute_parallel_sync,
-                runnable,
-                max_parallel_calls=config.get("max_concurrency"),
-            )
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                result = run()
-            else:  # a sync graph driven from a thread with a loop (a notebook, say)
-                with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                    result = pool.submit(run).result()
-        return self._output(calls, result, kind)
+        run = self._execute(calls, config.get("max_concurrency"))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            results = asyncio.run(run)
+        else:  # a sync graph driven from a thread with a loop (a notebook, say)
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                results = pool.submit(asyncio.run, run).result()
+        return self._output(calls, results, kind)
 
     async def _afunc(self, input: Any, config: RunnableConfig) -> Any:
         calls, kind = self._parse_input(input)
-        runnable = [c for c in calls if c["name"] in self.tool_names]
-        result = (
-            await self.executor.execute_parallel(
-                runnable, max_parallel_calls=config.get("max_concurrency")
-            )
-            if runnable
-            else None
-        )
-        return self._output(calls, result, kind)
+        results = await self._execute(calls, config.get("max_concurrency"))
+        return self._output(calls, results, kind)
+
+    async def _execute(
+        self, calls: list[ToolCall], limit: int | None
+    ) -> dict[str, dict[str, Any]]:
+        """Each call's result by id. toolgraph rejects a whole batch for one bad call (bad
+        arguments, an unknown ``${reference}``); ToolNode fails that call alone, so the
+        rejected calls get their problem as an error and the rest run."""
+        pending = [c for c in calls if c["name"] in self.tool_names]
+        rejected: dict[str, dict[str, Any]] = {}
+        while pending:
+            try:
+                result = await self.executor.execute_parallel(pending, max_parallel_calls=limit)
+            except InputError as e:
+                problems = _problems(str(e), pending)
+                if not problems:
+                    raise
+                rejected.update(problems)
+                pending = [c for c in pending if c["id"] not in problems]
+            else:
+                return {**rejected, **{r["id"]: r for r in result.results}}
+        return rejected
 
     def _parse_input(self, input: Any) -> tuple[list[ToolCall], _InputKind]:
         messages: Any
@@ -291,9 +321,10 @@ class ToolGraphNode(RunnableCallable):
             raise ValueError("No AIMessage found in input")
         return list(ai.tool_calls), kind
 
-    def _output(self, calls: list[ToolCall], result: Any, kind: _InputKind) -> Any:
-        by_id = {r["id"]: r for r in (result.results if result is not None else [])}
-        messages = [self._message(c, by_id.get(c["id"])) for c in calls]
+    def _output(
+        self, calls: list[ToolCall], results: dict[str, dict[str, Any]], kind: _InputKind
+    ) -> Any:
+        messages = [self._message(c, results.get(str(c["id"]))) for c in calls]
         return messages if kind == "list" else {self.messages_key: messages}
 
     def _message(self, call: ToolCall, result: dict[str, Any] | None) -> ToolMessage:
