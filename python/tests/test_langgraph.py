@@ -19,6 +19,7 @@ from langgraph.graph.message import add_messages  # noqa: E402
 from langgraph._internal._constants import CONFIG_KEY_RUNTIME  # noqa: E402
 from langgraph.prebuilt import ToolNode, tools_condition  # noqa: E402
 from langgraph.runtime import Runtime  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
 from typing_extensions import TypedDict  # noqa: E402
 
 from toolgraph import ParallelExecutorConfig  # noqa: E402
@@ -29,8 +30,8 @@ class State(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
 
 
-def call(name: str, call_id: str, **args: Any) -> dict[str, Any]:
-    return {"name": name, "args": args, "id": call_id, "type": "tool_call"}
+def call(tool_name: str, call_id: str, /, **args: Any) -> dict[str, Any]:
+    return {"name": tool_name, "args": args, "id": call_id, "type": "tool_call"}
 
 
 def build_graph(tools_node: Any, tool_calls: list[dict[str, Any]]) -> Any:
@@ -112,7 +113,18 @@ def fail(city: str) -> str:
     raise ValueError(f"no such city: {city}")
 
 
-TOOLS: list[BaseTool] = [add, weather, echo, blocks, words, fail]
+class Profile(BaseModel):
+    name: str
+    tags: set[str]
+
+
+@tool
+def profile(name: str) -> Profile:
+    """A profile: a model JSON cannot hold, so ToolNode shows its str()."""
+    return Profile(name=name, tags={"x"})
+
+
+TOOLS: list[BaseTool] = [add, weather, echo, blocks, words, fail, profile]
 CALLS = [
     call("add", "c1", a=2, b=40),
     call("weather", "c2", city="Zürich"),
@@ -122,6 +134,7 @@ CALLS = [
     call("fail", "c6", city="Atlantis"),
     call("nope", "c7", x=1),
     call("add", "c8", a="two", b=1),
+    call("profile", "c9", name="Ada"),
 ]
 
 
@@ -145,10 +158,12 @@ def test_same_tool_messages_as_toolnode(mode: str) -> None:
     )
     assert by_id["c6"].status == "error" and by_id["c6"].name == "fail"
     assert by_id["c7"].content == (
-        "Error: nope is not a valid tool, try one of [add, weather, echo, blocks, words, fail]."
+        "Error: nope is not a valid tool, try one of "
+        "[add, weather, echo, blocks, words, fail, profile]."
     )
     assert by_id["c8"].status == "error"
     assert by_id["c8"].content.startswith("Error: ToolInvocationError(\"Error invoking tool 'add'")
+    assert by_id["c9"].content == "name='Ada' tags={'x'}"
 
 
 @pytest.mark.parametrize(

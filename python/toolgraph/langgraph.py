@@ -11,8 +11,14 @@ arguments reference another call's output with ``${call_id}`` -- and returns the
 ``ToolNode(handle_tool_errors=True)``; ``handle_tool_errors`` takes the same values as there.
 Unlike ToolNode's async path, the run's ``RunnableConfig["max_concurrency"]`` is honoured.
 
-Not carried over from ToolNode: injected arguments (``InjectedState``, ``InjectedStore``,
-``ToolRuntime``), ``Command`` returns, artifacts and ``wrap_tool_call``.
+Where it differs from ToolNode: ``handle_tool_errors`` defaults to ``True`` (ToolNode's
+default handles only bad arguments and re-raises the rest); a string argument holding
+``${...}`` is a reference (``$${`` a literal ``${``); arguments are checked against each
+tool's JSON schema before anything runs, and a call toolgraph rejects (bad arguments, a
+reference to no call) fails alone with an error ToolMessage -- in ToolNode's words when
+LangChain's own validation rejects it too -- while the rest run; ``async``-only tools run in
+a sync graph as well. Not carried over: injected arguments (``InjectedState``,
+``InjectedStore``, ``ToolRuntime``), ``Command`` returns, artifacts and ``wrap_tool_call``.
 
 This module imports langgraph and langchain-core; the rest of toolgraph does not.
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
+import json
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -114,6 +121,10 @@ def _wrap_langchain_tool(t: BaseTool) -> Any:
             if out.status == "error":
                 raise _HandledToolError(out.content)
             return out.content
+        try:
+            json.dumps(out)
+        except (TypeError, ValueError):
+            return str(out)  # ToolNode's content for what JSON cannot hold (a model, a set)
         return out
 
     def failed(e: Exception, kwargs: dict[str, Any]) -> BaseException:
