@@ -162,7 +162,7 @@ def test_same_tool_messages_as_toolnode(mode: str) -> None:
         "[add, weather, echo, blocks, words, fail, profile]."
     )
     assert by_id["c8"].status == "error"
-    assert by_id["c8"].content.startswith("Error: ToolInvocationError(\"Error invoking tool 'add'")
+    assert str(by_id["c8"].content).startswith("Error: ToolInvocationError(\"Error invoking tool 'add'")
     assert by_id["c9"].content == "name='Ada' tags={'x'}"
 
 
@@ -325,7 +325,7 @@ def test_rejected_call_fails_alone() -> None:
     expected = run(build_graph(ToolNode(TOOLS, handle_tool_errors=True), calls[:1]), "async")
 
     assert fields([got["bad"]]) == fields(expected)
-    assert got["bad"].content.startswith("Error: ToolInvocationError(")
+    assert str(got["bad"].content).startswith("Error: ToolInvocationError(")
     assert got["dep"].status == "error"
-    assert got["dep"].content.startswith("Error: InputError(") and "bad" in got["dep"].content
+    assert str(got["dep"].content).startswith("Error: InputError(") and "bad" in got["dep"].content
     assert (got["ok"].status, got["ok"].content) == ("success", "3")
