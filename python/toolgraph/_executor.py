@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import functools
 import os
 import traceback
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
@@ -182,7 +183,7 @@ class _Driver:
             return
         task = context.run(self._loop.create_task, _resumed(coro, first))
         self._tasks[token] = task
-        task.add_done_callback(lambda t, token=token: self._on_done(token, t))
+        task.add_done_callback(functools.partial(self._on_done, token))
 
     def _on_done(self, token: int, task: "asyncio.Task[Any]") -> None:
         if self._tasks.pop(token, None) is None:

@@ -107,9 +107,39 @@ def _is_coroutine_function(func: Any) -> bool:
 
 
 @typing.overload
-def tool(func: Callable[..., Any], /, **options: Any) -> Tool: ...
+def tool(
+    func: Callable[..., Any],
+    /,
+    *,
+    name: Optional[str] = None,
+    description: Optional[str] = None,
+    parameters: Optional[Dict[str, Any]] = None,
+    idempotent: bool = False,
+    max_concurrency: Optional[int] = None,
+    blocking: Optional[bool] = None,
+    timeout_ms: Optional[int] = None,
+    exclusive: bool = False,
+    cpu: float = 0.0,
+    memory_mb: int = 0,
+    resources: Optional[ResourcesFn] = None,
+) -> Tool: ...
 @typing.overload
-def tool(func: None = None, /, **options: Any) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(
+    func: None = None,
+    /,
+    *,
+    name: Optional[str] = None,
+    description: Optional[str] = None,
+    parameters: Optional[Dict[str, Any]] = None,
+    idempotent: bool = False,
+    max_concurrency: Optional[int] = None,
+    blocking: Optional[bool] = None,
+    timeout_ms: Optional[int] = None,
+    exclusive: bool = False,
+    cpu: float = 0.0,
+    memory_mb: int = 0,
+    resources: Optional[ResourcesFn] = None,
+) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(
@@ -240,10 +270,10 @@ def _arg_docs(func: Any) -> Dict[str, str]:
     if section:
         current: Optional[str] = None
         for line in section.group(1).splitlines():
-            m = _ARG_LINE.match(line)
-            if m and (len(line) - len(line.lstrip())) <= 4:
-                current = m.group(1).lstrip("*")
-                found[current] = m.group(3).strip()
+            arg = _ARG_LINE.match(line)
+            if arg and (len(line) - len(line.lstrip())) <= 4:
+                current = arg.group(1).lstrip("*")
+                found[current] = arg.group(3).strip()
             elif current and line.strip():
                 found[current] = (found[current] + " " + line.strip()).strip()
     return found
@@ -258,7 +288,7 @@ def schema_of(func: Any) -> Dict[str, Any]:
     try:
         hints = typing.get_type_hints(func)
     except Exception:
-        hints = {}
+        hints = _hints_one_by_one(func, signature)
     docs = _arg_docs(func)
     properties: Dict[str, Any] = {}
     required: List[str] = []
@@ -285,6 +315,26 @@ def schema_of(func: Any) -> Dict[str, Any]:
     if not open_ended:
         out["additionalProperties"] = False
     return out
+
+
+def _hints_one_by_one(func: Any, signature: inspect.Signature) -> Dict[str, Any]:
+    """Annotations resolved one at a time (``get_type_hints`` gives up on the first it cannot
+    resolve, e.g. a name imported inside a function under ``from __future__ import
+    annotations``); those that stay unresolved mean "anything"."""
+    namespace = dict(getattr(func, "__globals__", {}))
+    namespace.setdefault("typing", typing)
+    for name in ("Any", "Dict", "List", "Optional", "Union", "Literal", "Tuple", "Sequence"):
+        namespace.setdefault(name, getattr(typing, name))
+    hints: Dict[str, Any] = {}
+    for pname, param in signature.parameters.items():
+        annotation = param.annotation
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, namespace)  # noqa: S307 - the function's own annotation
+            except Exception:
+                continue
+        hints[pname] = annotation
+    return hints
 
 
 def _json_default(value: Any) -> bool:

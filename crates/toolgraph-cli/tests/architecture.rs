@@ -52,6 +52,8 @@ fn allowed() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static str>)> {
                 vec![support],
             ),
         ),
+        // The Python package's native half (`python/`): the runtime, through the facade.
+        ("toolgraph-python", (vec!["toolgraph"], vec![])),
     ])
 }
 
@@ -59,17 +61,20 @@ fn allowed() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static str>)> {
 /// names as `(section, dependency)`, e.g. `("[dev-dependencies]", "tempfile")`.
 fn manifests() -> Vec<(String, Vec<(String, String)>)> {
     let crates = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&crates)
+        .expect("crates/")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    dirs.push(crates.join("../python"));
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(&crates).expect("crates/") {
-        let dir = entry.expect("entry").path();
+    for dir in dirs {
         let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
             continue;
         };
-        let name = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_owned();
+        let name = match dir.file_name().and_then(|n| n.to_str()).unwrap_or_default() {
+            "python" => "toolgraph-python".to_owned(),
+            other => other.to_owned(),
+        };
         let mut section = String::new();
         let mut deps = Vec::new();
         for line in manifest.lines() {
@@ -131,6 +136,7 @@ fn outside_worlds() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static s
         ),
         ("rmcp", (vec!["toolgraph-mcp"], vec![])),
         ("async-nats", (vec!["toolgraph-cluster"], vec![])),
+        ("pyo3", (vec!["toolgraph-python"], vec![])),
     ])
 }
 

@@ -1,0 +1,560 @@
+"""The seed's ParallelExecutor behaviour, for real, through the Rust runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional
+
+import pytest
+
+from toolgraph import (
+    InputError,
+    ParallelExecutor,
+    ParallelExecutorConfig,
+    SkillError,
+    tool,
+)
+
+
+def openai_call(id: str, name: str, **args: Any) -> Dict[str, Any]:
+    return {"id": id, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+
+
+class Peak:
+    """Counts calls in flight (from any thread) and remembers the highest count."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+        self.order: List[str] = []
+
+    def enter(self, name: str) -> None:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+            self.order.append("start " + name)
+
+    def leave(self, name: str) -> None:
+        with self.lock:
+            self.now -= 1
+            self.order.append("end " + name)
+
+
+# --- the seed's own cases ------------------------------------------------------------------
+
+
+def test_basic_parallel_execution_five_100ms_calls() -> None:
+    async def search(query: str) -> str:
+        await asyncio.sleep(0.1)
+        return "results for " + query
+
+    ex = ParallelExecutor({"search": search}, ParallelExecutorConfig(max_parallel_calls=5))
+    calls = [openai_call(f"c{i}", "search", query=f"q{i}") for i in range(5)]
+    result = ex.execute_parallel_sync(calls)
+    assert result.success
+    assert [r["data"] for r in result.results] == [f"results for q{i}" for i in range(5)]
+    assert result.speedup > 4.5, result
+    assert 100 <= result.total_time_ms < 200
+    assert result.sequential_time_estimate_ms >= 500
+    assert 0 < result.parallel_time_ms <= result.total_time_ms
+    assert 0.9 < result.efficiency <= 1.0
+
+
+def test_dependency_analysis() -> None:
+    def read(path: str) -> str:
+        return "text of " + path
+
+    def write(path: str, text: str) -> str:
+        return path
+
+    ex = ParallelExecutor(
+        {
+            "read": tool(read, resources=lambda a: [("read", "file:" + a["path"])]),
+            "write": tool(write, resources=lambda a: [("write", "file:" + a["path"])]),
+        }
+    )
+    calls = [
+        openai_call("a", "read", path="x"),
+        openai_call("b", "read", path="y"),
+        openai_call("c", "read", path="z"),
+        openai_call("d", "write", path="out", text="${a}"),
+        openai_call("e", "write", path="x", text="new"),
+        {"id": "f", "name": "read", "arguments": {"path": "out"}, "depends_on": ["d"]},
+    ]
+    assert ex.topological_sort(calls) == [[0, 1, 2], [3, 4], [5]]
+    assert ex.identify_independent_calls(calls) == [1, 2]
+    assert ex.identify_dependent_calls(calls) == [0, 3, 4, 5]
+    graph = {c["id"]: c for c in ex.build_dependency_graph(calls)}
+    assert graph["d"]["dependencies"] == [0]
+    assert graph["e"]["dependencies"] == [0]  # write-after-read on file:x
+    assert graph["f"]["dependencies"] == [3]
+    assert graph["a"]["dependents"] == [3, 4]
+    reasons = {(e["from"], e["to"]): e["reason"] for e in ex.analyze(calls)["edges"]}
+    assert "file:x" in reasons[("a", "e")]
+    result = ex.execute_parallel_sync(calls)
+    assert result.success
+    assert result.results[3]["level"] == 1 and result.results[5]["level"] == 2
+
+
+def test_partial_failure_two_ok_one_error_with_its_message() -> None:
+    def ok(x: int) -> int:
+        return x
+
+    async def broken(x: int) -> int:
+        raise ValueError(f"cannot handle {x}")
+
+    ex = ParallelExecutor({"ok": ok, "broken": broken})
+    result = ex.execute_parallel_sync(
+        [openai_call("a", "ok", x=1), openai_call("b", "broken", x=2), openai_call("c", "ok", x=3)]
+    )
+    assert not result.success
+    assert [r["status"] for r in result.results] == ["ok", "error", "ok"]
+    failed = result.results[1]
+    assert failed["error"] == "ValueError: cannot handle 2"
+    assert failed["error_type"] == "ValueError"
+    assert failed["traceback"].startswith("Traceback (most recent call last):")
+    assert "raise ValueError" in failed["traceback"]
+    assert result.errors == ["b (broken): error: ValueError: cannot handle 2"]
+    assert result.metadata["status_counts"]["ok"] == 2
+
+
+def test_sequential_fallback_runs_one_at_a_time_in_order() -> None:
+    peak = Peak()
+
+    async def step(n: int) -> int:
+        peak.enter(str(n))
+        await asyncio.sleep(0.01)
+        peak.leave(str(n))
+        return n
+
+    ex = ParallelExecutor({"step": step}, ParallelExecutorConfig(enable_parallel=False))
+    result = ex.execute_parallel_sync([openai_call(f"s{i}", "step", n=i) for i in range(4)])
+    assert result.success
+    assert peak.peak == 1
+    assert peak.order == [f"{w} {i}" for i in range(4) for w in ("start", "end")]
+    assert result.metadata["execution_mode"] == "sequential"
+
+
+def test_performance_stats() -> None:
+    async def echo(x: int) -> int:
+        return x
+
+    ex = ParallelExecutor({"echo": echo})
+    assert ex.get_performance_stats()["total_executions"] == 0
+    for _ in range(3):
+        ex.execute_parallel_sync([openai_call("a", "echo", x=1), openai_call("b", "echo", x=2)])
+    stats = ex.get_performance_stats()
+    assert stats["total_executions"] == 3
+    assert stats["avg_success_rate"] == 1.0
+    assert stats["avg_speedup"] > 0
+    assert stats["avg_execution_time_ms"] > 0
+    assert stats["tools"]["echo"]["count"] == 6
+
+
+def test_database_integration_sqlite(tmp_path: Path) -> None:
+    async def fetch(url: str) -> str:
+        await asyncio.sleep(0.01)
+        return url
+
+    db = tmp_path / "agent.db"
+    ex = ParallelExecutor({"fetch": fetch}, db=f"sqlite://{db}")
+    calls = [openai_call("a", "fetch", url="u1"), openai_call("b", "fetch", url="${a}")]
+    result = ex.execute_parallel_sync(calls, session_id="s1")
+    assert result.success and result.execution_id
+    with sqlite3.connect(db) as conn:
+        (status, speedup) = conn.execute(
+            "select status, speedup from executions where id = ?", (result.execution_id,)
+        ).fetchone()
+        assert status == "finished" and speedup > 0
+        calls_rows = conn.execute(
+            "select call_id, status from tool_calls where execution_id = ? order by position",
+            (result.execution_id,),
+        ).fetchall()
+        assert calls_rows == [("a", "ok"), ("b", "ok")]
+        assert conn.execute(
+            "select count(*) from batches where execution_id = ?", (result.execution_id,)
+        ).fetchone() == (2,)
+        metrics = dict(
+            conn.execute(
+                "select name, value from performance_metrics where execution_id = ?",
+                (result.execution_id,),
+            ).fetchall()
+        )
+        assert metrics["parallel_speedup"] > 0
+
+
+def test_database_integration_postgres(pg_url: str) -> None:
+    async def echo(x: int) -> int:
+        return x
+
+    ex = ParallelExecutor({"echo": echo}, db=pg_url)
+    result = ex.execute_parallel_sync([openai_call("a", "echo", x=1)])
+    out = subprocess.run(
+        ["psql", pg_url, "-Atc", f"select status from executions where id = '{result.execution_id}'"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "finished"
+
+
+# --- the API beyond the seed ---------------------------------------------------------------
+
+
+def test_wire_shapes_openai_anthropic_langchain_and_skill_objects() -> None:
+    class SkillResult:
+        def __init__(self, success: bool, data: Any = None, error: str = "") -> None:
+            self.success, self.data, self.error = success, data, error
+
+    class Weather:
+        """Tells the weather."""
+
+        def execute(self, city: str) -> SkillResult:
+            if city == "Atlantis":
+                return SkillResult(False, error="no such city")
+            return SkillResult(True, {"city": city, "temp": 21})
+
+    ex = ParallelExecutor({"weather": Weather()})
+    result = ex.execute_parallel_sync(
+        [
+            openai_call("o", "weather", city="Paris"),
+            {"type": "tool_use", "id": "t", "name": "weather", "input": {"city": "Rome"}},
+            {"name": "weather", "args": {"city": "Atlantis"}, "id": "l", "type": "tool_call"},
+        ]
+    )
+    assert result.results[0]["data"] == {"city": "Paris", "temp": 21}
+    assert result.results[1]["data"]["city"] == "Rome"
+    assert result.results[2]["error"] == "SkillError: no such city"
+    assert SkillError.__name__ == result.results[2]["error_type"]
+    messages = result.to_openai_messages()
+    assert messages[0] == {"role": "tool", "tool_call_id": "o", "content": '{"city": "Paris", "temp": 21}'}
+    blocks = result.to_anthropic_content()
+    assert blocks[2]["is_error"] is True and blocks[2]["tool_use_id"] == "l"
+    assert result.to_dict()["success"] is False
+
+
+def test_bad_input_names_the_call_and_runs_nothing() -> None:
+    ran: List[int] = []
+
+    def add(a: int, b: int) -> int:
+        ran.append(1)
+        return a + b
+
+    ex = ParallelExecutor({"add": add})
+    with pytest.raises(InputError) as err:
+        ex.execute_parallel_sync(
+            [
+                openai_call("x", "add", a=1, b=2),
+                openai_call("y", "add", a="one", b=2),
+                openai_call("z", "nope"),
+                openai_call("w", "add", a="${missing}", b=1),
+            ]
+        )
+    text = str(err.value)
+    assert "y" in text and "z" in text and "nope" in text and "missing" in text
+    assert ran == []
+    with pytest.raises(ValueError):  # InputError is a ValueError
+        ex.execute_parallel_sync([{"function": {"name": "add"}}])
+
+
+def test_sync_and_async_tools_mixed_with_references() -> None:
+    def blocking_square(n: int) -> int:
+        time.sleep(0.05)
+        return n * n
+
+    async def plus_one(n: int) -> int:
+        await asyncio.sleep(0.01)
+        return n + 1
+
+    ex = ParallelExecutor({"square": blocking_square, "plus": plus_one})
+    result = ex.execute_parallel_sync(
+        [
+            openai_call("a", "square", n=3),
+            openai_call("b", "plus", n="${a}"),
+            openai_call("c", "square", n="${b}"),
+            openai_call("d", "plus", n=0),
+        ]
+    )
+    assert [r["data"] for r in result.results] == [9, 10, 100, 1]
+    assert result.results[3]["finished_ms"] < result.results[0]["finished_ms"]
+
+
+def test_limits_hold_with_python_tools() -> None:
+    peak_all, peak_tool = Peak(), Peak()
+
+    async def a(i: int) -> int:
+        peak_all.enter("a")
+        peak_tool.enter("a")
+        await asyncio.sleep(0.02)
+        peak_tool.leave("a")
+        peak_all.leave("a")
+        return i
+
+    def b(i: int) -> int:
+        peak_all.enter("b")
+        time.sleep(0.02)
+        peak_all.leave("b")
+        return i
+
+    ex = ParallelExecutor(
+        {"a": a, "b": b},
+        ParallelExecutorConfig(max_parallel_calls=4, per_tool_parallel_limits={"a": 2}),
+    )
+    calls = [openai_call(f"a{i}", "a", i=i) for i in range(10)]
+    calls += [openai_call(f"b{i}", "b", i=i) for i in range(10)]
+    assert ex.execute_parallel_sync(calls).success
+    assert peak_all.peak == 4
+    assert peak_tool.peak == 2
+
+    peak_all.peak = 0
+    assert ex.execute_parallel_sync(calls, max_parallel_calls=3).success
+    assert peak_all.peak == 3
+
+
+def test_tool_max_concurrency_across_concurrent_executions() -> None:
+    peak = Peak()
+
+    @tool(max_concurrency=2)
+    async def api(i: int) -> int:
+        peak.enter("api")
+        await asyncio.sleep(0.02)
+        peak.leave("api")
+        return i
+
+    ex = ParallelExecutor({"api": api}, ParallelExecutorConfig(max_parallel_calls=50))
+
+    async def both() -> List[Any]:
+        batch = [openai_call(f"c{i}", "api", i=i) for i in range(6)]
+        return list(await asyncio.gather(ex.execute_parallel(batch), ex.execute_parallel(batch)))
+
+    results = asyncio.run(both())
+    assert all(r.success for r in results)
+    assert peak.peak == 2
+
+
+def test_timeout_cancels_the_coroutine_and_retries_only_idempotent() -> None:
+    cancelled: List[str] = []
+    attempts: Dict[str, int] = {"flaky": 0, "write": 0}
+
+    async def hang() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append("hang")
+            raise
+
+    @tool(idempotent=True)
+    async def flaky() -> str:
+        attempts["flaky"] += 1
+        if attempts["flaky"] < 3:
+            raise ConnectionError("try again")
+        return "ok"
+
+    async def write() -> str:
+        attempts["write"] += 1
+        raise ConnectionError("refused")
+
+    ex = ParallelExecutor(
+        {"hang": hang, "flaky": flaky, "write": write},
+        ParallelExecutorConfig(
+            default_timeout_ms=100,
+            retry={"max_attempts": 3, "base_delay_ms": 1, "max_delay_ms": 5},
+        ),
+    )
+    result = ex.execute_parallel_sync(
+        [openai_call("h", "hang"), openai_call("f", "flaky"), openai_call("w", "write")]
+    )
+    statuses = {r["id"]: r["status"] for r in result.results}
+    assert statuses == {"h": "timeout", "f": "ok", "w": "error"}
+    assert cancelled == ["hang"]
+    assert attempts == {"flaky": 3, "write": 1}
+    assert result.results[1]["attempts"] == 3
+
+
+def test_dependants_of_a_failure_are_skipped_independent_branches_finish() -> None:
+    async def fail() -> None:
+        raise RuntimeError("down")
+
+    async def use(x: Any) -> Any:
+        return x
+
+    ex = ParallelExecutor({"fail": fail, "use": use})
+    result = ex.execute_parallel_sync(
+        [openai_call("a", "fail"), openai_call("b", "use", x="${a}"), openai_call("c", "use", x=1)]
+    )
+    assert [r["status"] for r in result.results] == ["error", "skipped", "ok"]
+    assert "a" in result.results[1]["error"]
+
+
+def test_cancelling_execute_parallel_cancels_every_call() -> None:
+    cancelled: List[str] = []
+    finished: List[str] = []
+
+    async def slow(label: str) -> str:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.append(label)
+            raise
+        finished.append(label)
+        return label
+
+    ex = ParallelExecutor({"slow": slow}, ParallelExecutorConfig(max_parallel_calls=10))
+
+    async def main() -> float:
+        task = asyncio.ensure_future(
+            ex.execute_parallel([openai_call(f"c{i}", "slow", label=f"c{i}") for i in range(4)])
+        )
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.monotonic() - started
+
+    took = asyncio.run(main())
+    assert sorted(cancelled) == ["c0", "c1", "c2", "c3"]
+    assert finished == []
+    assert took < 1.0
+
+
+def test_python_tools_share_python_objects_safely_from_many_calls() -> None:
+    class Counter:
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+            self.n = 0
+
+        def bump(self) -> int:
+            with self.lock:
+                self.n += 1
+                return self.n
+
+    counter = Counter()
+    seen: List[int] = []
+
+    def sync_bump(i: int) -> int:
+        v = counter.bump()
+        seen.append(v)
+        return v
+
+    async def async_bump(i: int) -> int:
+        await asyncio.sleep(0)
+        v = counter.bump()
+        seen.append(v)
+        return v
+
+    ex = ParallelExecutor(
+        {"s": sync_bump, "a": async_bump}, ParallelExecutorConfig(max_parallel_calls=32)
+    )
+    calls = [openai_call(f"s{i}", "s", i=i) for i in range(200)]
+    calls += [openai_call(f"a{i}", "a", i=i) for i in range(200)]
+    result = ex.execute_parallel_sync(calls)
+    assert result.success
+    assert counter.n == 400
+    assert sorted(seen) == list(range(1, 401))
+
+
+def test_outputs_that_are_not_plain_json() -> None:
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+        y: int
+
+    async def point() -> Point:
+        return Point(1, 2)
+
+    async def things() -> Any:
+        return {"set": {3, 1, 2}, "tuple": (1, "a"), "big": 2**70, "bytes": b"hi"}
+
+    ex = ParallelExecutor({"point": point, "things": things})
+    result = ex.execute_parallel_sync([openai_call("p", "point"), openai_call("t", "things")])
+    assert result.results[0]["data"] == {"x": 1, "y": 2}
+    data = result.results[1]["data"]
+    assert data["set"] == [1, 2, 3] and data["tuple"] == [1, "a"] and data["bytes"] == "hi"
+    assert data["big"] == float(2**70)
+
+
+def test_schemas_from_type_hints_and_docstrings() -> None:
+    async def search(query: str, limit: int = 10, mode: Literal["fast", "deep"] = "fast",
+                     site: Optional[str] = None) -> list:
+        """Searches the web.
+
+        Args:
+            query: what to look for
+            limit: how many results
+        """
+        return []
+
+    ex = ParallelExecutor({"search": search})
+    (spec,) = ex.tool_specs("openai")
+    fn = spec["function"]
+    assert fn["description"] == "Searches the web."
+    props = fn["parameters"]["properties"]
+    assert props["query"] == {"type": "string", "description": "what to look for"}
+    assert props["limit"]["default"] == 10
+    assert props["mode"]["enum"] == ["fast", "deep"]
+    assert props["site"]["type"] == ["string", "null"]
+    assert fn["parameters"]["required"] == ["query"]
+    (anthropic,) = ex.tool_specs("anthropic")
+    assert anthropic["input_schema"] == fn["parameters"]
+
+
+def test_update_config_applies_to_the_next_run() -> None:
+    peak = Peak()
+
+    async def work(i: int) -> int:
+        peak.enter("w")
+        await asyncio.sleep(0.01)
+        peak.leave("w")
+        return i
+
+    ex = ParallelExecutor({"work": work}, ParallelExecutorConfig(max_parallel_calls=5))
+    ex.update_config(max_parallel_calls=2)
+    assert ex.config.max_parallel_calls == 2
+    assert ex.execute_parallel_sync([openai_call(f"w{i}", "work", i=i) for i in range(6)]).success
+    assert peak.peak == 2
+    with pytest.raises(TypeError):
+        ex.update_config(max_parallel=3)
+    with pytest.raises(ValueError):
+        ex.update_config(max_parallel_calls=0)
+
+
+def test_from_config_mixes_builtin_tools_with_python_tools(tmp_path: Path) -> None:
+    (tmp_path / "toolgraph.toml").write_text(
+        f'[files]\nroot = "{tmp_path}"\n[store]\nrecord = false\n'
+    )
+
+    async def shout(text: str) -> str:
+        return text.upper()
+
+    ex = ParallelExecutor.from_config(str(tmp_path / "toolgraph.toml"), skills={"shout": shout})
+    result = ex.execute_parallel_sync(
+        [
+            {"id": "w", "name": "file_write", "arguments": {"path": "a.txt", "content": "hi"}},
+            {"id": "r", "name": "file_read", "arguments": {"path": "a.txt"}},
+            {"id": "s", "name": "shout", "arguments": {"text": "${r.content}"}},
+        ]
+    )
+    assert result.success, result.errors
+    assert result.results[2]["data"] == "HI"
+    names = {s["function"]["name"] for s in ex.tool_specs()}
+    assert {"shout", "file_read", "sleep", "http_fetch"} <= names
+
+
+def test_sync_entry_point_refuses_a_running_loop() -> None:
+    ex = ParallelExecutor({})
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="running event loop"):
+            ex.execute_parallel_sync([])
+
+    asyncio.run(main())
