@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use serde_json::Value;
@@ -506,20 +507,20 @@ fn result_dict(py: Python<'_>, execution: Execution) -> PyResult<Bound<'_, PyDic
         recording_error,
     } = execution;
     let out = PyDict::new(py);
-    out.set_item("success", result.success)?;
-    out.set_item("total_time_ms", result.total_time_ms)?;
-    out.set_item("parallel_time_ms", result.parallel_time_ms)?;
+    out.set_item(intern!(py, "success"), result.success)?;
+    out.set_item(intern!(py, "total_time_ms"), result.total_time_ms)?;
+    out.set_item(intern!(py, "parallel_time_ms"), result.parallel_time_ms)?;
     out.set_item(
-        "sequential_time_estimate_ms",
+        intern!(py, "sequential_time_estimate_ms"),
         result.sequential_time_estimate_ms,
     )?;
-    out.set_item("speedup", result.speedup)?;
-    out.set_item("critical_path_ms", result.critical_path_ms)?;
-    out.set_item("efficiency", result.efficiency)?;
+    out.set_item(intern!(py, "speedup"), result.speedup)?;
+    out.set_item(intern!(py, "critical_path_ms"), result.critical_path_ms)?;
+    out.set_item(intern!(py, "efficiency"), result.efficiency)?;
     let errors: Vec<&str> = result.errors.iter().map(|e| split_traceback(e).0).collect();
-    out.set_item("errors", errors)?;
+    out.set_item(intern!(py, "errors"), errors)?;
     out.set_item(
-        "batches",
+        intern!(py, "batches"),
         convert::to_py(
             py,
             &serde_json::to_value(&result.batches).map_err(value_error)?,
@@ -530,50 +531,50 @@ fn result_dict(py: Python<'_>, execution: Execution) -> PyResult<Bound<'_, PyDic
         &serde_json::to_value(&result.metadata).map_err(value_error)?,
     )?;
     let metadata = metadata.cast_into::<PyDict>()?;
-    metadata.set_item("execution_id", id)?;
-    metadata.set_item("recording_error", recording_error)?;
-    out.set_item("metadata", metadata)?;
+    metadata.set_item(intern!(py, "execution_id"), id)?;
+    metadata.set_item(intern!(py, "recording_error"), recording_error)?;
+    out.set_item(intern!(py, "metadata"), metadata)?;
     let results = PyList::empty(py);
     for r in &result.results {
         let d = PyDict::new(py);
-        d.set_item("id", &r.id)?;
-        d.set_item("tool", &r.name)?;
-        d.set_item("success", r.is_ok())?;
-        d.set_item("status", r.status.as_str())?;
+        d.set_item(intern!(py, "id"), &r.id)?;
+        d.set_item(intern!(py, "tool"), &r.name)?;
+        d.set_item(intern!(py, "success"), r.is_ok())?;
+        d.set_item(intern!(py, "status"), r.status.as_str())?;
         match &r.output {
-            Some(v) => d.set_item("data", convert::to_py(py, v)?)?,
-            None => d.set_item("data", py.None())?,
+            Some(v) => d.set_item(intern!(py, "data"), convert::to_py(py, v)?)?,
+            None => d.set_item(intern!(py, "data"), py.None())?,
         }
         match &r.error {
             Some(e) => {
                 let (message, traceback) = split_traceback(&e.message);
-                d.set_item("error", message)?;
+                d.set_item(intern!(py, "error"), message)?;
                 d.set_item(
-                    "error_kind",
+                    intern!(py, "error_kind"),
                     serde_json::to_value(e.kind)
                         .ok()
                         .and_then(|k| k.as_str().map(str::to_owned)),
                 )?;
                 let error_type = traceback.map(|_| message.split(": ").next().unwrap_or(message));
-                d.set_item("error_type", error_type)?;
-                d.set_item("traceback", traceback)?;
+                d.set_item(intern!(py, "error_type"), error_type)?;
+                d.set_item(intern!(py, "traceback"), traceback)?;
             }
             None => {
-                d.set_item("error", py.None())?;
-                d.set_item("error_kind", py.None())?;
-                d.set_item("error_type", py.None())?;
-                d.set_item("traceback", py.None())?;
+                d.set_item(intern!(py, "error"), py.None())?;
+                d.set_item(intern!(py, "error_kind"), py.None())?;
+                d.set_item(intern!(py, "error_type"), py.None())?;
+                d.set_item(intern!(py, "traceback"), py.None())?;
             }
         }
-        d.set_item("attempts", r.attempts)?;
-        d.set_item("queued_ms", r.queued_ms)?;
-        d.set_item("started_ms", r.started_ms)?;
-        d.set_item("finished_ms", r.finished_ms)?;
-        d.set_item("duration_ms", r.duration_ms)?;
-        d.set_item("level", r.level)?;
-        d.set_item("worker", r.worker.as_deref())?;
+        d.set_item(intern!(py, "attempts"), r.attempts)?;
+        d.set_item(intern!(py, "queued_ms"), r.queued_ms)?;
+        d.set_item(intern!(py, "started_ms"), r.started_ms)?;
+        d.set_item(intern!(py, "finished_ms"), r.finished_ms)?;
+        d.set_item(intern!(py, "duration_ms"), r.duration_ms)?;
+        d.set_item(intern!(py, "level"), r.level)?;
+        d.set_item(intern!(py, "worker"), r.worker.as_deref())?;
         results.append(d)?;
     }
-    out.set_item("results", results)?;
+    out.set_item(intern!(py, "results"), results)?;
     Ok(out)
 }
