@@ -558,3 +558,69 @@ def test_sync_entry_point_refuses_a_running_loop() -> None:
             ex.execute_parallel_sync([])
 
     asyncio.run(main())
+
+
+def test_each_call_runs_in_its_own_task_with_its_own_context() -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    outer: List[Any] = []
+
+    async def timed(x: int) -> str:
+        assert asyncio.current_task() is not None and asyncio.current_task() is not outer[0]
+        try:
+            await asyncio.wait_for(asyncio.sleep(1), timeout=0.02)
+        except asyncio.TimeoutError:
+            pass
+        token = var.set(f"in {x}")
+        await asyncio.sleep(0.001)
+        var.reset(token)  # fails when the coroutine's steps run in different contexts
+        return var.get()
+
+    ex = ParallelExecutor({"timed": timed}, ParallelExecutorConfig(max_parallel_calls=10))
+
+    async def main() -> Any:
+        outer.append(asyncio.current_task())
+        return await ex.execute_parallel([openai_call(f"c{i}", "timed", x=i) for i in range(8)])
+
+    result = asyncio.run(main())
+    assert [r["data"] for r in result.results] == ["unset"] * 8, result.errors
+
+
+def test_odd_failures_still_answer() -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    async def bad_first_step() -> None:
+        raise Unprintable()
+
+    async def bad_later() -> None:
+        await asyncio.sleep(0)
+        raise Unprintable()
+
+    async def inner() -> int:
+        return 1
+
+    def returns_coroutine() -> Any:
+        return inner()
+
+    async def fine() -> str:
+        return "fine"
+
+    ex = ParallelExecutor(
+        {"a": bad_first_step, "b": bad_later, "c": returns_coroutine, "d": fine},
+        ParallelExecutorConfig(default_timeout_ms=0),
+    )
+    result = ex.execute_parallel_sync(
+        [openai_call("a", "a"), openai_call("b", "b"), openai_call("c", "c"), openai_call("d", "d")]
+    )
+    assert [r["status"] for r in result.results] == ["error", "error", "error", "ok"]
+    assert result.results[0]["error"] == "Unprintable: <exception str() failed>"
+    assert "declare it `async def`" in result.results[2]["error"]
+
+    async def agen() -> Any:
+        yield 1
+
+    with pytest.raises(TypeError, match="async generator"):
+        ParallelExecutor({"g": agen})

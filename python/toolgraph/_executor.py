@@ -5,18 +5,18 @@ The Rust scheduler (its own threads, never the GIL) decides when each call start
 ``async def`` tools come to the driver in batches through a ``Run`` handle: one ``take()``
 returns every call that became ready since the last look, one ``complete()`` hands back
 every answer gathered meanwhile, and the scheduler wakes the loop — one byte on a socket
-the loop watches — only when the driver said it had nothing left to do. Each coroutine's
-first step runs at once, in a copy of the context; only a coroutine that really suspends
-becomes a ``Task``. Plain ``def`` tools never come here: Rust runs them on worker threads.
+the loop watches — only when the driver said it had nothing left to do. Each call runs in a
+``Task`` of its own (started eagerly from Python 3.12), as under ``asyncio.create_task``. Plain ``def`` tools never come here: Rust runs them on worker threads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import functools
+import inspect
 import os
+import sys
 import traceback
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
@@ -34,10 +34,16 @@ def _error_text(exc: BaseException) -> Tuple[str, bool]:
     """A tool's exception as ``"Type: message"`` and its traceback, and whether a retry may
     help (timeouts and connection errors)."""
     head = type(exc).__name__
-    message = str(exc)
+    try:
+        message = str(exc)
+    except BaseException:
+        message = "<exception str() failed>"
     if message:
         head = f"{head}: {message}"
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException:
+        tb = "Traceback (most recent call last):\n  <the traceback could not be formatted>\n"
     if not tb.startswith("Traceback (most recent call last):\n"):
         tb = "Traceback (most recent call last):\n" + tb
     return f"{head}\n\n{tb}", isinstance(exc, _TRANSIENT)
@@ -78,36 +84,31 @@ def _to_json(obj: Any) -> Any:
 _HELPERS = (_to_json, _error_text)
 
 
-class _Resume:
-    """Continues, inside a Task, a coroutine whose first step already ran and yielded."""
-
-    __slots__ = ("_coro", "_first")
-
-    def __init__(self, coro: Any, first: Any) -> None:
-        self._coro = coro
-        self._first = first
-
-    def __await__(self) -> Any:
-        coro = self._coro
-        yielded = self._first
-        self._first = None
-        while True:
-            try:
-                sent = yield yielded
-            except BaseException as exc:  # cancellation and anything thrown in
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    yielded = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
+_EAGER = sys.version_info >= (3, 12)
 
 
-async def _resumed(coro: Any, first: Any) -> Any:
-    return await _Resume(coro, first)
+async def _awaited(awaitable: Any) -> Any:
+    """A tool that returned an awaitable without being ``async def`` (a wrapper): its value."""
+    if not inspect.isawaitable(awaitable):
+        raise TypeError(
+            f"the async tool returned {type(awaitable).__name__}, not a coroutine or awaitable"
+        )
+    return await awaitable
+
+
+def _failure(token: int, exc: BaseException) -> Tuple[int, int, Any]:
+    text, transient = _error_text(exc)
+    return (token, 2 if transient else 1, text)
+
+
+def _answer_of(token: int, task: "asyncio.Task[Any]") -> Tuple[int, int, Any]:
+    """A finished task's answer: its value, or its exception as an error text."""
+    if task.cancelled():
+        return (token, 1, "CancelledError: the tool's task was cancelled")
+    exc = task.exception()
+    if exc is None:
+        return (token, 0, task.result())
+    return _failure(token, exc)
 
 
 class _Driver:
@@ -168,35 +169,34 @@ class _Driver:
                 return
 
     def _start(self, token: int, func: Callable[..., Any], args: Dict[str, Any]) -> None:
-        context = contextvars.copy_context()
         try:
-            coro = context.run(func, **args)
-            first = context.run(coro.send, None)
-        except StopIteration as stop:
-            self._answers.append((token, 0, stop.value))
-            return
+            coro = func(**args)
+            if not asyncio.iscoroutine(coro):
+                coro = _awaited(coro)
+            task = self._new_task(coro)
         except BaseException as exc:  # the tool's own failure, whatever it is
-            text, transient = _error_text(exc)
-            self._answers.append((token, 2 if transient else 1, text))
+            self._answers.append(_failure(token, exc))
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             return
-        task = context.run(self._loop.create_task, _resumed(coro, first))
+        if task.done():
+            self._answers.append(_answer_of(token, task))
+            return
         self._tasks[token] = task
         task.add_done_callback(functools.partial(self._on_done, token))
+
+    def _new_task(self, coro: Any) -> "asyncio.Task[Any]":
+        # Every call runs in a Task of its own (asyncio.timeout, current_task and context
+        # variables behave as under create_task). From Python 3.12 it starts eagerly: a
+        # coroutine that finishes without suspending is never scheduled.
+        if _EAGER:
+            return asyncio.Task(coro, loop=self._loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+        return self._loop.create_task(coro)
 
     def _on_done(self, token: int, task: "asyncio.Task[Any]") -> None:
         if self._tasks.pop(token, None) is None:
             return  # cancelled on the scheduler's word: it no longer waits for an answer
-        if task.cancelled():
-            self._answers.append((token, 1, "CancelledError: the tool's task was cancelled"))
-        else:
-            exc = task.exception()
-            if exc is None:
-                self._answers.append((token, 0, task.result()))
-            else:
-                text, transient = _error_text(exc)
-                self._answers.append((token, 2 if transient else 1, text))
+        self._answers.append(_answer_of(token, task))
         if not self._flush_pending:
             self._flush_pending = True
             self._loop.call_soon(self._flush)

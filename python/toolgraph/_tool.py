@@ -45,6 +45,11 @@ class Tool:
     resources: Optional[ResourcesFn] = None
 
     def __post_init__(self) -> None:
+        if inspect.isasyncgenfunction(self.func):
+            raise TypeError(
+                f"tool {self.name}: an async generator function cannot be a tool "
+                "(return the items instead)"
+            )
         if self.parameters is None:
             self.parameters = schema_of(self.func)
         if not self.description:
@@ -95,7 +100,16 @@ class Tool:
 
 def _sync_caller(func: Callable[..., Any]) -> Callable[[Dict[str, Any]], Any]:
     def call(args: Dict[str, Any]) -> Any:
-        return func(**args)
+        result = func(**args)
+        if inspect.isawaitable(result):
+            close = getattr(result, "close", None)
+            if callable(close):
+                close()
+            raise TypeError(
+                f"{_name_of(func)} is a plain function that returned an awaitable; "
+                "declare it `async def` (or wrap it in one) so it runs on the event loop"
+            )
+        return result
 
     return call
 
