@@ -329,3 +329,25 @@ def test_rejected_call_fails_alone() -> None:
     assert got["dep"].status == "error"
     assert str(got["dep"].content).startswith("Error: InputError(") and "bad" in got["dep"].content
     assert (got["ok"].status, got["ok"].content) == ("success", "3")
+
+
+def test_each_call_gets_its_own_exception() -> None:
+    @tool
+    def check(code: str) -> str:
+        """Checks a code."""
+        if code == "ab":
+            time.sleep(0.05)
+        raise ValueError(code)
+
+    ai = AIMessage(
+        content="",
+        tool_calls=[
+            {"id": "c1", "name": "check", "args": {"code": "ab"}},
+            {"id": "c2", "name": "check", "args": {"code": "a"}},
+        ],
+    )
+    out = ToolGraphNode([check]).invoke({"messages": [ai]})
+    assert [m.content for m in out["messages"]] == [
+        "Error: ValueError('ab')\n Please fix your mistakes.",
+        "Error: ValueError('a')\n Please fix your mistakes.",
+    ]

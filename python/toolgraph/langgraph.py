@@ -77,10 +77,19 @@ def _record(name: str, e: BaseException) -> None:
         _raised.append((name, e))
 
 
+def _head(e: BaseException) -> str:
+    """How toolgraph words an exception in a result's ``error``: ``Type: message``."""
+    try:
+        message = str(e)
+    except Exception:
+        message = "<exception str() failed>"
+    return f"{type(e).__name__}: {message}" if message else type(e).__name__
+
+
 def _take_raised(name: str, error_type: str | None, error: str) -> BaseException | None:
     with _raised_lock:
         for i, (n, e) in enumerate(_raised):
-            if n == name and type(e).__name__ == error_type and str(e) in error:
+            if n == name and type(e).__name__ == error_type and error == _head(e):
                 del _raised[i]
                 return e
     return None
