@@ -526,6 +526,10 @@ def test_update_config_applies_to_the_next_run() -> None:
         ex.update_config(max_parallel=3)
     with pytest.raises(ValueError):
         ex.update_config(max_parallel_calls=0)
+    with pytest.raises(ValueError, match="max_parallel_calls"):
+        ex.update_config(max_parallel_calls=-1)
+    with pytest.raises(ValueError, match="cannot be None"):
+        ex.update_config(default_timeout_ms=None)
 
 
 def test_from_config_mixes_builtin_tools_with_python_tools(tmp_path: Path) -> None:

@@ -370,6 +370,11 @@ class ParallelExecutor:
         unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(f"update_config: unknown option(s) {', '.join(unknown)}")
+        for name, value in options.items():
+            if value is None and name not in ("resource_limit_cpu", "resource_limit_memory_mb"):
+                raise ValueError(f"update_config: {name} cannot be None")
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+                raise ValueError(f"update_config: {name} must not be negative, got {value}")
         self._engine.update_config(options)
 
     def tool_specs(self, provider: str = "openai") -> List[Dict[str, Any]]:
