@@ -9,7 +9,9 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use serde_json::Value;
-use toolgraph::core::{ParallelExecutorConfig, ToolCall, ToolSet, ToolSpec, parse_tool_calls};
+use toolgraph::core::{
+    ParallelExecutorConfig, ToolCall, ToolSet, ToolSpec, error_chain, parse_tool_calls,
+};
 use toolgraph::engine::{DependencyGraph, GraphNode, Plan};
 use toolgraph::{Config, ExecuteOptions, Execution, ParallelExecutor, Runtime, RuntimeError};
 
@@ -47,21 +49,6 @@ pub struct Engine {
 
 fn value_error(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
-}
-
-/// An error with its causes, as one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let line = s.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = s.source();
-    }
-    text
 }
 
 fn get<'py>(def: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -185,7 +172,7 @@ impl Engine {
         let runtime = if from_config {
             let (mut file_config, _path) = Config::load(config_file.as_deref(), std::env::vars())
                 .map_err(|e| {
-                ToolGraphError::new_err(format!("configuration: {}", chain(&e)))
+                ToolGraphError::new_err(format!("configuration: {}", error_chain(&e)))
             })?;
             file_config.executor = executor_config(config, file_config.executor.clone(), &helpers)?;
             if let Some(url) = db {
@@ -194,7 +181,7 @@ impl Engine {
             }
             py.detach(|| {
                 rt().block_on(Runtime::start_with_tools(&file_config, defs))
-                    .map_err(|e| chain(&e))
+                    .map_err(|e| error_chain(&e))
             })
             .map_err(ToolGraphError::new_err)?
         } else {
@@ -215,7 +202,7 @@ impl Engine {
                             format!(
                                 "opening the store {}: {}",
                                 toolgraph::store::hide_password(&url),
-                                chain(&e)
+                                error_chain(&e)
                             )
                         })
                     })
@@ -487,7 +474,7 @@ impl Run {
                 "the execution has not ended (or its result was already taken)",
             )),
             Some(Err(RuntimeError::Input(e))) => Err(InputError::new_err(e.to_string())),
-            Some(Err(e)) => Err(ToolGraphError::new_err(chain(&e))),
+            Some(Err(e)) => Err(ToolGraphError::new_err(error_chain(&e))),
             Some(Ok(execution)) => result_dict(py, execution),
         }
     }

@@ -85,3 +85,19 @@ impl fmt::Display for InputError {
         Ok(())
     }
 }
+
+/// An error and its sources on one line, joined with `: `, each source's text left out when
+/// the text so far already holds it (many messages include their source's).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}

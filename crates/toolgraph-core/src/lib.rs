@@ -20,7 +20,7 @@ pub mod toolset;
 
 pub use call::{ToolCall, parse_tool_calls, parse_tool_calls_str};
 pub use config::{ConfigError, ParallelExecutorConfig, RetryPolicy};
-pub use error::{InputError, Problem};
+pub use error::{InputError, Problem, error_chain};
 pub use event::{CallOutcome, Event, EventSink};
 pub use result::{
     BatchReport, CallError, CallResult, CallStatus, ErrorKind, ExecutionMetadata, ExecutionMode,

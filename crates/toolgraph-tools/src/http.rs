@@ -34,7 +34,9 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode, Url, redirect};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use toolgraph_core::{CallContext, ResourceAccess, Tool, ToolError, ToolFuture, ToolSpec};
+use toolgraph_core::{
+    CallContext, ResourceAccess, Tool, ToolError, ToolFuture, ToolSpec, error_chain,
+};
 
 use address::{AddressPolicy, AddressRefused, GuardedResolver, Network};
 
@@ -655,21 +657,6 @@ fn find_source<'a, T: std::error::Error + 'static>(
         next = current.source();
     }
     None
-}
-
-/// An error and its sources, joined with `: `.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
