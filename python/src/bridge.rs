@@ -36,8 +36,6 @@ pub struct Job {
     pub token: u64,
     /// The tool, by its index in the executor's Python tools.
     pub tool: usize,
-    /// The call's id.
-    pub call_id: std::sync::Arc<str>,
     /// Its arguments.
     pub args: Arc<Value>,
 }
@@ -103,12 +101,7 @@ impl Bridge {
     }
 
     /// Queues a call for the driver; the receiver gets its answer.
-    pub fn submit(
-        &self,
-        tool: usize,
-        call_id: Arc<str>,
-        args: Arc<Value>,
-    ) -> (u64, oneshot::Receiver<Answer>) {
+    pub fn submit(&self, tool: usize, args: Arc<Value>) -> (u64, oneshot::Receiver<Answer>) {
         let (tx, rx) = oneshot::channel();
         let mut state = self.lock();
         let index = match state.free.pop() {
@@ -122,12 +115,7 @@ impl Bridge {
         slot.generation = slot.generation.wrapping_add(1);
         slot.sender = Some(tx);
         let token = (u64::from(slot.generation) << 32) | index as u64;
-        state.jobs.push(Job {
-            token,
-            tool,
-            call_id,
-            args,
-        });
+        state.jobs.push(Job { token, tool, args });
         let wake = std::mem::take(&mut state.waiting);
         drop(state);
         if wake {

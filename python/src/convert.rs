@@ -7,6 +7,7 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
 
 /// Nesting beyond this is refused (a cycle, or data no tool should take).
@@ -50,6 +51,21 @@ pub fn from_py(obj: &Bound<'_, PyAny>, fallback: &Bound<'_, PyAny>) -> PyResult<
     convert(obj, fallback, 0)
 }
 
+/// A dict key that is not a string, as `json.dumps` writes it: `true`/`false`/`null`, an
+/// integer's digits, a float's `repr`; any other key by its `str()`.
+fn json_key(key: &Bound<'_, PyAny>) -> PyResult<String> {
+    if key.is_none() {
+        return Ok("null".into());
+    }
+    if let Ok(b) = key.cast::<PyBool>() {
+        return Ok(if b.is_true() { "true" } else { "false" }.into());
+    }
+    if key.cast::<PyFloat>().is_ok() {
+        return Ok(key.repr()?.to_cow()?.into_owned());
+    }
+    Ok(key.str()?.to_cow()?.into_owned())
+}
+
 fn convert(obj: &Bound<'_, PyAny>, fallback: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
     if depth > MAX_DEPTH {
         return Err(PyValueError::new_err(format!(
@@ -72,9 +88,11 @@ fn convert(obj: &Bound<'_, PyAny>, fallback: &Bound<'_, PyAny>, depth: usize) ->
         if let Ok(v) = i.extract::<u64>() {
             return Ok(Value::from(v));
         }
-        // Beyond 64 bits: the nearest float, as JSON parsers read such a number.
-        let f: f64 = i.extract()?;
-        return Ok(Number::from_f64(f).map_or(Value::Null, Value::Number));
+        // Beyond 64 bits: refused rather than silently rounded to a float.
+        return Err(PyValueError::new_err(format!(
+            "the integer {} does not fit in 64 bits (pass it as a string)",
+            i.str()?.to_cow()?
+        )));
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
         return Ok(Number::from_f64(f.value()).map_or(Value::Null, Value::Number));
@@ -82,11 +100,22 @@ fn convert(obj: &Bound<'_, PyAny>, fallback: &Bound<'_, PyAny>, depth: usize) ->
     if let Ok(dict) = obj.cast::<PyDict>() {
         let mut map = Map::with_capacity(dict.len());
         for (key, item) in dict.iter() {
-            let key = match key.cast::<PyString>() {
+            let text = match key.cast::<PyString>() {
                 Ok(s) => s.to_cow()?.into_owned(),
-                Err(_) => key.str()?.to_cow()?.into_owned(),
+                Err(_) => json_key(&key)?,
             };
-            map.insert(key, convert(&item, fallback, depth + 1)?);
+            let value = convert(&item, fallback, depth + 1)?;
+            match map.entry(text) {
+                Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                Entry::Occupied(slot) => {
+                    return Err(PyValueError::new_err(format!(
+                        "two keys of one dict are both {:?} in JSON (e.g. 1 and '1')",
+                        slot.key()
+                    )));
+                }
+            }
         }
         return Ok(Value::Object(map));
     }

@@ -139,9 +139,41 @@ fn calls_of(
     calls: &Bound<'_, PyAny>,
     helpers: &Helpers,
 ) -> PyResult<Vec<ToolCall>> {
-    let value = convert::from_py(calls, helpers.to_json.bind(py))?;
+    let fallback = helpers.to_json.bind(py);
+    let value = match calls.cast::<PyList>() {
+        // A list of calls: a call that cannot be carried as JSON is named by its id (or
+        // position), like every other problem with a call.
+        Ok(list) => {
+            let mut items = Vec::with_capacity(list.len());
+            for (position, item) in list.iter().enumerate() {
+                let value = convert::from_py(&item, fallback).map_err(|err| {
+                    InputError::new_err(format!(
+                        "{}: cannot be read as JSON: {}",
+                        call_label(&item, position),
+                        err.value(py)
+                    ))
+                })?;
+                items.push(value);
+            }
+            Value::Array(items)
+        }
+        Err(_) => convert::from_py(calls, fallback)
+            .map_err(|err| InputError::new_err(format!("input: {}", err.value(py))))?,
+    };
     py.detach(|| parse_tool_calls(&value))
         .map_err(|e| InputError::new_err(e.to_string()))
+}
+
+/// How an error names a call it could not convert: `call ID`, else `call #POSITION`.
+fn call_label(item: &Bound<'_, PyAny>, position: usize) -> String {
+    let id = match item.cast::<PyDict>() {
+        Ok(dict) => dict.get_item("id").ok().flatten(),
+        Err(_) => item.getattr("id").ok(),
+    };
+    match id.and_then(|id| id.extract::<String>().ok()) {
+        Some(id) => format!("call {id}"),
+        None => format!("call #{position}"),
+    }
 }
 
 #[pymethods]
@@ -433,7 +465,7 @@ impl Run {
         self.bridge.wake_fd()
     }
 
-    /// `(jobs, cancels, done)`: calls to start as `(token, tool index, call id, args)`,
+    /// `(jobs, cancels, done)`: calls to start as `(token, tool index, args)`,
     /// tokens whose calls no longer wait, and whether the execution has ended. With nothing
     /// to do, the next submission wakes the driver.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
@@ -441,7 +473,7 @@ impl Run {
         let list = PyList::empty(py);
         for job in jobs {
             let args = convert::to_py(py, &job.args)?;
-            list.append((job.token, job.tool, &*job.call_id, args))?;
+            list.append((job.token, job.tool, args))?;
         }
         (list, cancels, done).into_pyobject(py)
     }

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use pyo3::exceptions::PyRuntimeWarning;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use serde_json::Value;
@@ -87,7 +88,10 @@ impl Tool for PyTool {
             let declared = convert::to_py(py, args)
                 .and_then(|a| f.bind(py).call1((a,)))
                 .and_then(|r| r.extract::<Vec<(String, String)>>());
+            let tool_key = format!("pytool:{}", self.spec.name);
             match declared {
+                // Every call of a tool with a `resources` function reads the tool's own
+                // key, which a call whose function raised writes.
                 Ok(list) => list
                     .into_iter()
                     .map(|(access, key)| ResourceAccess {
@@ -98,15 +102,28 @@ impl Tool for PyTool {
                             Access::Write
                         },
                     })
+                    .chain(std::iter::once(ResourceAccess::read(tool_key)))
                     .collect(),
                 // The planner cannot fail a call here; a `resources` function that raises
-                // makes the call exclusive of its tool's other calls instead (the safe side).
-                Err(_) => vec![ResourceAccess::write(format!("pytool:{}", self.spec.name))],
+                // makes the call exclusive of its tool's other calls instead (the safe side),
+                // and says so with a RuntimeWarning.
+                Err(err) => {
+                    let message = format!(
+                        "the resources function of tool {} raised {err}; the call is ordered \
+                         after and before every other call of the tool",
+                        self.spec.name
+                    );
+                    if let Ok(message) = std::ffi::CString::new(message) {
+                        let category = py.get_type::<PyRuntimeWarning>();
+                        let _ = PyErr::warn(py, &category, &message, 1);
+                    }
+                    vec![ResourceAccess::write(tool_key)]
+                }
             }
         })
     }
 
-    fn call<'a>(&'a self, args: Arc<Value>, ctx: CallContext) -> ToolFuture<'a> {
+    fn call<'a>(&'a self, args: Arc<Value>, _ctx: CallContext) -> ToolFuture<'a> {
         match self.kind {
             Kind::Sync => Box::pin(async move { self.run_sync(&args) }),
             Kind::Async => {
@@ -119,7 +136,7 @@ impl Tool for PyTool {
                         )))
                     });
                 };
-                let (token, answer) = bridge.submit(self.index, ctx.call_id, args);
+                let (token, answer) = bridge.submit(self.index, args);
                 let guard = AbandonOnDrop {
                     bridge,
                     token: Some(token),

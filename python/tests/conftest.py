@@ -9,8 +9,10 @@ after the run), and is a failure when ``TOOLGRAPH_REQUIRE_SERVICES`` is set (as 
 from __future__ import annotations
 
 import os
+import subprocess
+import uuid
 from pathlib import Path
-from typing import Generator, Optional
+from typing import Generator, NamedTuple, Optional
 
 import pytest
 
@@ -21,13 +23,30 @@ REQUIRE_VAR = "TOOLGRAPH_REQUIRE_SERVICES"
 ROOT = Path(__file__).resolve().parents[2]
 
 
+class PgSchema(NamedTuple):
+    """A schema of the test's own in the test database: ``store_url`` opens a store in it,
+    ``url`` is the database's URL (for ``psql``), ``schema`` qualifies its tables."""
+
+    store_url: str
+    url: str
+    schema: str
+
+
 @pytest.fixture
-def pg_url() -> str:
-    """PostgreSQL to test against (``TOOLGRAPH_TEST_PG_URL``), or a skip saying it is missing."""
+def pg_schema() -> Generator[PgSchema, None, None]:
+    """PostgreSQL to test against (``TOOLGRAPH_TEST_PG_URL``), in a fresh schema dropped
+    afterwards (so no test depends on what other builds migrated into the database), or a
+    skip saying it is missing."""
     url = os.environ.get("TOOLGRAPH_TEST_PG_URL")
     if not url:
         pytest.skip("TOOLGRAPH_TEST_PG_URL is unset (no PostgreSQL to test against)")
-    return url
+    schema = f"tg_py_{uuid.uuid4().hex[:12]}"
+    subprocess.run(["psql", url, "-qc", f"CREATE SCHEMA {schema}"], check=True)
+    sep = "&" if "?" in url else "?"
+    try:
+        yield PgSchema(f"{url}{sep}options[search_path]={schema}", url, schema)
+    finally:
+        subprocess.run(["psql", url, "-qc", f"DROP SCHEMA {schema} CASCADE"], check=False)
 
 
 def _check_name(nodeid: str, path: Path) -> str:

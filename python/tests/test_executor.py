@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, Dict, List, Literal, Optional
 
 import pytest
 
+from conftest import PgSchema
 from toolgraph import (
     InputError,
     ParallelExecutor,
@@ -190,14 +192,15 @@ def test_database_integration_sqlite(tmp_path: Path) -> None:
         assert metrics["parallel_speedup"] > 0
 
 
-def test_database_integration_postgres(pg_url: str) -> None:
+def test_database_integration_postgres(pg_schema: PgSchema) -> None:
     async def echo(x: int) -> int:
         return x
 
-    ex = ParallelExecutor({"echo": echo}, db=pg_url)
+    ex = ParallelExecutor({"echo": echo}, db=pg_schema.store_url)
     result = ex.execute_parallel_sync([openai_call("a", "echo", x=1)])
+    table = f"{pg_schema.schema}.executions"
     out = subprocess.run(
-        ["psql", pg_url, "-Atc", f"select status from executions where id = '{result.execution_id}'"],
+        ["psql", pg_schema.url, "-Atc", f"select status from {table} where id = '{result.execution_id}'"],
         capture_output=True,
         text=True,
         check=True,
@@ -473,14 +476,50 @@ def test_outputs_that_are_not_plain_json() -> None:
         return Point(1, 2)
 
     async def things() -> Any:
-        return {"set": {3, 1, 2}, "tuple": (1, "a"), "big": 2**70, "bytes": b"hi"}
+        return {"set": {3, 1, 2}, "tuple": (1, "a"), "bytes": b"hi", 7: "int key", None: 0}
 
-    ex = ParallelExecutor({"point": point, "things": things})
-    result = ex.execute_parallel_sync([openai_call("p", "point"), openai_call("t", "things")])
+    async def huge() -> int:
+        return 2**70
+
+    ex = ParallelExecutor({"point": point, "things": things, "huge": huge})
+    result = ex.execute_parallel_sync(
+        [openai_call("p", "point"), openai_call("t", "things"), openai_call("h", "huge")]
+    )
     assert result.results[0]["data"] == {"x": 1, "y": 2}
     data = result.results[1]["data"]
     assert data["set"] == [1, 2, 3] and data["tuple"] == [1, "a"] and data["bytes"] == "hi"
-    assert data["big"] == float(2**70)
+    assert data["7"] == "int key" and data["null"] == 0  # keys as json.dumps writes them
+    # An integer JSON cannot carry exactly is the call's error, never a rounded float.
+    assert result.results[2]["success"] is False
+    assert "1180591620717411303424 does not fit in 64 bits" in result.results[2]["error"]
+
+
+def test_arguments_that_cannot_be_json_name_their_call_and_run_nothing() -> None:
+    ran: List[Any] = []
+
+    async def echo(**kwargs: Any) -> Any:
+        ran.append(kwargs)
+        return kwargs
+
+    ex = ParallelExecutor({"echo": echo})
+    cyclic: Dict[str, Any] = {}
+    cyclic["self"] = cyclic
+    for bad, why in [
+        (cyclic, "deeper than"),
+        ({"n": 2**64}, "does not fit in 64 bits"),
+        ({1: "a", "1": "b"}, "both \"1\""),
+    ]:
+        calls = [
+            {"id": "fine", "name": "echo", "args": {"x": 1}},
+            {"id": "odd", "name": "echo", "args": bad},
+        ]
+        with pytest.raises(InputError) as err:
+            ex.execute_parallel_sync(calls)
+        assert "call odd" in str(err.value) and why in str(err.value), str(err.value)
+        # A call without an id is named by its position.
+        with pytest.raises(InputError, match="call #1"):
+            ex.execute_parallel_sync([calls[0], {"name": "echo", "args": bad}])
+    assert ran == []
 
 
 def test_schemas_from_type_hints_and_docstrings() -> None:
@@ -571,7 +610,17 @@ def test_each_call_runs_in_its_own_task_with_its_own_context() -> None:
     outer: List[Any] = []
 
     async def timed(x: int) -> str:
-        assert asyncio.current_task() is not None and asyncio.current_task() is not outer[0]
+        me = asyncio.current_task()
+        assert me is not None and me is not outer[0] and me in asyncio.all_tasks()
+        assert isinstance(me, asyncio.Task)
+        if sys.version_info >= (3, 11):
+            # A deadline set in the first step (which runs eagerly) cancels this task only.
+            try:
+                async with asyncio.timeout(0.01):  # type: ignore[attr-defined,unused-ignore]
+                    await asyncio.sleep(1)
+            except TimeoutError:
+                pass
+            assert asyncio.current_task() is me and not me.cancelling()  # type: ignore[attr-defined,unused-ignore]
         try:
             await asyncio.wait_for(asyncio.sleep(1), timeout=0.02)
         except asyncio.TimeoutError:
@@ -589,6 +638,57 @@ def test_each_call_runs_in_its_own_task_with_its_own_context() -> None:
 
     result = asyncio.run(main())
     assert [r["data"] for r in result.results] == ["unset"] * 8, result.errors
+
+
+def test_a_resources_function_that_raises_warns_and_orders_the_call() -> None:
+    peak = Peak()
+
+    def picky(a: Dict[str, Any]) -> List[Any]:
+        if a["n"] == 1:
+            raise KeyError("path")
+        return []
+
+    @tool(resources=picky)
+    async def work(n: int) -> int:
+        peak.enter(str(n))
+        await asyncio.sleep(0.01)
+        peak.leave(str(n))
+        return n
+
+    ex = ParallelExecutor({"work": work})
+    with pytest.warns(RuntimeWarning, match="resources function of tool work raised KeyError"):
+        result = ex.execute_parallel_sync([openai_call(f"w{i}", "work", n=i) for i in range(3)])
+    assert result.success
+    # w1 ran alone: after w0, before w2.
+    assert peak.order.index("end 0") < peak.order.index("start 1")
+    assert peak.order.index("end 1") < peak.order.index("start 2")
+
+
+def test_tools_using_anyio_task_groups_and_deadlines() -> None:
+    import anyio
+
+    async def fan(n: int) -> List[Any]:
+        out: List[Any] = []
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                for i in range(n):
+
+                    async def child(i: int = i) -> None:
+                        await anyio.sleep(0.005)
+                        out.append(i)
+
+                    group.start_soon(child)
+        try:
+            with anyio.fail_after(0.01):
+                await anyio.sleep(1)
+        except TimeoutError:
+            out.append("deadline")
+        return sorted(out, key=str)
+
+    ex = ParallelExecutor({"fan": fan}, ParallelExecutorConfig(max_parallel_calls=4))
+    result = ex.execute_parallel_sync([openai_call(f"f{i}", "fan", n=3) for i in range(6)])
+    assert result.success, result.errors
+    assert [r["data"] for r in result.results] == [[0, 1, 2, "deadline"]] * 6
 
 
 def test_odd_failures_still_answer() -> None:

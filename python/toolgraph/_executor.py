@@ -6,7 +6,9 @@ The Rust scheduler (its own threads, never the GIL) decides when each call start
 returns every call that became ready since the last look, one ``complete()`` hands back
 every answer gathered meanwhile, and the scheduler wakes the loop — one byte on a socket
 the loop watches — only when the driver said it had nothing left to do. Each call runs in a
-``Task`` of its own (started eagerly from Python 3.12), as under ``asyncio.create_task``. Plain ``def`` tools never come here: Rust runs them on worker threads.
+``Task`` of its own, as under ``asyncio.create_task``, started eagerly (its first step
+runs at once; a call that never suspends is never scheduled) — ``eager_start`` from Python
+3.12; on 3.11 the Task's first step, captured from its constructor, is run at once. Plain ``def`` tools never come here: Rust runs them on worker threads.
 """
 
 from __future__ import annotations
@@ -85,6 +87,22 @@ _HELPERS = (_to_json, _error_text)
 
 
 _EAGER = sys.version_info >= (3, 12)
+# 3.11's C Task schedules its first step through `loop.call_soon`, looked up on the loop
+# object: the driver can run that step at once instead (see `_Driver._eager_task`).
+_STEP_NOW_311 = sys.version_info[:2] == (3, 11)
+
+
+def _can_capture(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``call_soon`` can be shadowed on this loop object (not on loops whose class
+    takes no attributes, e.g. uvloop's: there calls start as under ``create_task``)."""
+    try:
+        loop.call_soon = loop.call_soon  # type: ignore[method-assign]
+        del loop.call_soon
+    except (AttributeError, TypeError):
+        return False
+    return True
+
+
 
 
 async def _awaited(awaitable: Any) -> Any:
@@ -103,9 +121,10 @@ def _failure(token: int, exc: BaseException) -> Tuple[int, int, Any]:
 
 def _answer_of(token: int, task: "asyncio.Task[Any]") -> Tuple[int, int, Any]:
     """A finished task's answer: its value, or its exception as an error text."""
-    if task.cancelled():
+    try:
+        exc = task.exception()  # not result(): re-raising would add frames to the traceback
+    except asyncio.CancelledError:
         return (token, 1, "CancelledError: the tool's task was cancelled")
-    exc = task.exception()
     if exc is None:
         return (token, 0, task.result())
     return _failure(token, exc)
@@ -122,6 +141,8 @@ class _Driver:
         self._answers: List[Tuple[int, int, Any]] = []
         self._flush_pending = False
         self._ended: "asyncio.Future[None]" = loop.create_future()
+        self._captured: List[Tuple[Callable[[], Any], Any]] = []
+        self._step_now = _STEP_NOW_311 and _can_capture(loop)
         self._fd = run.wake_fd()
         loop.add_reader(self._fd, self._on_wake)
         self._reading = True
@@ -132,7 +153,9 @@ class _Driver:
             self._reading = False
 
     async def wait(self) -> None:
-        self._pump()
+        # Calls start from loop callbacks, never inside the caller's task (an eagerly
+        # stepped task cannot be entered while another one runs).
+        self._loop.call_soon(self._pump)
         await self._ended
 
     def cancel_tasks(self) -> None:
@@ -154,7 +177,7 @@ class _Driver:
                 task = self._tasks.pop(token, None)
                 if task is not None:
                     task.cancel()
-            for token, tool, _call_id, args in jobs:
+            for token, tool, args in jobs:
                 self._start(token, self._funcs[tool], args)
             if self._answers:
                 answers, self._answers = self._answers, []
@@ -187,11 +210,32 @@ class _Driver:
 
     def _new_task(self, coro: Any) -> "asyncio.Task[Any]":
         # Every call runs in a Task of its own (asyncio.timeout, current_task and context
-        # variables behave as under create_task). From Python 3.12 it starts eagerly: a
-        # coroutine that finishes without suspending is never scheduled.
+        # variables behave as under create_task), started eagerly: its first step runs now,
+        # and a coroutine that finishes without suspending is never scheduled.
         if _EAGER:
             return asyncio.Task(coro, loop=self._loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+        if self._step_now:
+            return self._eager_task(coro)
         return self._loop.create_task(coro)
+
+    def _eager_task(self, coro: Any) -> "asyncio.Task[Any]":
+        """Python 3.11: a Task whose first step runs now, as ``eager_start`` does from 3.12.
+        The Task's constructor schedules its first step with ``loop.call_soon``; for the
+        length of the constructor that name on this loop object is ``_capture``, and the
+        captured step runs at once, in the task's context (the step itself enters the
+        task: ``current_task()``, ``asyncio.timeout`` and cancellation work as usual)."""
+        loop = self._loop
+        loop.call_soon = self._capture  # type: ignore[method-assign,assignment]
+        try:
+            task = asyncio.Task(coro, loop=loop)
+        finally:
+            del loop.call_soon
+        step, context = self._captured.pop()
+        context.run(step)
+        return task
+
+    def _capture(self, callback: Callable[[], Any], *args: Any, context: Any = None) -> None:
+        self._captured.append((callback, context))
 
     def _on_done(self, token: int, task: "asyncio.Task[Any]") -> None:
         if self._tasks.pop(token, None) is None:
