@@ -158,7 +158,9 @@ impl ParallelExecutor {
         };
         let config = Arc::new(config);
         self.shared.config.store_arc(config.clone());
-        self.shared.limiter.set_limits(&self.shared.tools, config.clone());
+        self.shared
+            .limiter
+            .set_limits(&self.shared.tools, config.clone());
         if let Some(throttle) = &self.shared.throttle {
             throttle.set_config(config);
         }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 use toolgraph_core::{
-    CallStatus, Event, EventSink, FnTool, ParallelExecutorConfig, RateLimit, RetryPolicy,
-    ToolCall, ToolError, ToolSet, ToolSpec,
+    CallStatus, Event, EventSink, FnTool, ParallelExecutorConfig, RateLimit, RetryPolicy, ToolCall,
+    ToolError, ToolSet, ToolSpec,
 };
 use toolgraph_engine::{CancellationToken, ParallelExecutor};
 

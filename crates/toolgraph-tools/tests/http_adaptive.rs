@@ -8,8 +8,8 @@
 //! `TOOLGRAPH_TEST_PLOT=$PWD/docs/adaptive-limit.svg cargo test -p toolgraph-tools --test
 //! http_adaptive -- --nocapture` (the figures are printed too).
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -42,7 +42,12 @@ async fn serve(State(s): State<Arc<Server>>) -> Response {
         s.running.fetch_sub(1, SeqCst);
         s.refused.fetch_add(1, SeqCst);
         return if s.retry_after {
-            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down").into_response()
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "1")],
+                "slow down",
+            )
+                .into_response()
         } else {
             (StatusCode::TOO_MANY_REQUESTS, "slow down").into_response()
         };

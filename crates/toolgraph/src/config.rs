@@ -906,26 +906,34 @@ mod tests {
             })
         );
         assert_eq!(
-            e.per_tool_rate_limits.get("http_fetch").map(|r| (r.requests_per_second, r.burst)),
+            e.per_tool_rate_limits
+                .get("http_fetch")
+                .map(|r| (r.requests_per_second, r.burst)),
             Some((0.5, 1)),
             "a [tools.NAME] rate limit, burst 1 by default"
         );
-        let (c, _) = Config::load(
-            None,
-            env(&[("TOOLGRAPH_ADAPTIVE_ENABLED", "true")]),
-        )
-        .expect("loads");
+        let (c, _) =
+            Config::load(None, env(&[("TOOLGRAPH_ADAPTIVE_ENABLED", "true")])).expect("loads");
         assert!(c.executor.adaptive.enabled);
 
         let bad = write(dir.path(), "[executor.adaptive]\nenable = true\n");
-        let err = Config::load(Some(&bad), env(&[])).expect_err("typo").to_string();
+        let err = Config::load(Some(&bad), env(&[]))
+            .expect_err("typo")
+            .to_string();
         assert!(err.contains("enable"), "{err}");
         let bad = write(dir.path(), "[tools.http_fetch]\nburst = 3\n");
-        let err = Config::load(Some(&bad), env(&[])).expect_err("no rate").to_string();
+        let err = Config::load(Some(&bad), env(&[]))
+            .expect_err("no rate")
+            .to_string();
         assert!(err.contains("tools.http_fetch.burst"), "{err}");
         let bad = write(dir.path(), "[tools.http_fetch]\nrequests_per_second = -1\n");
-        let err = Config::load(Some(&bad), env(&[])).expect_err("negative").to_string();
-        assert!(err.contains("tools.http_fetch.requests_per_second"), "{err}");
+        let err = Config::load(Some(&bad), env(&[]))
+            .expect_err("negative")
+            .to_string();
+        assert!(
+            err.contains("tools.http_fetch.requests_per_second"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -305,7 +305,11 @@ impl Reference for Tick {
     }
 
     fn saturating_sub(&self, duration: Nanos) -> Self {
-        Tick(self.0.checked_sub(Duration::from(duration)).unwrap_or(self.0))
+        Tick(
+            self.0
+                .checked_sub(Duration::from(duration))
+                .unwrap_or(self.0),
+        )
     }
 }
 
@@ -416,11 +420,10 @@ impl Key {
 
     /// Waits for a slot of the adaptive limit; returns the decrease epoch it began in.
     async fn acquire(&self) -> u64 {
-        match self.slots.acquire().await {
-            // Slots are returned by `release`, never by the permit.
-            Ok(permit) => permit.forget(),
-            // The semaphore is never closed.
-            Err(_) => {}
+        // Slots are returned by `release`, never by the permit; the semaphore is never
+        // closed, so the error case cannot happen.
+        if let Ok(permit) = self.slots.acquire().await {
+            permit.forget();
         }
         let mut c = lock(&self.control);
         c.in_flight += 1;
@@ -487,7 +490,10 @@ pub(crate) struct LimitWatch<'s> {
 }
 
 impl<'s> LimitWatch<'s> {
-    pub(crate) fn new(throttle: &'s Throttle, sinks: Vec<&'s dyn toolgraph_core::EventSink>) -> Self {
+    pub(crate) fn new(
+        throttle: &'s Throttle,
+        sinks: Vec<&'s dyn toolgraph_core::EventSink>,
+    ) -> Self {
         LimitWatch {
             throttle,
             sinks,

@@ -122,7 +122,10 @@ async fn the_limit_shrinks_on_429_and_settles_near_the_services_capacity() {
     let limits = throttle.limits();
     let limit = limits[0].limit;
     assert_eq!(limits[0].key, "tool:api");
-    assert!((3..=8).contains(&limit), "settled at {limit} for capacity 6");
+    assert!(
+        (3..=8).contains(&limit),
+        "settled at {limit} for capacity 6"
+    );
     let refused = refused.load(Ordering::SeqCst);
     assert!(refused < 60, "{refused} refusals for 300 calls");
     assert_eq!(limits[0].in_flight, 0, "every slot came back");
@@ -183,10 +186,7 @@ async fn a_token_bucket_spaces_attempts_at_its_rate_after_its_burst() {
         .collect();
     starts.sort_unstable();
     // Three at once (the burst), then one every 200 ms: 10 calls at 5/s take 1.4 s.
-    assert_eq!(
-        starts,
-        vec![0, 0, 0, 200, 400, 600, 800, 1000, 1200, 1400]
-    );
+    assert_eq!(starts, vec![0, 0, 0, 200, 400, 600, 800, 1000, 1200, 1400]);
 }
 
 #[tokio::test(start_paused = true)]
