@@ -1,7 +1,8 @@
 //! Adaptive concurrency against a real HTTP server on 127.0.0.1 that serves at most `C`
 //! requests at once and answers 429 above that (once with `Retry-After`, once without):
 //! 500 `http_fetch` calls under a ceiling of 64 all succeed, the 429s stay few, and the
-//! host's limit settles near `C`.
+//! host's limit settles near `C`. And a host's token bucket never lets real requests reach
+//! the server faster than its rate.
 //!
 //! The limit is sampled every 10 ms. With `TOOLGRAPH_TEST_PLOT=FILE.svg` set, the trace of
 //! both runs is drawn into that file (the README's plot, `docs/adaptive-limit.svg`):
@@ -208,6 +209,72 @@ async fn five_hundred_fetches_settle_near_the_servers_capacity_with_few_429s() {
             runs.iter().map(|(w, r)| (*w, r.trace.as_slice())).collect();
         std::fs::write(&path, plot(&series)).expect("write the plot");
     }
+}
+
+/// Counts requests and when each arrived.
+async fn start_recording() -> (String, Arc<Mutex<Vec<Instant>>>) {
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let router = Router::new()
+        .route(
+            "/item",
+            get(|State(a): State<Arc<Mutex<Vec<Instant>>>>| async move {
+                a.lock().expect("lock").push(Instant::now());
+                "ok"
+            }),
+        )
+        .with_state(arrivals.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let port = listener.local_addr().expect("local address").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (format!("http://127.0.0.1:{port}/item"), arrivals)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_token_bucket_spaces_real_requests_at_its_rate() {
+    const N: usize = 41;
+    const RATE: f64 = 20.0;
+    let (url, arrivals) = start_recording().await;
+    let tool = HttpFetch::new(HttpConfig {
+        allow_networks: vec!["127.0.0.1".into()],
+        ..HttpConfig::default()
+    })
+    .expect("config");
+    let mut tools = ToolSet::new();
+    tools.register(tool).expect("register http_fetch");
+    let mut config = ParallelExecutorConfig {
+        max_parallel_calls: CEILING,
+        ..ParallelExecutorConfig::default()
+    };
+    // Every host gets a bucket of its own: 20 per second, one at a time.
+    config.per_resource_rate_limits.insert(
+        "host".into(),
+        toolgraph_core::RateLimit {
+            requests_per_second: RATE,
+            burst: 1,
+        },
+    );
+    let executor = ParallelExecutor::new(tools, config).expect("valid config");
+    let calls: Vec<ToolCall> = (0..N)
+        .map(|i| ToolCall::new(format!("c{i}"), "http_fetch", json!({ "url": url })))
+        .collect();
+    let result = executor.execute_parallel(calls).await.expect("valid batch");
+    assert!(result.success);
+    let mut at = arrivals.lock().expect("lock").clone();
+    at.sort();
+    assert_eq!(at.len(), N, "one request per call");
+    let span = at[N - 1].duration_since(at[0]).as_secs_f64();
+    let ideal = (N - 1) as f64 / RATE;
+    println!(
+        "{N} requests at {RATE}/s (burst 1): first to last {span:.3} s, ideal {ideal:.3} s ({:+.1}%)",
+        (span / ideal - 1.0) * 100.0
+    );
+    // Never faster than the rate (the bucket's tokens arrive every 50 ms; a request may
+    // reach the server a little sooner or later than its token, hence the 10 % margin).
+    assert!(span >= ideal * 0.9, "{span} s for {N} requests at {RATE}/s");
 }
 
 /// A small SVG line plot of limit over time, one line per series, with the capacity
