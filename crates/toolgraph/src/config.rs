@@ -912,9 +912,37 @@ mod tests {
             Some((0.5, 1)),
             "a [tools.NAME] rate limit, burst 1 by default"
         );
-        let (c, _) =
-            Config::load(None, env(&[("TOOLGRAPH_ADAPTIVE_ENABLED", "true")])).expect("loads");
+        let (c, _) = Config::load(
+            None,
+            env(&[
+                ("TOOLGRAPH_ADAPTIVE_ENABLED", "true"),
+                ("TOOLGRAPH_ADAPTIVE_DECREASE_FACTOR", "0.5"),
+                (
+                    "TOOLGRAPH_PER_RESOURCE_RATE_LIMITS",
+                    "{ host = { requests_per_second = 20 } }",
+                ),
+                (
+                    "TOOLGRAPH_EXECUTOR_PER_TOOL_RATE_LIMITS",
+                    "{ web_search = { requests_per_second = 1, burst = 3 } }",
+                ),
+            ]),
+        )
+        .expect("loads");
         assert!(c.executor.adaptive.enabled);
+        assert_eq!(c.executor.adaptive.decrease_factor, 0.5);
+        assert_eq!(
+            c.executor
+                .resource_rate_limit("host:any.test")
+                .map(|r| r.requests_per_second),
+            Some(20.0)
+        );
+        assert_eq!(
+            c.executor
+                .per_tool_rate_limits
+                .get("web_search")
+                .map(|r| r.burst),
+            Some(3)
+        );
 
         let bad = write(dir.path(), "[executor.adaptive]\nenable = true\n");
         let err = Config::load(Some(&bad), env(&[]))

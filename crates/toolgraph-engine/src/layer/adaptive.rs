@@ -216,11 +216,13 @@ impl Throttle {
         self.state.version.load(Ordering::Acquire)
     }
 
-    /// Pauses `key` for `ms` (capped by `adaptive.max_retry_after_ms`): attempts through it
-    /// wait until then. A shorter pause never shortens a longer one.
+    /// Pauses `key` (`tool:NAME`, `host:…`) for `ms`, capped by `adaptive.max_retry_after_ms`:
+    /// attempts through it wait until then. A shorter pause never shortens a longer one.
+    /// A key not seen yet is made (under `max_parallel_calls` until an attempt names its
+    /// ceiling); with adaptive concurrency off, only a key with a rate limit can be paused.
     pub fn pause(&self, key: &str, ms: u64) {
         let config = lock(&self.state.config).clone();
-        if let Some(k) = self.key(key, &config, 1) {
+        if let Some(k) = self.key(key, &config, config.max_parallel_calls) {
             k.pause(ms.min(config.adaptive.max_retry_after_ms));
         }
     }

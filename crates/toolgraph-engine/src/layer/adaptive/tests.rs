@@ -226,3 +226,21 @@ async fn a_cancelled_attempt_gives_its_slot_back_without_a_cut() {
     let limits = throttle.limits();
     assert_eq!((limits[0].limit, limits[0].in_flight), (4, 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_set_from_outside_holds_the_keys_attempts_and_keeps_its_ceiling() {
+    let throttle = Throttle::new(Arc::new(config(true)));
+    throttle.pause("tool:api", 250);
+    let service = AdaptiveLayer::new(throttle.clone()).layer(Arc::new(Invoke));
+    let (tool, _) = service_of_capacity(10, None);
+    let r = request(&tool, 1);
+    let meter = r.meter.clone();
+    let started = Instant::now();
+    assert!(service.call(r).await.is_ok());
+    assert_eq!(
+        meter.first_start().map(|s| s - started),
+        Some(Duration::from_millis(250))
+    );
+    let limits = throttle.limits();
+    assert_eq!((limits[0].limit, limits[0].ceiling), (4, 64));
+}
