@@ -42,101 +42,25 @@
 //! their slots are destroyed instead of returned); every slot taken is returned or
 //! destroyed exactly once; no lock is held across an await.
 
+mod aimd;
+mod bucket;
+
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Add;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use governor::clock::{Clock, Reference};
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
+use governor::RateLimiter;
+use governor::clock::Clock;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use toolgraph_core::{ParallelExecutorConfig, RateLimit, Tool};
 
+pub use aimd::Aimd;
+use bucket::{Bucket, TokioClock, quota};
+
 use super::{CallFuture, CallRequest, CallService, Failure, Layer, Meter};
-
-/// An additive-increase / multiplicative-decrease limit: pure arithmetic, no clock.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Aimd {
-    limit: f64,
-    ceiling: usize,
-    factor: f64,
-    /// Until the first overload, each success adds one (doubling per round trip).
-    slow_start: bool,
-    /// Bumped at each decrease; an attempt remembers the epoch it began in.
-    epoch: u64,
-}
-
-impl Aimd {
-    /// A limit starting at `initial` (within `1..=ceiling`), cut by `factor` on overload.
-    pub fn new(initial: usize, ceiling: usize, factor: f64) -> Self {
-        let ceiling = ceiling.max(1);
-        Aimd {
-            limit: initial.clamp(1, ceiling) as f64,
-            ceiling,
-            factor,
-            slow_start: true,
-            epoch: 0,
-        }
-    }
-
-    /// The limit in force: whole slots, within `1..=ceiling`.
-    pub fn limit(&self) -> usize {
-        (self.limit.floor() as usize).clamp(1, self.ceiling)
-    }
-
-    /// The ceiling.
-    pub fn ceiling(&self) -> usize {
-        self.ceiling
-    }
-
-    /// The current decrease epoch (what an attempt starting now remembers).
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    /// A success, with `in_flight` attempts running when it ended (itself included): grows
-    /// the limit when at least half of it was in use.
-    pub fn on_success(&mut self, in_flight: usize) {
-        if in_flight * 2 < self.limit() {
-            return;
-        }
-        let step = if self.slow_start {
-            1.0
-        } else {
-            1.0 / self.limit
-        };
-        self.limit = (self.limit + step).min(self.ceiling as f64);
-    }
-
-    /// An overload seen by an attempt that began in `epoch`: cuts the limit, unless a cut
-    /// happened since that attempt began. Returns whether it cut.
-    pub fn on_overload(&mut self, epoch: u64) -> bool {
-        if epoch < self.epoch {
-            return false;
-        }
-        self.limit = (self.limit * self.factor).max(1.0);
-        self.slow_start = false;
-        self.epoch += 1;
-        true
-    }
-
-    /// A new ceiling (the configuration changed); the limit follows it down.
-    pub fn set_ceiling(&mut self, ceiling: usize) {
-        self.ceiling = ceiling.max(1);
-        self.limit = self.limit.min(self.ceiling as f64);
-    }
-
-    /// A new decrease factor (the configuration changed).
-    pub fn set_factor(&mut self, factor: f64) {
-        self.factor = factor;
-    }
-}
 
 /// One key's adaptive limit, as the metrics and events show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -285,53 +209,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
-/// tokio's clock for `governor`, so paused-clock tests see the buckets refill.
-#[derive(Debug, Clone, Copy)]
-struct TokioClock;
-
-/// An instant on [`TokioClock`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Tick(Instant);
-
-impl Add<Nanos> for Tick {
-    type Output = Tick;
-
-    fn add(self, other: Nanos) -> Tick {
-        Tick(self.0 + Duration::from(other))
-    }
-}
-
-impl Reference for Tick {
-    fn duration_since(&self, earlier: Self) -> Nanos {
-        Nanos::from(self.0.saturating_duration_since(earlier.0))
-    }
-
-    fn saturating_sub(&self, duration: Nanos) -> Self {
-        Tick(
-            self.0
-                .checked_sub(Duration::from(duration))
-                .unwrap_or(self.0),
-        )
-    }
-}
-
-impl Clock for TokioClock {
-    type Instant = Tick;
-
-    fn now(&self) -> Tick {
-        Tick(Instant::now())
-    }
-}
-
-type Bucket = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Tick>>;
-
-/// The quota of a rate limit: one token every `1 / requests_per_second`, `burst` at most.
-fn quota(rate: RateLimit) -> Option<Quota> {
-    let burst = std::num::NonZeroU32::new(rate.burst)?;
-    let period = Duration::try_from_secs_f64(1.0 / rate.requests_per_second).ok()?;
-    Some(Quota::with_period(period)?.allow_burst(burst))
-}
-
 /// One key's state.
 struct Key {
     name: Arc<str>,
@@ -392,7 +269,7 @@ impl Key {
             return;
         }
         let mut c = lock(&self.control);
-        if c.aimd.ceiling() == ceiling && c.aimd.factor == config.adaptive.decrease_factor {
+        if c.aimd.ceiling() == ceiling && c.aimd.factor() == config.adaptive.decrease_factor {
             return;
         }
         let before = c.aimd.limit();
