@@ -280,6 +280,17 @@ pub async fn stats(args: StatsArgs) -> Result<Outcome> {
             t.p99_ms
         )?;
     }
+    if !s.adaptive_limits.is_empty() {
+        let limits: Vec<String> = s
+            .adaptive_limits
+            .iter()
+            .map(|(key, limit)| format!("{key} {limit}"))
+            .collect();
+        outln!(
+            "adaptive limits (at the end of the latest execution that had them): {}",
+            limits.join(" · ")
+        )?;
+    }
     Ok(Outcome::Success)
 }
 

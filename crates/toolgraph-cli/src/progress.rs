@@ -213,7 +213,9 @@ impl EventSink for ExecutionProgress {
                     }
                 }
             }
-            Event::ExecutionStarted { .. } | Event::ExecutionFinished { .. } => {}
+            Event::ExecutionStarted { .. }
+            | Event::ExecutionFinished { .. }
+            | Event::LimitChanged { .. } => {}
         }
         self.display.redraw(&counts);
     }

@@ -79,6 +79,75 @@ pub struct ParallelExecutorConfig {
     /// Bytes of outputs one execution may hold at once: a call whose output would pass it
     /// fails (`too_large`) and its output is dropped; the rest of the execution goes on.
     pub output_budget_bytes: u64,
+    /// Adaptive concurrency per tool and per host (`[executor.adaptive]`); off by default.
+    pub adaptive: AdaptiveConfig,
+    /// Per tool name: a token bucket every attempt of that tool waits for.
+    pub per_tool_rate_limits: BTreeMap<String, RateLimit>,
+    /// Per resource key (`host:api.example.com`) or kind (`host`): a token bucket every
+    /// attempt touching it waits for (the key's own, else its kind's — one bucket per key).
+    pub per_resource_rate_limits: BTreeMap<String, RateLimit>,
+}
+
+/// Adaptive concurrency (`[executor.adaptive]`): per tool and per host, a limit under the
+/// configured ceiling that halves-ish on overload and grows on success (AIMD).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdaptiveConfig {
+    /// Turns adaptive concurrency on (read when the executor is built).
+    pub enabled: bool,
+    /// The limit a key starts at (capped by its ceiling).
+    pub initial_limit: usize,
+    /// The limit is multiplied by this on overload (a 429 or 503, a timeout, a transient
+    /// error): strictly between 0 and 1.
+    pub decrease_factor: f64,
+    /// The longest pause a `Retry-After` imposes on its key, in ms.
+    pub max_retry_after_ms: u64,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        AdaptiveConfig {
+            enabled: false,
+            initial_limit: 4,
+            decrease_factor: 0.7,
+            max_retry_after_ms: 60_000,
+        }
+    }
+}
+
+/// A token bucket: `requests_per_second` on average, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Tokens added per second (> 0; fractions allowed: 0.5 = one every 2 s).
+    pub requests_per_second: f64,
+    /// Tokens the bucket holds (at least 1): attempts that may go at once after a pause.
+    #[serde(default = "one")]
+    pub burst: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl RateLimit {
+    /// Checks the values; `field` names the entry in errors.
+    pub fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        let rps = self.requests_per_second;
+        if !(rps.is_finite() && rps > 0.0 && 1.0 / rps < 1e9) {
+            return Err(ConfigError {
+                field: format!("{field}.requests_per_second"),
+                message: "must be a positive number".into(),
+            });
+        }
+        if self.burst == 0 {
+            return Err(ConfigError {
+                field: format!("{field}.burst"),
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// 16 MiB.
@@ -105,6 +174,9 @@ impl Default for ParallelExecutorConfig {
             max_argument_bytes: DEFAULT_MAX_ARGUMENT_BYTES,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             output_budget_bytes: DEFAULT_OUTPUT_BUDGET_BYTES,
+            adaptive: AdaptiveConfig::default(),
+            per_tool_rate_limits: BTreeMap::new(),
+            per_resource_rate_limits: BTreeMap::new(),
         }
     }
 }
@@ -170,7 +242,39 @@ impl ParallelExecutorConfig {
                 "must be at least 1 (1 = no retries)",
             );
         }
+        self.validate_adaptive()
+    }
+
+    /// Checks `adaptive` and the rate limits.
+    fn validate_adaptive(&self) -> Result<(), ConfigError> {
+        let a = &self.adaptive;
+        if a.initial_limit == 0 {
+            return Err(ConfigError {
+                field: "adaptive.initial_limit".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        if !(a.decrease_factor > 0.0 && a.decrease_factor < 1.0) {
+            return Err(ConfigError {
+                field: "adaptive.decrease_factor".into(),
+                message: "must be between 0 and 1 (exclusive)".into(),
+            });
+        }
+        for (name, limit) in &self.per_tool_rate_limits {
+            limit.validate(&format!("per_tool_rate_limits.{name}"))?;
+        }
+        for (key, limit) in &self.per_resource_rate_limits {
+            limit.validate(&format!("per_resource_rate_limits.{key}"))?;
+        }
         Ok(())
+    }
+
+    /// The rate limit for a resource key: the key's own, else its kind's.
+    pub fn resource_rate_limit(&self, key: &str) -> Option<RateLimit> {
+        self.per_resource_rate_limits.get(key).copied().or_else(|| {
+            let kind = key.split_once(':').map(|(k, _)| k)?;
+            self.per_resource_rate_limits.get(kind).copied()
+        })
     }
 
     /// The limit for a resource key: the key's own, else its kind's (the part before `:`).
@@ -234,6 +338,56 @@ mod tests {
             [p.backoff_ms(2), p.backoff_ms(3), p.backoff_ms(4)],
             [100, 200, 350]
         );
+    }
+
+    #[test]
+    fn adaptive_and_rate_limit_values_are_checked_by_name() {
+        let toml_like = serde_json::json!({
+            "adaptive": {"enabled": true, "decrease_factor": 0.5},
+            "per_resource_rate_limits": {"host": {"requests_per_second": 2.5}}
+        });
+        let c: ParallelExecutorConfig = serde_json::from_value(toml_like).expect("parses");
+        assert!(c.adaptive.enabled);
+        assert_eq!(c.adaptive.initial_limit, 4, "tuning keeps its defaults");
+        assert_eq!(
+            c.resource_rate_limit("host:a.example").map(|r| r.burst),
+            Some(1),
+            "burst defaults to 1 and the kind's limit applies to each host"
+        );
+        assert_eq!(c.validate(), Ok(()));
+        let typo = serde_json::from_value::<ParallelExecutorConfig>(
+            serde_json::json!({"adaptive": {"enable": true}}),
+        );
+        assert!(typo.is_err_and(|e| e.to_string().contains("enable")));
+        for (field, set) in [
+            (
+                "adaptive.decrease_factor",
+                (|c: &mut ParallelExecutorConfig| c.adaptive.decrease_factor = 1.0) as fn(&mut _),
+            ),
+            ("adaptive.initial_limit", |c| c.adaptive.initial_limit = 0),
+            ("per_tool_rate_limits.fetch.requests_per_second", |c| {
+                c.per_tool_rate_limits.insert(
+                    "fetch".into(),
+                    RateLimit {
+                        requests_per_second: 0.0,
+                        burst: 1,
+                    },
+                );
+            }),
+            ("per_resource_rate_limits.host.burst", |c| {
+                c.per_resource_rate_limits.insert(
+                    "host".into(),
+                    RateLimit {
+                        requests_per_second: 1.0,
+                        burst: 0,
+                    },
+                );
+            }),
+        ] {
+            let mut c = ParallelExecutorConfig::default();
+            set(&mut c);
+            assert_eq!(c.validate().map_err(|e| e.field), Err(field.into()));
+        }
     }
 
     #[test]

@@ -50,6 +50,14 @@ pub enum Event {
         /// True when all succeeded.
         success: bool,
     },
+    /// An adaptive concurrency limit (shared by every execution of the process) changed
+    /// while this execution ran; sent after the `CallFinished` event that saw it.
+    LimitChanged {
+        /// `tool:NAME` or a host's resource key (`host:api.example.com`).
+        key: String,
+        /// Attempts through that key allowed at once, now.
+        limit: usize,
+    },
 }
 
 /// A call's full outcome, lent to sinks that record it.

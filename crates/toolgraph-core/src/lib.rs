@@ -19,7 +19,7 @@ pub mod tool;
 pub mod toolset;
 
 pub use call::{ToolCall, parse_tool_calls, parse_tool_calls_str};
-pub use config::{ConfigError, ParallelExecutorConfig, RetryPolicy};
+pub use config::{AdaptiveConfig, ConfigError, ParallelExecutorConfig, RateLimit, RetryPolicy};
 pub use error::{InputError, Problem, error_chain};
 pub use event::{CallOutcome, Event, EventSink};
 pub use result::{

@@ -262,6 +262,23 @@ pub struct ToolOverride {
     pub cpu: Option<f64>,
     /// Memory (MiB) one call costs.
     pub memory_mb: Option<u64>,
+    /// A token bucket for this tool's attempts: tokens per second (the executor's
+    /// `per_tool_rate_limits` entry is built from it and `burst`; not a trait of the tool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    /// The bucket's size (default 1) when `requests_per_second` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+impl ToolOverride {
+    /// The token bucket these settings ask for, if any.
+    pub fn rate_limit(&self) -> Option<crate::RateLimit> {
+        Some(crate::RateLimit {
+            requests_per_second: self.requests_per_second?,
+            burst: self.burst.unwrap_or(1),
+        })
+    }
 }
 
 /// A tool seen through an operator's overrides.

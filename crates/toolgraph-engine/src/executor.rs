@@ -14,6 +14,7 @@ use toolgraph_core::{
     ToolCall, ToolSet,
 };
 
+use crate::layer::adaptive::{AdaptiveLayer, LimitWatch, Throttle};
 use crate::layer::{self, CallService, Layer};
 use crate::limiter::Limiter;
 use crate::plan::{DependencyGraph, Plan};
@@ -63,6 +64,8 @@ pub struct ParallelExecutor {
     shared: Arc<Shared>,
     sink: Option<Arc<dyn EventSink>>,
     layers: Vec<Arc<dyn Layer>>,
+    /// Layers around each attempt (the adaptive limits and rate limits), below retry.
+    attempt_layers: Vec<Arc<dyn Layer>>,
     service: Arc<dyn CallService>,
 }
 
@@ -74,6 +77,8 @@ struct Shared {
     history: Mutex<History>,
     /// Serialises `update_config`, so the cell and the limiter never disagree.
     updating: Mutex<()>,
+    /// Adaptive limits, `Retry-After` pauses and token buckets, when configured.
+    throttle: Option<Throttle>,
 }
 
 impl ParallelExecutor {
@@ -82,6 +87,11 @@ impl ParallelExecutor {
         config.validate()?;
         let config = ConfigCell::new(config);
         let limiter = Limiter::new(&tools, config.load());
+        let throttle = Throttle::wanted(&config.load()).then(|| Throttle::new(config.load()));
+        let attempt_layers: Vec<Arc<dyn Layer>> = match &throttle {
+            Some(t) => vec![Arc::new(AdaptiveLayer::new(t.clone()))],
+            None => Vec::new(),
+        };
         Ok(ParallelExecutor {
             shared: Arc::new(Shared {
                 tools,
@@ -89,10 +99,12 @@ impl ParallelExecutor {
                 limiter,
                 history: Mutex::new(History::default()),
                 updating: Mutex::new(()),
+                throttle,
             }),
             sink: None,
             layers: Vec::new(),
-            service: layer::stack(&[]),
+            service: layer::stack_with(&[], &attempt_layers),
+            attempt_layers,
         })
     }
 
@@ -102,7 +114,7 @@ impl ParallelExecutor {
     /// the tools, limits and history.
     pub fn layer(mut self, layer: Arc<dyn Layer>) -> Self {
         self.layers.push(layer);
-        self.service = layer::stack(&self.layers);
+        self.service = layer::stack_with(&self.layers, &self.attempt_layers);
         self
     }
 
@@ -129,6 +141,13 @@ impl ParallelExecutor {
         &self.shared.limiter
     }
 
+    /// The adaptive limits, `Retry-After` pauses and token buckets every execution of this
+    /// executor shares; `None` when the configuration it was built with asked for none
+    /// (then no layer for them is in the stack).
+    pub fn throttle(&self) -> Option<&Throttle> {
+        self.shared.throttle.as_ref()
+    }
+
     /// Replaces the configuration; running executions apply the new limits at their next
     /// admission, and calls waiting for a shared slot are reconsidered at once.
     pub fn update_config(&self, config: ParallelExecutorConfig) -> Result<(), ConfigError> {
@@ -139,7 +158,12 @@ impl ParallelExecutor {
         };
         let config = Arc::new(config);
         self.shared.config.store_arc(config.clone());
-        self.shared.limiter.set_limits(&self.shared.tools, config);
+        self.shared
+            .limiter
+            .set_limits(&self.shared.tools, config.clone());
+        if let Some(throttle) = &self.shared.throttle {
+            throttle.set_config(config);
+        }
         Ok(())
     }
 
@@ -240,6 +264,15 @@ impl ParallelExecutor {
             sink.on_event(&started);
         }
         let estimates = self.latency_estimates();
+        // Adaptive limits that change during the run are told to the run's sinks.
+        let watch = match &self.shared.throttle {
+            Some(t) if !sinks.is_empty() => Some(LimitWatch::new(t, sinks.clone())),
+            _ => None,
+        };
+        let mut sinks = sinks;
+        if let Some(watch) = &watch {
+            sinks.push(watch);
+        }
         let scheduler = Scheduler::new(
             plan,
             &self.shared.tools,

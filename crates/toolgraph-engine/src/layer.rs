@@ -9,6 +9,9 @@
 //! - [`timeout`]: the call's deadline, over every attempt and every backoff;
 //! - [`retry`]: transient failures of idempotent calls, with exponential backoff
 //!   (`backon`), honouring a tool's retry-after hint;
+//! - [`adaptive`] (only when adaptive concurrency or a rate limit is configured): each
+//!   *attempt* waits for its tool's and host's adaptive limit, `Retry-After` pause and token
+//!   bucket — it sits below [`retry`], so retries pass through it too;
 //! - [`catch_panic`]: a panicking tool becomes a failed call;
 //! - [`Invoke`], the innermost service: calls the tool, on the blocking pool if it blocks.
 //!
@@ -23,12 +26,13 @@
 //! Invariant: no layer holds a lock across an await or spawns per call (only [`Invoke`]
 //! hands a blocking tool to the blocking pool).
 
+pub mod adaptive;
 pub mod catch_panic;
 pub mod durable;
 pub mod retry;
 pub mod timeout;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -108,6 +112,8 @@ pub struct CallPolicy {
 pub struct Meter {
     attempts: AtomicU32,
     first_start: OnceLock<Instant>,
+    /// Set by the timeout layer when the call's deadline passed, before it drops the work.
+    timed_out: AtomicBool,
     /// Set at most a few times per call, read once when it ends: never held across an
     /// await, and never taken by a call that runs in this process.
     worker: Mutex<Option<Arc<str>>>,
@@ -135,6 +141,17 @@ impl Meter {
     /// a call calls [`begin_attempt`](Meter::begin_attempt) when it sends it).
     pub fn note_attempts(&self, attempts: u32) {
         self.attempts.fetch_max(attempts, Ordering::Relaxed);
+    }
+
+    /// Marks the call as timed out (the timeout layer, just before it drops the work), so
+    /// that a layer below whose attempt is dropped can tell a timeout from a cancellation.
+    pub fn note_timeout(&self) {
+        self.timed_out.store(true, Ordering::Release);
+    }
+
+    /// Whether the call's deadline passed.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Acquire)
     }
 
     /// Records the id of the worker process that ran the call; the last one set wins (a
@@ -255,8 +272,20 @@ impl CallService for Invoke {
 /// The standard stack around [`Invoke`]: durability gate, then `extra` layers (first =
 /// outermost), then timeout, retry and panic catching.
 pub fn stack(extra: &[Arc<dyn Layer>]) -> Arc<dyn CallService> {
+    stack_with(extra, &[])
+}
+
+/// [`stack`] with `per_attempt` layers (first = outermost) between retry and panic
+/// catching: they see every attempt, retries included (the adaptive limit and rate limits).
+pub fn stack_with(
+    extra: &[Arc<dyn Layer>],
+    per_attempt: &[Arc<dyn Layer>],
+) -> Arc<dyn CallService> {
     let mut service: Arc<dyn CallService> = Arc::new(Invoke);
     service = catch_panic::CatchPanicLayer.layer(service);
+    for layer in per_attempt.iter().rev() {
+        service = layer.layer(service);
+    }
     service = retry::RetryLayer.layer(service);
     service = timeout::TimeoutLayer.layer(service);
     for layer in extra.iter().rev() {

@@ -28,6 +28,12 @@ pub struct PerformanceStats {
     pub total_calls: u64,
     /// Per tool name.
     pub tools: BTreeMap<String, ToolStats>,
+    /// The adaptive concurrency limits (`[executor.adaptive]`) recorded when the latest
+    /// execution that had one ended, by key (`tool:NAME`, `host:…`); read from a store
+    /// (the executor's own statistics leave it empty: its live limits are
+    /// `ParallelExecutor::throttle`'s).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub adaptive_limits: BTreeMap<String, usize>,
 }
 
 /// Statistics of one tool.
@@ -125,6 +131,7 @@ impl History {
             avg_success_rate: per(self.success_rate),
             avg_efficiency: per(self.efficiency),
             total_calls: self.calls,
+            adaptive_limits: BTreeMap::new(),
             tools: self
                 .tools
                 .iter()

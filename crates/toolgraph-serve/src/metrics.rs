@@ -377,6 +377,36 @@ impl Drop for ExecutionMetrics {
     }
 }
 
+/// The adaptive limits (`[executor.adaptive]`), read at scrape time: one gauge per key
+/// for the limit in force, its ceiling and the attempts under it.
+pub(crate) fn render_adaptive(
+    out: &mut String,
+    limits: &[toolgraph_engine::layer::adaptive::AdaptiveLimit],
+) {
+    for (name, help, value) in [
+        (
+            "toolgraph_adaptive_limit",
+            "The adaptive concurrency limit in force, by key (tool:NAME, host:…).",
+            (|l: &toolgraph_engine::layer::adaptive::AdaptiveLimit| l.limit) as fn(&_) -> usize,
+        ),
+        (
+            "toolgraph_adaptive_ceiling",
+            "The configured ceiling of each adaptive limit.",
+            |l| l.ceiling,
+        ),
+        (
+            "toolgraph_adaptive_in_flight",
+            "Attempts running under each adaptive limit now.",
+            |l| l.in_flight,
+        ),
+    ] {
+        header(out, name, "gauge", help);
+        for l in limits {
+            let _ = writeln!(out, "{name}{{key=\"{}\"}} {}", escape(&l.key), value(l));
+        }
+    }
+}
+
 /// `/metrics`, `/healthz`, `/readyz`.
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -386,8 +416,12 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let limiter = state.runtime.executor().limiter();
-    let text = state.metrics.render(&limiter.usage(), limiter.waiting());
+    let executor = state.runtime.executor();
+    let limiter = executor.limiter();
+    let mut text = state.metrics.render(&limiter.usage(), limiter.waiting());
+    if let Some(throttle) = executor.throttle() {
+        render_adaptive(&mut text, &throttle.limits());
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -500,6 +534,28 @@ mod tests {
             text.contains("toolgraph_executions_total{status=\"cancelled\"} 1\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn adaptive_limits_are_one_gauge_per_key() {
+        let mut text = String::new();
+        render_adaptive(
+            &mut text,
+            &[toolgraph_engine::layer::adaptive::AdaptiveLimit {
+                key: "host:api.test".into(),
+                limit: 7,
+                ceiling: 64,
+                in_flight: 3,
+            }],
+        );
+        for line in [
+            "# TYPE toolgraph_adaptive_limit gauge\n",
+            "toolgraph_adaptive_limit{key=\"host:api.test\"} 7\n",
+            "toolgraph_adaptive_ceiling{key=\"host:api.test\"} 64\n",
+            "toolgraph_adaptive_in_flight{key=\"host:api.test\"} 3\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
     }
 
     #[test]

@@ -15,7 +15,10 @@ use toolgraph_engine::{PerformanceStats, Plan};
 
 use crate::read::{self, SUMMARY_COLUMNS};
 use crate::recorder::Recorder;
-use crate::stored::{self, ExecutionSummary, PruneRequest, Pruned, ResumePoint, StoredExecution};
+use crate::stored::{
+    self, ADAPTIVE_LIMIT_PREFIX, ExecutionSummary, PruneRequest, Pruned, ResumePoint,
+    StoredExecution,
+};
 use crate::{
     ExecutionRecorder, ExecutionStore, StoreError, StoreOptions, now_ms, record_results, sql,
 };
@@ -187,6 +190,47 @@ impl Store {
             .await?;
         stored::mark_finished(&mut stored);
         Ok(stored)
+    }
+
+    /// Replaces execution `id`'s `adaptive_limit:KEY` metrics with `limits`.
+    async fn write_adaptive_limits(
+        &self,
+        id: &str,
+        limits: &BTreeMap<String, usize>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM performance_metrics WHERE execution_id = $1 AND substr(name, 1, 15) = 'adaptive_limit:'",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let rows: Vec<Vec<sql::Param>> = limits
+            .iter()
+            .map(|(key, limit)| {
+                vec![
+                    sql::Param::Text(id.to_owned()),
+                    sql::Param::Text(format!("{ADAPTIVE_LIMIT_PREFIX}{key}")),
+                    sql::Param::Real(*limit as f64),
+                    sql::Param::Text("calls".to_owned()),
+                    sql::Param::Text(serde_json::json!({ "key": key }).to_string()),
+                    sql::Param::Int(now),
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            sql::insert_rows(
+                &mut tx,
+                "INSERT INTO performance_metrics (execution_id, name, value, unit, metadata, recorded_at) VALUES ",
+                &rows,
+                "",
+                "",
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn write_figures(&self, id: &str, stored: &StoredExecution) -> Result<(), StoreError> {
@@ -372,6 +416,20 @@ impl ExecutionStore for Store {
         id: &'a str,
     ) -> BoxFuture<'a, Result<StoredExecution, StoreError>> {
         Box::pin(self.store_figures(id))
+    }
+
+    fn record_adaptive_limits<'a>(
+        &'a self,
+        id: &'a str,
+        limits: &'a BTreeMap<String, usize>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.options
+                .retrying("recording adaptive limits", || {
+                    self.write_adaptive_limits(id, limits)
+                })
+                .await
+        })
     }
 
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<StoredExecution, StoreError>> {

@@ -132,6 +132,18 @@ pub trait ExecutionStore: Send + Sync {
         id: &'a str,
     ) -> BoxFuture<'a, Result<StoredExecution, StoreError>>;
 
+    /// Records the adaptive concurrency limits in force when execution `id` ended (key →
+    /// limit; `toolgraph stats` shows the latest per key), replacing what was recorded for
+    /// it. Call it after [`finish_execution`](ExecutionStore::finish_execution), which
+    /// rewrites the execution's metrics. A store that keeps no statistics does nothing.
+    fn record_adaptive_limits<'a>(
+        &'a self,
+        _id: &'a str,
+        _limits: &'a BTreeMap<String, usize>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// One stored execution, rebuilt.
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<StoredExecution, StoreError>>;
 

@@ -50,7 +50,12 @@ struct Execution {
     figures: Option<Figures>,
     calls: Vec<CallRecord>,
     edges: Vec<(usize, usize, String)>,
+    /// The adaptive limits recorded when it ended, with the order they were recorded in.
+    adaptive: Option<(u64, BTreeMap<String, usize>)>,
 }
+
+/// Orders recordings of adaptive limits (the latest wins in `stats`).
+static ADAPTIVE_RECORDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// What `finish_execution` stores besides the status.
 struct Figures {
@@ -117,6 +122,7 @@ impl MemoryStore {
             resumed: 0,
             owner: None,
             figures: None,
+            adaptive: None,
             calls,
             edges,
         };
@@ -196,6 +202,16 @@ impl MemoryStore {
                 }
             }
         }
+        let mut recorded: Vec<&(u64, BTreeMap<String, usize>)> = executions
+            .values()
+            .filter(|e| e.created_at >= since_ms)
+            .filter_map(|e| e.adaptive.as_ref())
+            .collect();
+        recorded.sort_by_key(|(order, _)| *order);
+        let adaptive_limits: BTreeMap<String, usize> = recorded
+            .into_iter()
+            .flat_map(|(_, limits)| limits.iter().map(|(k, l)| (k.clone(), *l)))
+            .collect();
         drop(executions);
         let mean = |sum: f64| {
             if finished == 0 {
@@ -216,6 +232,7 @@ impl MemoryStore {
             avg_efficiency: mean(efficiency),
             total_calls: calls,
             tools: tally.finish(),
+            adaptive_limits,
         }
     }
 
@@ -334,6 +351,23 @@ impl ExecutionStore for MemoryStore {
         id: &'a str,
     ) -> BoxFuture<'a, Result<StoredExecution, StoreError>> {
         Box::pin(async move { self.finish(id) })
+    }
+
+    fn record_adaptive_limits<'a>(
+        &'a self,
+        id: &'a str,
+        limits: &'a BTreeMap<String, usize>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let order = ADAPTIVE_RECORDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match self.lock().get_mut(id) {
+                Some(e) => {
+                    e.adaptive = Some((order, limits.clone()));
+                    Ok(())
+                }
+                None => Err(StoreError::not_found(id, MEMORY)),
+            }
+        })
     }
 
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<StoredExecution, StoreError>> {

@@ -280,7 +280,24 @@ impl Store {
             let status: String = row.try_get("status")?;
             tally.add(row.try_get("tool")?, &status, opt_f64(&row, "duration_ms"));
         }
+        // Oldest first: the latest execution's limit wins for each key.
+        let mut adaptive_limits = BTreeMap::new();
+        let rows = sqlx::query(
+            "SELECT m.name, m.value FROM performance_metrics m JOIN executions e ON e.id = m.execution_id \
+             WHERE e.created_at >= $1 AND substr(m.name, 1, 15) = 'adaptive_limit:' ORDER BY m.recorded_at, e.created_at",
+        )
+        .bind(since_ms)
+        .fetch_all(self.pool())
+        .await?;
+        for row in rows {
+            let name: String = row.try_get("name")?;
+            let limit = opt_f64(&row, "value").unwrap_or(0.0);
+            if let Some(key) = name.strip_prefix(crate::stored::ADAPTIVE_LIMIT_PREFIX) {
+                adaptive_limits.insert(key.to_owned(), limit as usize);
+            }
+        }
         Ok(PerformanceStats {
+            adaptive_limits,
             total_executions: head.try_get::<i64, _>("n")? as u64,
             avg_speedup: opt_f64(&head, "speedup").unwrap_or(0.0),
             avg_execution_time_ms: opt_f64(&head, "makespan").unwrap_or(0.0),

@@ -466,6 +466,9 @@ pub(crate) fn metrics(r: &ParallelExecutionResult) -> [(&'static str, f64, &'sta
     ]
 }
 
+/// The name of an adaptive limit's metric is this prefix and its key (`adaptive_limit:host:a.example`).
+pub(crate) const ADAPTIVE_LIMIT_PREFIX: &str = "adaptive_limit:";
+
 /// The states of calls that count in per-tool statistics: those that ran and ended.
 pub(crate) const TOOL_STATS_STATES: [&str; 4] = ["ok", "error", "timeout", "interrupted"];
 

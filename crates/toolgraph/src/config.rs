@@ -12,8 +12,14 @@
 //! [shell]
 //! enabled = true
 //! allow = ["ls", "wc"]
+//! [executor.adaptive]     # adaptive concurrency per tool and host (off by default)
+//! enabled = true
+//! [executor.per_resource_rate_limits."host:api.example.com"]
+//! requests_per_second = 5
+//! burst = 2
 //! [tools.http_fetch]      # operator overrides of a tool's own traits
 //! max_concurrency = 2
+//! requests_per_second = 10   # a token bucket for the tool (with `burst`)
 //! [serve]                 # `toolgraph serve`
 //! bind = "127.0.0.1:7878"
 //! ```
@@ -287,6 +293,20 @@ impl Config {
                 message: one_line(&e.to_string()),
             })?;
         config.executor.validate()?;
+        for (name, settings) in &config.tools {
+            let field = format!("tools.{name}");
+            match settings.rate_limit() {
+                Some(rate) => rate.validate(&field)?,
+                None if settings.burst.is_some() => {
+                    return Err(toolgraph_core::ConfigError {
+                        field: format!("{field}.burst"),
+                        message: "needs requests_per_second beside it".into(),
+                    }
+                    .into());
+                }
+                None => {}
+            }
+        }
         tracing::info!(
             file = %file.as_deref().map_or_else(|| "(none: defaults)".into(), |p| p.display().to_string()),
             "configuration loaded"
@@ -295,7 +315,9 @@ impl Config {
     }
 
     /// The executor configuration with `http.per_host_limit` as the limit of the `host`
-    /// resource kind, unless one is set already.
+    /// resource kind, unless one is set already, and each `[tools.NAME]`
+    /// `requests_per_second` / `burst` as that tool's rate limit, unless
+    /// `executor.per_tool_rate_limits` sets one.
     pub fn executor_with_host_limit(&self) -> ParallelExecutorConfig {
         let mut executor = self.executor.clone();
         if self.http.per_host_limit > 0 {
@@ -303,6 +325,14 @@ impl Config {
                 .per_resource_parallel_limits
                 .entry("host".into())
                 .or_insert(self.http.per_host_limit);
+        }
+        for (name, settings) in &self.tools {
+            if let Some(rate) = settings.rate_limit() {
+                executor
+                    .per_tool_rate_limits
+                    .entry(name.clone())
+                    .or_insert(rate);
+            }
         }
         executor
     }
@@ -374,7 +404,14 @@ fn collect(
 fn is_map_field(path: &[String]) -> bool {
     matches!(
         path.last().map(String::as_str),
-        Some("per_tool_parallel_limits" | "per_resource_parallel_limits" | "tools" | "tool_limits")
+        Some(
+            "per_tool_parallel_limits"
+                | "per_resource_parallel_limits"
+                | "per_tool_rate_limits"
+                | "per_resource_rate_limits"
+                | "tools"
+                | "tool_limits"
+        )
     )
 }
 
@@ -837,6 +874,94 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(e.contains("namespace `a.b`"), "{e}");
+    }
+
+    #[test]
+    fn adaptive_concurrency_and_rate_limits_read_from_the_file_and_their_variables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = write(
+            dir.path(),
+            "[executor.adaptive]\nenabled = true\ndecrease_factor = 0.5\n\
+             [executor.per_resource_rate_limits.\"host:api.test\"]\nrequests_per_second = 5\nburst = 2\n\
+             [tools.http_fetch]\nrequests_per_second = 0.5\n",
+        );
+        let (c, _) = Config::load(
+            Some(&p),
+            env(&[
+                ("TOOLGRAPH_ADAPTIVE_INITIAL_LIMIT", "2"),
+                ("TOOLGRAPH_EXECUTOR_ADAPTIVE_MAX_RETRY_AFTER_MS", "1000"),
+            ]),
+        )
+        .expect("loads");
+        let e = c.executor_with_host_limit();
+        assert!(e.adaptive.enabled);
+        assert_eq!(e.adaptive.decrease_factor, 0.5);
+        assert_eq!(e.adaptive.initial_limit, 2);
+        assert_eq!(e.adaptive.max_retry_after_ms, 1000);
+        assert_eq!(
+            e.resource_rate_limit("host:api.test"),
+            Some(toolgraph_core::RateLimit {
+                requests_per_second: 5.0,
+                burst: 2
+            })
+        );
+        assert_eq!(
+            e.per_tool_rate_limits
+                .get("http_fetch")
+                .map(|r| (r.requests_per_second, r.burst)),
+            Some((0.5, 1)),
+            "a [tools.NAME] rate limit, burst 1 by default"
+        );
+        let (c, _) = Config::load(
+            None,
+            env(&[
+                ("TOOLGRAPH_ADAPTIVE_ENABLED", "true"),
+                ("TOOLGRAPH_ADAPTIVE_DECREASE_FACTOR", "0.5"),
+                (
+                    "TOOLGRAPH_PER_RESOURCE_RATE_LIMITS",
+                    "{ host = { requests_per_second = 20 } }",
+                ),
+                (
+                    "TOOLGRAPH_EXECUTOR_PER_TOOL_RATE_LIMITS",
+                    "{ web_search = { requests_per_second = 1, burst = 3 } }",
+                ),
+            ]),
+        )
+        .expect("loads");
+        assert!(c.executor.adaptive.enabled);
+        assert_eq!(c.executor.adaptive.decrease_factor, 0.5);
+        assert_eq!(
+            c.executor
+                .resource_rate_limit("host:any.test")
+                .map(|r| r.requests_per_second),
+            Some(20.0)
+        );
+        assert_eq!(
+            c.executor
+                .per_tool_rate_limits
+                .get("web_search")
+                .map(|r| r.burst),
+            Some(3)
+        );
+
+        let bad = write(dir.path(), "[executor.adaptive]\nenable = true\n");
+        let err = Config::load(Some(&bad), env(&[]))
+            .expect_err("typo")
+            .to_string();
+        assert!(err.contains("enable"), "{err}");
+        let bad = write(dir.path(), "[tools.http_fetch]\nburst = 3\n");
+        let err = Config::load(Some(&bad), env(&[]))
+            .expect_err("no rate")
+            .to_string();
+        assert!(err.contains("tools.http_fetch.burst"), "{err}");
+        let bad = write(dir.path(), "[tools.http_fetch]\nrequests_per_second = -1\n");
+        let err = Config::load(Some(&bad), env(&[]))
+            .expect_err("negative")
+            .to_string();
+        assert!(
+            err.contains("tools.http_fetch.requests_per_second"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -417,6 +417,7 @@ impl Runtime {
                 Ok((_, problem)) => problem,
                 Err(e) => Some(e.to_string()),
             };
+        self.record_adaptive_limits(&**store, &id).await;
         if was_cancelled(&cancel, &result)
             && let Err(e) = store.mark_cancelled(&id).await
         {
@@ -546,6 +547,9 @@ impl Runtime {
             .instrument(tracing::info_span!("resume", id = %id))
             .await;
         let mut finished = finish_record(&**store, id, &*recorder, &result, skip, offset_ms).await;
+        if finished.is_ok() {
+            self.record_adaptive_limits(&**store, id).await;
+        }
         let mut marked = Ok(());
         if let (Ok((stored, _)), true) = (&mut finished, was_cancelled(&cancel, &result)) {
             // Cancelled again: resumable again.
@@ -565,6 +569,26 @@ impl Runtime {
             interrupted: counts.interrupted,
         });
         Ok(Resumed { stored, counts })
+    }
+
+    /// Records the adaptive limits in force now as execution `id`'s (for `toolgraph
+    /// stats`), when adaptive concurrency is on. Best effort: they are statistics, so a
+    /// failure is a warning, never the execution's error.
+    async fn record_adaptive_limits(&self, store: &dyn ExecutionStore, id: &str) {
+        let Some(throttle) = self.executor.throttle() else {
+            return;
+        };
+        let limits: std::collections::BTreeMap<String, usize> = throttle
+            .limits()
+            .into_iter()
+            .map(|l| (l.key, l.limit))
+            .collect();
+        if limits.is_empty() {
+            return;
+        }
+        if let Err(e) = store.record_adaptive_limits(id, &limits).await {
+            tracing::warn!(execution = id, error = %e, "recording the adaptive limits failed");
+        }
     }
 
     fn lease_ms(&self) -> i64 {

@@ -2,6 +2,8 @@
 //! end within the call's timeout, or it ends `timeout` and the inner work is dropped
 //! (cancelled).
 //!
+//! The call's [`Meter`](super::Meter) is marked timed out before the work is dropped.
+//!
 //! Invariant: a call without a timeout is passed through untouched.
 
 use std::sync::Arc;
@@ -27,11 +29,19 @@ impl CallService for Timeout {
         let Some(limit) = request.policy.timeout else {
             return self.inner.call(request);
         };
+        let meter = request.meter.clone();
         let work = self.inner.call(request);
         Box::pin(async move {
-            match tokio::time::timeout(limit, work).await {
-                Ok(r) => r,
-                Err(_) => Err(Failure::Timeout(limit)),
+            let deadline = Box::pin(tokio::time::sleep(limit));
+            match futures_util::future::select(work, deadline).await {
+                futures_util::future::Either::Left((r, _)) => r,
+                futures_util::future::Either::Right(((), work)) => {
+                    // Marked before the work is dropped, so the layers below can tell a
+                    // timeout from a cancellation as their attempt goes.
+                    meter.note_timeout();
+                    drop(work);
+                    Err(Failure::Timeout(limit))
+                }
             }
         })
     }

@@ -383,7 +383,9 @@ impl EventSink for LiveSink {
                 }
                 return;
             }
-            Event::ExecutionStarted { .. } | Event::ExecutionFinished { .. } => return,
+            Event::ExecutionStarted { .. }
+            | Event::ExecutionFinished { .. }
+            | Event::LimitChanged { .. } => return,
         };
         let Some(call) = e.calls.get(position) else {
             return;
