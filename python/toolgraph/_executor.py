@@ -141,7 +141,7 @@ class _Driver:
         self._answers: List[Tuple[int, int, Any]] = []
         self._flush_pending = False
         self._ended: "asyncio.Future[None]" = loop.create_future()
-        self._captured: List[Tuple[Callable[[], Any], Any]] = []
+        self._captured: List[Tuple[Callable[..., Any], Tuple[Any, ...], Any]] = []
         self._step_now = _STEP_NOW_311 and _can_capture(loop)
         self._fd = run.wake_fd()
         loop.add_reader(self._fd, self._on_wake)
@@ -225,17 +225,22 @@ class _Driver:
         captured step runs at once, in the task's context (the step itself enters the
         task: ``current_task()``, ``asyncio.timeout`` and cancellation work as usual)."""
         loop = self._loop
+        captured = self._captured
         loop.call_soon = self._capture  # type: ignore[method-assign,assignment]
         try:
             task = asyncio.Task(coro, loop=loop)
         finally:
             del loop.call_soon
-        step, context = self._captured.pop()
-        context.run(step)
+        for callback, args, context in captured:
+            if getattr(callback, "__self__", None) is task:
+                context.run(callback)  # the task's first step
+            else:  # someone else's (a finalizer's, while the constructor ran): as asked
+                type(loop).call_soon(loop, callback, *args, context=context)
+        captured.clear()
         return task
 
-    def _capture(self, callback: Callable[[], Any], *args: Any, context: Any = None) -> None:
-        self._captured.append((callback, context))
+    def _capture(self, callback: Callable[..., Any], *args: Any, context: Any = None) -> None:
+        self._captured.append((callback, args, context))
 
     def _on_done(self, token: int, task: "asyncio.Task[Any]") -> None:
         if self._tasks.pop(token, None) is None:
