@@ -262,6 +262,12 @@ pub struct ToolOverride {
     pub cpu: Option<f64>,
     /// Memory (MiB) one call costs.
     pub memory_mb: Option<u64>,
+    /// `false`: this tool's calls are never cached (`[cache]`), even when idempotent.
+    pub cache: Option<bool>,
+    /// How long this tool's results stay cached, in ms (default: `[cache] ttl_ms`).
+    pub cache_ttl_ms: Option<u64>,
+    /// The tool's version, part of its cache keys: bump it when the tool's results change.
+    pub version: Option<String>,
 }
 
 /// A tool seen through an operator's overrides.

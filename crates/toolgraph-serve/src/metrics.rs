@@ -441,6 +441,7 @@ mod tests {
             started_ms: started,
             finished_ms: finished,
             worker: None,
+            cached: false,
         }
     }
 

@@ -94,6 +94,8 @@ pub struct CallResult {
     /// The worker process that ran the call (distributed execution); absent when it ran in
     /// this process.
     worker: Option<String>,
+    /// True when the cache answered the call (no tool ran); absent otherwise.
+    cached: Option<bool>,
 }
 
 /// The data of a `finished` event of an execution's event stream: how one call ended.
@@ -122,6 +124,8 @@ pub struct FinishedEvent {
     /// The worker process that ran the call (distributed execution); absent when it ran in
     /// this process.
     worker: Option<String>,
+    /// True when the cache answered the call (no tool ran); absent otherwise.
+    cached: Option<bool>,
 }
 
 /// The timing of one dependency level.
