@@ -4,8 +4,6 @@
 //!
 //! Pure: no I/O, no clock.
 
-use std::fmt::Write as _;
-
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -33,9 +31,11 @@ pub fn cache_key(tool: &str, version: &str, args: &Value) -> String {
     let mut sink = HashSink(&mut hasher);
     canonical(args, &mut sink);
     let digest = hasher.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut key = String::with_capacity(64);
     for byte in digest.iter() {
-        let _ = write!(key, "{byte:02x}");
+        key.push(char::from(HEX[usize::from(byte >> 4)]));
+        key.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
     key
 }
@@ -50,6 +50,20 @@ pub fn canonical_json(value: &Value) -> String {
 
 trait Sink {
     fn put(&mut self, bytes: &[u8]);
+}
+
+/// A sink as an `io::Write`, so serde_json writes strings and numbers straight into it.
+struct Writer<'a>(&'a mut dyn Sink);
+
+impl std::io::Write for Writer<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.put(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 struct HashSink<'a>(&'a mut Sha256);
@@ -100,16 +114,15 @@ fn canonical(value: &Value, out: &mut dyn Sink) {
         Value::Null => out.put(b"null"),
         Value::Bool(true) => out.put(b"true"),
         Value::Bool(false) => out.put(b"false"),
-        Value::Number(n) => out.put(n.to_string().as_bytes()),
+        Value::Number(n) => {
+            let _ = serde_json::to_writer(Writer(out), n);
+        }
     }
 }
 
 fn string(s: &str, out: &mut dyn Sink) {
     // serde_json's escaping: the same text for the same string everywhere.
-    match serde_json::to_string(s) {
-        Ok(text) => out.put(text.as_bytes()),
-        Err(_) => out.put(b"\"\""),
-    }
+    let _ = serde_json::to_writer(Writer(out), s);
 }
 
 #[cfg(test)]
