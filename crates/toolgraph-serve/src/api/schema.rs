@@ -275,7 +275,11 @@ pub struct ToolStats {
     errors: u64,
     /// errors / count.
     error_rate: f64,
-    /// Mean, ms.
+    /// Calls the cache answered (no tool ran).
+    cache_hits: u64,
+    /// cache_hits / count.
+    hit_rate: f64,
+    /// Mean of the calls that ran the tool, ms.
     mean_ms: f64,
     /// Median, ms.
     p50_ms: f64,
