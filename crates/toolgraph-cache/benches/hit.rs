@@ -70,6 +70,24 @@ async fn hit_overhead() {
     let nothing = per_call(&noop, &tool, n).await;
     let without = per_call(&bare, &tool, n).await;
     let memory = per_call(&layered(Arc::new(MemoryBackend::new(10_000))), &tool, n).await;
+    let args = json!({"q": "rust async runtimes", "page": 1, "lang": "en"});
+    let start = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(toolgraph_cache::cache_key("lookup", "", &args));
+    }
+    let key = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+    let memory_backend = MemoryBackend::new(10_000);
+    let entry = toolgraph_cache::Entry::Output(Arc::new(args.clone()));
+    memory_backend
+        .put("k", "lookup", &entry, std::time::Duration::from_secs(3600))
+        .await
+        .expect("put");
+    let start = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(memory_backend.get("k").await.is_ok());
+    }
+    let get = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+    println!("  of which: the key {key:.3} µs, a memory get {get:.3} µs");
     println!("a request answered by a no-op service (baseline): {nothing:.3} µs/call");
     println!("call without the cache (tool runs, in-process):   {without:.3} µs/call");
     println!(
