@@ -116,6 +116,17 @@ pub trait CacheBackend: Send + Sync + 'static {
         Box::pin(async { Ok(true) })
     }
 
+    /// Extends this backend's lock of `key` to `lease` from now, while the call it guards
+    /// runs; false when the lock is not this backend's any more.
+    fn extend_lock<'a>(
+        &'a self,
+        key: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, CacheError>> {
+        let _ = (key, lease);
+        Box::pin(async { Ok(true) })
+    }
+
     /// Gives the lock of `key` back (only if this backend took it).
     fn unlock<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), CacheError>> {
         let _ = key;

@@ -11,8 +11,9 @@
 //!   result under its *own* timeout and can be dropped (cancelled) alone; the flight is
 //!   aborted only when no caller waits any more;
 //! - the flight looks the key up once more (an identical call may have just finished), then,
-//!   when the backend is shared by other processes (Redis), takes the key's lock — or waits,
-//!   polling, for the holder's entry (or failure), taking over if the lock goes;
+//!   when the backend is shared by other processes (Redis), takes the key's lock (renewed
+//!   every third of its lease while the call runs) — or waits, polling, for the holder's
+//!   entry (or failure), taking over if the lock goes (its holder died);
 //! - it runs the call through the layers below with no deadline of its own (the callers'
 //!   deadlines bound it) and a cancel flag of its own, keeps a success for the tool's ttl —
 //!   and a permanent error for `negative_ttl`, when set — and answers every caller.
@@ -424,7 +425,24 @@ async fn fly_inner(
     run.ctx.cancel = cancel;
     // The callers' own deadlines bound the flight; none of them is its.
     run.policy.timeout = None;
-    let result = inner.call(run).await;
+    let mut call = inner.call(run);
+    let result = if locked {
+        // Keep the lock while the call runs, so that no other process takes it over.
+        let lease = shared.policy.lock_lease;
+        let mut renew = tokio::time::interval_at(Instant::now() + lease / 3, lease / 3);
+        loop {
+            tokio::select! {
+                r = &mut call => break r,
+                _ = renew.tick() => match shared.backend.extend_lock(key, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::debug!("cache: the lock of a running call was lost"),
+                    Err(e) => shared.warn(&e),
+                },
+            }
+        }
+    } else {
+        call.await
+    };
     match &result {
         Ok(v) => {
             let entry = Entry::Output(Arc::new(v.clone()));

@@ -187,6 +187,14 @@ impl CacheBackend for Tiered {
         self.back.try_lock(key, lease)
     }
 
+    fn extend_lock<'a>(
+        &'a self,
+        key: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, CacheError>> {
+        self.back.extend_lock(key, lease)
+    }
+
     fn unlock<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), CacheError>> {
         self.back.unlock(key)
     }

@@ -22,6 +22,9 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(1);
 /// After a failed connection, how long requests fail at once before the next try.
 pub const RECONNECT_AFTER: Duration = Duration::from_secs(5);
 
+/// Extends the lock only when it still holds this process's token.
+const EXTEND: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+
 /// Gives the lock back only when it still holds this process's token.
 const UNLOCK: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
@@ -183,6 +186,22 @@ impl CacheBackend for RedisBackend {
                 .arg(millis(lease));
             let set: Option<String> = self.run(cmd).await?;
             Ok(set.is_some())
+        })
+    }
+
+    fn extend_lock<'a>(
+        &'a self,
+        key: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, CacheError>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(EXTEND)
+                .arg(1)
+                .arg(self.lock_key(key))
+                .arg(&self.token)
+                .arg(millis(lease));
+            self.run::<i64>(cmd).await.map(|n| n == 1)
         })
     }
 

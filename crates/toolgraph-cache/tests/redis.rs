@@ -180,3 +180,36 @@ async fn a_redis_that_is_down_costs_the_calls_nothing() {
     }
     assert_eq!(probe.invocations(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_longer_than_the_lock_lease_keeps_its_lock_and_runs_once() {
+    let Some(url) = redis_url() else { return };
+    let prefix = prefix();
+    let probe = Probe::new();
+    let policy = CachePolicy {
+        lock_lease: Duration::from_millis(200),
+        ..CachePolicy::default()
+    };
+    let layer = |backend: RedisBackend| {
+        let mut tools = ToolSet::new();
+        tools
+            .register(ScriptedTool::with_spec(
+                ToolSpec::new("t").idempotent(),
+                &probe,
+            ))
+            .expect("t");
+        ParallelExecutor::new(tools, ParallelExecutorConfig::default())
+            .expect("config")
+            .layer(Arc::new(CacheLayer::new(Arc::new(backend), policy.clone())))
+    };
+    let a = layer(RedisBackend::new(&url, &prefix).expect("url"));
+    let b = layer(RedisBackend::new(&url, &prefix).expect("url"));
+    let long = || vec![ToolCall::new("c", "t", json!({"ms": 1000}))];
+    let (ra, rb) = tokio::join!(a.execute_parallel(long()), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        b.execute_parallel(long()).await
+    });
+    assert_eq!(probe.invocations(), 1, "the lock outlived its first lease");
+    assert!(rb.expect("valid").results[0].cached);
+    assert!(!ra.expect("valid").results[0].cached);
+}

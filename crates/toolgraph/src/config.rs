@@ -120,8 +120,8 @@ pub struct CacheConfig {
     pub key_prefix: String,
     /// Put a `memory` cache in front of `store` or `redis` (for a long-lived service).
     pub memory_front: bool,
-    /// How long a process holds a call's lock in Redis while it runs it, in ms; another
-    /// process takes the call over after that.
+    /// The lease of a running call's lock in Redis, in ms (renewed every third of it while
+    /// the call runs): another process takes the call over when its holder died.
     pub lock_lease_ms: u64,
 }
 
