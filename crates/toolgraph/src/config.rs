@@ -16,6 +16,9 @@
 //! max_concurrency = 2
 //! [serve]                 # `toolgraph serve`
 //! bind = "127.0.0.1:7878"
+//! [cache]                 # idempotent calls (off by default; `--cache`)
+//! enabled = true
+//! backend = "store"       # or "memory", "redis" (with redis_url)
 //! ```
 //!
 //! The file is `path` when the caller gives one (the CLI's `--config`), else the one
