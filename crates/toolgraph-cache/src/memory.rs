@@ -221,6 +221,43 @@ mod tests {
         assert_eq!(cache.get("k").await.expect("get"), None, "expired");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_memory_front_answers_from_memory_and_fills_itself_from_behind() {
+        let back = Arc::new(MemoryBackend::new(10));
+        let tiered = Tiered::new(
+            MemoryBackend::new(10),
+            back.clone(),
+            Duration::from_secs(10),
+        );
+        let entry = Entry::Output(Arc::new(json!("v")));
+        // Written through to both.
+        tiered
+            .put("a", "t", &entry, Duration::from_secs(60))
+            .await
+            .expect("put");
+        assert_eq!(back.get("a").await.expect("get"), Some(entry.clone()));
+        back.delete("a").await.expect("delete");
+        assert_eq!(
+            tiered.get("a").await.expect("get"),
+            Some(entry.clone()),
+            "answered in front"
+        );
+        // Read from behind, then kept in front for the front's ttl.
+        back.put("b", "t", &entry, Duration::from_secs(60))
+            .await
+            .expect("put");
+        assert_eq!(tiered.get("b").await.expect("get"), Some(entry.clone()));
+        back.delete("b").await.expect("delete");
+        assert_eq!(tiered.get("b").await.expect("get"), Some(entry));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(
+            tiered.get("b").await.expect("get"),
+            None,
+            "the front's copy expired"
+        );
+        assert!(!tiered.shared());
+    }
+
     #[tokio::test]
     async fn a_memory_cache_holds_at_most_its_bound() {
         let cache = MemoryBackend::new(5);
