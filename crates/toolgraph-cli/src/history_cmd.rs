@@ -261,20 +261,22 @@ pub async fn stats(args: StatsArgs) -> Result<Outcome> {
         s.avg_execution_time_ms
     )?;
     outln!(
-        "{:<16}  {:>7}  {:>7}  {:>10}  {:>10}  {:>10}",
+        "{:<16}  {:>7}  {:>7}  {:>7}  {:>10}  {:>10}  {:>10}",
         "tool",
         "calls",
         "errors",
+        "cached",
         "p50",
         "p95",
         "p99"
     )?;
     for (name, t) in &s.tools {
         outln!(
-            "{:<16}  {:>7}  {:>6.1}%  {:>7.1} ms  {:>7.1} ms  {:>7.1} ms",
+            "{:<16}  {:>7}  {:>6.1}%  {:>6.1}%  {:>7.1} ms  {:>7.1} ms  {:>7.1} ms",
             name,
             t.count,
             t.error_rate * 100.0,
+            t.hit_rate * 100.0,
             t.p50_ms,
             t.p95_ms,
             t.p99_ms

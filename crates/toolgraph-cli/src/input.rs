@@ -196,6 +196,24 @@ impl ClusterFlags {
     }
 }
 
+/// Whether results of idempotent calls are cached.
+#[derive(Args, Clone, Debug, Default)]
+pub struct CacheFlag {
+    /// Cache the results of idempotent calls and run identical ones in flight once (also
+    /// `[cache] enabled`, TOOLGRAPH_CACHE_ENABLED; the backend is `[cache] backend`, by
+    /// default the store).
+    #[arg(long)]
+    pub cache: bool,
+}
+
+impl CacheFlag {
+    pub fn apply(&self, config: &mut Config) {
+        if self.cache {
+            config.cache.enabled = true;
+        }
+    }
+}
+
 /// The flags of the commands that run calls (`run`, `chat`, `serve`); each wins over the
 /// file and the environment.
 #[derive(Args, Clone, Debug, Default)]
@@ -212,6 +230,8 @@ pub struct ExecutorFlags {
     pub record: RecordFlags,
     #[command(flatten)]
     pub cluster: ClusterFlags,
+    #[command(flatten)]
+    pub cache: CacheFlag,
 }
 
 impl ExecutorFlags {
@@ -228,6 +248,7 @@ impl ExecutorFlags {
             config.store.record = false;
         }
         self.cluster.apply(&mut config);
+        self.cache.apply(&mut config);
         config.executor.validate()?;
         Ok(config)
     }
@@ -247,6 +268,8 @@ pub struct ResumeFlags {
     pub store: DbFlag,
     #[command(flatten)]
     pub cluster: ClusterFlags,
+    #[command(flatten)]
+    pub cache: CacheFlag,
 }
 
 impl ResumeFlags {
@@ -257,6 +280,7 @@ impl ResumeFlags {
         self.limits.apply(&mut config);
         self.store.apply(&mut config);
         self.cluster.apply(&mut config);
+        self.cache.apply(&mut config);
         config.executor.validate()?;
         Ok(config)
     }

@@ -243,14 +243,16 @@ impl EventSink for ExecutionProgress {
 }
 
 /// The plain line of a finished call: when (ms), status, id, tool, how long it ran, and the
-/// worker process that ran it when another process did.
+/// worker process that ran it when another process did, and `(cached)` when the cache
+/// answered it.
 fn finished_line(at: f64, id: &str, tool: &str, o: &CallOutcome<'_>) -> String {
     let ran = o
         .started_ms
         .map_or_else(String::new, |s| format!(" {:.1} ms", o.finished_ms - s));
     let worker = o.worker.map_or_else(String::new, |w| format!(" on {w}"));
+    let cached = if o.cached { " (cached)" } else { "" };
     format!(
-        "[{at:>9.1} ms] {:<9} {id} ({tool}){ran}{worker}",
+        "[{at:>9.1} ms] {:<9} {id} ({tool}){ran}{worker}{cached}",
         o.status.as_str()
     )
 }
@@ -270,6 +272,7 @@ mod tests {
             started_ms: Some(2.0),
             finished_ms: 12.5,
             worker: None,
+            cached: false,
         };
         assert_eq!(
             finished_line(12.5, "a", "sleep", &o),

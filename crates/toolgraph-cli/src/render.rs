@@ -51,7 +51,8 @@ fn output_text(c: &CallResult) -> String {
 
 /// The calls as a table: no borders, two spaces between columns, numbers right-aligned.
 /// A `worker` column names the worker process that ran each call, when some call ran in
-/// one. With `show_output`, a last column holds each output (or error), cut to
+/// one; a `cached` column says `cached` for each call the cache answered (no tool ran),
+/// when some call was. With `show_output`, a last column holds each output (or error), cut to
 /// [`OUTPUT_WIDTH`] columns.
 pub fn table(r: &ParallelExecutionResult, show_output: bool) -> String {
     let mut table = Table::new();
@@ -62,6 +63,10 @@ pub fn table(r: &ParallelExecutionResult, show_output: bool) -> String {
     let workers = r.results.iter().any(|c| c.worker.is_some());
     if workers {
         header.push("worker");
+    }
+    let cached = r.results.iter().any(|c| c.cached);
+    if cached {
+        header.push("cached");
     }
     if show_output {
         header.push("output");
@@ -81,6 +86,9 @@ pub fn table(r: &ParallelExecutionResult, show_output: bool) -> String {
         ];
         if workers {
             row.push(c.worker.clone().unwrap_or_else(|| "-".into()));
+        }
+        if cached {
+            row.push(if c.cached { "cached" } else { "-" }.into());
         }
         if show_output {
             row.push(truncate(&output_text(c), OUTPUT_WIDTH));
@@ -124,6 +132,13 @@ pub fn summary(r: &ParallelExecutionResult, show_output: bool) -> String {
         ms(r.critical_path_ms),
         r.efficiency * 100.0,
     ));
+    let cached = r.results.iter().filter(|c| c.cached).count();
+    if cached > 0 {
+        out.push_str(&format!(
+            "{cached} of {} calls answered from the cache (no tool ran)\n",
+            r.results.len()
+        ));
+    }
     if !r.errors.is_empty() {
         out.push_str("errors:\n");
         for e in &r.errors {
@@ -152,6 +167,7 @@ mod tests {
             duration_ms: 1.0,
             level: 0,
             worker: worker.map(str::to_owned),
+            cached: false,
         }
     }
 
@@ -178,6 +194,35 @@ mod tests {
         assert_eq!(a.get(a.len() - 2), Some(&"w-1"), "{mixed}");
         let b: Vec<&str> = lines[2].split_whitespace().collect();
         assert_eq!(b.get(b.len() - 2), Some(&"-"), "{mixed}");
+    }
+
+    #[test]
+    fn a_cached_column_and_a_line_appear_only_when_the_cache_answered_some_call() {
+        let fresh = super::summary(&of(vec![ran("a", None)]), false);
+        assert!(
+            !fresh.contains("cached") && !fresh.contains("cache"),
+            "{fresh}"
+        );
+        let mut hit = ran("b", None);
+        hit.cached = true;
+        hit.attempts = 0;
+        let mixed = super::summary(&of(vec![ran("a", None), hit]), false);
+        let lines: Vec<&str> = mixed.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().last(),
+            Some("cached"),
+            "{mixed}"
+        );
+        assert_eq!(lines[1].split_whitespace().last(), Some("-"), "{mixed}");
+        assert_eq!(
+            lines[2].split_whitespace().last(),
+            Some("cached"),
+            "{mixed}"
+        );
+        assert!(
+            mixed.contains("1 of 2 calls answered from the cache (no tool ran)"),
+            "{mixed}"
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! with round ticks, grid lines and a last tick at the makespan; a title with the summary
 //! figures and a legend. A bar is at least [`MIN_BAR_W`] wide, so a sub-millisecond call
 //! is still seen; its duration is written on it when it fits, beside it when there is
-//! room, and otherwise only in its tooltip (`<title>`), as every bar's figures are.
+//! room, and otherwise only in its tooltip (`<title>`), as every bar's figures are. A call
+//! the cache answered (no tool ran) is drawn apart: a white bar outlined in dashes of its
+//! status colour, labelled `cached`, and said so in its tooltip.
 //!
 //! [`output_path`] checks a `--timeline` path before anything runs: a known extension
 //! (`.svg`, `.html`), a directory that exists and can be written.
@@ -204,6 +206,15 @@ pub fn svg(r: &ParallelExecutionResult, edges: &[(usize, usize)], critical: &[us
         r##"<g class="legend"><rect x="{lx}" y="32" width="14" height="10" fill="#ffffff" stroke="#1d2733" stroke-width="2.5"/><text x="{}" y="41">critical path</text></g>"##,
         lx + 18.0
     );
+    if r.results.iter().any(|c| c.cached) {
+        lx += 30.0 + "critical path".len() as f64 * 7.0;
+        let _ = writeln!(
+            out,
+            r##"<g class="legend"><rect x="{lx}" y="32" width="14" height="10" fill="#ffffff" stroke="{}" stroke-width="1.5" stroke-dasharray="3 2"/><text x="{}" y="41">cached</text></g>"##,
+            colour(CallStatus::Ok),
+            lx + 18.0
+        );
+    }
 
     // Axis and grid: round ticks (each k × step, no accumulated error), then one at the
     // makespan; a round tick too close to it to keep its label apart gives way.
@@ -276,23 +287,36 @@ pub fn svg(r: &ParallelExecutionResult, edges: &[(usize, usize)], critical: &[us
                 } else {
                     ""
                 };
-                let class = if critical {
-                    "bar run critical"
+                let class = match (critical, c.cached) {
+                    (true, true) => "bar run critical cached",
+                    (true, false) => "bar run critical",
+                    (false, true) => "bar run cached",
+                    (false, false) => "bar run",
+                };
+                // A cached call: white inside, dashed outline of its status colour.
+                let dashed;
+                let (fill, stroke) = if c.cached {
+                    dashed = format!(
+                        r#" stroke="{}" stroke-width="1.5" stroke-dasharray="3 2""#,
+                        colour(c.status)
+                    );
+                    ("#ffffff", dashed.as_str())
                 } else {
-                    "bar run"
+                    (colour(c.status), stroke)
                 };
                 let (bar_x, bar_w) = (x(start), (x(end) - x(start)).max(MIN_BAR_W));
                 let worker = c
                     .worker
                     .as_deref()
                     .map(|w| format!(", worker {}", escape(w)))
-                    .unwrap_or_default();
+                    .unwrap_or_default()
+                    + if c.cached { ", from the cache" } else { "" };
                 let _ = writeln!(
                     out,
                     r#"<rect class="{class}" x="{bar_x:.2}" y="{}" width="{bar_w:.2}" height="{}" rx="3" fill="{}"{stroke}><title>{} ({}) {}: {:.1}–{:.1} ms, {:.1} ms{worker}</title></rect>"#,
                     top + 4.0,
                     ROW_H - 8.0,
-                    colour(c.status),
+                    fill,
                     escape(&c.id),
                     escape(&c.name),
                     c.status.as_str(),
@@ -300,10 +324,14 @@ pub fn svg(r: &ParallelExecutionResult, edges: &[(usize, usize)], critical: &[us
                     end,
                     c.duration_ms
                 );
-                let label = measured(c.duration_ms);
+                let label = if c.cached {
+                    "cached".to_owned()
+                } else {
+                    measured(c.duration_ms)
+                };
                 let label_w = label.len() as f64 * LABEL_CHAR_W;
                 let base = top + 16.0;
-                if bar_w >= label_w + 2.0 * LABEL_PAD {
+                if bar_w >= label_w + 2.0 * LABEL_PAD && !c.cached {
                     let _ = writeln!(
                         out,
                         r##"<text class="bar-label" x="{:.2}" y="{base}" font-size="11" text-anchor="middle" fill="#ffffff">{label}</text>"##,
@@ -416,6 +444,7 @@ mod tests {
             duration_ms: end - start,
             level: 0,
             worker: None,
+            cached: false,
         }
     }
 
@@ -532,6 +561,26 @@ mod tests {
             "{svg}"
         );
         assert!(svg.contains("<title>local (sleep) ok: 0.0–5.0 ms, 5.0 ms</title>"));
+    }
+
+    #[test]
+    fn a_cached_call_is_drawn_apart_and_said_so() {
+        let mut hit = call("hit", 10.0, 10.0);
+        hit.cached = true;
+        let r = result(vec![call("ran", 0.0, 10.0), hit], 10.0);
+        let svg = svg(&r, &[], &[]);
+        assert!(svg.contains(r#"class="bar run cached""#), "{svg}");
+        assert!(svg.contains(r#"stroke-dasharray="3 2""#), "{svg}");
+        assert!(
+            svg.contains("<title>hit (sleep) ok: 10.0–10.0 ms, 0.0 ms, from the cache</title>"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(">cached</text>"),
+            "labelled and in the legend: {svg}"
+        );
+        let plain = super::svg(&result(vec![call("ran", 0.0, 10.0)], 10.0), &[], &[]);
+        assert!(!plain.contains("cached"), "{plain}");
     }
 
     #[test]

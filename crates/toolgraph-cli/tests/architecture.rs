@@ -1,6 +1,6 @@
 //! ARCHITECTURE.md's dependency rules, checked: each crate may depend only on the
 //! toolgraph crates listed for it (dev-dependencies listed apart), and the third-party
-//! crates for an outside world (sqlx, reqwest, rmcp, async-nats) only in the crates that
+//! crates for an outside world (sqlx, reqwest, rmcp, async-nats, moka, redis) only in the crates that
 //! own that world.
 
 use std::collections::BTreeMap;
@@ -26,6 +26,7 @@ fn allowed() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static str>)> {
             "toolgraph-cluster",
             (vec![core, engine], vec![support, tools]),
         ),
+        ("toolgraph-cache", (vec![core, engine], vec![support])),
         (
             "toolgraph",
             (
@@ -37,6 +38,7 @@ fn allowed() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static str>)> {
                     mcp,
                     "toolgraph-llm",
                     "toolgraph-cluster",
+                    "toolgraph-cache",
                 ],
                 vec![support],
             ),
@@ -137,6 +139,9 @@ fn outside_worlds() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static s
         ("rmcp", (vec!["toolgraph-mcp"], vec![])),
         ("async-nats", (vec!["toolgraph-cluster"], vec![])),
         ("pyo3", (vec!["toolgraph-python"], vec![])),
+        // The cache's backends: an in-process cache and Redis.
+        ("moka", (vec!["toolgraph-cache"], vec![])),
+        ("redis", (vec!["toolgraph-cache"], vec!["toolgraph-cache"])),
     ])
 }
 

@@ -44,6 +44,9 @@ pub enum Event {
         /// this process.
         #[serde(skip_serializing_if = "Option::is_none")]
         worker: Option<String>,
+        /// True when the outcome came from the cache (or a shared flight): no tool ran.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cached: bool,
     },
     /// Every call has ended.
     ExecutionFinished {
@@ -80,6 +83,8 @@ pub struct CallOutcome<'a> {
     /// The worker process that ran it (distributed execution); `None` when it ran in this
     /// process.
     pub worker: Option<&'a str>,
+    /// True when the outcome came from the cache (or a shared flight): no tool ran.
+    pub cached: bool,
 }
 
 /// Receives events.
@@ -113,6 +118,7 @@ mod tests {
             status: CallStatus::Ok,
             duration_ms: 1.5,
             worker: worker.map(str::to_owned),
+            cached: false,
         };
         let local = serde_json::to_value(finished(None)).expect("serializes");
         assert_eq!(
@@ -121,5 +127,14 @@ mod tests {
         );
         let remote = serde_json::to_value(finished(Some("w-7"))).expect("serializes");
         assert_eq!(remote["worker"], "w-7");
+        let hit = Event::CallFinished {
+            position: 0,
+            status: CallStatus::Ok,
+            duration_ms: 0.0,
+            worker: None,
+            cached: true,
+        };
+        let hit = serde_json::to_value(hit).expect("serializes");
+        assert_eq!(hit["cached"], true, "a cached outcome says so: {hit}");
     }
 }

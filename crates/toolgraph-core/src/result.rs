@@ -129,6 +129,10 @@ pub struct CallResult {
     /// this process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// True when the result came from the cache (or from an identical call in flight at
+    /// the same time): no tool ran for this call. Absent from JSON when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 impl CallResult {
@@ -471,7 +475,22 @@ mod tests {
             duration_ms: span.map_or(0.0, |(s, f)| f - s),
             level,
             worker: None,
+            cached: false,
         }
+    }
+
+    #[test]
+    fn a_result_says_cached_only_when_it_came_from_the_cache() {
+        let mut r = ran("a", 0, Some((0.0, 1.0)));
+        let fresh = serde_json::to_value(&r).expect("serializes");
+        assert!(fresh.get("cached").is_none(), "no cached key: {fresh}");
+        r.cached = true;
+        let hit = serde_json::to_value(&r).expect("serializes");
+        assert_eq!(hit["cached"], true);
+        let back: CallResult = serde_json::from_value(hit).expect("reads back");
+        assert!(back.cached);
+        let old: CallResult = serde_json::from_value(fresh).expect("JSON without the field");
+        assert!(!old.cached);
     }
 
     #[test]

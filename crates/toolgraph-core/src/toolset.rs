@@ -269,6 +269,12 @@ pub struct ToolOverride {
     /// The bucket's size (default 1) when `requests_per_second` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
+    /// `false`: this tool's calls are never cached (`[cache]`), even when idempotent.
+    pub cache: Option<bool>,
+    /// How long this tool's results stay cached, in ms (default: `[cache] ttl_ms`).
+    pub cache_ttl_ms: Option<u64>,
+    /// The tool's version, part of its cache keys: bump it when the tool's results change.
+    pub version: Option<String>,
 }
 
 impl ToolOverride {

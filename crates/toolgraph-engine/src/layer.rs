@@ -102,8 +102,9 @@ pub struct CallPolicy {
     pub blocking: bool,
 }
 
-/// Attempts made, when the first began, and which worker process ran the call — shared by
-/// the layers and the scheduler, which reads it when the call ends.
+/// Attempts made, when the first began, which worker process ran the call, and whether a
+/// cache answered it — shared by the layers and the scheduler, which reads it when the call
+/// ends.
 ///
 /// A layer that carries a call out elsewhere (remote dispatch) reports what happened there:
 /// [`set_worker`](Meter::set_worker) names the worker that ran it, and
@@ -117,6 +118,9 @@ pub struct Meter {
     /// Set at most a few times per call, read once when it ends: never held across an
     /// await, and never taken by a call that runs in this process.
     worker: Mutex<Option<Arc<str>>>,
+    /// Set by a layer that answered the call without running its tool (a cache hit, or the
+    /// result of an identical call in flight).
+    cached: AtomicBool,
 }
 
 impl Meter {
@@ -162,6 +166,20 @@ impl Meter {
             Ok(mut slot) => *slot = Some(worker),
             Err(poisoned) => *poisoned.into_inner() = Some(worker),
         }
+    }
+
+    /// Marks the call as answered without running its tool (a cache hit, or the result of
+    /// an identical call in flight), the answer having been looked up from `started`: the
+    /// call's start is `started` unless an attempt began before, and no attempt is counted,
+    /// so its run time is the lookup's, not a tool's.
+    pub fn set_cached(&self, started: Instant) {
+        let _ = self.first_start.set(started);
+        self.cached.store(true, Ordering::Relaxed);
+    }
+
+    /// True when a layer answered the call without running its tool.
+    pub fn cached(&self) -> bool {
+        self.cached.load(Ordering::Relaxed)
     }
 
     /// The worker process that ran the call; `None` when it ran in this process.
@@ -309,6 +327,18 @@ mod tests {
         meter.set_worker("w-1");
         meter.set_worker("w-2");
         assert_eq!(meter.worker().as_deref(), Some("w-2"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cached_call_counts_no_attempt_and_starts_at_its_lookup() {
+        let meter = Meter::default();
+        assert!(!meter.cached());
+        let lookup = Instant::now();
+        tokio::time::advance(Duration::from_millis(3)).await;
+        meter.set_cached(lookup);
+        assert!(meter.cached());
+        assert_eq!(meter.attempts(), 0);
+        assert_eq!(meter.first_start(), Some(lookup));
     }
 
     #[tokio::test(start_paused = true)]

@@ -58,6 +58,7 @@ fn call_result_named(
         duration_ms,
         level,
         worker: r.worker.as_deref().map(str::to_owned),
+        cached: r.cached,
     }
 }
 
@@ -212,6 +213,7 @@ mod tests {
                 started: Some(now),
                 finished: now,
                 worker: (i % 2 == 0).then(|| Arc::from("w-0")),
+                cached: false,
             })
             .collect();
         let borrowed = results(&plan, records.clone(), now);

@@ -97,6 +97,8 @@ pub(crate) struct Record {
     pub finished: Instant,
     /// The worker process that ran the call, as its layers reported it (`Meter`).
     pub worker: Option<Arc<str>>,
+    /// The outcome came from a cache or a shared flight (`Meter::set_cached`): no tool ran.
+    pub cached: bool,
 }
 
 /// Everything the scheduler measured.
@@ -143,6 +145,7 @@ struct Finished {
     started: Instant,
     finished: Instant,
     worker: Option<Arc<str>>,
+    cached: bool,
 }
 
 pub(crate) struct Scheduler<'a> {
@@ -338,6 +341,7 @@ impl<'a> Scheduler<'a> {
                     started: None,
                     finished: Instant::now(),
                     worker: None,
+                    cached: false,
                 })
             })
             .collect();
@@ -375,6 +379,7 @@ impl<'a> Scheduler<'a> {
             started: None,
             finished: now,
             worker: None,
+            cached: false,
         })
     }
 
@@ -628,6 +633,7 @@ impl<'a> Scheduler<'a> {
                 started: meter.first_start().unwrap_or(finished),
                 finished,
                 worker: meter.worker(),
+                cached: meter.cached(),
             }
         }));
         self.emit(Event::CallStarted { position: i });
@@ -726,6 +732,7 @@ impl<'a> Scheduler<'a> {
             started: Some(done.started),
             finished: done.finished,
             worker: done.worker,
+            cached: done.cached,
         };
         self.finalize(i, record);
     }
@@ -765,6 +772,7 @@ impl<'a> Scheduler<'a> {
             started: None,
             finished: Instant::now(),
             worker: None,
+            cached: false,
         };
         self.finalize(i, record);
     }
@@ -804,12 +812,14 @@ impl<'a> Scheduler<'a> {
                     started_ms: record.started.map(ms),
                     finished_ms: ms(record.finished),
                     worker: record.worker.as_deref(),
+                    cached: record.cached,
                 };
                 let event = Event::CallFinished {
                     position: i,
                     status,
                     duration_ms,
                     worker: record.worker.as_deref().map(str::to_owned),
+                    cached: record.cached,
                 };
                 for sink in &self.sinks {
                     sink.on_event(&event);
@@ -911,6 +921,7 @@ impl<'a> Scheduler<'a> {
             started: None,
             finished: now,
             worker: None,
+            cached: false,
         }
     }
 
@@ -1034,6 +1045,7 @@ fn cancelled_record(why: &str, ready_at: Option<Instant>, now: Instant) -> Recor
         started: None,
         finished: now,
         worker: None,
+        cached: false,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Performance history across executions: the seed's `get_performance_stats`, plus per-tool
-//! count, error rate and latency percentiles.
+//! count, error rate, cache hit rate and latency percentiles (of the calls that ran their
+//! tool: a cache hit is not a sample of the tool's latency).
 //!
 //! Updated once per execution (never per call on the hot path); latency samples per tool
 //! are kept in a bounded ring so memory stays flat however long the process lives.
@@ -45,7 +46,12 @@ pub struct ToolStats {
     pub errors: u64,
     /// `errors / count`.
     pub error_rate: f64,
-    /// Mean run time, in ms.
+    /// Calls answered by the cache (or by an identical call in flight) without running
+    /// the tool.
+    pub cache_hits: u64,
+    /// `cache_hits / count`.
+    pub hit_rate: f64,
+    /// Mean run time of the calls that ran the tool, in ms.
     pub mean_ms: f64,
     /// Median run time over the recent samples.
     pub p50_ms: f64,
@@ -59,6 +65,7 @@ pub struct ToolStats {
 struct ToolHistory {
     count: u64,
     errors: u64,
+    cache_hits: u64,
     total_ms: f64,
     samples: Vec<f64>,
     next: usize,
@@ -98,6 +105,10 @@ impl History {
             if !r.is_ok() {
                 h.errors += 1;
             }
+            if r.cached {
+                h.cache_hits += 1;
+                continue;
+            }
             h.total_ms += r.duration_ms;
             if h.samples.len() < SAMPLES_PER_TOOL {
                 h.samples.push(r.duration_ms);
@@ -112,8 +123,8 @@ impl History {
     pub(crate) fn mean_ms(&self, tool: &str) -> Option<f64> {
         self.tools
             .get(tool)
-            .filter(|h| h.count > 0)
-            .map(|h| h.total_ms / h.count as f64)
+            .filter(|h| h.count > h.cache_hits)
+            .map(|h| h.total_ms / (h.count - h.cache_hits) as f64)
     }
 
     pub(crate) fn snapshot(&self) -> PerformanceStats {
@@ -146,10 +157,16 @@ impl History {
                         } else {
                             h.errors as f64 / h.count as f64
                         },
-                        mean_ms: if h.count == 0 {
+                        cache_hits: h.cache_hits,
+                        hit_rate: if h.count == 0 {
                             0.0
                         } else {
-                            h.total_ms / h.count as f64
+                            h.cache_hits as f64 / h.count as f64
+                        },
+                        mean_ms: if h.count <= h.cache_hits {
+                            0.0
+                        } else {
+                            h.total_ms / (h.count - h.cache_hits) as f64
                         },
                         p50_ms: percentile(&sorted, 50.0),
                         p95_ms: percentile(&sorted, 95.0),

@@ -124,6 +124,7 @@ export function describeCall(call) {
     parts.push(h("div", {}, `started at ${measured(call.startedAt)}`));
   }
   if (f && f.worker) parts.push(h("div", {}, "ran by worker ", h("span", { class: "mono" }, f.worker)));
+  if (f && f.cached) parts.push(h("div", {}, "answered from the cache (no tool ran)"));
   parts.push(h("div", { class: "label" }, "arguments"), h("pre", {}, preview(call.arguments ?? {})));
   if (f && f.output !== undefined && f.output !== null) parts.push(h("div", { class: "label" }, "output"), h("pre", {}, preview(f.output)));
   if (f && f.error) parts.push(h("div", { class: "label" }, "error"), h("pre", {}, errorText(f.error)));
@@ -262,15 +263,21 @@ function draw(g, nowMs) {
       const status = ongoing ? "running" : f.status;
       const barX = x(start);
       const barW = Math.max(x(end) - barX, MIN_BAR_W);
-      const cls = `bar run ${status}${critical ? " critical" : ""}`;
+      // A call the cache answered (no tool ran): white inside, dashed outline of its status
+      // colour, labelled "cached" — as the CLI's timeline draws it.
+      const cached = !ongoing && f.cached === true;
+      const cls = `bar run ${status}${critical ? " critical" : ""}${cached ? " cached" : ""}`;
+      const colour = COLOURS[status] || COLOURS.skipped;
       row.append(s("rect", {
         class: cls, x: px(barX), y: top + 4, width: px(barW), height: ROW_H - 8, rx: 3,
-        fill: COLOURS[status] || COLOURS.skipped,
-        stroke: critical ? "#1d2733" : undefined, "stroke-width": critical ? 2.5 : undefined,
+        fill: cached ? "#ffffff" : colour,
+        stroke: cached ? colour : critical ? "#1d2733" : undefined,
+        "stroke-width": cached ? 1.5 : critical ? 2.5 : undefined,
+        "stroke-dasharray": cached ? "3 2" : undefined,
       }));
-      const label = measured(ongoing ? end - start : f.duration_ms);
+      const label = cached ? "cached" : measured(ongoing ? end - start : f.duration_ms);
       const labelW = label.length * LABEL_CHAR_W;
-      if (barW >= labelW + 2 * LABEL_PAD) {
+      if (barW >= labelW + 2 * LABEL_PAD && !cached) {
         row.append(s("text", { class: "bar-label", x: px(barX + barW / 2), y: top + 16, "font-size": 11, "text-anchor": "middle", fill: "#ffffff", text: label }));
       } else if (barX + barW + LABEL_PAD + labelW <= WIDTH - 4) {
         row.append(s("text", { class: "bar-label beside", x: px(barX + barW + LABEL_PAD), y: top + 16, "font-size": 11, fill: "#4a5561", text: label }));

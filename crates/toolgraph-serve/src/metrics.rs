@@ -475,6 +475,7 @@ mod tests {
             started_ms: started,
             finished_ms: finished,
             worker: None,
+            cached: false,
         }
     }
 

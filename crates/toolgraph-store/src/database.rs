@@ -501,6 +501,28 @@ impl ExecutionStore for Store {
         Box::pin(self.count_rows(id))
     }
 
+    fn cache_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(self.cache_read(key))
+    }
+
+    fn cache_put<'a>(
+        &'a self,
+        key: &'a str,
+        tool: &'a str,
+        value: &'a str,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.cache_write(key, tool, value, ttl_ms))
+    }
+
+    fn cache_delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.cache_remove(key))
+    }
+
+    fn cache_prune(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.cache_remove_expired())
+    }
+
     fn record_outcomes<'a>(
         &'a self,
         id: &'a str,

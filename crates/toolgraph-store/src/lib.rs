@@ -36,6 +36,7 @@
 //!
 //! Invariant: the engine never sees SQL; this crate never runs a tool.
 
+mod cache;
 mod database;
 mod lease;
 mod memory;
@@ -248,6 +249,39 @@ pub trait ExecutionStore: Send + Sync {
     /// and the deletion are one statement: an execution claimed meanwhile is not deleted.
     fn prune<'a>(&'a self, request: &'a PruneRequest) -> BoxFuture<'a, Result<Pruned, StoreError>>;
 
+    /// The cached value under `key` (`tool_cache`), unless there is none or it expired. The
+    /// `store` backend of toolgraph's call cache; the value is whatever text was put.
+    /// A store without a cache answers `None` (the default).
+    fn cache_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let _ = key;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Keeps `value` under `key` for `ttl_ms` from now, replacing what was there (a corrupt
+    /// or expired entry included). `tool` names the tool, for inspection and pruning by hand.
+    /// A store without a cache keeps nothing (the default).
+    fn cache_put<'a>(
+        &'a self,
+        key: &'a str,
+        tool: &'a str,
+        value: &'a str,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = (key, tool, value, ttl_ms);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Removes the entry under `key`; true when there was one.
+    fn cache_delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let _ = key;
+        Box::pin(async { Ok(false) })
+    }
+
+    /// Removes every expired cache entry; returns how many went.
+    fn cache_prune(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async { Ok(0) })
+    }
+
     /// What is stored for execution `id`, counted per kind of record and named as the SQL
     /// tables are: `tool_calls`, `tool_results`, `dependency_edges`, `batches` (level
     /// timings) and `performance_metrics`; zeros for an unknown id. For integrity checks
@@ -310,6 +344,7 @@ pub(crate) fn record_results(recorder: &dyn ExecutionRecorder, results: &[CallRe
             started_ms: r.started_ms,
             finished_ms: r.finished_ms.unwrap_or(0.0),
             worker: r.worker.as_deref(),
+            cached: r.cached,
         };
         recorder.on_outcome(i, &outcome);
     }

@@ -36,6 +36,8 @@ use crate::{ExecutionRecorder, ExecutionStore, StoreError, now_ms};
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     executions: Arc<Mutex<BTreeMap<String, Execution>>>,
+    /// The `tool_cache` table: key → (value, expires at, epoch ms).
+    cache: Arc<Mutex<BTreeMap<String, (String, i64)>>>,
 }
 
 /// One execution: what the SQL store keeps in its tables, as values.
@@ -99,6 +101,10 @@ impl MemoryStore {
         self.executions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn cache_lock(&self) -> MutexGuard<'_, BTreeMap<String, (String, i64)>> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn begin(&self, plan: &Plan, config: &ParallelExecutorConfig) -> String {
@@ -198,7 +204,7 @@ impl MemoryStore {
                 if TOOL_STATS_STATES.contains(&c.state.as_str())
                     && tool.is_none_or(|t| t == c.call.name)
                 {
-                    tally.add(c.call.name.clone(), &c.state, c.duration_ms);
+                    tally.add(c.call.name.clone(), &c.state, c.duration_ms, c.cached);
                 }
             }
         }
@@ -486,6 +492,44 @@ impl ExecutionStore for MemoryStore {
 
     fn prune<'a>(&'a self, request: &'a PruneRequest) -> BoxFuture<'a, Result<Pruned, StoreError>> {
         Box::pin(async move { Ok(self.prune_now(request)) })
+    }
+
+    fn cache_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let now = now_ms();
+        let value = self
+            .cache_lock()
+            .get(key)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(value, _)| value.clone());
+        Box::pin(async move { Ok(value) })
+    }
+
+    fn cache_put<'a>(
+        &'a self,
+        key: &'a str,
+        _tool: &'a str,
+        value: &'a str,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let expires = now_ms().saturating_add(ttl_ms.max(0));
+        self.cache_lock()
+            .insert(key.to_owned(), (value.to_owned(), expires));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn cache_delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let removed = self.cache_lock().remove(key).is_some();
+        Box::pin(async move { Ok(removed) })
+    }
+
+    fn cache_prune(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let now = now_ms();
+        let mut cache = self.cache_lock();
+        let before = cache.len();
+        cache.retain(|_, (_, expires)| *expires > now);
+        let gone = (before - cache.len()) as u64;
+        drop(cache);
+        Box::pin(async move { Ok(gone) })
     }
 
     fn row_counts<'a>(

@@ -103,6 +103,7 @@ fn call_record(id: &str, row: &AnyRow) -> Result<CallRecord, StoreError> {
             .and_then(|o| serde_json::from_str(&o).ok())
             .map(Arc::new),
         worker: row.try_get("worker")?,
+        cached: row.try_get::<i64, _>("cached")? != 0,
     })
 }
 
@@ -178,7 +179,7 @@ impl Store {
             .map_err(|e| corrupt(id, format!("configuration: {e}")))?;
         let rows = sqlx::query(
             "SELECT c.position, c.call_id, c.tool, c.arguments, c.depends_on, c.priority, c.timeout_ms, c.level, c.status, \
-             c.attempts, c.queued_ms, c.started_ms, c.finished_ms, c.duration_ms, c.error_kind, c.error_message, c.worker, r.output \
+             c.attempts, c.queued_ms, c.started_ms, c.finished_ms, c.duration_ms, c.error_kind, c.error_message, c.worker, c.cached, r.output \
              FROM tool_calls c LEFT JOIN tool_results r ON r.execution_id = c.execution_id AND r.position = c.position \
              WHERE c.execution_id = $1 ORDER BY c.position",
         )
@@ -265,7 +266,7 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         let mut sql = format!(
-            "SELECT c.tool, c.status, c.duration_ms FROM tool_calls c JOIN executions e ON e.id = c.execution_id \
+            "SELECT c.tool, c.status, c.duration_ms, c.cached FROM tool_calls c JOIN executions e ON e.id = c.execution_id \
              WHERE e.status = 'finished' AND e.created_at >= $1 AND c.status IN ({states})",
         );
         if tool.is_some() {
@@ -278,7 +279,13 @@ impl Store {
         let mut tally = ToolTally::default();
         for row in q.fetch_all(self.pool()).await? {
             let status: String = row.try_get("status")?;
-            tally.add(row.try_get("tool")?, &status, opt_f64(&row, "duration_ms"));
+            let cached = row.try_get::<i64, _>("cached")? != 0;
+            tally.add(
+                row.try_get("tool")?,
+                &status,
+                opt_f64(&row, "duration_ms"),
+                cached,
+            );
         }
         // Oldest first: the latest execution's limit wins for each key.
         let mut adaptive_limits = BTreeMap::new();

@@ -228,6 +228,8 @@ pub(crate) struct CallRecord {
     pub(crate) output: Option<Arc<Value>>,
     /// The worker process that ran it, when another process did.
     pub(crate) worker: Option<String>,
+    /// Answered by the cache: no tool ran.
+    pub(crate) cached: bool,
 }
 
 impl CallRecord {
@@ -245,6 +247,7 @@ impl CallRecord {
             error: None,
             output: None,
             worker: None,
+            cached: false,
         }
     }
 
@@ -279,6 +282,7 @@ impl CallRecord {
         self.finished_ms = Some(ended.finished_ms);
         self.error = ended.error;
         self.worker = ended.worker;
+        self.cached = ended.cached;
         if ended.output.is_some() {
             self.output = ended.output;
         }
@@ -301,6 +305,8 @@ pub(crate) struct Ended {
     pub(crate) finished_at: i64,
     /// The worker process that ran it, when another process did.
     pub(crate) worker: Option<String>,
+    /// Answered by the cache: no tool ran.
+    pub(crate) cached: bool,
 }
 
 impl Ended {
@@ -318,6 +324,7 @@ impl Ended {
             finished_ms: o.finished_ms + offset_ms,
             finished_at: base_ms + o.finished_ms as i64,
             worker: o.worker.map(str::to_owned),
+            cached: o.cached,
         }
     }
 
@@ -383,6 +390,7 @@ pub(crate) fn rebuild(
             duration_ms: r.duration_ms.unwrap_or(0.0),
             level: r.level,
             worker: r.worker,
+            cached: r.cached,
         });
         calls.push(r.call);
         states.push(r.state);
@@ -475,25 +483,37 @@ pub(crate) const TOOL_STATS_STATES: [&str; 4] = ["ok", "error", "timeout", "inte
 /// Per-tool statistics gathered one stored call at a time.
 #[derive(Default)]
 pub(crate) struct ToolTally {
-    per_tool: BTreeMap<String, (u64, u64, Vec<f64>)>,
+    /// Per tool: calls, errors, cache hits, run times of the calls that ran the tool.
+    per_tool: BTreeMap<String, (u64, u64, u64, Vec<f64>)>,
 }
 
 impl ToolTally {
-    /// Counts one call of `tool` that ended in `state` after `duration_ms`.
-    pub(crate) fn add(&mut self, tool: String, state: &str, duration_ms: Option<f64>) {
+    /// Counts one call of `tool` that ended in `state` after `duration_ms`; a `cached` one
+    /// is a hit, not a sample of the tool's run time.
+    pub(crate) fn add(
+        &mut self,
+        tool: String,
+        state: &str,
+        duration_ms: Option<f64>,
+        cached: bool,
+    ) {
         let entry = self.per_tool.entry(tool).or_default();
         entry.0 += 1;
         if state != "ok" {
             entry.1 += 1;
         }
-        entry.2.push(duration_ms.unwrap_or(0.0));
+        if cached {
+            entry.2 += 1;
+        } else {
+            entry.3.push(duration_ms.unwrap_or(0.0));
+        }
     }
 
     /// Counts, error rates and latency percentiles per tool.
     pub(crate) fn finish(self) -> BTreeMap<String, ToolStats> {
         self.per_tool
             .into_iter()
-            .map(|(name, (count, errors, mut d))| {
+            .map(|(name, (count, errors, hits, mut d))| {
                 d.sort_by(f64::total_cmp);
                 let mean = if d.is_empty() {
                     0.0
@@ -507,6 +527,12 @@ impl ToolTally {
                         0.0
                     } else {
                         errors as f64 / count as f64
+                    },
+                    cache_hits: hits,
+                    hit_rate: if count == 0 {
+                        0.0
+                    } else {
+                        hits as f64 / count as f64
                     },
                     mean_ms: mean,
                     p50_ms: percentile(&d, 50.0),

@@ -116,6 +116,8 @@ on_every_store!(
     pruning_keeps_unfinished_executions_unless_asked_and_never_a_live_one,
     pruning_named_executions_deletes_only_those_under_the_same_rules,
     the_worker_that_ran_a_call_reads_back_with_it,
+    cache_entries_answer_until_they_expire_and_are_replaced_deleted_or_pruned,
+    a_cached_call_reads_back_cached_and_counts_as_a_hit_in_the_statistics,
 );
 
 #[tokio::test]

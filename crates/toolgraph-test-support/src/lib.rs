@@ -7,9 +7,11 @@
 //! check that needs a service or program this machine lacks (counted by `cargo test-all`).
 //! [`isolated`] runs the `toolgraph` binary as a new user would, never as the developer.
 
+mod http_server;
 mod process;
 mod skip;
 
+pub use http_server::CountingServer;
 pub use process::{isolated, test_home};
 pub use skip::{REQUIRE_VAR, SKIP_LOG_VAR, skip};
 

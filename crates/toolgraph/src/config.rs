@@ -22,6 +22,9 @@
 //! requests_per_second = 10   # a token bucket for the tool (with `burst`)
 //! [serve]                 # `toolgraph serve`
 //! bind = "127.0.0.1:7878"
+//! [cache]                 # idempotent calls (off by default; `--cache`)
+//! enabled = true
+//! backend = "store"       # or "memory", "redis" (with redis_url)
 //! ```
 //!
 //! The file is `path` when the caller gives one (the CLI's `--config`), else the one
@@ -88,6 +91,63 @@ pub struct Config {
     pub serve: ServeConfig,
     /// Workers over NATS JetStream (`toolgraph worker`, `run --nats`).
     pub cluster: ClusterConfig,
+    /// The cache of idempotent calls (`[cache]`, `--cache`; off by default).
+    pub cache: CacheConfig,
+}
+
+/// Where a cache keeps its entries (`[cache] backend`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheBackendKind {
+    /// The store's database (`tool_cache` table): repeated CLI runs benefit.
+    #[default]
+    Store,
+    /// This process only, bounded by `max_entries`.
+    Memory,
+    /// A Redis server (`redis_url`) shared by every process and worker.
+    Redis,
+}
+
+/// The cache of idempotent calls (`[cache]`, `TOOLGRAPH_CACHE_*`). Per tool, `[tools.NAME]`
+/// takes `cache = false`, `cache_ttl_ms` and `version`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Cache results of idempotent calls, and run identical ones in flight once.
+    pub enabled: bool,
+    /// `store` (default), `memory` or `redis`.
+    pub backend: CacheBackendKind,
+    /// How long a result answers, in ms.
+    pub ttl_ms: u64,
+    /// How long a *permanent* error answers, in ms (0 = errors are never cached).
+    pub negative_ttl_ms: u64,
+    /// The most entries the `memory` backend (or memory front) holds.
+    pub max_entries: u64,
+    /// The Redis server of the `redis` backend (`redis://127.0.0.1:6379`).
+    pub redis_url: Option<String>,
+    /// What every Redis key starts with (isolates caches sharing one server).
+    pub key_prefix: String,
+    /// Put a `memory` cache in front of `store` or `redis` (for a long-lived service).
+    pub memory_front: bool,
+    /// The lease of a running call's lock in Redis, in ms (renewed every third of it while
+    /// the call runs): another process takes the call over when its holder died.
+    pub lock_lease_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: false,
+            backend: CacheBackendKind::Store,
+            ttl_ms: 3_600_000,
+            negative_ttl_ms: 0,
+            max_entries: 10_000,
+            redis_url: None,
+            key_prefix: "toolgraph:cache:".into(),
+            memory_front: false,
+            lock_lease_ms: 30_000,
+        }
+    }
 }
 
 /// Where calls run when they run on workers (`[cluster]`, `TOOLGRAPH_CLUSTER_*`,
@@ -363,6 +423,7 @@ fn full_config() -> Config {
     });
     full.serve.token = Some(String::new());
     full.cluster.nats_url = Some(String::new());
+    full.cache.redis_url = Some(String::new());
     full
 }
 
@@ -762,6 +823,15 @@ mod tests {
             "CLUSTER_NAMESPACE",
             "CLUSTER_TOOL_LIMITS",
             "CLUSTER_ACK_WAIT_MS",
+            "CACHE_ENABLED",
+            "CACHE_BACKEND",
+            "CACHE_TTL_MS",
+            "CACHE_NEGATIVE_TTL_MS",
+            "CACHE_MAX_ENTRIES",
+            "CACHE_REDIS_URL",
+            "CACHE_KEY_PREFIX",
+            "CACHE_MEMORY_FRONT",
+            "CACHE_LOCK_LEASE_MS",
         ] {
             assert!(paths.contains_key(name), "TOOLGRAPH_{name} has no field");
         }
@@ -1004,6 +1074,53 @@ mod tests {
         let (c, _) =
             Config::load(None, env(&[("TOOLGRAPH_SERVE_BIND", "[::1]:9000")])).expect("loads");
         assert_eq!(c.serve.bind.to_string(), "[::1]:9000");
+    }
+
+    #[test]
+    fn the_cache_section_reads_from_the_file_its_variables_and_tool_overrides() {
+        let (c, _) = Config::load(None, env(&[])).expect("loads");
+        assert_eq!(c.cache, CacheConfig::default());
+        assert!(!c.cache.enabled, "off by default");
+        assert_eq!(c.cache.backend, CacheBackendKind::Store);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = write(
+            dir.path(),
+            "[cache]\nenabled = true\nbackend = \"memory\"\nttl_ms = 5000\n[tools.http_fetch]\ncache_ttl_ms = 100\nversion = \"2\"\n[tools.shell]\ncache = false\n",
+        );
+        let (c, _) = Config::load(
+            Some(&p),
+            env(&[
+                ("TOOLGRAPH_CACHE_BACKEND", "redis"),
+                ("TOOLGRAPH_CACHE_REDIS_URL", "redis://127.0.0.1:6379"),
+                ("TOOLGRAPH_CACHE_NEGATIVE_TTL_MS", "60000"),
+                ("TOOLGRAPH_CACHE_MEMORY_FRONT", "true"),
+            ]),
+        )
+        .expect("loads");
+        assert!(c.cache.enabled);
+        assert_eq!(c.cache.backend, CacheBackendKind::Redis, "env > file");
+        assert_eq!(c.cache.ttl_ms, 5000);
+        assert_eq!(c.cache.negative_ttl_ms, 60000);
+        assert!(c.cache.memory_front);
+        assert_eq!(c.cache.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        let fetch = &c.tools["http_fetch"];
+        assert_eq!(
+            (fetch.cache_ttl_ms, fetch.version.as_deref()),
+            (Some(100), Some("2"))
+        );
+        assert_eq!(c.tools["shell"].cache, Some(false));
+
+        let p = write(dir.path(), "[cache]\nbackend = \"disk\"\n");
+        let err = Config::load(Some(&p), env(&[]))
+            .expect_err("unknown backend")
+            .to_string();
+        assert!(err.contains("disk"), "{err}");
+        let p = write(dir.path(), "[cache]\nttl = 5\n");
+        let err = Config::load(Some(&p), env(&[]))
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("ttl"), "{err}");
     }
 
     #[test]

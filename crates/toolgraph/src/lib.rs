@@ -7,21 +7,24 @@
 //! Precedence is file < environment < flags. Unknown keys are errors that name the key,
 //! in the file and in the environment alike.
 
+mod cache;
 mod config;
 mod describe;
 mod runtime;
 
 use std::sync::Arc;
 
+pub use cache::{StoreCache, cache_layer, cache_policy};
 pub use config::{
-    CONFIG_VARIABLE, ClusterConfig, Config, ConfigLoadError, ENV_PREFIX, ServeConfig, StoreConfig,
-    default_store_url,
+    CONFIG_VARIABLE, CacheBackendKind, CacheConfig, ClusterConfig, Config, ConfigLoadError,
+    ENV_PREFIX, ServeConfig, StoreConfig, default_store_url,
 };
 pub use describe::{ToolDescription, describe_tools};
 pub use runtime::{
     ExecuteOptions, Execution, LEASE_RENEW, LEASE_TIMEOUT, OnBegin, ResumeCounts, Resumed, Runtime,
     RuntimeError, SinkFactory, classify_resume,
 };
+pub use toolgraph_cache as cache_layers;
 pub use toolgraph_cluster as cluster;
 pub use toolgraph_core as core;
 pub use toolgraph_engine as engine;
@@ -57,6 +60,9 @@ pub enum SetupError {
     /// The cluster could not be reached or a `[cluster]` setting is wrong.
     #[error(transparent)]
     Cluster(#[from] toolgraph_cluster::ClusterError),
+    /// A `[cache]` setting is wrong.
+    #[error("{0}")]
+    Cache(String),
     /// The store could not be opened (the cause is the error's source).
     #[error("opening the store {url}")]
     Store {

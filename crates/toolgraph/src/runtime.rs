@@ -65,6 +65,8 @@ pub struct Runtime {
     lease_timeout: Duration,
     /// The cluster's dispatch layer, when calls run on workers (`[cluster] nats_url`).
     cluster: Option<toolgraph_cluster::RemoteLayer>,
+    /// The cache of idempotent calls (`[cache] enabled`).
+    cache: Option<toolgraph_cache::CacheLayer>,
 }
 
 /// A lease holder's name: the process, the host, and a random part (two runtimes in one
@@ -242,16 +244,6 @@ impl Runtime {
         extra: Vec<Arc<dyn toolgraph_core::Tool>>,
     ) -> Result<Runtime, SetupError> {
         let (mut executor, servers) = crate::build_executor_with(config, extra).await?;
-        let mut cluster = None;
-        if let Some(options) = crate::cluster_options(config)? {
-            let remote = toolgraph_cluster::RemoteLayer::connect(&options).await?;
-            tracing::info!(
-                coordinator = remote.coordinator(),
-                "calls run on the cluster's workers"
-            );
-            executor = executor.layer(Arc::new(remote.clone()));
-            cluster = Some(remote);
-        }
         let store = if config.store.record {
             Some(
                 toolgraph_store::open(&config.store.url)
@@ -265,6 +257,22 @@ impl Runtime {
         } else {
             None
         };
+        // Outside the cluster's dispatch: a hit never leaves this process, and a cluster
+        // whose coordinators share a Redis cache shares its entries and flights.
+        let cache = crate::cache_layer(config, store.as_ref(), &servers).await?;
+        if let Some(layer) = &cache {
+            executor = executor.layer(Arc::new(layer.clone()));
+        }
+        let mut cluster = None;
+        if let Some(options) = crate::cluster_options(config)? {
+            let remote = toolgraph_cluster::RemoteLayer::connect(&options).await?;
+            tracing::info!(
+                coordinator = remote.coordinator(),
+                "calls run on the cluster's workers"
+            );
+            executor = executor.layer(Arc::new(remote.clone()));
+            cluster = Some(remote);
+        }
         Ok(Runtime {
             executor,
             per_execution: None,
@@ -273,6 +281,7 @@ impl Runtime {
             owner: owner_name(),
             lease_timeout: LEASE_TIMEOUT,
             cluster,
+            cache,
         })
     }
 
@@ -286,6 +295,7 @@ impl Runtime {
             owner: owner_name(),
             lease_timeout: LEASE_TIMEOUT,
             cluster: None,
+            cache: None,
         }
     }
 
@@ -341,6 +351,11 @@ impl Runtime {
     /// The cluster's dispatch layer, when calls run on workers.
     pub fn cluster(&self) -> Option<&toolgraph_cluster::RemoteLayer> {
         self.cluster.as_ref()
+    }
+
+    /// The cache of idempotent calls, when `[cache] enabled`.
+    pub fn cache(&self) -> Option<&toolgraph_cache::CacheLayer> {
+        self.cache.as_ref()
     }
 
     /// Before the process exits: makes sure what must reach others has (the cancellations

@@ -164,6 +164,7 @@ fn replay(stored: &StoredExecution) -> Vec<Arc<LiveEvent>> {
             output: r.output.as_deref(),
             error: r.error.as_ref(),
             worker: r.worker.as_deref(),
+            cached: r.cached,
         };
         push(
             "finished",

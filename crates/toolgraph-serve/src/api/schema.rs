@@ -94,6 +94,8 @@ pub struct CallResult {
     /// The worker process that ran the call (distributed execution); absent when it ran in
     /// this process.
     worker: Option<String>,
+    /// True when the cache answered the call (no tool ran); absent otherwise.
+    cached: Option<bool>,
 }
 
 /// The data of a `finished` event of an execution's event stream: how one call ended.
@@ -122,6 +124,8 @@ pub struct FinishedEvent {
     /// The worker process that ran the call (distributed execution); absent when it ran in
     /// this process.
     worker: Option<String>,
+    /// True when the cache answered the call (no tool ran); absent otherwise.
+    cached: Option<bool>,
 }
 
 /// The timing of one dependency level.
@@ -271,7 +275,11 @@ pub struct ToolStats {
     errors: u64,
     /// errors / count.
     error_rate: f64,
-    /// Mean, ms.
+    /// Calls the cache answered (no tool ran).
+    cache_hits: u64,
+    /// cache_hits / count.
+    hit_rate: f64,
+    /// Mean of the calls that ran the tool, ms.
     mean_ms: f64,
     /// Median, ms.
     p50_ms: f64,

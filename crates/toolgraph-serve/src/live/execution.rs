@@ -226,6 +226,7 @@ impl LiveExecution {
                     duration_ms: 0.0,
                     level: 0,
                     worker: None,
+                    cached: false,
                 },
             })
             .collect();
@@ -355,6 +356,9 @@ pub struct FinishedData<'a> {
     /// this process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<&'a str>,
+    /// True when the cache answered the call (no tool ran); absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 /// The sink an execution reports to: it appends to the execution's log.
@@ -413,6 +417,7 @@ impl EventSink for LiveSink {
             output: outcome.output.map(|o| &**o),
             error: outcome.error,
             worker: outcome.worker,
+            cached: outcome.cached,
         };
         e.push(&mut state, "finished", &data);
         if let Some(slot) = state.ended.get_mut(position) {
@@ -429,6 +434,7 @@ impl EventSink for LiveSink {
                 duration_ms,
                 level: 0,
                 worker: outcome.worker.map(str::to_owned),
+                cached: outcome.cached,
             });
         }
     }

@@ -37,7 +37,7 @@ const STARTED_TAIL: &str = " ON CONFLICT (execution_id, position) DO UPDATE SET 
      started_at = excluded.started_at WHERE tool_calls.status IN ('pending', 'running')";
 const FINISHED_HEAD: &str = concat!(
     "INSERT INTO tool_calls (execution_id, position, status, attempts, queued_ms, started_ms, ",
-    "finished_ms, duration_ms, finished_at, error_kind, error_message, worker, ",
+    "finished_ms, duration_ms, finished_at, error_kind, error_message, worker, cached, ",
     filler_columns!(),
     ") VALUES "
 );
@@ -45,7 +45,7 @@ const FINISHED_TAIL: &str = " ON CONFLICT (execution_id, position) DO UPDATE SET
      attempts = excluded.attempts, queued_ms = excluded.queued_ms, started_ms = excluded.started_ms, \
      finished_ms = excluded.finished_ms, duration_ms = excluded.duration_ms, \
      finished_at = excluded.finished_at, error_kind = excluded.error_kind, \
-     error_message = excluded.error_message, worker = excluded.worker";
+     error_message = excluded.error_message, worker = excluded.worker, cached = excluded.cached";
 
 pub(super) struct Batch {
     rows: usize,
@@ -100,6 +100,7 @@ impl Batch {
                         Param::OptText(kind),
                         Param::OptText(end.error.map(|e| e.message)),
                         Param::OptText(end.worker),
+                        Param::Int(i64::from(end.cached)),
                     ]);
                     if let Some(out) = end.output {
                         let text = out.to_string();

@@ -169,6 +169,7 @@ fn ended() -> CallOutcome<'static> {
         started_ms: Some(0.0),
         finished_ms: 1.0,
         worker: None,
+        cached: false,
     }
 }
 

@@ -1409,3 +1409,105 @@ pub async fn the_worker_that_ran_a_call_reads_back_with_it(store: Arc<dyn Execut
     let stored = store.load(&id).await.expect("load");
     assert_eq!(workers(&stored.result), want);
 }
+
+pub async fn cache_entries_answer_until_they_expire_and_are_replaced_deleted_or_pruned(
+    store: Arc<dyn ExecutionStore>,
+) {
+    let key = format!("k-{}", uuid::Uuid::new_v4().simple());
+    assert_eq!(store.cache_get(&key).await.expect("get"), None);
+    store
+        .cache_put(&key, "t", r#"{"ok":1}"#, 60_000)
+        .await
+        .expect("put");
+    assert_eq!(
+        store.cache_get(&key).await.expect("get").as_deref(),
+        Some(r#"{"ok":1}"#)
+    );
+    // A second put replaces the entry (a corrupt one is overwritten this way).
+    store
+        .cache_put(&key, "t", r#"{"ok":2}"#, 60_000)
+        .await
+        .expect("put again");
+    assert_eq!(
+        store.cache_get(&key).await.expect("get").as_deref(),
+        Some(r#"{"ok":2}"#)
+    );
+    assert!(store.cache_delete(&key).await.expect("delete"));
+    assert!(!store.cache_delete(&key).await.expect("delete again"));
+    assert_eq!(store.cache_get(&key).await.expect("get"), None);
+
+    // A short ttl: the entry stops answering, and pruning removes it.
+    let short = format!("{key}-short");
+    store
+        .cache_put(&short, "t", "{}", 1)
+        .await
+        .expect("put short");
+    store
+        .cache_put(&key, "t", "{}", 60_000)
+        .await
+        .expect("put long");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.cache_get(&short).await.expect("get"), None, "expired");
+    assert!(store.cache_prune().await.expect("prune") >= 1);
+    assert!(!store.cache_delete(&short).await.expect("gone"), "pruned");
+    assert!(store.cache_get(&key).await.expect("get").is_some(), "kept");
+    // Expired entries are replaced like any other.
+    store
+        .cache_put(&short, "t", "{}", 60_000)
+        .await
+        .expect("put again");
+    assert!(store.cache_get(&short).await.expect("get").is_some());
+}
+
+/// Plays a cache: a call whose arguments say `"cached": true` is answered without its
+/// tool and marked cached on its meter.
+struct AnswersCached;
+struct AnswersCachedService(Arc<dyn CallService>);
+
+impl Layer for AnswersCached {
+    fn layer(&self, inner: Arc<dyn CallService>) -> Arc<dyn CallService> {
+        Arc::new(AnswersCachedService(inner))
+    }
+}
+
+impl CallService for AnswersCachedService {
+    fn call(&self, request: CallRequest) -> CallFuture {
+        if request.args.get("cached").is_some() {
+            request.meter.set_cached(tokio::time::Instant::now());
+            let out = (*request.args).clone();
+            return Box::pin(async move { Ok(out) });
+        }
+        self.0.call(request)
+    }
+}
+
+pub async fn a_cached_call_reads_back_cached_and_counts_as_a_hit_in_the_statistics(
+    store: Arc<dyn ExecutionStore>,
+) {
+    let probe = Probe::new();
+    let executor = executor(&probe).layer(Arc::new(AnswersCached));
+    let since = now_ms() - 1;
+    let (id, ran) = record(
+        &*store,
+        &executor,
+        vec![
+            ToolCall::new("fresh", "t", json!({"ms": 5})),
+            ToolCall::new("hit", "t", json!({"cached": true})),
+        ],
+    )
+    .await;
+    assert_eq!(probe.invocations(), 1);
+    let cached =
+        |r: &ParallelExecutionResult| r.results.iter().map(|c| c.cached).collect::<Vec<_>>();
+    assert_eq!(cached(&ran), [false, true]);
+    let stored = store.load(&id).await.expect("load");
+    assert_eq!(cached(&stored.result), [false, true]);
+    assert_eq!(stored.result.results[1].attempts, 0);
+    let stats = store
+        .performance_stats(since, Some("t"))
+        .await
+        .expect("stats");
+    let t = &stats.tools["t"];
+    assert_eq!((t.count, t.cache_hits), (2, 1));
+    assert_eq!(t.hit_rate, 0.5);
+}
