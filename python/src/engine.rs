@@ -592,6 +592,7 @@ fn result_dict(py: Python<'_>, execution: Execution) -> PyResult<Bound<'_, PyDic
         d.set_item(intern!(py, "duration_ms"), r.duration_ms)?;
         d.set_item(intern!(py, "level"), r.level)?;
         d.set_item(intern!(py, "worker"), r.worker.as_deref())?;
+        d.set_item(intern!(py, "cached"), r.cached)?;
         results.append(d)?;
     }
     out.set_item(intern!(py, "results"), results)?;

@@ -593,6 +593,42 @@ def test_from_config_mixes_builtin_tools_with_python_tools(tmp_path: Path) -> No
     assert {"shout", "file_read", "sleep", "http_fetch"} <= names
 
 
+def test_from_config_caches_idempotent_python_tools(tmp_path: Path) -> None:
+    (tmp_path / "toolgraph.toml").write_text(
+        '[store]\nrecord = false\n[cache]\nenabled = true\nbackend = "memory"\n'
+        '[tools.lookup]\nversion = "2"\n'
+    )
+    seen: List[str] = []
+
+    @tool(idempotent=True)
+    async def lookup(q: str) -> str:
+        seen.append(q)
+        await asyncio.sleep(0.01)
+        return q.upper()
+
+    @tool
+    async def note(q: str) -> str:  # not idempotent: never cached
+        seen.append("note " + q)
+        return q
+
+    ex = ParallelExecutor.from_config(
+        str(tmp_path / "toolgraph.toml"), skills={"lookup": lookup, "note": note}
+    )
+    calls = [
+        {"id": "a", "name": "lookup", "arguments": {"q": "x"}},
+        {"id": "b", "name": "lookup", "arguments": {"q": "x"}},  # in flight with a: runs once
+        {"id": "n", "name": "note", "arguments": {"q": "x"}},
+    ]
+    first = ex.execute_parallel_sync(calls)
+    assert first.success, first.errors
+    assert sorted(seen) == ["note x", "x"]
+    assert [r["cached"] for r in first.results].count(True) == 1
+    second = ex.execute_parallel_sync(calls)
+    assert [r["data"] for r in second.results] == ["X", "X", "x"]
+    assert [r["cached"] for r in second.results] == [True, True, False]
+    assert sorted(seen) == ["note x", "note x", "x"]
+
+
 def test_sync_entry_point_refuses_a_running_loop() -> None:
     ex = ParallelExecutor({})
 
