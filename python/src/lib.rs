@@ -63,6 +63,13 @@ fn blocking_threads() -> usize {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // Work a layer spawns for a call (the cache's shared run) keeps the call's bridge.
+    toolgraph::engine::layer::set_context_hook(Box::new(|work| {
+        match bridge::CURRENT.try_with(std::sync::Arc::clone) {
+            Ok(bridge) => Box::pin(bridge::CURRENT.scope(bridge, work)),
+            Err(_) => work,
+        }
+    }));
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("ToolGraphError", py.get_type::<ToolGraphError>())?;
     m.add("InputError", py.get_type::<InputError>())?;

@@ -316,7 +316,16 @@ impl Shared {
         this.misses.fetch_add(1, Ordering::Relaxed);
         let id = this.next_flight.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(None);
-        let task = tokio::spawn(fly(this.clone(), key.clone(), id, ttl, request, inner));
+        // The run keeps the leader's task-local context (an embedder's, e.g. the Python
+        // package's event-loop bridge).
+        let task = tokio::spawn(toolgraph_engine::layer::carry_context(Box::pin(fly(
+            this.clone(),
+            key.clone(),
+            id,
+            ttl,
+            request,
+            inner,
+        ))));
         flights.insert(
             key.clone(),
             Flight {

@@ -287,6 +287,28 @@ impl CallService for Invoke {
     }
 }
 
+/// What an embedder hooks in so that work a layer *spawns* for a call (the cache's shared
+/// run) keeps the task-local context the call's own future has — the Python package's
+/// bridge to the caller's event loop lives in a tokio task-local, which `tokio::spawn`
+/// does not carry.
+pub type ContextHook = dyn Fn(BoxFuture<'static, ()>) -> BoxFuture<'static, ()> + Send + Sync;
+
+static CONTEXT_HOOK: OnceLock<Box<ContextHook>> = OnceLock::new();
+
+/// Installs the process's [`ContextHook`] (once; later calls return false).
+pub fn set_context_hook(hook: Box<ContextHook>) -> bool {
+    CONTEXT_HOOK.set(hook).is_ok()
+}
+
+/// `work`, wrapped by the context hook when one is installed. A layer that spawns work for
+/// a call calls this in the call's own future (where the context is) and spawns the result.
+pub fn carry_context(work: BoxFuture<'static, ()>) -> BoxFuture<'static, ()> {
+    match CONTEXT_HOOK.get() {
+        Some(hook) => hook(work),
+        None => work,
+    }
+}
+
 /// The standard stack around [`Invoke`]: durability gate, then `extra` layers (first =
 /// outermost), then timeout, retry and panic catching.
 pub fn stack(extra: &[Arc<dyn Layer>]) -> Arc<dyn CallService> {
