@@ -184,7 +184,8 @@ impl CallService for CacheService {
         let ttl = tool.and_then(|t| t.ttl).unwrap_or(self.shared.policy.ttl);
         let shared = self.shared.clone();
         let inner = self.inner.clone();
-        Box::pin(async move {
+        let timeout = request.policy.timeout;
+        let work = async move {
             let lookup = Instant::now();
             if let Some(entry) = shared.get(&key).await {
                 shared.hits.fetch_add(1, Ordering::Relaxed);
@@ -192,18 +193,8 @@ impl CallService for CacheService {
                 return answer(entry);
             }
             let meter = request.meter.clone();
-            let timeout = request.policy.timeout;
             let (mut waiter, leader) = Shared::join(&shared, key, ttl, request, inner);
-            let outcome = match timeout {
-                None => waiter.result().await,
-                Some(limit) => {
-                    let left = limit.saturating_sub(lookup.elapsed());
-                    match tokio::time::timeout(left, waiter.result()).await {
-                        Ok(outcome) => outcome,
-                        Err(_) => return Err(Failure::Timeout(limit)),
-                    }
-                }
-            };
+            let outcome = waiter.result().await;
             match outcome {
                 Some(o) => {
                     if !(leader && o.ran) {
@@ -216,7 +207,18 @@ impl CallService for CacheService {
                     message: "the shared run of this call ended without a result".into(),
                 })),
             }
-        })
+        };
+        // The caller's own deadline bounds everything it waits for: the lookup (a backend
+        // that accepts but never answers) as much as the flight.
+        match timeout {
+            None => Box::pin(work),
+            Some(limit) => Box::pin(async move {
+                match tokio::time::timeout(limit, work).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Failure::Timeout(limit)),
+                }
+            }),
+        }
     }
 }
 
@@ -377,8 +379,64 @@ async fn fly(
     mut request: CallRequest,
     inner: Arc<dyn CallService>,
 ) {
+    let mut guard = LandOnDrop {
+        shared: shared.clone(),
+        key: key.clone(),
+        id,
+        landed: false,
+    };
     let outcome = fly_inner(&shared, &key, ttl, &mut request, inner).await;
+    guard.landed = true;
     shared.land(&key, id, outcome);
+}
+
+/// Answers a flight's waiters when its task ends without an outcome — a panic in a layer
+/// below (or in a tool's `resources`) — so no waiter, and no later identical call that
+/// would join the flight, waits for ever. (When the flight was aborted because nobody
+/// waits, it is gone from the map and this does nothing.)
+struct LandOnDrop {
+    shared: Arc<Shared>,
+    key: String,
+    id: u64,
+    landed: bool,
+}
+
+impl Drop for LandOnDrop {
+    fn drop(&mut self) {
+        if !self.landed {
+            let failure = Failure::Panic("the shared run of this call panicked".into());
+            self.shared.land(
+                &self.key,
+                self.id,
+                Outcome {
+                    result: Err(failure),
+                    ran: true,
+                },
+            );
+        }
+    }
+}
+
+/// Gives a cross-process lock back when its flight ends without doing so (aborted because
+/// nobody waits, or panicked): the next identical call does not wait out the lease.
+struct UnlockOnDrop {
+    backend: Arc<dyn CacheBackend>,
+    key: String,
+    armed: bool,
+}
+
+impl Drop for UnlockOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (backend, key) = (self.backend.clone(), std::mem::take(&mut self.key));
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = backend.unlock(&key).await;
+            });
+        }
+    }
 }
 
 async fn fly_inner(
@@ -397,12 +455,18 @@ async fn fly_inner(
     }
     let failure_key = format!("{key}!failed");
     let mut locked = false;
+    let mut unlock_guard = UnlockOnDrop {
+        backend: shared.backend.clone(),
+        key: key.to_owned(),
+        armed: false,
+    };
     if shared.backend.shared() {
         let mut pause = Duration::from_millis(5);
         loop {
             match shared.backend.try_lock(key, shared.policy.lock_lease).await {
                 Ok(true) => {
                     locked = true;
+                    unlock_guard.armed = true;
                     // A failure an earlier flight announced is not this one's.
                     if let Err(e) = shared.backend.delete(&failure_key).await {
                         shared.warn(&e);
@@ -474,6 +538,7 @@ async fn fly_inner(
         }
         Err(_) => {}
     }
+    unlock_guard.armed = false;
     if locked && let Err(e) = shared.backend.unlock(key).await {
         shared.warn(&e);
     }

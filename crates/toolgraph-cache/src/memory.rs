@@ -108,6 +108,10 @@ impl CacheBackend for MemoryBackend {
     }
 }
 
+/// How long an entry read from behind stays in front (the front keeps what this process
+/// wrote for its own ttl).
+const REFILL_TTL: Duration = Duration::from_secs(1);
+
 /// `memory` in front of another backend (the service's choice): reads try memory first, and
 /// fill it from the backend behind; writes go to both. An entry read from behind is kept in
 /// front for `front_ttl` at most, so the front may answer that long after the entry behind
@@ -149,7 +153,12 @@ impl CacheBackend for Tiered {
             }
             let found = self.back.get(key).await?;
             if let Some(entry) = &found {
-                self.front.put(key, "", entry, self.front_ttl).await?;
+                // How long the entry has left behind is not known here: kept in front at
+                // most REFILL_TTL, so an entry that expired behind (a tool's shorter ttl, a
+                // failure notice) answers at most that much longer.
+                self.front
+                    .put(key, "", entry, self.front_ttl.min(REFILL_TTL))
+                    .await?;
             }
             Ok(found)
         })

@@ -400,3 +400,39 @@ async fn a_negative_ttl_keeps_permanent_errors_only() {
             .cached
     );
 }
+
+/// A service below the cache that panics (a layer's bug, a tool's `resources` raising).
+struct Panicking;
+
+impl toolgraph_engine::layer::CallService for Panicking {
+    fn call(
+        &self,
+        _request: toolgraph_engine::layer::CallRequest,
+    ) -> toolgraph_engine::layer::CallFuture {
+        Box::pin(async { panic!("a layer below the cache panicked") })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flight_that_panics_answers_every_waiter_and_the_next_identical_call_runs_anew() {
+    use toolgraph_engine::layer::{CallRequest, Failure, Layer};
+    let probe = Probe::new();
+    let layer = CacheLayer::new(memory(), CachePolicy::default());
+    let service = layer.layer(Arc::new(Panicking));
+    let tool: Arc<dyn toolgraph_core::Tool> = Arc::new(ScriptedTool::with_spec(
+        ToolSpec::new("t").idempotent(),
+        &probe,
+    ));
+    let request = |id: &str| CallRequest::new(tool.clone(), json!({"q": 1}), id);
+    let both = futures_util::future::join(service.call(request("a")), service.call(request("b")));
+    let (a, b) = tokio::time::timeout(Duration::from_secs(60), both)
+        .await
+        .expect("no waiter hangs on a flight that panicked");
+    assert!(matches!(a, Err(Failure::Panic(_))), "{a:?}");
+    assert!(matches!(b, Err(Failure::Panic(_))), "{b:?}");
+    assert_eq!(layer.flights(), 0, "the dead flight is gone");
+    let again = tokio::time::timeout(Duration::from_secs(60), service.call(request("c")))
+        .await
+        .expect("a later identical call does not join a dead flight");
+    assert!(matches!(again, Err(Failure::Panic(_))), "{again:?}");
+}

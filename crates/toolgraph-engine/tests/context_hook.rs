@@ -20,7 +20,7 @@ async fn spawned_work_keeps_the_callers_task_local_once_a_hook_carries_it() {
     let (tx, rx) = tokio::sync::oneshot::channel();
     BRIDGE
         .scope(Arc::from("loop-1"), async {
-            tokio::spawn(carry_context(seen(tx)))
+            tokio::spawn(carry_context(seen(tx)));
         })
         .await;
     assert_eq!(rx.await.expect("answered"), None);
@@ -35,7 +35,7 @@ async fn spawned_work_keeps_the_callers_task_local_once_a_hook_carries_it() {
     let (tx, rx) = tokio::sync::oneshot::channel();
     BRIDGE
         .scope(Arc::from("loop-1"), async {
-            tokio::spawn(carry_context(seen(tx)))
+            tokio::spawn(carry_context(seen(tx)));
         })
         .await;
     assert_eq!(rx.await.expect("answered").as_deref(), Some("loop-1"));

@@ -101,6 +101,8 @@ pub struct McpServer {
     /// The current child's process id; 0 when none (HTTP, or down).
     pid: AtomicU32,
     tools: Vec<rmcp::model::Tool>,
+    /// The version the server gave in its `initialize` answer (`serverInfo.version`).
+    server_version: Option<String>,
 }
 
 impl std::fmt::Debug for McpServer {
@@ -126,6 +128,12 @@ impl McpServer {
         let target = config.target();
         let session = open(config, &target, &stderr, 1).await?;
         let pid = session.pid();
+        let server_version = session
+            .service
+            .peer()
+            .peer_info()
+            .and_then(|info| info.server_info.as_ref().map(|i| i.version.clone()))
+            .filter(|v| !v.is_empty());
 
         let startup = |stage, message: String, stderr: &StderrTail| McpError::Startup {
             server: config.name.clone(),
@@ -176,7 +184,14 @@ impl McpServer {
             }),
             pid: AtomicU32::new(pid.unwrap_or(0)),
             tools,
+            server_version,
         }))
+    }
+
+    /// The version the server named in its `initialize` answer, when it named one (part of
+    /// its tools' cache keys: a new server version never answers from an old one's entries).
+    pub fn server_version(&self) -> Option<&str> {
+        self.server_version.as_deref()
     }
 
     /// The server's name (the namespace of its tools).

@@ -82,6 +82,12 @@ async fn everything_server_outputs_are_structured_text_or_blocks() {
     let server = McpServer::connect(&config)
         .await
         .expect("the server starts");
+    // The reference server names its version in `initialize` (part of its tools' cache keys).
+    assert!(
+        server.server_version().is_some_and(|v| !v.is_empty()),
+        "server version: {:?}",
+        server.server_version()
+    );
     let structured = server
         .call_tool(
             "get-structured-content",

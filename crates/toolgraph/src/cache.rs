@@ -4,8 +4,8 @@
 //! handed to `toolgraph_cache::CacheLayer`.
 //!
 //! A tool's version is part of its keys: `[tools.NAME] version` when the operator gives
-//! one; for an MCP tool, `mcp:` and its server's name otherwise (toolgraph-mcp does not
-//! expose the server's own version); empty for the rest.
+//! one; for an MCP tool, `mcp:SERVER:VERSION` otherwise (the server's name and the version
+//! its `initialize` answer gave; `mcp:SERVER` when it gave none); empty for the rest.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +96,10 @@ pub fn cache_policy(config: &Config, servers: &[Arc<McpServer>]) -> CachePolicy 
                 ToolCachePolicy {
                     enabled: true,
                     ttl: None,
-                    version: format!("mcp:{}", server.name()),
+                    version: match server.server_version() {
+                        Some(v) => format!("mcp:{}:{v}", server.name()),
+                        None => format!("mcp:{}", server.name()),
+                    },
                 },
             );
         }

@@ -507,6 +507,12 @@ impl CallService for Adaptive {
                 meter: request.meter.clone(),
                 state,
             };
+            // A paused key is waited out before any slot is taken, so an attempt to a
+            // host that said Retry-After holds no slot of its tool meanwhile (calls to other
+            // hosts go on); a pause set while it waited for its slots is waited out after.
+            for key in &keys {
+                key.wait_pause().await;
+            }
             for key in keys.iter().filter(|k| k.adaptive) {
                 let epoch = key.acquire().await;
                 held.slots.push((key.clone(), epoch));
