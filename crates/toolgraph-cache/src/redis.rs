@@ -71,7 +71,13 @@ impl RedisBackend {
         let made = self
             .connection
             .get_or_try_init(|| async {
-                match tokio::time::timeout(OP_TIMEOUT, self.client.get_connection_manager()).await {
+                // One try, bounded: the manager's default is six tries with backoff, which
+                // made a refused connection cost each process a whole OP_TIMEOUT.
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_number_of_retries(1)
+                    .set_connection_timeout(Some(OP_TIMEOUT));
+                let made = self.client.get_connection_manager_with_config(config);
+                match tokio::time::timeout(OP_TIMEOUT, made).await {
                     Ok(Ok(c)) => Ok(c),
                     Ok(Err(e)) => Err(CacheError::Backend(format!("{}: {e}", self.url))),
                     Err(_) => Err(CacheError::Backend(format!(
