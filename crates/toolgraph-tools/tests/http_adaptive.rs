@@ -59,6 +59,18 @@ async fn serve(State(s): State<Arc<Server>>) -> Response {
     "ok".into_response()
 }
 
+/// Serves `router` on a loopback port; the URL of its `/item`.
+async fn serve_on_loopback(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let port = listener.local_addr().expect("local address").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    format!("http://127.0.0.1:{port}/item")
+}
+
 async fn start(retry_after: bool) -> (String, Arc<Server>) {
     let server = Arc::new(Server {
         running: AtomicUsize::new(0),
@@ -69,14 +81,7 @@ async fn start(retry_after: bool) -> (String, Arc<Server>) {
     let router = Router::new()
         .route("/item", get(serve))
         .with_state(server.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a loopback port");
-    let port = listener.local_addr().expect("local address").port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    (format!("http://127.0.0.1:{port}/item"), server)
+    (serve_on_loopback(router).await, server)
 }
 
 /// What one run measured.
@@ -223,14 +228,7 @@ async fn start_recording() -> (String, Arc<Mutex<Vec<Instant>>>) {
             }),
         )
         .with_state(arrivals.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a loopback port");
-    let port = listener.local_addr().expect("local address").port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    (format!("http://127.0.0.1:{port}/item"), arrivals)
+    (serve_on_loopback(router).await, arrivals)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
