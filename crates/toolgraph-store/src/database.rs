@@ -32,6 +32,10 @@ pub enum Backend {
     Postgres,
 }
 
+/// The head of the multi-row insert of `performance_metrics` rows (figures and adaptive
+/// limits alike).
+const INSERT_METRICS: &str = "INSERT INTO performance_metrics (execution_id, name, value, unit, metadata, recorded_at) VALUES ";
+
 impl Backend {
     /// `WHERE` terms (and order) for the executions whose id is `$1` or after it in byte
     /// order: the ids that start with a prefix come first, together.
@@ -220,14 +224,7 @@ impl Store {
             })
             .collect();
         if !rows.is_empty() {
-            sql::insert_rows(
-                &mut tx,
-                "INSERT INTO performance_metrics (execution_id, name, value, unit, metadata, recorded_at) VALUES ",
-                &rows,
-                "",
-                "",
-            )
-            .await?;
+            sql::insert_rows(&mut tx, INSERT_METRICS, &rows, "", "").await?;
         }
         tx.commit().await?;
         Ok(())
@@ -294,14 +291,7 @@ impl Store {
                 ]
             })
             .collect();
-        sql::insert_rows(
-            &mut tx,
-            "INSERT INTO performance_metrics (execution_id, name, value, unit, metadata, recorded_at) VALUES ",
-            &rows,
-            "",
-            "",
-        )
-        .await?;
+        sql::insert_rows(&mut tx, INSERT_METRICS, &rows, "", "").await?;
         tx.commit().await?;
         Ok(())
     }
