@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use serde_json::Value;
 use toolgraph::core::{
-    ParallelExecutorConfig, ToolCall, ToolSet, ToolSpec, error_chain, parse_tool_calls,
+    ParallelExecutorConfig, Problem, ToolCall, ToolSet, ToolSpec, error_chain, parse_tool_calls,
 };
 use toolgraph::engine::{DependencyGraph, GraphNode, Plan};
 use toolgraph::{Config, ExecuteOptions, Execution, ParallelExecutor, Runtime, RuntimeError};
@@ -147,32 +147,31 @@ fn calls_of(
             let mut items = Vec::with_capacity(list.len());
             for (position, item) in list.iter().enumerate() {
                 let value = convert::from_py(&item, fallback).map_err(|err| {
-                    InputError::new_err(format!(
-                        "{}: cannot be read as JSON: {}",
-                        call_label(&item, position),
-                        err.value(py)
-                    ))
+                    let message = format!("cannot be read as JSON: {}", err.value(py));
+                    InputError::new_err(problem_of(&item, position, message).to_string())
                 })?;
                 items.push(value);
             }
             Value::Array(items)
         }
-        Err(_) => convert::from_py(calls, fallback)
-            .map_err(|err| InputError::new_err(format!("input: {}", err.value(py))))?,
+        Err(_) => convert::from_py(calls, fallback).map_err(|err| {
+            InputError::new_err(Problem::input(err.value(py).to_string()).to_string())
+        })?,
     };
     py.detach(|| parse_tool_calls(&value))
         .map_err(|e| InputError::new_err(e.to_string()))
 }
 
-/// How an error names a call it could not convert: `call ID`, else `call #POSITION`.
-fn call_label(item: &Bound<'_, PyAny>, position: usize) -> String {
+/// A problem with a call that could not be converted, named by its id when it has one
+/// (worded like every other problem with a call).
+fn problem_of(item: &Bound<'_, PyAny>, position: usize, message: String) -> Problem {
     let id = match item.cast::<PyDict>() {
         Ok(dict) => dict.get_item("id").ok().flatten(),
         Err(_) => item.getattr("id").ok(),
     };
     match id.and_then(|id| id.extract::<String>().ok()) {
-        Some(id) => format!("call {id}"),
-        None => format!("call #{position}"),
+        Some(id) => Problem::call(position, id, message),
+        None => Problem::position(position, message),
     }
 }
 
