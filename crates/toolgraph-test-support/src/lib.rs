@@ -5,15 +5,18 @@
 //! happened: invocations, peak concurrency, live calls, and a log of starts and ends in
 //! order. [`Gate`] holds calls until the test opens it. [`skip`] is how a test skips a
 //! check that needs a service or program this machine lacks (counted by `cargo test-all`).
-//! [`isolated`] runs the `toolgraph` binary as a new user would, never as the developer.
+//! [`isolated`] runs the `toolgraph` binary as a new user would, never as the developer;
+//! [`Terminal`] runs a command in a real terminal (tmux) for tests of interactive commands.
 
 mod http_server;
 mod process;
 mod skip;
+mod terminal;
 
 pub use http_server::CountingServer;
 pub use process::{isolated, test_home};
 pub use skip::{REQUIRE_VAR, SKIP_LOG_VAR, skip};
+pub use terminal::Terminal;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -29,6 +29,13 @@ pub fn test_home() -> PathBuf {
 /// [`test_home`]. Set what the test needs on the returned command (later settings win).
 pub fn isolated(binary: impl AsRef<Path>) -> Command {
     let mut cmd = Command::new(binary.as_ref());
+    isolate(&mut cmd);
+    cmd
+}
+
+/// Takes the caller's toolgraph, model and log variables out of `cmd`'s environment and
+/// puts its home in [`test_home`], as [`isolated`] does.
+pub(crate) fn isolate(cmd: &mut Command) {
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("TOOLGRAPH_") {
             cmd.env_remove(&name);
@@ -41,5 +48,4 @@ pub fn isolated(binary: impl AsRef<Path>) -> Command {
     cmd.env("HOME", &home)
         .env("XDG_DATA_HOME", home.join("data"))
         .env("XDG_CONFIG_HOME", home.join("config"));
-    cmd
 }
