@@ -15,7 +15,9 @@
 //! 5. The Python package (`python/`), whatever cargo's tests gave: a virtual environment
 //!    `<target>/python-tests` with `python/requirements-test.txt` installed (re-made when that
 //!    file changes), `pip install --no-build-isolation ./python` into it (maturin builds the
-//!    extension, release, in the target folder), `pytest python/tests` with the same
+//!    extension in the dev profile, in the target folder: the tests check behaviour, and
+//!    most of what it needs is left there by cargo's tests — a release build of the whole
+//!    runtime took minutes), `pytest python/tests` with the same
 //!    variables and skip log (`python/tests/conftest.py` writes the lines), and
 //!    `mypy --strict` over `python/examples` and `python/toolgraph` (those holding Python
 //!    files). No `python3` 3.11+ (or no way to install the requirements) is a skipped check.
@@ -287,9 +289,9 @@ fn python_tests(
             }
         }
     };
-    // maturin (the venv's) builds the extension in release mode, in the target folder.
+    // maturin (the venv's) builds the extension in the dev profile, in the target folder.
     let installed = step(
-        "pip install --no-build-isolation ./python (cargo build --release of the extension)",
+        "pip install --no-build-isolation ./python (a dev build of the extension)",
         Command::new(&python)
             .args([
                 "-m",
@@ -299,7 +301,7 @@ fn python_tests(
                 "--disable-pip-version-check",
             ])
             .args(["--no-build-isolation", "./python"])
-            .env("MATURIN_PEP517_ARGS", "--locked"),
+            .env("MATURIN_PEP517_ARGS", "--locked --profile dev"),
     );
     if !installed {
         return false;
