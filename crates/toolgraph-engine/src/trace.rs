@@ -8,6 +8,8 @@
 //! not succeed sets `otel.status_code = "ERROR"` and `error.type`. Everything else is
 //! toolgraph's own (`toolgraph.*` is not used: plain names read better in logs).
 //!
+//! Counts are recorded as `i64` (OpenTelemetry has no unsigned integers).
+//!
 //! Invariant: with no subscriber interested, nothing here allocates or formats — every span
 //! is `Span::none()` and every `record_*` returns at its first check; the scheduler keeps
 //! its per-call bookkeeping for the `limit` field only when the execution span is enabled.
@@ -50,6 +52,12 @@ impl Waited {
     }
 }
 
+/// A count as a signed integer: OpenTelemetry's integers are i64, and the bridge exports
+/// an unsigned value as text.
+fn int(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// The span of one execution; ids are set by the caller ([`RunOptions`](crate::RunOptions)).
 pub(crate) fn execution_span(
     calls: usize,
@@ -61,8 +69,8 @@ pub(crate) fn execution_span(
         "execution",
         execution.id = Empty,
         session.id = Empty,
-        calls,
-        edges,
+        calls = int(calls),
+        edges = int(edges),
         success = Empty,
         makespan_ms = Empty,
         speedup = Empty,
@@ -102,7 +110,7 @@ pub(crate) fn call_span(call_id: &str, tool: &str, position: usize, limit: Optio
         gen_ai.operation.name = "execute_tool",
         gen_ai.tool.name = tool,
         gen_ai.tool.call.id = call_id,
-        position,
+        position = int(position),
         status = Empty,
         queue_ms = Empty,
         run_ms = Empty,
@@ -112,7 +120,7 @@ pub(crate) fn call_span(call_id: &str, tool: &str, position: usize, limit: Optio
         worker = Empty,
         error.type = Empty,
         otel.status_code = Empty,
-        otel.status_message = Empty,
+        otel.status_description = Empty,
     );
     if span.is_disabled() {
         return span;
@@ -156,7 +164,7 @@ pub(crate) fn record_call_end(span: &Span, end: CallEnd<'_>) {
         );
     }
     span.record("status", end.status.as_str());
-    span.record("attempts", end.attempts);
+    span.record("attempts", i64::from(end.attempts));
     span.record("cached", end.cached);
     if let Some(worker) = end.worker {
         span.record("worker", worker);
@@ -165,7 +173,7 @@ pub(crate) fn record_call_end(span: &Span, end: CallEnd<'_>) {
         span.record("otel.status_code", "ERROR");
         if let Some(e) = end.error {
             span.record("error.type", tracing::field::debug(e.kind));
-            span.record("otel.status_message", e.message.as_str());
+            span.record("otel.status_description", e.message.as_str());
         }
     }
 }
@@ -174,7 +182,7 @@ pub(crate) fn record_call_end(span: &Span, end: CallEnd<'_>) {
 pub(crate) fn attempt_span(number: u32) -> Span {
     tracing::info_span!(
         "attempt",
-        number,
+        number = i64::from(number),
         outcome = Empty,
         error.kind = Empty,
         otel.status_code = Empty,

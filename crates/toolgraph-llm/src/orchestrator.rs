@@ -260,9 +260,18 @@ impl ToolOrchestrator {
         );
         let out = self.run_turns(prompt).instrument(span.clone()).await;
         if let Ok(out) = &out {
-            span.record("iterations", out.iterations);
-            span.record("gen_ai.usage.input_tokens", out.usage.input_tokens);
-            span.record("gen_ai.usage.output_tokens", out.usage.output_tokens);
+            span.record(
+                "iterations",
+                i64::try_from(out.iterations).unwrap_or(i64::MAX),
+            );
+            span.record(
+                "gen_ai.usage.input_tokens",
+                i64::try_from(out.usage.input_tokens).unwrap_or(i64::MAX),
+            );
+            span.record(
+                "gen_ai.usage.output_tokens",
+                i64::try_from(out.usage.output_tokens).unwrap_or(i64::MAX),
+            );
         }
         out
     }
@@ -398,8 +407,14 @@ impl ToolOrchestrator {
             .await;
         match &result {
             Ok(turn) => {
-                span.record("gen_ai.usage.input_tokens", turn.usage.input_tokens);
-                span.record("gen_ai.usage.output_tokens", turn.usage.output_tokens);
+                span.record(
+                    "gen_ai.usage.input_tokens",
+                    i64::try_from(turn.usage.input_tokens).unwrap_or(i64::MAX),
+                );
+                span.record(
+                    "gen_ai.usage.output_tokens",
+                    i64::try_from(turn.usage.output_tokens).unwrap_or(i64::MAX),
+                );
                 span.record(
                     "gen_ai.response.finish_reasons",
                     tracing::field::debug(&turn.finish_reason),

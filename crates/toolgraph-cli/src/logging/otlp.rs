@@ -65,6 +65,13 @@ impl Exporter {
         {
             builder = builder.with_timeout(REQUEST_TIMEOUT);
         }
+        // Both encodings are built in, and the crate's own default is then JSON: protobuf
+        // is the protocol's default, so it is ours unless a variable asks for http/json.
+        if set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").is_none()
+            && set("OTEL_EXPORTER_OTLP_PROTOCOL").is_none()
+        {
+            builder = builder.with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+        }
         let exporter = builder
             .build()
             .map_err(|e| format!("traces will not be sent to {endpoint}: {e}"))?;
