@@ -271,3 +271,75 @@ fn log_format_json_writes_json_lines_with_the_spans_fields() {
         .unwrap_or_else(|| panic!("no attempt line:\n{stderr}"));
     assert_eq!(attempt["spans"][1]["name"], "call", "{attempt}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_sends_a_model_request_span_per_turn_with_its_executions_in_the_same_trace() {
+    let (url, seen) = receiver().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    // The notes the script reads, copied: the test writes nothing into the source tree.
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("notes")).expect("mkdir");
+    for entry in std::fs::read_dir(examples.join("workspace/notes")).expect("notes") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("a name").to_owned();
+        std::fs::copy(&path, root.join("notes").join(name)).expect("copy");
+    }
+    let script = examples.join("chat-script.json");
+    let out = tokio::task::spawn_blocking(move || {
+        toolgraph()
+            .arg("chat")
+            .arg("What is left to do in my notes?")
+            .arg("--mock")
+            .arg(&script)
+            .arg("--root")
+            .arg(&root)
+            .args(["--no-record", "--quiet", "--json"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &url)
+            .output()
+            .expect("toolgraph chat")
+    })
+    .await
+    .expect("joined");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let spans = seen.lock().expect("lock").clone();
+    let agents: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "invoke_agent toolgraph")
+        .collect();
+    assert_eq!(
+        agents.len(),
+        1,
+        "{:#?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    let agent = agents[0];
+    assert!(
+        spans.iter().all(|s| s.trace_id == agent.trace_id),
+        "one trace"
+    );
+    let requests: Vec<&Span> = spans
+        .iter()
+        .filter(|s| string(s, "gen_ai.operation.name") == Some("chat"))
+        .collect();
+    assert!(
+        requests.len() >= 2,
+        "a turn with tool calls, then the answer"
+    );
+    for request in &requests {
+        assert_eq!(request.parent_span_id, agent.span_id);
+        let model = string(request, "gen_ai.request.model").expect("model");
+        assert_eq!(request.name, format!("chat {model}"));
+        assert_eq!(string(request, "gen_ai.provider.name"), Some("openai"));
+        assert!(matches!(
+            attribute(request, "gen_ai.usage.input_tokens"),
+            Some(Any::IntValue(n)) if *n > 0
+        ));
+    }
+    let executions: Vec<&Span> = spans.iter().filter(|s| s.name == "execution").collect();
+    assert!(!executions.is_empty());
+    assert!(
+        executions.iter().all(|e| e.parent_span_id == agent.span_id),
+        "the turns' executions under the agent's span"
+    );
+}
