@@ -36,6 +36,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use toolgraph_core::{CallError, CancelFlag, ErrorKind};
 use toolgraph_engine::layer::{CallFuture, CallRequest, CallService, Failure, Layer};
+use tracing::Instrument;
 
 use crate::backend::{CacheBackend, CacheError, Entry};
 use crate::key::cache_key;
@@ -320,14 +321,11 @@ impl Shared {
         let (tx, rx) = watch::channel(None);
         // The run keeps the leader's task-local context (an embedder's, e.g. the Python
         // package's event-loop bridge).
-        let task = tokio::spawn(toolgraph_engine::layer::carry_context(Box::pin(fly(
-            this.clone(),
-            key.clone(),
-            id,
-            ttl,
-            request,
-            inner,
-        ))));
+        // …and the leader's span: the run's attempt spans nest under the leader's call.
+        let task = tokio::spawn(toolgraph_engine::layer::carry_context(Box::pin(
+            fly(this.clone(), key.clone(), id, ttl, request, inner)
+                .instrument(tracing::Span::current()),
+        )));
         flights.insert(
             key.clone(),
             Flight {

@@ -1,14 +1,36 @@
-//! Logging: `tracing` events of every crate, written to standard error (never standard
-//! output, which carries results and `--json`).
+//! Logging and trace export: `tracing` events and spans of every crate, written to standard
+//! error (never standard output, which carries results and `--json`), and sent to an
+//! OpenTelemetry collector when one is configured ([`otlp`]).
 //!
-//! The filter is chosen by, in order: `-v` flags (`-v` toolgraph at info, `-vv` at debug,
-//! `-vvv` everything at debug and toolgraph at trace), `TOOLGRAPH_LOG`, `RUST_LOG` (the
-//! `tracing_subscriber::EnvFilter` syntax: `info`, `toolgraph_mcp=debug,warn`), and by
+//! The log filter is chosen by, in order: `-v` flags (`-v` toolgraph at info, `-vv` at
+//! debug, `-vvv` everything at debug and toolgraph at trace), `TOOLGRAPH_LOG`, `RUST_LOG`
+//! (the `tracing_subscriber::EnvFilter` syntax: `info`, `toolgraph_mcp=debug,warn`), and by
 //! default warnings only (none from rmcp, whose failures the MCP bridge reports itself).
+//! `--log-format json` writes one JSON object a line, with the current span's fields and
+//! the list of spans it is in, and a line as each span closes (`"message":"close"`, with
+//! the span's fields: an execution's, a call's, an attempt's). The exporter has its own filter (toolgraph's spans at info),
+//! so traces do not depend on what is logged.
+//!
+//! Invariant: with no `-v`, no log variable and no collector, no subscriber wants an info
+//! span, so the engine's spans cost a relaxed load each (`toolgraph bench`).
+
+mod otlp;
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line, with span fields.
+    Json,
+}
 
 /// The filter for `verbose` `-v` flags and the environment, and where it came from.
 fn filter(verbose: u8, var: impl Fn(&str) -> Option<String>) -> (EnvFilter, Option<String>) {
@@ -43,18 +65,59 @@ fn filter(verbose: u8, var: impl Fn(&str) -> Option<String>) -> (EnvFilter, Opti
 /// Warnings, except rmcp's (see above).
 const DEFAULT: &str = "warn,rmcp=off";
 
-/// Installs the subscriber; a filter that does not parse is said, and warnings are logged.
-pub fn init(verbose: u8) {
+/// What [`init`] set up, to be shut down before the process exits.
+pub struct Logging {
+    exporter: Option<otlp::Exporter>,
+}
+
+impl Logging {
+    /// Sends the spans not yet exported (bounded: a collector that does not answer costs
+    /// a few seconds at most, and a warning).
+    pub fn shutdown(self) {
+        if let Some(exporter) = self.exporter {
+            exporter.shutdown();
+        }
+    }
+}
+
+/// Installs the subscriber: logs to standard error in `format`, and spans to the collector
+/// the `OTEL_*` variables name, if any. A filter that does not parse, or an exporter that
+/// cannot be built, is said, and the rest still works.
+pub fn init(verbose: u8, format: LogFormat) -> Logging {
     let (filter, problem) = filter(verbose, |name| std::env::var(name).ok());
-    let installed = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    let ansi = std::io::stderr().is_terminal();
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            // A line when a span closes, with everything recorded on it (a call's status,
+            // attempts, queue and run time): the spans are info, so `-v` shows them.
+            .with_span_events(FmtSpan::CLOSE)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let (exporter, export_problem) = match otlp::Exporter::from_env(|name| std::env::var(name).ok())
+    {
+        Ok(exporter) => (exporter, None),
+        Err(e) => (None, Some(e)),
+    };
+    let traces = exporter.as_ref().map(otlp::Exporter::layer);
+    let installed = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
         .try_init();
-    if let Some(problem) = problem {
+    for problem in [problem, export_problem].into_iter().flatten() {
         crate::out::errln!("toolgraph: warning: {problem}");
     }
     drop(installed);
+    Logging { exporter }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The `toolgraph` binary: wires the engine and the built-in tools to the command line.
 //!
 //! One file per subcommand; this file only parses arguments, sets up logging (`-v`,
-//! `TOOLGRAPH_LOG`, `RUST_LOG`: to standard error, never mixed into standard output) and
+//! `TOOLGRAPH_LOG`, `RUST_LOG`, `--log-format`: to standard error, never mixed into
+//! standard output) and trace export (`OTEL_EXPORTER_OTLP_ENDPOINT`, flushed before exit), and
 //! maps outcomes to exit codes (0 every call succeeded, 1 some call did not, 2 the input or
 //! the flags were rejected and nothing ran, 130 / 143 a run stopped by Ctrl-C / SIGTERM, 141
 //! standard output was closed by its reader; `serve`: 0 after a graceful shutdown at the
@@ -43,6 +44,10 @@ struct Cli {
     /// TOOLGRAPH_LOG or RUST_LOG, e.g. `toolgraph_mcp=debug`; by default warnings only).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// How log lines are written to standard error: `text`, or `json` (one object a line,
+    /// with the fields of the spans it happened in).
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text, env = "TOOLGRAPH_LOG_FORMAT")]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,7 +95,7 @@ pub enum Outcome {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.verbose);
+    let logging = logging::init(cli.verbose, cli.log_format);
     // The commands that run calls stop gracefully at Ctrl-C; the others keep the default.
     // `serve` too, and a server that shut down as asked exits 0 (`serve_cmd`).
     let serving = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
@@ -139,6 +144,7 @@ async fn main() -> ExitCode {
         // The second signal: dropping the command drops its calls, which kills the process
         // groups they started; exit without waiting for blocking threads.
         drop(command);
+        logging.shutdown();
         std::process::exit(i32::from(signalled.unwrap_or(130)));
     };
     let code = match outcome {
@@ -150,6 +156,9 @@ async fn main() -> ExitCode {
             2
         }
     };
+    // Spans still batched are sent before the process ends.
+    drop(command);
+    logging.shutdown();
     // A server stopping at a signal did what it was asked: its own code stands.
     let signalled = signalled.filter(|_| !serving);
     ExitCode::from(signalled.unwrap_or(if out::stdout_closed() {

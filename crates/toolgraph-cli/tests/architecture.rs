@@ -1,6 +1,7 @@
 //! ARCHITECTURE.md's dependency rules, checked: each crate may depend only on the
 //! toolgraph crates listed for it (dev-dependencies listed apart), and the third-party
-//! crates for an outside world (sqlx, reqwest, rmcp, async-nats, moka, redis) only in the crates that
+//! crates for an outside world (sqlx, reqwest, rmcp, async-nats, moka, redis, the OpenTelemetry
+//! SDK) only in the crates that
 //! own that world.
 
 use std::collections::BTreeMap;
@@ -142,6 +143,9 @@ fn outside_worlds() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static s
         // The cache's backends: an in-process cache and Redis.
         ("moka", (vec!["toolgraph-cache"], vec![])),
         ("redis", (vec!["toolgraph-cache"], vec!["toolgraph-cache"])),
+        // A trace collector: the binary exports spans; the libraries only emit them.
+        ("opentelemetry-otlp", (vec!["toolgraph-cli"], vec![])),
+        ("opentelemetry_sdk", (vec!["toolgraph-cli"], vec![])),
     ])
 }
 

@@ -13,6 +13,7 @@ use toolgraph_core::{
     ConfigError, Event, EventSink, InputError, ParallelExecutionResult, ParallelExecutorConfig,
     ToolCall, ToolSet,
 };
+use tracing::Instrument;
 
 use crate::layer::adaptive::{AdaptiveLayer, LimitWatch, Throttle};
 use crate::layer::{self, CallService, Layer};
@@ -21,6 +22,7 @@ use crate::plan::{DependencyGraph, Plan};
 use crate::report;
 use crate::schedule::{ConfigCell, Preset, Scheduler};
 use crate::stats::{History, PerformanceStats};
+use crate::trace;
 
 /// Per-run options of [`ParallelExecutor::execute_plan_with`].
 #[derive(Default)]
@@ -35,6 +37,10 @@ pub struct RunOptions<'a> {
     /// execution's recorded configuration), layered under the executor's shared limits:
     /// a call starts only when both allow. `None`: the executor's configuration.
     pub config: Option<Arc<ParallelExecutorConfig>>,
+    /// The execution's id (a recorded execution's), set on its `execution` span.
+    pub execution_id: Option<String>,
+    /// The session (a chat) the execution belongs to, set on its `execution` span.
+    pub session_id: Option<String>,
 }
 
 /// Runs batches of tool calls in parallel where safe, in order where not.
@@ -194,11 +200,15 @@ impl ParallelExecutor {
             cancel,
             ..RunOptions::default()
         };
-        let (run, planned_at) = self.schedule(&plan, origin, &options).await;
+        let span = trace::execution_span(plan.len(), plan.edges().len(), None, None);
+        let (run, planned_at) = self
+            .schedule(&plan, origin, &options, !span.is_disabled())
+            .instrument(span.clone())
+            .await;
         let track = run.config.track_performance;
         // The plan is ours: the report moves each call's id and name into its result.
         let result = report::assemble_owned(plan, run, origin, planned_at, Instant::now());
-        Ok(self.finish(result, track, &options))
+        Ok(self.finish(result, track, &options, &span))
     }
 
     /// Runs an already checked plan.
@@ -233,19 +243,29 @@ impl ParallelExecutor {
         origin: Instant,
         options: RunOptions<'_>,
     ) -> ParallelExecutionResult {
-        let (run, planned_at) = self.schedule(plan, origin, &options).await;
+        let span = trace::execution_span(
+            plan.len(),
+            plan.edges().len(),
+            options.execution_id.as_deref(),
+            options.session_id.as_deref(),
+        );
+        let (run, planned_at) = self
+            .schedule(plan, origin, &options, !span.is_disabled())
+            .instrument(span.clone())
+            .await;
         let track = run.config.track_performance;
         let result = report::assemble(plan, run, origin, planned_at, Instant::now());
-        self.finish(result, track, &options)
+        self.finish(result, track, &options, &span)
     }
 
     /// Runs the scheduler over `plan`, telling the sinks it starts; returns what it measured
-    /// and when planning ended.
+    /// and when planning ended. `traced`: the execution's span is enabled.
     async fn schedule(
         &self,
         plan: &Plan,
         origin: Instant,
         options: &RunOptions<'_>,
+        traced: bool,
     ) -> (crate::schedule::RunReport, Instant) {
         let planned_at = Instant::now();
         let sinks = self.sinks(options);
@@ -284,7 +304,8 @@ impl ParallelExecutor {
             origin,
             &options.preset,
             |i| estimates[plan.calls()[i].tool],
-        );
+        )
+        .traced(traced);
         (scheduler.run(&options.cancel).await, planned_at)
     }
 
@@ -299,14 +320,16 @@ impl ParallelExecutor {
         sinks
     }
 
-    /// Records the result in the history (when tracking) and tells the sinks the execution
-    /// ended.
+    /// Records the result in the history (when tracking) and on the execution's span, and
+    /// tells the sinks the execution ended.
     fn finish(
         &self,
         result: ParallelExecutionResult,
         track: bool,
         options: &RunOptions<'_>,
+        span: &tracing::Span,
     ) -> ParallelExecutionResult {
+        trace::record_execution_end(span, result.success, result.total_time_ms, result.speedup);
         if track {
             self.with_history(|h| h.record(&result));
         }

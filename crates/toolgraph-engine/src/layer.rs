@@ -40,6 +40,7 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio::time::Instant;
 use toolgraph_core::{CallContext, CallError, ErrorKind, RetryPolicy, Tool, ToolError};
+use tracing::Instrument;
 
 /// One call, as the layers see it.
 pub struct CallRequest {
@@ -263,28 +264,56 @@ impl CallService for Invoke {
             slots,
             ..
         } = request;
-        meter.begin_attempt();
-        if policy.blocking {
-            let handle = tokio::runtime::Handle::current();
-            return Box::pin(async move {
-                let work = tokio::task::spawn_blocking(move || {
-                    let _slots = slots;
-                    handle.block_on(tool.call(args, ctx))
-                });
-                match work.await {
-                    Ok(r) => r.map_err(Failure::Tool),
-                    Err(e) if e.is_panic() => {
-                        Err(Failure::Panic(catch_panic::panic_message(e.into_panic())))
-                    }
-                    Err(e) => Err(Failure::Panic(e.to_string())),
-                }
-            });
+        let number = meter.begin_attempt();
+        let span = crate::trace::attempt_span(number);
+        if span.is_disabled() {
+            return invoke(tool, args, ctx, policy.blocking, slots);
         }
-        Box::pin(async move {
-            let _slots = slots;
-            tool.call(args, ctx).await.map_err(Failure::Tool)
-        })
+        // Traced: the same work inside the attempt's span, which records how it ended.
+        let work = span.in_scope(|| invoke(tool, args, ctx, policy.blocking, slots));
+        let ended = span.clone();
+        Box::pin(
+            async move {
+                let result = work.await;
+                crate::trace::record_attempt_end(&ended, &result);
+                result
+            }
+            .instrument(span),
+        )
     }
+}
+
+/// Calls `tool` (on the blocking pool when `blocking`), holding `slots` until it returns.
+fn invoke(
+    tool: Arc<dyn Tool>,
+    args: Arc<Value>,
+    ctx: CallContext,
+    blocking: bool,
+    slots: Option<Arc<crate::limiter::Permit>>,
+) -> CallFuture {
+    if blocking {
+        let handle = tokio::runtime::Handle::current();
+        // The tool runs on another thread: its own spans keep the attempt's as parent.
+        let current = tracing::Span::current();
+        return Box::pin(async move {
+            let work = tokio::task::spawn_blocking(move || {
+                let _slots = slots;
+                let _entered = current.enter();
+                handle.block_on(tool.call(args, ctx))
+            });
+            match work.await {
+                Ok(r) => r.map_err(Failure::Tool),
+                Err(e) if e.is_panic() => {
+                    Err(Failure::Panic(catch_panic::panic_message(e.into_panic())))
+                }
+                Err(e) => Err(Failure::Panic(e.to_string())),
+            }
+        });
+    }
+    Box::pin(async move {
+        let _slots = slots;
+        tool.call(args, ctx).await.map_err(Failure::Tool)
+    })
 }
 
 /// What an embedder hooks in so that work a layer *spawns* for a call (the cache's shared

@@ -14,6 +14,7 @@ pub mod plan;
 mod report;
 mod schedule;
 pub mod stats;
+mod trace;
 pub mod workload;
 
 pub use executor::{ParallelExecutor, RunOptions};

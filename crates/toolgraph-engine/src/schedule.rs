@@ -32,10 +32,12 @@ use toolgraph_core::{
     CallContext, CallError, CallOutcome, CallStatus, CancelFlag, ErrorKind, Event, EventSink,
     ParallelExecutorConfig, ToolSet,
 };
+use tracing::Instrument;
 
 use crate::layer::{CallPolicy, CallRequest, CallService, Meter};
 use crate::limiter::{Acquire, InUse, Limiter, Limits, Misfit, Permit, Request};
 use crate::plan::Plan;
+use crate::trace::{self, CallEnd, Waited};
 
 /// The live configuration: swapped by `update_config`, read by running executions at
 /// their next admission.
@@ -146,6 +148,17 @@ struct Finished {
     finished: Instant,
     worker: Option<Arc<str>>,
     cached: bool,
+    /// The call's span (`Span::none()` when nobody traces), to record how it ended.
+    span: tracing::Span,
+}
+
+/// What the scheduler keeps for the call spans' `limit` field, only while the execution is
+/// traced (an untraced execution pays nothing for it).
+struct LimitTrace {
+    /// Per call: the last limit it waited on.
+    waited: Vec<Option<Waited>>,
+    /// The last time calls stayed ready because the global limit was full.
+    global_full_at: Option<Instant>,
 }
 
 pub(crate) struct Scheduler<'a> {
@@ -199,6 +212,7 @@ pub(crate) struct Scheduler<'a> {
     service: Arc<dyn CallService>,
     cancelled: Option<String>,
     fail_fast_trigger: Option<String>,
+    limit_trace: Option<LimitTrace>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -264,7 +278,33 @@ impl<'a> Scheduler<'a> {
             service,
             cancelled: None,
             fail_fast_trigger: None,
+            limit_trace: None,
         }
+    }
+
+    /// Keeps what the call spans' `limit` field needs (when the execution is traced).
+    pub(crate) fn traced(mut self, traced: bool) -> Self {
+        self.limit_trace = traced.then(|| LimitTrace {
+            waited: vec![None; self.plan.len()],
+            global_full_at: None,
+        });
+        self
+    }
+
+    /// Notes that call `i` waits on `limit` (traced executions only).
+    fn note_wait(&mut self, i: usize, limit: Waited) {
+        if let Some(t) = &mut self.limit_trace {
+            t.waited[i] = Some(limit);
+        }
+    }
+
+    /// The limit call `i` last waited on, if any (traced executions only).
+    fn waited_on(&self, i: usize) -> Option<Waited> {
+        let t = self.limit_trace.as_ref()?;
+        t.waited[i].or_else(|| match (t.global_full_at, self.ready_at[i]) {
+            (Some(full), Some(ready)) if ready <= full => Some(Waited::Global),
+            _ => None,
+        })
     }
 
     /// Runs every call to its end (or until `cancel` fires) and reports what happened.
@@ -456,15 +496,28 @@ impl<'a> Scheduler<'a> {
             let i = top.index as usize;
             match self.blocked(i) {
                 None => self.start(i),
-                Some(Misfit::Tool(t)) => self.parked_tool[t].push(top),
+                Some(Misfit::Tool(t)) => {
+                    self.note_wait(i, Waited::Tool);
+                    self.parked_tool[t].push(top)
+                }
                 Some(Misfit::Resource(key)) => {
+                    self.note_wait(i, Waited::Resource);
                     self.parked_resource.entry(key).or_default().push(top)
                 }
-                Some(Misfit::Budget) => self.parked_budget.push(top),
+                Some(Misfit::Budget) => {
+                    self.note_wait(i, Waited::Budget);
+                    self.parked_budget.push(top)
+                }
                 Some(Misfit::Never(message)) => {
                     self.fail_before_start(i, ErrorKind::Unschedulable, message);
                 }
             }
+        }
+        if let Some(t) = &mut self.limit_trace
+            && self.in_flight >= self.limits.global
+            && (!self.ready.is_empty() || !self.sources.is_empty())
+        {
+            t.global_full_at = Some(Instant::now());
         }
     }
 
@@ -544,7 +597,10 @@ impl<'a> Scheduler<'a> {
         });
         let waiting = match shared {
             Acquire::Granted(permit) => Ok(permit),
-            Acquire::Waiting(waiting) => Err(waiting),
+            Acquire::Waiting(waiting) => {
+                self.note_wait(i, Waited::Shared);
+                Err(waiting)
+            }
             Acquire::Never(message) => {
                 self.fail_before_start(i, ErrorKind::Unschedulable, message);
                 return;
@@ -618,24 +674,36 @@ impl<'a> Scheduler<'a> {
         let meter = request.meter.clone();
         let service = self.service.clone();
         let gauge = self.running_now.clone();
-        self.tasks.push(Box::pin(async move {
-            let _running = gauge.enter();
-            // A blocking tool still on its thread learns that nobody waits any more.
-            let _raise = RaiseOnDrop(cancel);
-            let result = service.call(request).await;
-            let finished = Instant::now();
-            drop(permit);
-            let attempts = meter.attempts();
-            Finished {
-                index,
-                result: result.map_err(|f| f.into_call_error(attempts)),
-                attempts,
-                started: meter.first_start().unwrap_or(finished),
-                finished,
-                worker: meter.worker(),
-                cached: meter.cached(),
+        let planned = &self.plan.calls()[i];
+        let span = trace::call_span(
+            &planned.call.id,
+            &self.tools.entry(planned.tool).tool.spec().name,
+            i,
+            self.waited_on(i),
+        );
+        let in_span = span.clone();
+        self.tasks.push(Box::pin(
+            async move {
+                let _running = gauge.enter();
+                // A blocking tool still on its thread learns that nobody waits any more.
+                let _raise = RaiseOnDrop(cancel);
+                let result = service.call(request).await;
+                let finished = Instant::now();
+                drop(permit);
+                let attempts = meter.attempts();
+                Finished {
+                    index,
+                    result: result.map_err(|f| f.into_call_error(attempts)),
+                    attempts,
+                    started: meter.first_start().unwrap_or(finished),
+                    finished,
+                    worker: meter.worker(),
+                    cached: meter.cached(),
+                    span,
+                }
             }
-        }));
+            .instrument(in_span),
+        ));
         self.emit(Event::CallStarted { position: i });
     }
 
@@ -734,6 +802,7 @@ impl<'a> Scheduler<'a> {
             worker: done.worker,
             cached: done.cached,
         };
+        trace::record_call_end(&done.span, call_end(&record));
         self.finalize(i, record);
     }
 
@@ -782,6 +851,9 @@ impl<'a> Scheduler<'a> {
     fn finalize(&mut self, i: usize, record: Record) {
         let mut work = vec![(i, record)];
         while let Some((i, record)) = work.pop() {
+            if record.started.is_none() && !self.preset.get(i).is_some_and(Option::is_some) {
+                self.trace_unstarted(i, &record);
+            }
             let ok = record.status == CallStatus::Ok;
             let status = record.status;
             if matches!(
@@ -852,6 +924,19 @@ impl<'a> Scheduler<'a> {
                 }
             }
         }
+    }
+
+    /// A call that ends without being dispatched (skipped, cancelled, unschedulable) still
+    /// gets its span, opened and closed at once.
+    fn trace_unstarted(&self, i: usize, record: &Record) {
+        let planned = &self.plan.calls()[i];
+        let span = trace::call_span(
+            &planned.call.id,
+            &self.tools.entry(planned.tool).tool.spec().name,
+            i,
+            self.waited_on(i),
+        );
+        trace::record_call_end(&span, call_end(record));
     }
 
     /// One of call `to`'s predecessors ended (`ended`: its position, whether it succeeded, its
@@ -1029,6 +1114,20 @@ fn shorten(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     match text.char_indices().nth(max) {
         None => text.into(),
         Some((at, _)) => format!("{}…", &text[..at]).into(),
+    }
+}
+
+/// What a call's span records when it ends, from its record.
+fn call_end(record: &Record) -> CallEnd<'_> {
+    CallEnd {
+        status: record.status,
+        error: record.error.as_ref(),
+        attempts: record.attempts,
+        ready_at: record.ready_at,
+        started: record.started,
+        finished: record.finished,
+        worker: record.worker.as_deref(),
+        cached: record.cached,
     }
 }
 

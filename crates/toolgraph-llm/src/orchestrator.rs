@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use toolgraph_core::{InputError, ParallelExecutionResult, ToolCall, ToolSet, ToolSpec};
 use toolgraph_engine::{CancellationToken, ParallelExecutor};
+use tracing::Instrument;
 
 use crate::client::LlmClient;
 use crate::config::Provider;
@@ -243,7 +244,40 @@ impl ToolOrchestrator {
 
     /// Runs `prompt` until the model answers without tool calls or `max_iterations` turns
     /// have passed. Fails only when the model server fails.
+    ///
+    /// Traced as an `invoke_agent` span holding a `chat {model}` span per model request
+    /// (GenAI semantic conventions) and the executions of the calls it asked for.
     pub async fn execute_with_tools(&self, prompt: &str) -> Result<OrchestratorResult, LlmError> {
+        let span = tracing::info_span!(
+            "agent",
+            otel.name = "invoke_agent toolgraph",
+            gen_ai.operation.name = "invoke_agent",
+            gen_ai.provider.name = self.client.config().provider.as_str(),
+            gen_ai.request.model = self.client.config().model.as_str(),
+            iterations = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+        );
+        let out = self.run_turns(prompt).instrument(span.clone()).await;
+        if let Ok(out) = &out {
+            span.record(
+                "iterations",
+                i64::try_from(out.iterations).unwrap_or(i64::MAX),
+            );
+            span.record(
+                "gen_ai.usage.input_tokens",
+                i64::try_from(out.usage.input_tokens).unwrap_or(i64::MAX),
+            );
+            span.record(
+                "gen_ai.usage.output_tokens",
+                i64::try_from(out.usage.output_tokens).unwrap_or(i64::MAX),
+            );
+        }
+        out
+    }
+
+    /// [`execute_with_tools`](Self::execute_with_tools) inside its span.
+    async fn run_turns(&self, prompt: &str) -> Result<OrchestratorResult, LlmError> {
         let specs: Vec<ToolSpec> = self
             .executor
             .tools()
@@ -326,6 +360,23 @@ impl ToolOrchestrator {
         let mut early: Vec<Early> = Vec::new();
         let mut cut_short = false;
         let mut blocked = false;
+        let config = self.client.config();
+        let span = tracing::info_span!(
+            "model_request",
+            otel.name = tracing::field::Empty,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            gen_ai.operation.name = "chat",
+            gen_ai.system = config.provider.as_str(),
+            gen_ai.provider.name = config.provider.as_str(),
+            gen_ai.request.model = config.model.as_str(),
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            span.record("otel.name", format!("chat {}", config.model));
+        }
         let result = self
             .client
             .complete(conversation, specs, |event| match event {
@@ -335,7 +386,9 @@ impl ToolOrchestrator {
                         // The runner's shared limits apply to early calls as to any other.
                         let cancel = self.cancel.child_token();
                         let handle = tokio::spawn(
-                            self.executor.run_batch(vec![call.clone()], cancel.clone()),
+                            self.executor
+                                .run_batch(vec![call.clone()], cancel.clone())
+                                .instrument(tracing::Span::current()),
                         );
                         early.push(Early {
                             call,
@@ -350,7 +403,27 @@ impl ToolOrchestrator {
                 }
                 _ => {}
             })
+            .instrument(span.clone())
             .await;
+        match &result {
+            Ok(turn) => {
+                span.record(
+                    "gen_ai.usage.input_tokens",
+                    i64::try_from(turn.usage.input_tokens).unwrap_or(i64::MAX),
+                );
+                span.record(
+                    "gen_ai.usage.output_tokens",
+                    i64::try_from(turn.usage.output_tokens).unwrap_or(i64::MAX),
+                );
+                span.record(
+                    "gen_ai.response.finish_reasons",
+                    tracing::field::debug(&turn.finish_reason),
+                );
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
         match result {
             Ok(turn) => Ok((turn, early)),
             Err(e) => {

@@ -37,7 +37,9 @@ pub fn isolated(binary: impl AsRef<Path>) -> Command {
 /// puts its home in [`test_home`], as [`isolated`] does.
 pub(crate) fn isolate(cmd: &mut Command) {
     for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("TOOLGRAPH_") {
+        // OTEL_*: a developer's collector must not receive the tests' traces.
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("TOOLGRAPH_") || name_text.starts_with("OTEL_") {
             cmd.env_remove(&name);
         }
     }

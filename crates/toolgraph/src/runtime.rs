@@ -401,7 +401,7 @@ impl Runtime {
         options: ExecuteOptions,
     ) -> Result<Execution, RuntimeError> {
         let Some(store) = &self.store else {
-            let result = self.run(plan, options, None, Vec::new()).await;
+            let result = self.run(plan, options, None, Vec::new(), None).await;
             return Ok(Execution {
                 result,
                 id: None,
@@ -424,8 +424,13 @@ impl Runtime {
         let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
         let cancel = options.cancel.clone();
         let mut result = self
-            .run(plan, options, Some(recorder.as_sink()), Vec::new())
-            .instrument(tracing::info_span!("execution", id = %id))
+            .run(
+                plan,
+                options,
+                Some(recorder.as_sink()),
+                Vec::new(),
+                Some(&id),
+            )
             .await;
         let mut recording_error =
             match finish_record(&**store, &id, &*recorder, &result, Vec::new(), 0.0).await {
@@ -456,6 +461,7 @@ impl Runtime {
         options: ExecuteOptions,
         sink: Option<&dyn EventSink>,
         preset: Vec<Option<Preset>>,
+        execution_id: Option<&str>,
     ) -> ParallelExecutionResult {
         // A clone shares the limiter, tools and history: only the sink is this execution's.
         let own;
@@ -487,6 +493,9 @@ impl Runtime {
                     sink,
                     preset,
                     config: options.config,
+                    // The engine's `execution` span carries them.
+                    execution_id: execution_id.map(str::to_owned),
+                    session_id: options.session,
                 },
             )
             .await;
@@ -558,7 +567,7 @@ impl Runtime {
         };
         let cancel = options.cancel.clone();
         let result = self
-            .run(&plan, options, Some(recorder.as_sink()), preset)
+            .run(&plan, options, Some(recorder.as_sink()), preset, Some(id))
             .instrument(tracing::info_span!("resume", id = %id))
             .await;
         let mut finished = finish_record(&**store, id, &*recorder, &result, skip, offset_ms).await;
@@ -808,7 +817,7 @@ impl BatchRunner for SessionRunner {
                 Err(RuntimeError::Input(e)) => Err(e),
                 // The store failed before anything ran: the turn still runs, unrecorded.
                 Err(e) => {
-                    let mut result = runtime.run(&plan, options, None, Vec::new()).await;
+                    let mut result = runtime.run(&plan, options, None, Vec::new(), None).await;
                     result.metadata.recording_error = Some(e.to_string());
                     Ok(result)
                 }

@@ -510,6 +510,7 @@ impl CallService for Adaptive {
             // A paused key is waited out before any slot is taken, so an attempt to a
             // host that said Retry-After holds no slot of its tool meanwhile (calls to other
             // hosts go on); a pause set while it waited for its slots is waited out after.
+            let asked = Instant::now();
             for key in &keys {
                 key.wait_pause().await;
             }
@@ -522,6 +523,9 @@ impl CallService for Adaptive {
             }
             for key in &keys {
                 key.wait_token().await;
+            }
+            if Instant::now() > asked {
+                crate::trace::note_wait("adaptive");
             }
             let result = inner.call(request).await;
             held.finish(Signal::of(&result));
