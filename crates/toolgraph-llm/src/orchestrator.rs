@@ -86,7 +86,8 @@ pub struct OrchestratorResult {
     pub success: bool,
     /// The final answer, or why there is none.
     pub answer: String,
-    /// Every message exchanged, in the provider's shape (system prompt not included).
+    /// Every message of the conversation, in the provider's shape (system prompt not
+    /// included): a continued conversation's earlier messages first.
     pub transcript: Vec<Value>,
     /// One execution per batch run (streamed early calls run as batches of their own).
     pub executions: Vec<ParallelExecutionResult>,
@@ -244,6 +245,26 @@ impl ToolOrchestrator {
     /// Runs `prompt` until the model answers without tool calls or `max_iterations` turns
     /// have passed. Fails only when the model server fails.
     pub async fn execute_with_tools(&self, prompt: &str) -> Result<OrchestratorResult, LlmError> {
+        match self.continue_with_tools(Vec::new(), prompt).await {
+            (_, Some(e)) => Err(e),
+            (result, None) => Ok(result),
+        }
+    }
+
+    /// Continues a conversation: `history` is its earlier messages, in this provider's shape
+    /// (an earlier result's [`transcript`](OrchestratorResult::transcript), as a chat session
+    /// stores it), and `prompt` the next user message; the model receives them all. The
+    /// result's transcript is the whole conversation (`history` first), so the messages this
+    /// run added are `transcript[history.len()..]`.
+    ///
+    /// Never loses what was done: when the model server fails part-way, the result holds
+    /// the conversation until then (with the results of every call that ran), `success`
+    /// false and the answer saying so, beside the error.
+    pub async fn continue_with_tools(
+        &self,
+        history: Vec<Value>,
+        prompt: &str,
+    ) -> (OrchestratorResult, Option<LlmError>) {
         let specs: Vec<ToolSpec> = self
             .executor
             .tools()
@@ -252,6 +273,7 @@ impl ToolOrchestrator {
             .map(|e| e.tool.spec().clone())
             .collect();
         let mut conversation = Conversation::user(self.effective_system_prompt(), prompt);
+        conversation.messages.splice(0..0, history);
         let mut out = OrchestratorResult {
             success: false,
             answer: String::new(),
@@ -275,9 +297,20 @@ impl ToolOrchestrator {
             };
             let Some(answered) = answered else {
                 out.model_ms += asked.elapsed().as_secs_f64() * 1e3;
-                return Ok(cancelled(out, conversation, "while waiting for the model"));
+                return (
+                    cancelled(out, conversation, "while waiting for the model"),
+                    None,
+                );
             };
-            let (turn, early) = answered?;
+            let (turn, early) = match answered {
+                Ok(answered) => answered,
+                Err(e) => {
+                    out.success = false;
+                    out.answer = format!("the model failed: {e}");
+                    out.transcript = conversation.messages;
+                    return (out, Some(e));
+                }
+            };
             out.usage.add(turn.usage);
             out.model_ms += turn.model_ms;
             conversation.messages.push(turn.assistant_message.clone());
@@ -293,7 +326,7 @@ impl ToolOrchestrator {
                     format!("the model stopped early ({:?})", turn.finish_reason)
                 };
                 out.transcript = conversation.messages;
-                return Ok(out);
+                return (out, None);
             }
             out.tool_calls_made += order.len();
             let answers = self.run_calls(&turn, asked, early, &mut out).await;
@@ -301,7 +334,7 @@ impl ToolOrchestrator {
                 conversation
                     .messages
                     .extend(self.result_messages(&order, answers));
-                return Ok(cancelled(out, conversation, "while the tools ran"));
+                return (cancelled(out, conversation, "while the tools ran"), None);
             }
             conversation
                 .messages
@@ -313,7 +346,7 @@ impl ToolOrchestrator {
             out.iterations
         );
         out.transcript = conversation.messages;
-        Ok(out)
+        (out, None)
     }
 
     /// One model turn, with the calls started early while it streamed.
