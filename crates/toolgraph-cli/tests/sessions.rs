@@ -76,7 +76,9 @@ fn a_conversation_keeps_its_history_across_turns_and_is_resumed_by_prefix_in_a_n
     assert!(!screen.contains("expected request"), "{screen}");
     term.wait_for_n("chat>", 3, WAIT);
     term.send_line("/session");
-    term.wait_for("2 turn(s)", WAIT);
+    term.wait_for("· model mock · 2 turn(s) ·", WAIT);
+    // Keys are typed only at a prompt: between two, the terminal is not the editor's.
+    term.wait_for_n("chat>", 4, WAIT);
     term.send_line("/exit");
     assert_eq!(term.wait_exit(WAIT), 0, "{}", term.screen());
 
@@ -159,6 +161,7 @@ fn ctrl_c_during_a_slow_call_cancels_the_turn_and_the_next_prompt_works() {
     // Ctrl-C at the prompt clears the line; the session goes on until Ctrl-D.
     term.send_literal("never sent");
     term.send_keys(&["C-c"]);
+    term.wait_for_n("chat>", 4, WAIT);
     term.send_keys(&["C-d"]);
     assert_eq!(term.wait_exit(WAIT), 0, "{}", term.screen());
 
@@ -276,5 +279,66 @@ fn a_one_turn_chat_resumes_a_session_and_prefixes_are_checked() {
         text(&out.stderr).contains("no execution or session ffff0"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_prefix_two_sessions_share_is_refused_with_both_listed() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", dir.path().join("chat.db").display());
+    let mock = script(dir.path(), "a.json", r#"[{"text": "First."}]"#);
+    let (args, db2, mock2) = (db.clone(), db.clone(), mock.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        toolgraph(
+            &["chat", "hello", "--mock", &mock2, "--db", &args, "-q"],
+            "",
+        )
+    })
+    .await
+    .expect("joined");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Two more sessions whose ids share their first five characters.
+    let mut conn = sqlx::SqliteConnection::connect(&db2).await.expect("sqlite");
+    for id in [
+        "abcde000-0000-4000-8000-000000000001",
+        "abcde111-0000-4000-8000-000000000002",
+    ] {
+        sqlx::query("INSERT INTO sessions (id, created_at, label) VALUES ($1, 1, 'x')")
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .expect("insert");
+    }
+    conn.close().await.expect("closed");
+    let outs = tokio::task::spawn_blocking(move || {
+        [
+            toolgraph(&["show", "ABCDE", "--db", &db], ""),
+            toolgraph(
+                &[
+                    "chat", "x", "--resume", "abcde", "--mock", &mock, "--db", &db,
+                ],
+                "",
+            ),
+            toolgraph(&["show", "abcde1", "--db", &db], ""),
+        ]
+    })
+    .await
+    .expect("joined");
+    for out in &outs[..2] {
+        let said = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{said}");
+        assert!(said.contains("abcde is ambiguous"), "{said}");
+        assert!(
+            said.contains("abcde000-0000-4000-8000-000000000001")
+                && said.contains("abcde111-0000-4000-8000-000000000002"),
+            "{said}"
+        );
+    }
+    assert_eq!(outs[2].status.code(), Some(0), "{}", text(&outs[2].stderr));
+    assert!(
+        text(&outs[2].stdout).starts_with("session abcde111-"),
+        "{}",
+        text(&outs[2].stdout)
     );
 }

@@ -203,14 +203,22 @@ pub trait ExecutionStore: Send + Sync {
     /// Writes `turn` as the next turn of session `head.id` — creating the session with its
     /// first turn (or completing one an execution created), keeping its title, updating its
     /// provider, model, totals and last activity — and returns the turn's number (1, 2, …).
+    ///
+    /// A store that keeps no sessions says so ([`StoreError::Unsupported`], the default).
     fn record_session_turn<'a>(
         &'a self,
         head: &'a SessionHead,
         turn: &'a SessionTurn,
-    ) -> BoxFuture<'a, Result<i64, StoreError>>;
+    ) -> BoxFuture<'a, Result<i64, StoreError>> {
+        let _ = (head, turn);
+        Box::pin(async { Err(StoreError::Unsupported("chat sessions")) })
+    }
 
     /// The sessions, latest activity first, at most `limit`.
-    fn sessions(&self, limit: i64) -> BoxFuture<'_, Result<Vec<SessionSummary>, StoreError>>;
+    fn sessions(&self, limit: i64) -> BoxFuture<'_, Result<Vec<SessionSummary>, StoreError>> {
+        let _ = limit;
+        Box::pin(async { Ok(Vec::new()) })
+    }
 
     /// The sessions whose id starts with `prefix`, in id order, at most `limit` (as
     /// [`executions_by_prefix`](ExecutionStore::executions_by_prefix)).
@@ -218,10 +226,20 @@ pub trait ExecutionStore: Send + Sync {
         &'a self,
         prefix: &'a str,
         limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<SessionSummary>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Vec<SessionSummary>, StoreError>> {
+        let _ = (prefix, limit);
+        Box::pin(async { Ok(Vec::new()) })
+    }
 
     /// Session `id` (a whole id), with its turns and executions.
-    fn load_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<StoredSession, StoreError>>;
+    fn load_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<StoredSession, StoreError>> {
+        Box::pin(async move {
+            Err(StoreError::SessionNotFound {
+                id: id.to_owned(),
+                store: self.describe(),
+            })
+        })
+    }
 
     /// The session `given` names: its whole id or a unique prefix of one, under the rules
     /// of [`resolve_id`](ExecutionStore::resolve_id); [`StoreError::SessionNotFound`] and
@@ -493,6 +511,9 @@ pub enum StoreError {
         /// More executions match than are listed.
         more: bool,
     },
+    /// The store does not keep this kind of record.
+    #[error("this store keeps no {0}")]
+    Unsupported(&'static str),
     /// No session has that id (or an id starting so).
     #[error("no session {id} in the store {store}")]
     SessionNotFound {
