@@ -213,7 +213,7 @@ pub async fn show(args: ShowArgs) -> Result<Outcome> {
             Err(StoreError::NotFound { .. } | StoreError::SessionNotFound { .. }),
         ) => {
             return Err(anyhow!(
-                "no execution or session {} in the store {name}",
+                "no execution {} in the store {name}, nor a session",
                 args.id
             ));
         }

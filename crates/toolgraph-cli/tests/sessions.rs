@@ -276,7 +276,8 @@ fn a_one_turn_chat_resumes_a_session_and_prefixes_are_checked() {
     let out = toolgraph(&["show", "ffff0", "--db", &db], "");
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("no execution or session ffff0"),
+        text(&out.stderr).contains("no execution ffff0 in the store")
+            && text(&out.stderr).contains("nor a session"),
         "{}",
         text(&out.stderr)
     );
