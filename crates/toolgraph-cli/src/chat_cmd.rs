@@ -78,7 +78,7 @@ pub struct ChatArgs {
     /// A system prompt.
     #[arg(long)]
     pub system: Option<String>,
-    /// Print the whole result (answer, transcript, executions, usage) as JSON.
+    /// Print the whole result (answer, transcript, executions, usage) as JSON (one turn only).
     #[arg(long)]
     pub json: bool,
     /// No progress display.
@@ -216,6 +216,11 @@ fn one_prompt(args: &ChatArgs) -> Result<Option<String>> {
 pub async fn run(mut args: ChatArgs, stop: CancellationToken) -> Result<Outcome> {
     let config = args.flags.config()?;
     let prompt = one_prompt(&args)?;
+    if prompt.is_none() && args.json {
+        bail!(
+            "--json prints one turn's result: give a prompt (or pipe one in), not a conversation"
+        );
+    }
     let shown_store = toolgraph_store::hide_password(&config.store.url);
     let resumed = resumed_session(&mut args, &config).await?;
     let mut llm = llm_config(&args, config.llm.as_ref());
