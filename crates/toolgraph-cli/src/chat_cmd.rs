@@ -1,8 +1,12 @@
-//! `toolgraph chat "PROMPT"`: the agent loop from the command line — the model asks for
+//! `toolgraph chat ["PROMPT"]`: the agent loop from the command line — the model asks for
 //! tools, the executor runs them in parallel, results go back, until it answers.
 //!
-//! Each turn's batch is recorded ahead into the store, as part of one session, by the
-//! runtime's batch runner. The model is chosen by flags, then the provider's variables
+//! With a prompt it does one turn; without one, in a terminal, it opens a conversation
+//! (`chat_repl`); without one and with standard input not a terminal (`echo q | toolgraph
+//! chat`), standard input is the prompt of one turn. `--resume ID` (an id or a unique
+//! prefix) continues a stored session either way, the model receiving its whole history.
+//! Each turn's batch is recorded ahead into the store, and each turn's messages into the
+//! session (`chat_session`). The model is chosen by flags, then the provider's variables
 //! (`OPENAI_*`, `ANTHROPIC_*`, and `TOOLGRAPH_LLM_*`), then the `[llm]` section; a missing
 //! API key is refused before anything starts. `--mock SCRIPT` answers with the scripted
 //! model server instead (`toolgraph_llm::mock`), so the loop can be tried offline.
@@ -10,20 +14,23 @@
 //! The progress display follows each execution on its own (calls started early while the
 //! model streams run as executions of their own, at the same time); the summary splits the
 //! time into waiting on the model and running tools that did not overlap it. Ctrl-C
-//! cancels the turn's calls (recorded `cancelled`) and stops.
+//! cancels the turn's calls (recorded `cancelled`) and stops (in a conversation: cancels
+//! the turn and the conversation goes on).
 
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use toolgraph::llm::mock::{MockServer, Script};
-use toolgraph::llm::{LlmClient, LlmConfig, LlmError, Provider, ToolOrchestrator};
+use toolgraph::llm::{LlmClient, LlmConfig, LlmError, Provider};
 use toolgraph_engine::CancellationToken;
+use toolgraph_store::StoredSession;
 
 use crate::Outcome;
+use crate::chat_session::{ChatSession, TurnReport, TurnSettings};
 use crate::input::ExecutorFlags;
 use crate::out::{errln, outln};
-use crate::progress::Progress;
 use crate::render;
 
 /// Providers, on the command line.
@@ -37,8 +44,13 @@ pub enum ProviderArg {
 
 #[derive(Args)]
 pub struct ChatArgs {
-    /// What to ask.
-    pub prompt: String,
+    /// What to ask (one turn). Without it: a conversation in a terminal, or standard input
+    /// as the prompt when it is not a terminal.
+    pub prompt: Option<String>,
+    /// Continue a stored session (its id or a unique prefix; `toolgraph sessions` lists
+    /// them): the model receives its whole history.
+    #[arg(long, value_name = "SESSION")]
+    pub resume: Option<String>,
     /// The API (default: `[llm] provider`, else openai).
     #[arg(long, value_enum)]
     pub provider: Option<ProviderArg>,
@@ -66,7 +78,7 @@ pub struct ChatArgs {
     /// A system prompt.
     #[arg(long)]
     pub system: Option<String>,
-    /// Print the whole result (answer, transcript, executions, usage) as JSON.
+    /// Print the whole result (answer, transcript, executions, usage) as JSON (one turn only).
     #[arg(long)]
     pub json: bool,
     /// No progress display.
@@ -74,6 +86,13 @@ pub struct ChatArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub flags: ExecutorFlags,
+}
+
+impl ChatArgs {
+    /// True for a conversation: no prompt, and standard input is a terminal.
+    pub fn interactive(&self) -> bool {
+        self.prompt.is_none() && std::io::stdin().is_terminal()
+    }
 }
 
 /// The model configuration: flags, then the environment, then `[llm]` (the section applies
@@ -118,8 +137,92 @@ async fn start_mock(path: &Path, llm: &mut LlmConfig, model: Option<&str>) -> Re
     Ok(server)
 }
 
-pub async fn run(args: ChatArgs, stop: CancellationToken) -> Result<Outcome> {
+/// The session `--resume` names, read back; the provider and model it used become the
+/// defaults (its messages are in that provider's shape).
+async fn resumed_session(
+    args: &mut ChatArgs,
+    config: &toolgraph::Config,
+) -> Result<Option<StoredSession>> {
+    let Some(given) = &args.resume else {
+        return Ok(None);
+    };
+    if !config.store.record {
+        bail!("--resume {given}: recording is off (--no-record), so the session could not go on");
+    }
+    let (store, shown_store) = crate::input::open_existing_store(&config.store.url).await?;
+    let Some(store) = store else {
+        bail!(
+            "--resume {given}: {}",
+            crate::history_cmd::nothing_yet(&shown_store)
+        );
+    };
+    let found = crate::sessions_cmd::resolve_session(&*store, given)
+        .await
+        .with_context(|| format!("--resume {given} in {shown_store}"))?;
+    let session = store.load_session(&found.id).await?;
+    let provider = match session.summary.provider.as_deref() {
+        Some("anthropic") => Some(ProviderArg::Anthropic),
+        Some("openai") => Some(ProviderArg::Openai),
+        _ => None,
+    };
+    match (args.provider, provider) {
+        (None, p) => args.provider = p,
+        (Some(asked), Some(held)) if !same_provider(asked, held) => bail!(
+            "session {} was held with {}: its messages are in that provider's shape; resume it with --provider {} (or leave --provider out)",
+            session.summary.id,
+            session.summary.provider.as_deref().unwrap_or("?"),
+            session.summary.provider.as_deref().unwrap_or("?"),
+        ),
+        _ => {}
+    }
+    if args.model.is_none() && args.mock.is_none() {
+        args.model.clone_from(&session.summary.model);
+    }
+    if args.system.is_none() {
+        args.system.clone_from(&session.system);
+    }
+    Ok(Some(session))
+}
+
+fn same_provider(a: ProviderArg, b: ProviderArg) -> bool {
+    matches!(
+        (a, b),
+        (ProviderArg::Openai, ProviderArg::Openai)
+            | (ProviderArg::Anthropic, ProviderArg::Anthropic)
+    )
+}
+
+/// The prompt of a one-turn chat: the argument, or standard input when it is not a
+/// terminal (`None`: a conversation).
+fn one_prompt(args: &ChatArgs) -> Result<Option<String>> {
+    if let Some(prompt) = &args.prompt {
+        return Ok(Some(prompt.clone()));
+    }
+    if args.interactive() {
+        return Ok(None);
+    }
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading the prompt from standard input")?;
+    if text.trim().is_empty() {
+        bail!(
+            "no prompt: give one (toolgraph chat \"…\"), pipe one into standard input, or run `toolgraph chat` in a terminal for a conversation"
+        );
+    }
+    Ok(Some(text.trim().to_owned()))
+}
+
+pub async fn run(mut args: ChatArgs, stop: CancellationToken) -> Result<Outcome> {
     let config = args.flags.config()?;
+    let prompt = one_prompt(&args)?;
+    if prompt.is_none() && args.json {
+        bail!(
+            "--json prints one turn's result: give a prompt (or pipe one in), not a conversation"
+        );
+    }
+    let shown_store = toolgraph_store::hide_password(&config.store.url);
+    let resumed = resumed_session(&mut args, &config).await?;
     let mut llm = llm_config(&args, config.llm.as_ref());
     let _mock = match &args.mock {
         Some(path) => {
@@ -145,94 +248,88 @@ pub async fn run(args: ChatArgs, stop: CancellationToken) -> Result<Outcome> {
         ),
         Err(e) => return Err(e.into()),
     };
-    let mut runtime = toolgraph::Runtime::start(&config).await?;
-    let progress = (!args.quiet).then(Progress::for_chat);
-    if let Some(p) = &progress {
-        runtime = runtime.with_sink_per_execution(p.sink_factory());
-    }
-    // Every turn's batch is recorded ahead, under one session, with the plan the model sent.
-    let session = runtime
-        .store()
-        .is_some()
-        .then(toolgraph::Runtime::new_session_id);
-    let runner = runtime.batch_runner(session.clone());
-    let mut orchestrator = ToolOrchestrator::with_runner(client, runner)
-        .max_iterations(args.max_iterations)
-        .teach_references(args.teach_references)
-        .cancel_on(stop);
-    if let Some(system) = &args.system {
-        orchestrator = orchestrator.system_prompt(system.clone());
-    }
-    let result = orchestrator.execute_with_tools(&args.prompt).await;
-    runtime.settle().await;
-    let result = result?;
-    if let Some(p) = &progress {
-        p.finish();
-    }
-
-    let recording_errors: Vec<&str> = result
-        .executions
-        .iter()
-        .filter_map(|e| e.metadata.recording_error.as_deref())
-        .collect();
-    if args.json {
-        outln!("{}", serde_json::to_string_pretty(&result)?)?;
-    } else {
-        outln!("{}", result.answer)?;
-        // Model time is time waiting on the model; tool time is what did not overlap it.
-        let early = if result.tool_overlap_ms > 0.0 {
-            format!(
-                " (calls started early ran during {:.1} ms of it)",
-                result.tool_overlap_ms
-            )
-        } else {
-            String::new()
-        };
-        outln!(
-            "\n{} turn(s) · {} tool call(s) in {} execution(s) · model {:.1} ms{early} · tools {:.1} ms after the replies · tokens {} in / {} out",
-            result.iterations,
-            result.tool_calls_made,
-            result.executions.len(),
-            result.model_ms,
-            result.tool_ms,
-            result.usage.input_tokens,
-            result.usage.output_tokens
-        )?;
-        for (k, e) in result.executions.iter().enumerate() {
-            let ids: Vec<&str> = e.results.iter().map(|c| c.id.as_str()).collect();
-            outln!(
-                "  execution {} ({}): {} call(s), makespan {:.1} ms, sequential {:.1} ms, speedup {:.2}×{}",
-                k + 1,
-                render::truncate(&ids.join(", "), 40),
-                e.results.len(),
-                e.total_time_ms,
-                e.sequential_time_estimate_ms,
-                e.speedup,
-                if e.success {
-                    ""
-                } else {
-                    " (some calls failed)"
-                }
-            )?;
+    let runtime = toolgraph::Runtime::start(&config).await?;
+    let settings = TurnSettings {
+        max_iterations: args.max_iterations,
+        teach_references: args.teach_references,
+        system: args.system.clone(),
+        progress: !args.quiet,
+    };
+    let mut session = ChatSession::new(client, runtime, settings, resumed);
+    let Some(prompt) = prompt else {
+        return crate::chat_repl::run(session, &shown_store).await;
+    };
+    let report = session.turn(&prompt, stop).await;
+    if let Some(e) = report.error {
+        if let Some(n) = report.recorded {
+            errln!(
+                "toolgraph: turn {n} of session {} is recorded with what it did",
+                session.id()
+            );
         }
-        match (&session, recording_errors.first()) {
-            (Some(_), Some(e)) => {
-                errln!("toolgraph: warning: recording the session failed: {e}")
-            }
-            (Some(id), None) if !result.executions.is_empty() => {
-                outln!("recorded as session {id} ({})", config.store.url)?
-            }
+        return Err(e.into());
+    }
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&report.result)?)?;
+    } else {
+        print_turn(&report)?;
+        match (report.recorded, &report.recording_error) {
+            (_, Some(e)) => errln!("toolgraph: warning: recording the session failed: {e}"),
+            (Some(_), None) => outln!("recorded as session {} ({shown_store})", session.id())?,
             _ => {}
         }
-        if result.cancelled {
+        if report.result.cancelled {
             outln!(
                 "interrupted: the turn's running calls were cancelled and recorded so (`toolgraph history`)"
             )?;
         }
     }
-    Ok(if result.success {
+    Ok(if report.result.success {
         Outcome::Success
     } else {
         Outcome::CallsFailed
     })
+}
+
+/// The answer, then a summary of the turn: model and tool time, calls, executions, tokens.
+pub fn print_turn(report: &TurnReport) -> Result<()> {
+    let result = &report.result;
+    outln!("{}", result.answer)?;
+    // Model time is time waiting on the model; tool time is what did not overlap it.
+    let early = if result.tool_overlap_ms > 0.0 {
+        format!(
+            " (calls started early ran during {:.1} ms of it)",
+            result.tool_overlap_ms
+        )
+    } else {
+        String::new()
+    };
+    outln!(
+        "\n{} turn(s) · {} tool call(s) in {} execution(s) · model {:.1} ms{early} · tools {:.1} ms after the replies · tokens {} in / {} out",
+        result.iterations,
+        result.tool_calls_made,
+        result.executions.len(),
+        result.model_ms,
+        result.tool_ms,
+        result.usage.input_tokens,
+        result.usage.output_tokens
+    )?;
+    for (k, e) in result.executions.iter().enumerate() {
+        let ids: Vec<&str> = e.results.iter().map(|c| c.id.as_str()).collect();
+        outln!(
+            "  execution {} ({}): {} call(s), makespan {:.1} ms, sequential {:.1} ms, speedup {:.2}×{}",
+            k + 1,
+            render::truncate(&ids.join(", "), 40),
+            e.results.len(),
+            e.total_time_ms,
+            e.sequential_time_estimate_ms,
+            e.speedup,
+            if e.success {
+                ""
+            } else {
+                " (some calls failed)"
+            }
+        )?;
+    }
+    Ok(())
 }

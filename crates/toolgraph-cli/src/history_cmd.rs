@@ -48,7 +48,7 @@ fn status(s: &ExecutionSummary, now: i64) -> &str {
 }
 
 /// Epoch ms as `2026-11-02 10:15:03` (UTC).
-fn when(ms: i64) -> String {
+pub fn when(ms: i64) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_seconds(at)
         .to_string()
@@ -172,8 +172,8 @@ pub async fn history(args: HistoryArgs) -> Result<Outcome> {
 
 #[derive(Args)]
 pub struct ShowArgs {
-    /// The execution: its id, or a prefix of it no other id starts with (at least 4
-    /// characters; `history` shows one).
+    /// The execution or chat session: its id, or a prefix of it no other id starts with
+    /// (at least 4 characters; `history` and `sessions` show one).
     pub id: String,
     /// Draw it into this file (`.svg` or `.html`).
     #[arg(long, value_name = "FILE.svg", value_parser = crate::timeline::output_path)]
@@ -187,7 +187,44 @@ pub async fn show(args: ShowArgs) -> Result<Outcome> {
     let Some(store) = store else {
         return Err(anyhow!("no execution {}: {}", args.id, nothing_yet(&name)));
     };
-    let found = resolve(&*store, &args.id).await?;
+    // Execution and session ids look alike: the id is looked up as both.
+    let execution = store.resolve_id(&args.id).await;
+    let session = store.resolve_session(&args.id).await;
+    let found = match (execution, session) {
+        (Ok(e), Ok(s)) => {
+            return Err(anyhow!(
+                "{} names both execution {} and session {} in the store {name}; give more of the id",
+                args.id,
+                e.id,
+                s.id
+            ));
+        }
+        (Err(StoreError::NotFound { .. }), Ok(s)) => {
+            if args.timeline.is_some() {
+                return Err(anyhow!(
+                    "{} is a chat session: --timeline draws one execution (`toolgraph show` of the session lists them)",
+                    s.id
+                ));
+            }
+            return crate::sessions_cmd::show_session(&*store, &s.id, args.store.json).await;
+        }
+        (
+            Err(StoreError::NotFound { .. }),
+            Err(StoreError::NotFound { .. } | StoreError::SessionNotFound { .. }),
+        ) => {
+            return Err(anyhow!(
+                "no execution {} in the store {name}, nor a session",
+                args.id
+            ));
+        }
+        // An ambiguous session prefix, with its candidates.
+        (Err(StoreError::NotFound { .. }), Err(e)) => {
+            return Err(crate::sessions_cmd::session_error(e));
+        }
+        (Ok(e), _) => e,
+        // Ambiguous, or not an id at all: said as `resolve` says it.
+        (Err(_), _) => resolve(&*store, &args.id).await?,
+    };
     let stored = store.load(&found.id).await?;
     if !args.store.json {
         let s = &stored.summary;

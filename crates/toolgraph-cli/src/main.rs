@@ -6,7 +6,7 @@
 //! maps outcomes to exit codes (0 every call succeeded, 1 some call did not, 2 the input or
 //! the flags were rejected and nothing ran, 130 / 143 a run stopped by Ctrl-C / SIGTERM, 141
 //! standard output was closed by its reader; `serve`: 0 after a graceful shutdown at the
-//! first signal, 130 / 143 at a second; `history`, `show`, `stats` and `prune`: 0 when
+//! first signal, 130 / 143 at a second; `history`, `sessions`, `show`, `stats` and `prune`: 0 when
 //! they did what was asked, 2 when they could not). It is the only crate that prints,
 //! through `out`.
 
@@ -14,6 +14,8 @@ mod bench;
 mod bench_concurrent;
 mod bench_memory;
 mod chat_cmd;
+mod chat_repl;
+mod chat_session;
 mod history_cmd;
 mod input;
 mod interrupt;
@@ -25,6 +27,7 @@ mod render;
 mod resume_cmd;
 mod run_cmd;
 mod serve_cmd;
+mod sessions_cmd;
 mod timeline;
 mod tools_cmd;
 mod worker_cmd;
@@ -64,8 +67,10 @@ enum Command {
     Resume(resume_cmd::ResumeArgs),
     /// Recorded executions, newest first.
     History(history_cmd::HistoryArgs),
-    /// One recorded execution, with its results (and its timeline picture).
+    /// One recorded execution, with its results (and its timeline picture), or one chat session, turn by turn.
     Show(history_cmd::ShowArgs),
+    /// Recorded chat sessions, latest activity first (`chat --resume ID` continues one).
+    Sessions(sessions_cmd::SessionsArgs),
     /// Statistics over recorded executions: speedup, efficiency, success, per-tool latency.
     Stats(history_cmd::StatsArgs),
     /// Delete recorded executions: the ones named (ids or unique prefixes), or those older than a duration.
@@ -108,11 +113,10 @@ async fn main() -> ExitCode {
             "toolgraph worker: stopping: no new calls, the running ones get the drain time (press Ctrl-C again to exit at once)",
         ))
     } else {
-        matches!(
-            cli.command,
-            Command::Run(_) | Command::Resume(_) | Command::Chat(_)
-        )
-        .then(Interrupt::listen)
+        // A conversation handles Ctrl-C itself: per turn (`chat_repl`).
+        let chat_one_turn = matches!(&cli.command, Command::Chat(a) if !a.interactive());
+        (chat_one_turn || matches!(cli.command, Command::Run(_) | Command::Resume(_)))
+            .then(Interrupt::listen)
     };
     let stop = interrupt.as_ref().map(Interrupt::token).unwrap_or_default();
     let mut command = Box::pin(async move {
@@ -125,6 +129,7 @@ async fn main() -> ExitCode {
             Command::Chat(args) => chat_cmd::run(args, stop).await,
             Command::History(args) => history_cmd::history(args).await,
             Command::Show(args) => history_cmd::show(args).await,
+            Command::Sessions(args) => sessions_cmd::sessions(args).await,
             Command::Stats(args) => history_cmd::stats(args).await,
             Command::Prune(args) => history_cmd::prune(args).await,
             Command::Serve(args) => serve_cmd::run(args, stop).await,

@@ -111,6 +111,9 @@ pub struct ScriptTurn {
     pub tool_calls: Vec<ScriptCall>,
     /// When streamed, the wait between two chunks, in ms.
     pub delay_ms: u64,
+    /// Texts the request's messages must contain — to check that a conversation's history
+    /// is sent. A request missing one is answered 400, naming it, instead of this turn.
+    pub expect: Vec<String>,
 }
 
 /// A script: the model's turns, in order (`{"turns": [...]}` or a bare array).
@@ -274,6 +277,10 @@ async fn handle(
     let anthropic = uri.path().ends_with("/messages");
     let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
     let input_tokens = tokens(&body.to_string());
+    let messages = body
+        .get("messages")
+        .map(Value::to_string)
+        .unwrap_or_default();
     let served = {
         let mut requests = lock(&inner.requests);
         requests.push(Recorded {
@@ -287,7 +294,23 @@ async fn handle(
     let entry = lock(&inner.entries).pop_front();
     let reply = match entry {
         Some(Entry::Raw(reply)) => reply,
-        Some(Entry::Turn(turn)) => render(&turn, anthropic, stream, input_tokens),
+        Some(Entry::Turn(turn)) => {
+            match turn.expect.iter().find(|t| !messages.contains(t.as_str())) {
+                Some(missing) => {
+                    let message = format!(
+                        "the mock model expected request {} to carry {missing:?} in its messages \
+                     (the conversation so far), and it does not",
+                        served + 1
+                    );
+                    Reply::status(
+                        400,
+                        None,
+                        json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}}),
+                    )
+                }
+                None => render(&turn, anthropic, stream, input_tokens),
+            }
+        }
         None => {
             let message = format!(
                 "the mock model's script has run out: it answered {served} request(s) and has \

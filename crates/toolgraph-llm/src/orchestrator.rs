@@ -87,7 +87,8 @@ pub struct OrchestratorResult {
     pub success: bool,
     /// The final answer, or why there is none.
     pub answer: String,
-    /// Every message exchanged, in the provider's shape (system prompt not included).
+    /// Every message of the conversation, in the provider's shape (system prompt not
+    /// included): a continued conversation's earlier messages first.
     pub transcript: Vec<Value>,
     /// One execution per batch run (streamed early calls run as batches of their own).
     pub executions: Vec<ParallelExecutionResult>,
@@ -248,6 +249,28 @@ impl ToolOrchestrator {
     /// Traced as an `invoke_agent` span holding a `chat {model}` span per model request
     /// (GenAI semantic conventions) and the executions of the calls it asked for.
     pub async fn execute_with_tools(&self, prompt: &str) -> Result<OrchestratorResult, LlmError> {
+        match self.continue_with_tools(Vec::new(), prompt).await {
+            (_, Some(e)) => Err(e),
+            (result, None) => Ok(result),
+        }
+    }
+
+    /// Continues a conversation: `history` is its earlier messages, in this provider's shape
+    /// (an earlier result's [`transcript`](OrchestratorResult::transcript), as a chat session
+    /// stores it), and `prompt` the next user message; the model receives them all. The
+    /// result's transcript is the whole conversation (`history` first), so the messages this
+    /// run added are `transcript[history.len()..]`.
+    ///
+    /// Never loses what was done: when the model server fails part-way, the result holds
+    /// the conversation until then (with the results of every call that ran), `success`
+    /// false and the answer saying so, beside the error.
+    ///
+    /// Traced as [`execute_with_tools`](Self::execute_with_tools) is.
+    pub async fn continue_with_tools(
+        &self,
+        history: Vec<Value>,
+        prompt: &str,
+    ) -> (OrchestratorResult, Option<LlmError>) {
         let span = tracing::info_span!(
             "agent",
             otel.name = "invoke_agent toolgraph",
@@ -258,26 +281,31 @@ impl ToolOrchestrator {
             gen_ai.usage.input_tokens = tracing::field::Empty,
             gen_ai.usage.output_tokens = tracing::field::Empty,
         );
-        let out = self.run_turns(prompt).instrument(span.clone()).await;
-        if let Ok(out) = &out {
-            span.record(
-                "iterations",
-                i64::try_from(out.iterations).unwrap_or(i64::MAX),
-            );
-            span.record(
-                "gen_ai.usage.input_tokens",
-                i64::try_from(out.usage.input_tokens).unwrap_or(i64::MAX),
-            );
-            span.record(
-                "gen_ai.usage.output_tokens",
-                i64::try_from(out.usage.output_tokens).unwrap_or(i64::MAX),
-            );
-        }
-        out
+        let (out, error) = self
+            .run_turns(history, prompt)
+            .instrument(span.clone())
+            .await;
+        span.record(
+            "iterations",
+            i64::try_from(out.iterations).unwrap_or(i64::MAX),
+        );
+        span.record(
+            "gen_ai.usage.input_tokens",
+            i64::try_from(out.usage.input_tokens).unwrap_or(i64::MAX),
+        );
+        span.record(
+            "gen_ai.usage.output_tokens",
+            i64::try_from(out.usage.output_tokens).unwrap_or(i64::MAX),
+        );
+        (out, error)
     }
 
-    /// [`execute_with_tools`](Self::execute_with_tools) inside its span.
-    async fn run_turns(&self, prompt: &str) -> Result<OrchestratorResult, LlmError> {
+    /// [`continue_with_tools`](Self::continue_with_tools) inside its span.
+    async fn run_turns(
+        &self,
+        history: Vec<Value>,
+        prompt: &str,
+    ) -> (OrchestratorResult, Option<LlmError>) {
         let specs: Vec<ToolSpec> = self
             .executor
             .tools()
@@ -286,6 +314,7 @@ impl ToolOrchestrator {
             .map(|e| e.tool.spec().clone())
             .collect();
         let mut conversation = Conversation::user(self.effective_system_prompt(), prompt);
+        conversation.messages.splice(0..0, history);
         let mut out = OrchestratorResult {
             success: false,
             answer: String::new(),
@@ -309,9 +338,20 @@ impl ToolOrchestrator {
             };
             let Some(answered) = answered else {
                 out.model_ms += asked.elapsed().as_secs_f64() * 1e3;
-                return Ok(cancelled(out, conversation, "while waiting for the model"));
+                return (
+                    cancelled(out, conversation, "while waiting for the model"),
+                    None,
+                );
             };
-            let (turn, early) = answered?;
+            let (turn, early) = match answered {
+                Ok(answered) => answered,
+                Err(e) => {
+                    out.success = false;
+                    out.answer = format!("the model failed: {e}");
+                    out.transcript = conversation.messages;
+                    return (out, Some(e));
+                }
+            };
             out.usage.add(turn.usage);
             out.model_ms += turn.model_ms;
             conversation.messages.push(turn.assistant_message.clone());
@@ -327,7 +367,7 @@ impl ToolOrchestrator {
                     format!("the model stopped early ({:?})", turn.finish_reason)
                 };
                 out.transcript = conversation.messages;
-                return Ok(out);
+                return (out, None);
             }
             out.tool_calls_made += order.len();
             let answers = self.run_calls(&turn, asked, early, &mut out).await;
@@ -335,7 +375,7 @@ impl ToolOrchestrator {
                 conversation
                     .messages
                     .extend(self.result_messages(&order, answers));
-                return Ok(cancelled(out, conversation, "while the tools ran"));
+                return (cancelled(out, conversation, "while the tools ran"), None);
             }
             conversation
                 .messages
@@ -347,7 +387,7 @@ impl ToolOrchestrator {
             out.iterations
         );
         out.transcript = conversation.messages;
-        Ok(out)
+        (out, None)
     }
 
     /// One model turn, with the calls started early while it streamed.

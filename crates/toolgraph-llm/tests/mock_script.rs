@@ -87,3 +87,59 @@ fn bad_scripts_are_refused_with_the_reason() {
         assert!(err.contains(says), "{text}: {err}");
     }
 }
+
+/// A conversation continued from an earlier run's transcript: the model receives the whole
+/// history (the script's `expect` checks it), the result's transcript holds it first, and a
+/// model server failing part-way leaves what was done in the result beside the error.
+#[tokio::test]
+async fn a_conversation_continues_from_an_earlier_transcript_in_both_protocols() {
+    for provider in [Provider::OpenAi, Provider::Anthropic] {
+        let script = Script::from_json(
+            r#"[{"text": "The sum is 5.", "tool_calls": [{"id": "s", "name": "add", "arguments": {"a": 2, "b": 3}}]},
+                {"text": "Five."},
+                {"text": "Still five.", "expect": ["add two and three", "Five.", "and now?"]},
+                {"text": "never", "expect": ["a word nobody said"]}]"#,
+        )
+        .expect("script");
+        let server = MockServer::start_script(script).await.expect("bind");
+        let client = LlmClient::new(server.config(provider, false)).expect("client");
+        let (executor, _) = executor();
+        let orch = ToolOrchestrator::new(client, executor);
+        let first = orch
+            .execute_with_tools("add two and three")
+            .await
+            .expect("first");
+        assert_eq!(first.answer, "Five.", "{provider}");
+        let (second, error) = orch
+            .continue_with_tools(first.transcript.clone(), "and now?")
+            .await;
+        assert!(error.is_none(), "{provider}: {error:?}");
+        assert_eq!(second.answer, "Still five.", "{provider}");
+        assert_eq!(
+            &second.transcript[..first.transcript.len()],
+            &first.transcript[..],
+            "{provider}: the history comes first"
+        );
+        assert_eq!(
+            second.transcript[first.transcript.len()]["content"],
+            "and now?",
+            "{provider}"
+        );
+        let (third, error) = orch
+            .continue_with_tools(second.transcript.clone(), "again?")
+            .await;
+        let error = error.expect("the mock refused the request").to_string();
+        assert!(error.contains("a word nobody said"), "{error}");
+        assert!(!third.success, "{provider}");
+        assert!(
+            third.answer.starts_with("the model failed"),
+            "{}",
+            third.answer
+        );
+        assert_eq!(
+            third.transcript.len(),
+            second.transcript.len() + 1,
+            "{provider}: the prompt is kept"
+        );
+    }
+}

@@ -20,7 +20,8 @@ use crate::stored::{
     StoredExecution,
 };
 use crate::{
-    ExecutionRecorder, ExecutionStore, StoreError, StoreOptions, now_ms, record_results, sql,
+    ExecutionRecorder, ExecutionStore, SessionHead, SessionSummary, SessionTurn, StoreError,
+    StoreOptions, StoredSession, now_ms, record_results, sql,
 };
 
 /// Which database a store talks to.
@@ -436,6 +437,30 @@ impl ExecutionStore for Store {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<ExecutionSummary>, StoreError>> {
         Box::pin(self.fetch_by_prefix(prefix, limit))
+    }
+
+    fn record_session_turn<'a>(
+        &'a self,
+        head: &'a SessionHead,
+        turn: &'a SessionTurn,
+    ) -> BoxFuture<'a, Result<i64, StoreError>> {
+        Box::pin(self.insert_session_turn(head, turn))
+    }
+
+    fn sessions(&self, limit: i64) -> BoxFuture<'_, Result<Vec<SessionSummary>, StoreError>> {
+        Box::pin(self.fetch_sessions(limit))
+    }
+
+    fn sessions_by_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<SessionSummary>, StoreError>> {
+        Box::pin(self.fetch_sessions_by_prefix(prefix, limit))
+    }
+
+    fn load_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<StoredSession, StoreError>> {
+        Box::pin(self.fetch_session(id))
     }
 
     fn performance_stats<'a>(

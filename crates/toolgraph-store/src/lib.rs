@@ -22,6 +22,10 @@
 //! prefix of one (at least [`MIN_ID_PREFIX`] characters), found with one bounded, indexed
 //! range read ([`ExecutionStore::executions_by_prefix`]).
 //!
+//! Chat sessions are kept too ([`SessionTurn`]s, one per turn, written as each ends):
+//! [`ExecutionStore::sessions`] lists them, [`ExecutionStore::load_session`] reads one
+//! back, and [`ExecutionStore::resolve_session`] takes a unique prefix as executions do.
+//!
 //! Writes during an execution go through an [`ExecutionRecorder`], an `EventSink` the
 //! scheduler takes as a sink. The SQL store's recorder queues rows (a bounded queue) and
 //! lets a background task write them in batched transactions, off the scheduler's hot
@@ -44,6 +48,7 @@ mod open;
 mod options;
 mod read;
 mod recorder;
+mod session;
 mod sql;
 mod stored;
 
@@ -62,6 +67,7 @@ pub use lease::Claim;
 pub use memory::MemoryStore;
 pub use open::hide_password;
 pub use options::StoreOptions;
+pub use session::{SessionHead, SessionSummary, SessionTurn, StoredSession, title_of};
 pub use stored::{ExecutionSummary, PruneRequest, Pruned, ResumePoint, StoredExecution};
 
 /// The fewest characters of an execution id [`ExecutionStore::resolve_id`] takes as a
@@ -184,6 +190,80 @@ pub trait ExecutionStore: Send + Sync {
                     let more = found.len() > MAX_CANDIDATES;
                     found.truncate(MAX_CANDIDATES);
                     Err(StoreError::Ambiguous {
+                        prefix,
+                        store: self.describe(),
+                        candidates: found,
+                        more,
+                    })
+                }
+            }
+        })
+    }
+
+    /// Writes `turn` as the next turn of session `head.id` — creating the session with its
+    /// first turn (or completing one an execution created), keeping its title, updating its
+    /// provider, model, totals and last activity — and returns the turn's number (1, 2, …).
+    ///
+    /// A store that keeps no sessions says so ([`StoreError::Unsupported`], the default).
+    fn record_session_turn<'a>(
+        &'a self,
+        head: &'a SessionHead,
+        turn: &'a SessionTurn,
+    ) -> BoxFuture<'a, Result<i64, StoreError>> {
+        let _ = (head, turn);
+        Box::pin(async { Err(StoreError::Unsupported("chat sessions")) })
+    }
+
+    /// The sessions, latest activity first, at most `limit`.
+    fn sessions(&self, limit: i64) -> BoxFuture<'_, Result<Vec<SessionSummary>, StoreError>> {
+        let _ = limit;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// The sessions whose id starts with `prefix`, in id order, at most `limit` (as
+    /// [`executions_by_prefix`](ExecutionStore::executions_by_prefix)).
+    fn sessions_by_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<SessionSummary>, StoreError>> {
+        let _ = (prefix, limit);
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Session `id` (a whole id), with its turns and executions.
+    fn load_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<StoredSession, StoreError>> {
+        Box::pin(async move {
+            Err(StoreError::SessionNotFound {
+                id: id.to_owned(),
+                store: self.describe(),
+            })
+        })
+    }
+
+    /// The session `given` names: its whole id or a unique prefix of one, under the rules
+    /// of [`resolve_id`](ExecutionStore::resolve_id); [`StoreError::SessionNotFound`] and
+    /// [`StoreError::SessionAmbiguous`] say why not.
+    fn resolve_session<'a>(
+        &'a self,
+        given: &'a str,
+    ) -> BoxFuture<'a, Result<SessionSummary, StoreError>> {
+        Box::pin(async move {
+            let prefix = id_prefix(given)?;
+            let mut found = self.sessions_by_prefix(&prefix, MAX_CANDIDATES + 1).await?;
+            if let Some(exact) = found.iter().position(|s| s.id == prefix) {
+                return Ok(found.swap_remove(exact));
+            }
+            match found.len() {
+                0 => Err(StoreError::SessionNotFound {
+                    id: given.to_owned(),
+                    store: self.describe(),
+                }),
+                1 => Ok(found.swap_remove(0)),
+                _ => {
+                    let more = found.len() > MAX_CANDIDATES;
+                    found.truncate(MAX_CANDIDATES);
+                    Err(StoreError::SessionAmbiguous {
                         prefix,
                         store: self.describe(),
                         candidates: found,
@@ -429,6 +509,34 @@ pub enum StoreError {
         /// The first executions in id order, at most [`MAX_CANDIDATES`].
         candidates: Vec<ExecutionSummary>,
         /// More executions match than are listed.
+        more: bool,
+    },
+    /// The store does not keep this kind of record.
+    #[error("this store keeps no {0}")]
+    Unsupported(&'static str),
+    /// No session has that id (or an id starting so).
+    #[error("no session {id} in the store {store}")]
+    SessionNotFound {
+        /// The id or prefix asked for.
+        id: String,
+        /// The store searched.
+        store: String,
+    },
+    /// Several sessions' ids start with the prefix given.
+    #[error(
+        "{prefix} is ambiguous in the store {store}: {} of its sessions start so ({}{}); give more of the id",
+        if *more { format!("more than {}", candidates.len()) } else { candidates.len().to_string() },
+        candidates.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", "),
+        if *more { ", …" } else { "" }
+    )]
+    SessionAmbiguous {
+        /// The prefix, as searched (lower case).
+        prefix: String,
+        /// The store searched.
+        store: String,
+        /// The first sessions in id order, at most [`MAX_CANDIDATES`].
+        candidates: Vec<SessionSummary>,
+        /// More sessions match than are listed.
         more: bool,
     },
     /// What was given cannot be an execution id or a prefix of one.

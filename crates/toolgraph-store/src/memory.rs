@@ -19,7 +19,10 @@ use crate::stored::{
     self, CallRecord, Ended, ExecutionSummary, PruneRequest, Pruned, ResumePoint, StoredExecution,
     TOOL_STATS_STATES, ToolTally,
 };
-use crate::{ExecutionRecorder, ExecutionStore, StoreError, now_ms};
+use crate::{
+    ExecutionRecorder, ExecutionStore, SessionHead, SessionSummary, SessionTurn, StoreError,
+    StoredSession, now_ms,
+};
 
 /// Executions kept in memory. Clones share the same record.
 ///
@@ -38,11 +41,22 @@ pub struct MemoryStore {
     executions: Arc<Mutex<BTreeMap<String, Execution>>>,
     /// The `tool_cache` table: key → (value, expires at, epoch ms).
     cache: Arc<Mutex<BTreeMap<String, (String, i64)>>>,
+    /// The `sessions` and `session_turns` tables.
+    sessions: Arc<Mutex<BTreeMap<String, Session>>>,
+}
+
+/// One session: its summary (totals kept up to date), system prompt and turns.
+struct Session {
+    summary: SessionSummary,
+    system: Option<String>,
+    turns: Vec<SessionTurn>,
 }
 
 /// One execution: what the SQL store keeps in its tables, as values.
 struct Execution {
     created_at: i64,
+    /// The session (a chat) it belongs to.
+    session: Option<String>,
     status: &'static str,
     config: ParallelExecutorConfig,
     resumed: i64,
@@ -103,12 +117,101 @@ impl MemoryStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn sessions_lock(&self) -> MutexGuard<'_, BTreeMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What `record_session_turn` does, under the sessions' lock.
+    fn add_session_turn(&self, head: &SessionHead, turn: &SessionTurn) -> i64 {
+        let mut sessions = self.sessions_lock();
+        let session = sessions.entry(head.id.clone()).or_insert_with(|| Session {
+            summary: SessionSummary {
+                id: head.id.clone(),
+                title: None,
+                provider: None,
+                model: None,
+                turns: 0,
+                input_tokens: 0,
+                output_tokens: 0,
+                created_at: turn.started_at,
+                updated_at: turn.started_at,
+            },
+            system: None,
+            turns: Vec::new(),
+        });
+        let s = &mut session.summary;
+        s.title.get_or_insert_with(|| head.title.clone());
+        s.provider = Some(head.provider.clone());
+        s.model = Some(turn.model.clone());
+        s.turns += 1;
+        s.input_tokens += turn.input_tokens;
+        s.output_tokens += turn.output_tokens;
+        s.updated_at = turn.finished_at.max(now_ms());
+        if session.system.is_none() {
+            session.system.clone_from(&head.system);
+        }
+        let number = session.turns.len() as i64 + 1;
+        session.turns.push(SessionTurn {
+            turn: number,
+            ..turn.clone()
+        });
+        number
+    }
+
+    /// Session `id`, copied out of the lock, with its executions.
+    fn session_now(&self, id: &str) -> Result<StoredSession, StoreError> {
+        let (summary, system, turns) = {
+            let sessions = self.sessions_lock();
+            let s = sessions
+                .get(id)
+                .ok_or_else(|| StoreError::SessionNotFound {
+                    id: id.to_owned(),
+                    store: MEMORY.to_owned(),
+                })?;
+            (s.summary.clone(), s.system.clone(), s.turns.clone())
+        };
+        let mut executions: Vec<ExecutionSummary> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.session.as_deref() == Some(id))
+            .map(|(eid, e)| e.summary(eid))
+            .collect();
+        executions.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(StoredSession {
+            summary,
+            system,
+            turns,
+            executions,
+        })
+    }
+
     fn cache_lock(&self) -> MutexGuard<'_, BTreeMap<String, (String, i64)>> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn begin(&self, plan: &Plan, config: &ParallelExecutorConfig) -> String {
+    fn begin(&self, plan: &Plan, config: &ParallelExecutorConfig, session: Option<&str>) -> String {
         let id = uuid::Uuid::new_v4().to_string();
+        if let Some(session) = session {
+            // As the SQL store does: an execution's session exists from then on.
+            let now = now_ms();
+            self.sessions_lock()
+                .entry(session.to_owned())
+                .or_insert_with(|| Session {
+                    summary: SessionSummary {
+                        id: session.to_owned(),
+                        title: None,
+                        provider: None,
+                        model: None,
+                        turns: 0,
+                        input_tokens: 0,
+                        output_tokens: 0,
+                        created_at: now,
+                        updated_at: now,
+                    },
+                    system: None,
+                    turns: Vec::new(),
+                });
+        }
         let levels = plan.levels();
         let calls = plan
             .calls()
@@ -123,6 +226,7 @@ impl MemoryStore {
             .collect();
         let execution = Execution {
             created_at: now_ms(),
+            session: session.map(str::to_owned),
             status: "running",
             config: config.clone(),
             resumed: 0,
@@ -327,10 +431,9 @@ impl ExecutionStore for MemoryStore {
         &'a self,
         plan: &'a Plan,
         config: &'a ParallelExecutorConfig,
-        _session: Option<&'a str>,
+        session: Option<&'a str>,
     ) -> BoxFuture<'a, Result<String, StoreError>> {
-        // Sessions group executions in the SQL store; nothing reads them back yet.
-        Box::pin(async move { Ok(self.begin(plan, config)) })
+        Box::pin(async move { Ok(self.begin(plan, config, session)) })
     }
 
     fn recorder(
@@ -390,6 +493,50 @@ impl ExecutionStore for MemoryStore {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<ExecutionSummary>, StoreError>> {
         Box::pin(async move { Ok(self.by_prefix(prefix, limit)) })
+    }
+
+    fn record_session_turn<'a>(
+        &'a self,
+        head: &'a SessionHead,
+        turn: &'a SessionTurn,
+    ) -> BoxFuture<'a, Result<i64, StoreError>> {
+        Box::pin(async move { Ok(self.add_session_turn(head, turn)) })
+    }
+
+    fn sessions(&self, limit: i64) -> BoxFuture<'_, Result<Vec<SessionSummary>, StoreError>> {
+        Box::pin(async move {
+            let mut all: Vec<SessionSummary> = self
+                .sessions_lock()
+                .values()
+                .map(|s| s.summary.clone())
+                .collect();
+            all.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.id.cmp(&b.id)));
+            all.truncate(usize::try_from(limit).unwrap_or(0));
+            Ok(all)
+        })
+    }
+
+    fn sessions_by_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<SessionSummary>, StoreError>> {
+        Box::pin(async move {
+            Ok(self
+                .sessions_lock()
+                .range::<str, _>((
+                    std::ops::Bound::Included(prefix),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(|(id, _)| id.starts_with(prefix))
+                .take(limit)
+                .map(|(_, s)| s.summary.clone())
+                .collect())
+        })
+    }
+
+    fn load_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<StoredSession, StoreError>> {
+        Box::pin(async move { self.session_now(id) })
     }
 
     fn performance_stats<'a>(

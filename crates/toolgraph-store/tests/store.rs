@@ -118,6 +118,7 @@ on_every_store!(
     the_worker_that_ran_a_call_reads_back_with_it,
     cache_entries_answer_until_they_expire_and_are_replaced_deleted_or_pruned,
     a_cached_call_reads_back_cached_and_counts_as_a_hit_in_the_statistics,
+    a_session_keeps_its_turns_in_order_with_totals_and_resolves_by_prefix,
 );
 
 #[tokio::test]

@@ -1511,3 +1511,132 @@ pub async fn a_cached_call_reads_back_cached_and_counts_as_a_hit_in_the_statisti
     assert_eq!((t.count, t.cache_hits), (2, 1));
     assert_eq!(t.hit_rate, 0.5);
 }
+
+/// A turn of a chat session, as `toolgraph chat` writes it.
+fn session_turn(
+    prompt: &str,
+    answer: &str,
+    status: &str,
+    tokens: i64,
+) -> toolgraph_store::SessionTurn {
+    let started_at = now_ms();
+    toolgraph_store::SessionTurn {
+        turn: 0,
+        started_at,
+        finished_at: started_at + 5,
+        status: status.into(),
+        model: "m1".into(),
+        prompt: prompt.into(),
+        answer: answer.into(),
+        messages: vec![
+            json!({"role": "user", "content": prompt}),
+            json!({"role": "assistant", "content": answer}),
+        ],
+        input_tokens: tokens,
+        output_tokens: tokens / 2,
+    }
+}
+
+pub async fn a_session_keeps_its_turns_in_order_with_totals_and_resolves_by_prefix(
+    store: Arc<dyn ExecutionStore>,
+) {
+    let one = "abcd0000-0000-4000-8000-000000000001";
+    let other = "abcd1111-0000-4000-8000-000000000002";
+    let head = |id: &str, title: &str| toolgraph_store::SessionHead {
+        id: id.into(),
+        title: title.into(),
+        provider: "openai".into(),
+        system: Some("be brief".into()),
+    };
+    // An execution of the first turn, recorded under the session before the turn ends.
+    let probe = Probe::new();
+    let executor = executor(&probe);
+    let plan = executor
+        .plan(vec![ToolCall::new("a", "t", json!({}))])
+        .expect("valid");
+    let first = session_turn("list my notes", "three notes", "answered", 100);
+    let execution = store
+        .begin_execution(&plan, &executor.config(), Some(one))
+        .await
+        .expect("begin");
+    let n = store
+        .record_session_turn(&head(one, "list my notes"), &first)
+        .await
+        .expect("first turn");
+    assert_eq!(n, 1);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut second = session_turn(
+        "and the TODOs?",
+        "cancelled while the tools ran: no final answer",
+        "cancelled",
+        40,
+    );
+    second.model = "m2".into();
+    let n = store
+        .record_session_turn(&head(one, "not the title"), &second)
+        .await
+        .expect("second turn");
+    assert_eq!(n, 2);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    store
+        .record_session_turn(
+            &head(other, "another"),
+            &session_turn("hi", "hello", "answered", 10),
+        )
+        .await
+        .expect("other session");
+
+    let listed = store.sessions(10).await.expect("sessions");
+    let ids: Vec<&str> = listed.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(&ids[..2], [other, one], "latest activity first: {ids:?}");
+    assert_eq!(store.sessions(1).await.expect("limited").len(), 1);
+
+    let stored = store.load_session(one).await.expect("load");
+    let s = &stored.summary;
+    assert_eq!(
+        s.title.as_deref(),
+        Some("list my notes"),
+        "the first title stays"
+    );
+    assert_eq!((s.turns, s.input_tokens, s.output_tokens), (2, 140, 70));
+    assert_eq!(s.model.as_deref(), Some("m2"), "the latest turn's model");
+    assert_eq!(s.provider.as_deref(), Some("openai"));
+    assert_eq!(stored.system.as_deref(), Some("be brief"));
+    let numbers: Vec<i64> = stored.turns.iter().map(|t| t.turn).collect();
+    assert_eq!(numbers, [1, 2]);
+    assert_eq!(stored.turns[1].status, "cancelled");
+    assert_eq!(stored.turns[0].messages, first.messages);
+    let history = stored.history();
+    assert_eq!(history.len(), 4);
+    assert_eq!(history[2]["content"], "and the TODOs?");
+    let ran: Vec<&str> = stored.executions.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ran, [execution.as_str()]);
+
+    // Prefixes: unique, any case, ambiguous (both listed), unknown, malformed.
+    assert_eq!(
+        store.resolve_session("ABCD0").await.expect("unique").id,
+        one
+    );
+    assert_eq!(store.resolve_session(one).await.expect("whole").id, one);
+    match store.resolve_session("abcd").await {
+        Err(StoreError::SessionAmbiguous { candidates, .. }) => {
+            let listed: Vec<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
+            assert_eq!(listed, [one, other]);
+        }
+        other => panic!("expected an ambiguous prefix, got {other:?}"),
+    }
+    assert!(matches!(
+        store.resolve_session("ffff0").await,
+        Err(StoreError::SessionNotFound { .. })
+    ));
+    assert!(matches!(
+        store.resolve_session("ab").await,
+        Err(StoreError::BadId { .. })
+    ));
+    assert!(matches!(
+        store
+            .load_session("abcd2222-0000-4000-8000-000000000003")
+            .await,
+        Err(StoreError::SessionNotFound { .. })
+    ));
+}
