@@ -55,6 +55,8 @@ pub enum ErrorKind {
     Interrupted,
     /// A size limit would be passed.
     TooLarge,
+    /// The approval policy or the person asked refused the call.
+    Denied,
 }
 
 /// A call's error.

@@ -227,6 +227,7 @@ impl LiveExecution {
                     level: 0,
                     worker: None,
                     cached: false,
+                    edited_arguments: None,
                 },
             })
             .collect();
@@ -435,6 +436,7 @@ impl EventSink for LiveSink {
                 level: 0,
                 worker: outcome.worker.map(str::to_owned),
                 cached: outcome.cached,
+                edited_arguments: None,
             });
         }
     }
