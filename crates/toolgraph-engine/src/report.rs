@@ -59,6 +59,7 @@ fn call_result_named(
         level,
         worker: r.worker.as_deref().map(str::to_owned),
         cached: r.cached,
+        edited_arguments: r.edited,
     }
 }
 
