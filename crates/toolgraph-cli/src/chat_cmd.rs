@@ -21,10 +21,14 @@ use toolgraph::llm::{LlmClient, LlmConfig, LlmError, Provider, ToolOrchestrator}
 use toolgraph_engine::CancellationToken;
 
 use crate::Outcome;
+use crate::approve_prompt;
 use crate::input::ExecutorFlags;
 use crate::out::{errln, outln};
 use crate::progress::Progress;
 use crate::render;
+
+/// `chat`'s approval policy when neither `--approval` nor `[approvals] default` names one.
+const ASK: toolgraph_core::ApprovalPreset = toolgraph_core::ApprovalPreset::AskWrites;
 
 /// Providers, on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -73,6 +77,8 @@ pub struct ChatArgs {
     #[arg(long, short)]
     pub quiet: bool,
     #[command(flatten)]
+    pub approval: crate::input::ApprovalFlag,
+    #[command(flatten)]
     pub flags: ExecutorFlags,
 }
 
@@ -119,7 +125,8 @@ async fn start_mock(path: &Path, llm: &mut LlmConfig, model: Option<&str>) -> Re
 }
 
 pub async fn run(args: ChatArgs, stop: CancellationToken) -> Result<Outcome> {
-    let config = args.flags.config()?;
+    let mut config = args.flags.config()?;
+    approve_prompt::no_silent_root(&mut config, args.flags.tools.root.is_some(), args.quiet);
     let mut llm = llm_config(&args, config.llm.as_ref());
     let _mock = match &args.mock {
         Some(path) => {
@@ -150,6 +157,7 @@ pub async fn run(args: ChatArgs, stop: CancellationToken) -> Result<Outcome> {
     if let Some(p) = &progress {
         runtime = runtime.with_sink_per_execution(p.sink_factory());
     }
+    runtime = approve_prompt::guard(&runtime, args.approval.policy(&config, ASK), &progress);
     // Every turn's batch is recorded ahead, under one session, with the plan the model sent.
     let session = runtime
         .store()

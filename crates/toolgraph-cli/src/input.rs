@@ -9,7 +9,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use toolgraph::Config;
-use toolgraph_core::{InputError, ToolCall, parse_tool_calls_str};
+use toolgraph_core::{
+    ApprovalPolicy, ApprovalPreset, InputError, ToolCall, parse_tool_calls_str,
+};
 use toolgraph_store::ExecutionStore;
 
 use crate::out::errln;
@@ -57,12 +59,19 @@ pub struct ToolFlags {
     /// repeatable. Its tools are `NAME.tool`.
     #[arg(long = "mcp", value_name = "NAME=COMMAND|URL")]
     pub mcp: Vec<String>,
+    /// Let `http_fetch` reach loopback, private and link-local addresses (refused by
+    /// default, also after DNS and redirects); `[http] allow_private = true` in the file.
+    #[arg(long)]
+    pub allow_private_network: bool,
 }
 
 impl ToolFlags {
     pub fn apply(&self, config: &mut Config) -> Result<()> {
         if let Some(root) = &self.root {
             config.files.root = root.clone();
+        }
+        if self.allow_private_network {
+            config.http.allow_private = true;
         }
         for spec in &self.mcp {
             config.mcp.push(
@@ -71,6 +80,34 @@ impl ToolFlags {
         }
         Ok(())
     }
+}
+
+/// Which calls run, ask or are refused (`--approval`); replaces the `[approvals]` section.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ApprovalFlag {
+    /// The approval policy: `auto` (everything runs), `ask-writes` (read-only calls run,
+    /// the rest ask), `ask-all`, `deny-writes` (read-only calls run, the rest are refused).
+    /// Replaces the `[approvals]` section for this command.
+    #[arg(long = "approval", value_name = "POLICY", value_parser = parse_preset)]
+    pub preset: Option<ApprovalPreset>,
+}
+
+impl ApprovalFlag {
+    /// The policy: the flag's preset alone, else `[approvals]` with `fallback` as its
+    /// preset when it names none.
+    pub fn policy(&self, config: &Config, fallback: ApprovalPreset) -> ApprovalPolicy {
+        match self.preset {
+            Some(preset) => ApprovalPolicy::preset(preset),
+            None => config.approvals.clone().or_preset(fallback),
+        }
+    }
+}
+
+fn parse_preset(text: &str) -> std::result::Result<ApprovalPreset, String> {
+    ApprovalPreset::parse(text.trim()).ok_or_else(|| {
+        let names: Vec<&str> = ApprovalPreset::ALL.iter().map(|p| p.as_str()).collect();
+        format!("expected one of {}", names.join(", "))
+    })
 }
 
 /// The limits shared by everything this process runs.

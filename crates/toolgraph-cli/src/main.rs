@@ -12,6 +12,7 @@
 mod bench;
 mod bench_concurrent;
 mod bench_memory;
+mod approve_prompt;
 mod chat_cmd;
 mod history_cmd;
 mod input;

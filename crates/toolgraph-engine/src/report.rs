@@ -215,6 +215,7 @@ mod tests {
                 finished: now,
                 worker: (i % 2 == 0).then(|| Arc::from("w-0")),
                 cached: false,
+                edited: None,
             })
             .collect();
         let borrowed = results(&plan, records.clone(), now);

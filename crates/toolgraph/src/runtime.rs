@@ -343,6 +343,21 @@ impl Runtime {
         }
     }
 
+    /// This runtime, asking or refusing calls before they run: `policy`, answered by
+    /// `approver` where it says `ask` (none: such calls are denied, saying nothing can ask).
+    /// Clones of the returned runtime share the "always" answers.
+    pub fn with_approvals(
+        &self,
+        policy: toolgraph_core::ApprovalPolicy,
+        approver: Option<toolgraph_core::SharedApprover>,
+    ) -> Runtime {
+        let approvals = Arc::new(toolgraph_engine::Approvals::new(policy, approver));
+        Runtime {
+            executor: self.executor.clone().with_approvals(approvals),
+            ..self.clone()
+        }
+    }
+
     /// The executor: tools, configuration, shared limiter, history.
     pub fn executor(&self) -> &ParallelExecutor {
         &self.executor
@@ -401,7 +416,7 @@ impl Runtime {
         options: ExecuteOptions,
     ) -> Result<Execution, RuntimeError> {
         let Some(store) = &self.store else {
-            let result = self.run(plan, options, None, Vec::new()).await;
+            let result = self.run(plan, options, None, Vec::new(), None).await;
             return Ok(Execution {
                 result,
                 id: None,
@@ -424,7 +439,7 @@ impl Runtime {
         let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
         let cancel = options.cancel.clone();
         let mut result = self
-            .run(plan, options, Some(recorder.as_sink()), Vec::new())
+            .run(plan, options, Some(recorder.as_sink()), Vec::new(), Some(&id))
             .instrument(tracing::info_span!("execution", id = %id))
             .await;
         let mut recording_error =
@@ -456,6 +471,7 @@ impl Runtime {
         options: ExecuteOptions,
         sink: Option<&dyn EventSink>,
         preset: Vec<Option<Preset>>,
+        execution_id: Option<&str>,
     ) -> ParallelExecutionResult {
         // A clone shares the limiter, tools and history: only the sink is this execution's.
         let own;
@@ -487,6 +503,7 @@ impl Runtime {
                     sink,
                     preset,
                     config: options.config,
+                    execution_id: execution_id.map(Arc::from),
                 },
             )
             .await;
@@ -558,7 +575,7 @@ impl Runtime {
         };
         let cancel = options.cancel.clone();
         let result = self
-            .run(&plan, options, Some(recorder.as_sink()), preset)
+            .run(&plan, options, Some(recorder.as_sink()), preset, Some(id))
             .instrument(tracing::info_span!("resume", id = %id))
             .await;
         let mut finished = finish_record(&**store, id, &*recorder, &result, skip, offset_ms).await;
@@ -808,7 +825,7 @@ impl BatchRunner for SessionRunner {
                 Err(RuntimeError::Input(e)) => Err(e),
                 // The store failed before anything ran: the turn still runs, unrecorded.
                 Err(e) => {
-                    let mut result = runtime.run(&plan, options, None, Vec::new()).await;
+                    let mut result = runtime.run(&plan, options, None, Vec::new(), None).await;
                     result.metadata.recording_error = Some(e.to_string());
                     Ok(result)
                 }

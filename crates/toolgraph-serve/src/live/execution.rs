@@ -378,6 +378,7 @@ impl EventSink for LiveSink {
         let (kind, position) = match event {
             Event::CallReady { position } => ("queued", *position),
             Event::CallStarted { position } => ("started", *position),
+            Event::CallAwaitingApproval { position } => ("awaiting_approval", *position),
             Event::CallFinished {
                 position,
                 duration_ms,
