@@ -126,7 +126,6 @@ async fn start_mock(path: &Path, llm: &mut LlmConfig, model: Option<&str>) -> Re
 
 pub async fn run(args: ChatArgs, stop: CancellationToken) -> Result<Outcome> {
     let mut config = args.flags.config()?;
-    approve_prompt::no_silent_root(&mut config, args.flags.tools.root.is_some(), args.quiet);
     let mut llm = llm_config(&args, config.llm.as_ref());
     let _mock = match &args.mock {
         Some(path) => {
@@ -152,6 +151,7 @@ pub async fn run(args: ChatArgs, stop: CancellationToken) -> Result<Outcome> {
         ),
         Err(e) => return Err(e.into()),
     };
+    approve_prompt::no_silent_root(&mut config, args.flags.tools.root.is_some(), args.quiet);
     let mut runtime = toolgraph::Runtime::start(&config).await?;
     let progress = (!args.quiet).then(Progress::for_chat);
     if let Some(p) = &progress {
