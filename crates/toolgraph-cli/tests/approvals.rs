@@ -308,3 +308,32 @@ async fn run_with_deny_writes_refuses_writes_by_policy_and_runs_reads() {
     assert_eq!(result["results"][1]["status"], "ok");
     assert!(!dir.path().join("x.txt").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_fetch_refuses_loopback_unless_allow_private_network_is_given() {
+    let local = toolgraph_test_support::CountingServer::start(Duration::ZERO);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let batch = dir.path().join("fetch.json");
+    let fetch = serde_json::json!([
+        {"id": "f", "name": "http_fetch", "arguments": {"url": format!("{}/hello", local.url())}}
+    ]);
+    std::fs::write(&batch, fetch.to_string()).expect("batch");
+    let run = |extra: &[&str]| {
+        let mut args: Vec<String> = ["run", &batch.to_string_lossy(), "--json", "--quiet", "--no-record"]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let refused = toolgraph(run(&[]), &[]).await;
+    let result: Value = serde_json::from_slice(&refused.stdout).expect("json");
+    assert_eq!(result["results"][0]["status"], "error", "{result}");
+    let message = result["results"][0]["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("loopback"), "{message}");
+    assert_eq!(local.hits(), 0, "nothing reached the server");
+
+    let allowed = toolgraph(run(&["--allow-private-network"]), &[]).await;
+    let result: Value = serde_json::from_slice(&allowed.stdout).expect("json");
+    assert_eq!(result["results"][0]["status"], "ok", "{result}");
+    assert_eq!(local.hits(), 1);
+}
