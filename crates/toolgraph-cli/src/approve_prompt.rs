@@ -32,16 +32,20 @@ use crate::progress::Progress;
 /// `runtime` under `policy`, asking on the terminal when standard input is one (the
 /// progress bar hides while a question is open); otherwise nothing can ask, and calls the
 /// policy says to ask about are denied with a reason naming `--approval` and `[approvals]`.
-pub fn guard(runtime: &Runtime, policy: ApprovalPolicy, progress: &Option<Arc<Progress>>) -> Runtime {
+pub fn guard(
+    runtime: &Runtime,
+    policy: ApprovalPolicy,
+    progress: &Option<Arc<Progress>>,
+) -> Runtime {
     if policy.is_auto() {
         return runtime.clone();
     }
     if !std::io::stdin().is_terminal() {
         return runtime.with_approvals(policy, None);
     }
-    let hook: Option<PromptHook> = progress.clone().map(|p| {
-        Arc::new(move |open: bool| p.hide_bar(open)) as PromptHook
-    });
+    let hook: Option<PromptHook> = progress
+        .clone()
+        .map(|p| Arc::new(move |open: bool| p.hide_bar(open)) as PromptHook);
     runtime.with_approvals(policy, Some(Arc::new(TerminalApprover::new(hook))))
 }
 
@@ -130,7 +134,10 @@ impl Asking {
     async fn ask(&mut self, request: &ApprovalRequest) -> ApprovalDecision {
         show(request);
         loop {
-            errln!("  [y]es · [n]o · [a]lways ({} for this session) · [e]dit arguments", request.tool);
+            errln!(
+                "  [y]es · [n]o · [a]lways ({} for this session) · [e]dit arguments",
+                request.tool
+            );
             prompt("approve? ");
             let Some(line) = self.line().await else {
                 return ended();

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use toolgraph::Config;
-use toolgraph_core::{
-    ApprovalPolicy, ApprovalPreset, InputError, ToolCall, parse_tool_calls_str,
-};
+use toolgraph_core::{ApprovalPolicy, ApprovalPreset, InputError, ToolCall, parse_tool_calls_str};
 use toolgraph_store::ExecutionStore;
 
 use crate::out::errln;

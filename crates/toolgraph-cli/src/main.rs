@@ -9,10 +9,10 @@
 //! they did what was asked, 2 when they could not). It is the only crate that prints,
 //! through `out`.
 
+mod approve_prompt;
 mod bench;
 mod bench_concurrent;
 mod bench_memory;
-mod approve_prompt;
 mod chat_cmd;
 mod history_cmd;
 mod input;

@@ -161,7 +161,11 @@ async fn always_approves_the_tool_for_the_rest_of_the_chat() {
     let status = term.wait_exit(WAIT);
     let screen = term.screen();
     assert_eq!(status, 0, "{screen}");
-    assert_eq!(screen.matches("approve?").count(), 1, "asked once:\n{screen}");
+    assert_eq!(
+        screen.matches("approve?").count(),
+        1,
+        "asked once:\n{screen}"
+    );
     assert!(dir.path().join("1.txt").exists() && dir.path().join("2.txt").exists());
     assert_eq!(server.requests().len(), 3);
 }
@@ -232,7 +236,8 @@ async fn without_a_terminal_ask_is_denied_saying_how_to_allow_it() {
     let results = tool_messages(&server, 1);
     let (_, content) = results.first().expect("a result");
     assert!(
-        content.contains("needs approval and nothing can ask") && content.contains("--approval auto"),
+        content.contains("needs approval and nothing can ask")
+            && content.contains("--approval auto"),
         "{content}"
     );
     assert!(!dir.path().join("x.txt").exists());
@@ -264,7 +269,9 @@ async fn chat_without_a_root_offers_no_file_tools_and_says_so() {
         .unwrap_or_default();
     assert!(tools.iter().any(|t| t == "http_fetch"), "{tools:?}");
     assert!(
-        !tools.iter().any(|t| t.starts_with("file_") || t == "list_dir"),
+        !tools
+            .iter()
+            .any(|t| t.starts_with("file_") || t == "list_dir"),
         "{tools:?}"
     );
 }
@@ -304,7 +311,10 @@ async fn run_with_deny_writes_refuses_writes_by_policy_and_runs_reads() {
     let message = result["results"][0]["error"]["message"]
         .as_str()
         .unwrap_or("");
-    assert!(message.starts_with("denied by policy: file_write"), "{message}");
+    assert!(
+        message.starts_with("denied by policy: file_write"),
+        "{message}"
+    );
     assert_eq!(result["results"][1]["status"], "ok");
     assert!(!dir.path().join("x.txt").exists());
 }
@@ -319,16 +329,24 @@ async fn http_fetch_refuses_loopback_unless_allow_private_network_is_given() {
     ]);
     std::fs::write(&batch, fetch.to_string()).expect("batch");
     let run = |extra: &[&str]| {
-        let mut args: Vec<String> = ["run", &batch.to_string_lossy(), "--json", "--quiet", "--no-record"]
-            .map(str::to_owned)
-            .to_vec();
+        let mut args: Vec<String> = [
+            "run",
+            &batch.to_string_lossy(),
+            "--json",
+            "--quiet",
+            "--no-record",
+        ]
+        .map(str::to_owned)
+        .to_vec();
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         args
     };
     let refused = toolgraph(run(&[]), &[]).await;
     let result: Value = serde_json::from_slice(&refused.stdout).expect("json");
     assert_eq!(result["results"][0]["status"], "error", "{result}");
-    let message = result["results"][0]["error"]["message"].as_str().unwrap_or("");
+    let message = result["results"][0]["error"]["message"]
+        .as_str()
+        .unwrap_or("");
     assert!(message.contains("loopback"), "{message}");
     assert_eq!(local.hits(), 0, "nothing reached the server");
 

@@ -18,8 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use toolgraph_core::{
-    ApprovalClass, ApprovalDecision, ApprovalMode, ApprovalPolicy, ApprovalRequest,
-    SharedApprover,
+    ApprovalClass, ApprovalDecision, ApprovalMode, ApprovalPolicy, ApprovalRequest, SharedApprover,
 };
 
 /// An executor's approvals: shared by its clones, so "always" holds for a whole session.

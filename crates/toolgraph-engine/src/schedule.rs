@@ -29,8 +29,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use toolgraph_core::reference::{RenderError, json_size};
 use toolgraph_core::{
-    ApprovalDecision, ApprovalRequest, CallContext, CallError, CallOutcome, CallStatus,
-    CancelFlag, ErrorKind, Event, EventSink, ParallelExecutorConfig, ToolSet,
+    ApprovalDecision, ApprovalRequest, CallContext, CallError, CallOutcome, CallStatus, CancelFlag,
+    ErrorKind, Event, EventSink, ParallelExecutorConfig, ToolSet,
 };
 
 use crate::approval::{Approvals, Verdict};
@@ -508,7 +508,8 @@ impl<'a> Scheduler<'a> {
             }
             ApprovalDecision::Edit { arguments } => {
                 let entry = self.tools.entry(self.plan.calls()[i].tool);
-                if let Some((path, message)) = entry.schema_violations(&arguments).into_iter().next()
+                if let Some((path, message)) =
+                    entry.schema_violations(&arguments).into_iter().next()
                 {
                     let at = if path.is_empty() {
                         String::new()

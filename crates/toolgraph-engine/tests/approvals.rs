@@ -30,8 +30,7 @@ impl Approver for ByHand {
             if !sent {
                 return ApprovalDecision::Deny { reason: None };
             }
-            rx.await
-                .unwrap_or(ApprovalDecision::Deny { reason: None })
+            rx.await.unwrap_or(ApprovalDecision::Deny { reason: None })
         })
     }
 }
@@ -110,7 +109,13 @@ async fn a_call_waiting_for_approval_holds_no_slot_while_the_others_run_to_the_e
     assert_eq!(request.arguments, json!({"ms": 5}));
     // With one slot in all, the three readers run to their end while `w` waits.
     let readers_done = async {
-        while probe.log().iter().filter(|s| matches!(s, toolgraph_test_support::Step::End(_))).count() < 3 {
+        while probe
+            .log()
+            .iter()
+            .filter(|s| matches!(s, toolgraph_test_support::Step::End(_)))
+            .count()
+            < 3
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
@@ -119,21 +124,31 @@ async fn a_call_waiting_for_approval_holds_no_slot_while_the_others_run_to_the_e
         .expect("the readers ran while the writer waited");
     assert_eq!(probe.invocations(), 3, "the writer has not run");
     assert!(!run.is_finished(), "the execution waits for the decision");
-    answer.send(ApprovalDecision::Approve).expect("still waiting");
+    answer
+        .send(ApprovalDecision::Approve)
+        .expect("still waiting");
     let r = run.await.expect("joined").expect("valid");
     assert!(r.success, "{:?}", r.results);
     assert_eq!(probe.invocations(), 4);
     assert_eq!(probe.peak(), 1, "never more than the one slot");
     let w = probe.started_at("w").expect("w ran");
     for reader in ["r1", "r2", "r3"] {
-        assert!(probe.ended_at(reader).expect("ended") < w, "{reader} before w");
+        assert!(
+            probe.ended_at(reader).expect("ended") < w,
+            "{reader} before w"
+        );
     }
 }
 
 #[tokio::test]
 async fn a_denied_call_is_an_error_the_model_reads_and_its_dependants_are_skipped() {
     let probe = Probe::new();
-    let (executor, mut rx) = executor(&probe, ParallelExecutorConfig::default(), ask_writes(), true);
+    let (executor, mut rx) = executor(
+        &probe,
+        ParallelExecutorConfig::default(),
+        ask_writes(),
+        true,
+    );
     let run = tokio::spawn(async move {
         executor
             .execute_parallel(vec![
@@ -226,13 +241,23 @@ async fn policy_deny_and_ask_without_an_approver_refuse_with_a_reason() {
 fn executor_without_approver(
     probe: &Arc<Probe>,
 ) -> (ParallelExecutor, mpsc::UnboundedReceiver<Question>) {
-    executor(probe, ParallelExecutorConfig::default(), ask_writes(), false)
+    executor(
+        probe,
+        ParallelExecutorConfig::default(),
+        ask_writes(),
+        false,
+    )
 }
 
 #[tokio::test]
 async fn an_edited_call_runs_with_the_edited_arguments_checked_by_the_schema() {
     let probe = Probe::new();
-    let (executor, mut rx) = executor(&probe, ParallelExecutorConfig::default(), ask_writes(), true);
+    let (executor, mut rx) = executor(
+        &probe,
+        ParallelExecutorConfig::default(),
+        ask_writes(),
+        true,
+    );
     let run = tokio::spawn(async move {
         executor
             .execute_parallel(vec![
@@ -272,7 +297,12 @@ async fn an_edited_call_runs_with_the_edited_arguments_checked_by_the_schema() {
 #[tokio::test]
 async fn approve_always_asks_once_per_tool_for_the_executor_s_life() {
     let probe = Probe::new();
-    let (executor, mut rx) = executor(&probe, ParallelExecutorConfig::default(), ask_writes(), true);
+    let (executor, mut rx) = executor(
+        &probe,
+        ParallelExecutorConfig::default(),
+        ask_writes(),
+        true,
+    );
     let first = executor.clone();
     let run = tokio::spawn(async move {
         first
@@ -301,7 +331,12 @@ async fn approve_always_asks_once_per_tool_for_the_executor_s_life() {
 #[tokio::test(start_paused = true)]
 async fn the_wait_for_approval_does_not_eat_the_call_s_timeout() {
     let probe = Probe::new();
-    let (executor, mut rx) = executor(&probe, ParallelExecutorConfig::default(), ask_writes(), true);
+    let (executor, mut rx) = executor(
+        &probe,
+        ParallelExecutorConfig::default(),
+        ask_writes(),
+        true,
+    );
     let run = tokio::spawn(async move {
         executor
             .execute_parallel(vec![
@@ -315,13 +350,22 @@ async fn the_wait_for_approval_does_not_eat_the_call_s_timeout() {
     let r = run.await.expect("joined").expect("valid");
     let w = by_id(&r, "w");
     assert_eq!(w.status, CallStatus::Ok, "{:?}", w.error);
-    assert!(w.queued_ms >= 5_000.0, "the wait is queue time: {}", w.queued_ms);
+    assert!(
+        w.queued_ms >= 5_000.0,
+        "the wait is queue time: {}",
+        w.queued_ms
+    );
 }
 
 #[tokio::test]
 async fn cancelling_an_execution_withdraws_its_questions() {
     let probe = Probe::new();
-    let (executor, mut rx) = executor(&probe, ParallelExecutorConfig::default(), ask_writes(), true);
+    let (executor, mut rx) = executor(
+        &probe,
+        ParallelExecutorConfig::default(),
+        ask_writes(),
+        true,
+    );
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     let run = tokio::spawn(async move {

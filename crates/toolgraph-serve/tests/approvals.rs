@@ -75,7 +75,10 @@ async fn calls_wait_at_the_approvals_endpoint_without_a_slot_until_answered() {
 
     let id = |a: &Value| a["id"].as_str().expect("id").to_owned();
     let (status, problem) = server
-        .post(&format!("/v1/approvals/{}", id(&w1)), &json!({"decision": "maybe"}))
+        .post(
+            &format!("/v1/approvals/{}", id(&w1)),
+            &json!({"decision": "maybe"}),
+        )
         .await;
     assert_eq!(status, 400, "{problem}");
     let (status, problem) = server
@@ -86,7 +89,10 @@ async fn calls_wait_at_the_approvals_endpoint_without_a_slot_until_answered() {
         .await;
     assert_eq!(status, 400, "{problem}");
     let (status, answered) = server
-        .post(&format!("/v1/approvals/{}", id(&w1)), &json!({"decision": "approve"}))
+        .post(
+            &format!("/v1/approvals/{}", id(&w1)),
+            &json!({"decision": "approve"}),
+        )
         .await;
     assert_eq!(status, 200, "{answered}");
     assert_eq!(answered["call_id"], "w1");
@@ -98,7 +104,10 @@ async fn calls_wait_at_the_approvals_endpoint_without_a_slot_until_answered() {
         .await;
     assert_eq!(status, 200, "{answered}");
     let (status, _) = server
-        .post(&format!("/v1/approvals/{}", id(&w2)), &json!({"decision": "approve"}))
+        .post(
+            &format!("/v1/approvals/{}", id(&w2)),
+            &json!({"decision": "approve"}),
+        )
         .await;
     assert_eq!(status, 404, "answered once");
 

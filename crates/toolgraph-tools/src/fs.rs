@@ -31,8 +31,8 @@ use cap_std::fs::Dir;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use toolgraph_core::{
-    ApprovalClass,    CallContext, CancelFlag, ResourceAccess, Tool, ToolError, ToolFuture, ToolSet, ToolSetError,
-    ToolSpec,
+    ApprovalClass, CallContext, CancelFlag, ResourceAccess, Tool, ToolError, ToolFuture, ToolSet,
+    ToolSetError, ToolSpec,
 };
 
 pub use sandbox::Sandbox;

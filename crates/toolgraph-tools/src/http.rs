@@ -35,7 +35,7 @@ use reqwest::{Method, Response, StatusCode, Url, redirect};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use toolgraph_core::{
-    ApprovalClass,    CallContext, ResourceAccess, Tool, ToolError, ToolFuture, ToolSpec, error_chain,
+    ApprovalClass, CallContext, ResourceAccess, Tool, ToolError, ToolFuture, ToolSpec, error_chain,
 };
 
 use address::{AddressPolicy, AddressRefused, GuardedResolver, Network};

@@ -439,7 +439,13 @@ impl Runtime {
         let recorder = store.recorder(&id, plan.len(), Vec::new(), 0.0);
         let cancel = options.cancel.clone();
         let mut result = self
-            .run(plan, options, Some(recorder.as_sink()), Vec::new(), Some(&id))
+            .run(
+                plan,
+                options,
+                Some(recorder.as_sink()),
+                Vec::new(),
+                Some(&id),
+            )
             .instrument(tracing::info_span!("execution", id = %id))
             .await;
         let mut recording_error =
