@@ -57,19 +57,29 @@ pub struct ToolFlags {
     /// repeatable. Its tools are `NAME.tool`.
     #[arg(long = "mcp", value_name = "NAME=COMMAND|URL")]
     pub mcp: Vec<String>,
+}
+
+/// Where `http_fetch` may connect, for the commands that run calls.
+#[derive(Args, Clone, Debug, Default)]
+pub struct NetworkFlag {
     /// Let `http_fetch` reach loopback, private and link-local addresses (refused by
     /// default, also after DNS and redirects); `[http] allow_private = true` in the file.
     #[arg(long)]
     pub allow_private_network: bool,
 }
 
+impl NetworkFlag {
+    fn apply(&self, config: &mut Config) {
+        if self.allow_private_network {
+            config.http.allow_private = true;
+        }
+    }
+}
+
 impl ToolFlags {
     pub fn apply(&self, config: &mut Config) -> Result<()> {
         if let Some(root) = &self.root {
             config.files.root = root.clone();
-        }
-        if self.allow_private_network {
-            config.http.allow_private = true;
         }
         for spec in &self.mcp {
             config.mcp.push(
@@ -258,6 +268,8 @@ pub struct ExecutorFlags {
     #[command(flatten)]
     pub tools: ToolFlags,
     #[command(flatten)]
+    pub network: NetworkFlag,
+    #[command(flatten)]
     pub limits: LimitFlags,
     #[command(flatten)]
     pub policy: PolicyFlags,
@@ -274,6 +286,7 @@ impl ExecutorFlags {
     pub fn config(&self) -> Result<Config> {
         let mut config = self.config.load()?;
         self.tools.apply(&mut config)?;
+        self.network.apply(&mut config);
         self.limits.apply(&mut config);
         self.policy.apply(&mut config);
         if let Some(db) = &self.record.db {
@@ -298,6 +311,8 @@ pub struct ResumeFlags {
     #[command(flatten)]
     pub tools: ToolFlags,
     #[command(flatten)]
+    pub network: NetworkFlag,
+    #[command(flatten)]
     pub limits: LimitFlags,
     #[command(flatten)]
     pub store: DbFlag,
@@ -312,6 +327,7 @@ impl ResumeFlags {
     pub fn config(&self) -> Result<Config> {
         let mut config = self.config.load()?;
         self.tools.apply(&mut config)?;
+        self.network.apply(&mut config);
         self.limits.apply(&mut config);
         self.store.apply(&mut config);
         self.cluster.apply(&mut config);

@@ -9,7 +9,9 @@
 //! `blocking` and run on tokio's blocking pool, awaited here. The loop wakes only when a
 //! call ends, then releases its dependants and admits whatever now fits. A call blocked by one limit waits
 //! in a queue of that limit and returns to the ready queue when the limit frees a slot, so
-//! no scan is ever repeated over waiting calls.
+//! no scan is ever repeated over waiting calls. Under an approval policy (`approval`), a call
+//! that must be asked about waits for the decision outside every queue and limit, as one more
+//! future the loop polls, and joins the ready queue once approved.
 //!
 //! Invariants: no limit is ever exceeded; a call starts only after every call it depends on
 //! ended; every call ends exactly once; dropping the scheduler aborts every task it started.
@@ -34,7 +36,6 @@ use toolgraph_core::{
 };
 
 use crate::approval::{Approvals, Verdict};
-
 use crate::layer::{CallPolicy, CallRequest, CallService, Meter};
 use crate::limiter::{Acquire, InUse, Limiter, Limits, Misfit, Permit, Request};
 use crate::plan::Plan;
@@ -673,7 +674,12 @@ impl<'a> Scheduler<'a> {
     fn start(&mut self, i: usize) {
         let planned = &self.plan.calls()[i];
         let entry = self.tools.entry(planned.tool);
-        let args = match self.approved_args.remove(&(i as u32)) {
+        let approved = if self.approved_args.is_empty() {
+            None
+        } else {
+            self.approved_args.remove(&(i as u32))
+        };
+        let args = match approved {
             Some(args) => args,
             None => match self.resolve_args(i) {
                 Ok(args) => args,
@@ -894,7 +900,12 @@ impl<'a> Scheduler<'a> {
             finished: done.finished,
             worker: done.worker,
             cached: done.cached,
-            edited: self.edited.remove(&done.index),
+            // Empty unless an approver edited a call: no hashing on the hot path then.
+            edited: if self.edited.is_empty() {
+                None
+            } else {
+                self.edited.remove(&done.index)
+            },
         };
         self.finalize(i, record);
     }
