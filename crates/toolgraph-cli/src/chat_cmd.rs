@@ -28,10 +28,14 @@ use toolgraph_engine::CancellationToken;
 use toolgraph_store::StoredSession;
 
 use crate::Outcome;
+use crate::approve_prompt;
 use crate::chat_session::{ChatSession, TurnReport, TurnSettings};
 use crate::input::ExecutorFlags;
 use crate::out::{errln, outln};
 use crate::render;
+
+/// `chat`'s approval policy when neither `--approval` nor `[approvals] default` names one.
+const ASK: toolgraph_core::ApprovalPreset = toolgraph_core::ApprovalPreset::AskWrites;
 
 /// Providers, on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -84,6 +88,8 @@ pub struct ChatArgs {
     /// No progress display.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub approval: crate::input::ApprovalFlag,
     #[command(flatten)]
     pub flags: ExecutorFlags,
 }
@@ -214,7 +220,7 @@ fn one_prompt(args: &ChatArgs) -> Result<Option<String>> {
 }
 
 pub async fn run(mut args: ChatArgs, stop: CancellationToken) -> Result<Outcome> {
-    let config = args.flags.config()?;
+    let mut config = args.flags.config()?;
     let prompt = one_prompt(&args)?;
     if prompt.is_none() && args.json {
         bail!(
@@ -248,14 +254,17 @@ pub async fn run(mut args: ChatArgs, stop: CancellationToken) -> Result<Outcome>
         ),
         Err(e) => return Err(e.into()),
     };
+    approve_prompt::no_silent_root(&mut config, args.flags.tools.root.is_some(), args.quiet);
     let runtime = toolgraph::Runtime::start(&config).await?;
+    // One approver for the session: "always" holds until it ends.
+    let (runtime, approver) = approve_prompt::guard(&runtime, args.approval.policy(&config, ASK));
     let settings = TurnSettings {
         max_iterations: args.max_iterations,
         teach_references: args.teach_references,
         system: args.system.clone(),
         progress: !args.quiet,
     };
-    let mut session = ChatSession::new(client, runtime, settings, resumed);
+    let mut session = ChatSession::new(client, runtime, settings, resumed).with_approver(approver);
     let Some(prompt) = prompt else {
         return crate::chat_repl::run(session, &shown_store).await;
     };

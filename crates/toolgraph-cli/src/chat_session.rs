@@ -17,6 +17,7 @@ use toolgraph::llm::{LlmClient, LlmError, OrchestratorResult, ToolOrchestrator};
 use toolgraph_engine::CancellationToken;
 use toolgraph_store::{ExecutionStore, SessionHead, SessionTurn, StoredSession, title_of};
 
+use crate::approve_prompt::TerminalApprover;
 use crate::progress::Progress;
 
 /// How each turn's orchestrator is set up (from the flags).
@@ -44,6 +45,9 @@ pub struct ChatSession {
     history: Vec<Value>,
     /// Turns so far (earlier ones included when resumed).
     turns: usize,
+    /// Asks a person about calls the approval policy holds (one for the whole session, so
+    /// "always" lasts until it ends).
+    approver: Option<Arc<TerminalApprover>>,
 }
 
 /// What one turn did.
@@ -81,7 +85,14 @@ impl ChatSession {
             title,
             history,
             turns,
+            approver: None,
         }
+    }
+
+    /// The session's calls that need approval are asked about through `approver`.
+    pub fn with_approver(mut self, approver: Option<Arc<TerminalApprover>>) -> Self {
+        self.approver = approver;
+        self
     }
 
     /// The session's id.
@@ -132,6 +143,9 @@ impl ChatSession {
     pub async fn turn(&mut self, prompt: &str, cancel: CancellationToken) -> TurnReport {
         let started_at = toolgraph_store::now_ms();
         let progress = self.settings.progress.then(Progress::for_chat);
+        if let Some(approver) = &self.approver {
+            approver.begin_turn(progress.as_ref(), cancel.clone());
+        }
         let orchestrator = self.orchestrator(progress.as_ref(), cancel);
         let (mut result, error) = orchestrator
             .continue_with_tools(self.history.clone(), prompt)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use toolgraph::Config;
-use toolgraph_core::{InputError, ToolCall, parse_tool_calls_str};
+use toolgraph_core::{ApprovalPolicy, ApprovalPreset, InputError, ToolCall, parse_tool_calls_str};
 use toolgraph_store::ExecutionStore;
 
 use crate::out::errln;
@@ -59,6 +59,23 @@ pub struct ToolFlags {
     pub mcp: Vec<String>,
 }
 
+/// Where `http_fetch` may connect, for the commands that run calls.
+#[derive(Args, Clone, Debug, Default)]
+pub struct NetworkFlag {
+    /// Let `http_fetch` reach loopback, private and link-local addresses (refused by
+    /// default, also after DNS and redirects); `[http] allow_private = true` in the file.
+    #[arg(long)]
+    pub allow_private_network: bool,
+}
+
+impl NetworkFlag {
+    fn apply(&self, config: &mut Config) {
+        if self.allow_private_network {
+            config.http.allow_private = true;
+        }
+    }
+}
+
 impl ToolFlags {
     pub fn apply(&self, config: &mut Config) -> Result<()> {
         if let Some(root) = &self.root {
@@ -71,6 +88,34 @@ impl ToolFlags {
         }
         Ok(())
     }
+}
+
+/// Which calls run, ask or are refused (`--approval`); replaces the `[approvals]` section.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ApprovalFlag {
+    /// The approval policy: `auto` (everything runs), `ask-writes` (read-only calls run,
+    /// the rest ask), `ask-all`, `deny-writes` (read-only calls run, the rest are refused).
+    /// Replaces the `[approvals]` section for this command.
+    #[arg(long = "approval", value_name = "POLICY", value_parser = parse_preset)]
+    pub preset: Option<ApprovalPreset>,
+}
+
+impl ApprovalFlag {
+    /// The policy: the flag's preset alone, else `[approvals]` with `fallback` as its
+    /// preset when it names none.
+    pub fn policy(&self, config: &Config, fallback: ApprovalPreset) -> ApprovalPolicy {
+        match self.preset {
+            Some(preset) => ApprovalPolicy::preset(preset),
+            None => config.approvals.clone().or_preset(fallback),
+        }
+    }
+}
+
+fn parse_preset(text: &str) -> std::result::Result<ApprovalPreset, String> {
+    ApprovalPreset::parse(text.trim()).ok_or_else(|| {
+        let names: Vec<&str> = ApprovalPreset::ALL.iter().map(|p| p.as_str()).collect();
+        format!("expected one of {}", names.join(", "))
+    })
 }
 
 /// The limits shared by everything this process runs.
@@ -223,6 +268,8 @@ pub struct ExecutorFlags {
     #[command(flatten)]
     pub tools: ToolFlags,
     #[command(flatten)]
+    pub network: NetworkFlag,
+    #[command(flatten)]
     pub limits: LimitFlags,
     #[command(flatten)]
     pub policy: PolicyFlags,
@@ -239,6 +286,7 @@ impl ExecutorFlags {
     pub fn config(&self) -> Result<Config> {
         let mut config = self.config.load()?;
         self.tools.apply(&mut config)?;
+        self.network.apply(&mut config);
         self.limits.apply(&mut config);
         self.policy.apply(&mut config);
         if let Some(db) = &self.record.db {
@@ -263,6 +311,8 @@ pub struct ResumeFlags {
     #[command(flatten)]
     pub tools: ToolFlags,
     #[command(flatten)]
+    pub network: NetworkFlag,
+    #[command(flatten)]
     pub limits: LimitFlags,
     #[command(flatten)]
     pub store: DbFlag,
@@ -277,6 +327,7 @@ impl ResumeFlags {
     pub fn config(&self) -> Result<Config> {
         let mut config = self.config.load()?;
         self.tools.apply(&mut config)?;
+        self.network.apply(&mut config);
         self.limits.apply(&mut config);
         self.store.apply(&mut config);
         self.cluster.apply(&mut config);

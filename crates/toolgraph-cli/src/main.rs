@@ -10,6 +10,7 @@
 //! they did what was asked, 2 when they could not). It is the only crate that prints,
 //! through `out`.
 
+mod approve_prompt;
 mod bench;
 mod bench_concurrent;
 mod bench_memory;

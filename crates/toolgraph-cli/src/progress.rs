@@ -126,6 +126,18 @@ impl Progress {
         }
     }
 
+    /// Hides the bar while a question is asked on the terminal (`approve_prompt`), and
+    /// shows it again after.
+    pub fn hide_bar(&self, hidden: bool) {
+        if let Some(bar) = &self.bar {
+            if hidden {
+                bar.set_draw_target(ProgressDrawTarget::hidden());
+            } else {
+                bar.set_draw_target(ProgressDrawTarget::stderr());
+            }
+        }
+    }
+
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -215,6 +227,7 @@ impl EventSink for ExecutionProgress {
             }
             Event::ExecutionStarted { .. }
             | Event::ExecutionFinished { .. }
+            | Event::CallAwaitingApproval { .. }
             | Event::LimitChanged { .. } => {}
         }
         self.display.redraw(&counts);

@@ -168,6 +168,7 @@ mod tests {
             level: 0,
             worker: worker.map(str::to_owned),
             cached: false,
+            edited_arguments: None,
         }
     }
 

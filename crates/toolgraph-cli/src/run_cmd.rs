@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use toolgraph::ExecuteOptions;
-use toolgraph_core::ParallelExecutionResult;
+use toolgraph_core::{ApprovalPreset, ParallelExecutionResult};
 use toolgraph_engine::{CancellationToken, Plan};
 
 use crate::Outcome;
@@ -24,6 +24,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub output: OutputFlags,
     #[command(flatten)]
+    pub approval: crate::input::ApprovalFlag,
+    #[command(flatten)]
     pub flags: ExecutorFlags,
 }
 
@@ -37,6 +39,11 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> Result<Outcome> {
     let mut unrecorded = config.clone();
     unrecorded.store.record = false;
     let mut runtime = toolgraph::Runtime::start(&unrecorded).await?;
+    // No person watches a batch: `ask` is refused, saying how to allow it.
+    let policy = args.approval.policy(&config, ApprovalPreset::Auto);
+    if !policy.is_auto() {
+        runtime = runtime.with_approvals(policy, None);
+    }
     let progress = (!args.output.quiet).then(Progress::for_run);
     if let Some(p) = &progress {
         runtime = runtime.with_sink_per_execution(p.sink_factory());

@@ -55,7 +55,10 @@ pub async fn run(args: ServeArgs, stop: CancellationToken) -> Result<Outcome> {
             c.options().url
         )
     });
-    let state = AppState::new(runtime.clone());
+    // No person by default: `[approvals]` opts in, and its questions wait at /v1/approvals.
+    let approvals = config.approvals.clone();
+    let state = AppState::new(runtime.clone())
+        .with_approvals(approvals.or_preset(toolgraph_core::ApprovalPreset::Auto));
     outln!(
         "toolgraph serve: listening on http://{} ({store}, {tools} tools{cluster})",
         server.local_addr()

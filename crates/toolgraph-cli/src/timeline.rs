@@ -445,6 +445,7 @@ mod tests {
             level: 0,
             worker: None,
             cached: false,
+            edited_arguments: None,
         }
     }
 

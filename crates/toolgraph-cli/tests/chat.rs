@@ -55,10 +55,14 @@ async fn chat_runs_the_tools_the_model_asks_for_and_records_the_session() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = format!("sqlite://{}", dir.path().join("chat.db").display());
     let base = server.base_url(Provider::OpenAi);
+    // The file tools are offered only with a root.
+    let root = dir.path().to_string_lossy().into_owned();
     let out = toolgraph(
         &[
             "chat",
             "say hello after a nap",
+            "--root",
+            &root,
             "--quiet",
             "--base-url",
             &base,
@@ -154,6 +158,9 @@ async fn the_example_script_runs_offline_with_several_calls_and_a_reference_in_o
             "",
             "--root",
             &root_arg,
+            // The script writes a file: `chat` asks before writes, and nobody answers here.
+            "--approval",
+            "auto",
             "--no-record",
             "--json",
             "--provider",

@@ -27,6 +27,12 @@ pub enum Event {
         /// The call's position.
         position: usize,
     },
+    /// A ready call (after its `CallReady`) waits for an approver's decision, holding no
+    /// slot; approved, it is admitted like any ready call; denied, `CallFinished` follows.
+    CallAwaitingApproval {
+        /// The call's position.
+        position: usize,
+    },
     /// A call started running.
     CallStarted {
         /// The call's position.

@@ -9,6 +9,7 @@
 //! Invariant: this crate does no I/O and needs no async runtime. It must stay cheap to
 //! depend on for every other crate.
 
+pub mod approval;
 pub mod call;
 pub mod config;
 pub mod error;
@@ -18,6 +19,10 @@ pub mod result;
 pub mod tool;
 pub mod toolset;
 
+pub use approval::{
+    ApprovalClass, ApprovalDecision, ApprovalMode, ApprovalPolicy, ApprovalPreset, ApprovalRequest,
+    Approver, SharedApprover,
+};
 pub use call::{ToolCall, parse_tool_calls, parse_tool_calls_str};
 pub use config::{AdaptiveConfig, ConfigError, ParallelExecutorConfig, RateLimit, RetryPolicy};
 pub use error::{InputError, Problem, error_chain};

@@ -88,6 +88,8 @@ pub enum ErrorKind {
     /// Resolved arguments, an output, or the outputs an execution holds would pass a size
     /// limit (`max_argument_bytes`, `max_output_bytes`, `output_budget_bytes`).
     TooLarge,
+    /// The approval policy or the person asked refused the call (see [`crate::approval`]).
+    Denied,
 }
 
 /// A call's error: its kind and a message.
@@ -133,6 +135,10 @@ pub struct CallResult {
     /// the same time): no tool ran for this call. Absent from JSON when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
+    /// The arguments the call ran with when the person approving it edited them; absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_arguments: Option<Arc<Value>>,
 }
 
 impl CallResult {
@@ -476,6 +482,7 @@ mod tests {
             level,
             worker: None,
             cached: false,
+            edited_arguments: None,
         }
     }
 

@@ -14,6 +14,8 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::approval::ApprovalClass;
+
 /// What a tool's `call` returns.
 pub type ToolFuture<'a> = BoxFuture<'a, Result<Value, ToolError>>;
 
@@ -41,6 +43,17 @@ pub trait Tool: Send + Sync + 'static {
     /// which annotations or overrides decided its class). Shown by `toolgraph tools`.
     fn traits_reason(&self) -> Option<String> {
         None
+    }
+
+    /// What this call may do to the world, for approvals: the class the tool declares
+    /// ([`ToolTraits::approval_class`]), else derived from [`Tool::resources`] (read-only
+    /// when every declared resource is read, a write otherwise). A tool whose class depends
+    /// on the arguments (`http_fetch`: `GET` or not) refines it here.
+    fn approval_class(&self, args: &Value) -> ApprovalClass {
+        self.spec()
+            .traits
+            .approval_class
+            .unwrap_or_else(|| ApprovalClass::from_resources(&self.resources(args)))
     }
 
     /// Runs one call. The arguments are shared, not copied: a retry passes the same ones,
@@ -128,6 +141,10 @@ pub struct ToolTraits {
     pub cost: ResourceCost,
     /// The tool's own default timeout; 0 = none.
     pub timeout_ms: Option<u64>,
+    /// What its calls may do, for approvals; `None`: derived per call from its resources
+    /// (see [`Tool::approval_class`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_class: Option<ApprovalClass>,
 }
 
 impl Default for ToolTraits {
@@ -139,6 +156,7 @@ impl Default for ToolTraits {
             blocking: false,
             cost: ResourceCost::default(),
             timeout_ms: None,
+            approval_class: None,
         }
     }
 }
@@ -212,6 +230,13 @@ impl ToolSpec {
     /// Sets the tool's default timeout.
     pub fn timeout_ms(mut self, ms: u64) -> Self {
         self.traits.timeout_ms = Some(ms);
+        self
+    }
+
+    /// Declares what every call of the tool may do, for approvals (e.g. `ReadOnly` for a
+    /// tool that touches nothing it declares).
+    pub fn approval_class(mut self, class: ApprovalClass) -> Self {
+        self.traits.approval_class = Some(class);
         self
     }
 }

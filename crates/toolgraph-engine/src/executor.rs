@@ -15,6 +15,7 @@ use toolgraph_core::{
 };
 use tracing::Instrument;
 
+use crate::approval::Approvals;
 use crate::layer::adaptive::{AdaptiveLayer, LimitWatch, Throttle};
 use crate::layer::{self, CallService, Layer};
 use crate::limiter::Limiter;
@@ -37,8 +38,9 @@ pub struct RunOptions<'a> {
     /// execution's recorded configuration), layered under the executor's shared limits:
     /// a call starts only when both allow. `None`: the executor's configuration.
     pub config: Option<Arc<ParallelExecutorConfig>>,
-    /// The execution's id (a recorded execution's), set on its `execution` span.
-    pub execution_id: Option<String>,
+    /// The execution's id (a recorded execution's), set on its `execution` span and told to
+    /// the approver with each question.
+    pub execution_id: Option<Arc<str>>,
     /// The session (a chat) the execution belongs to, set on its `execution` span.
     pub session_id: Option<String>,
 }
@@ -73,6 +75,8 @@ pub struct ParallelExecutor {
     /// Layers around each attempt (the adaptive limits and rate limits), below retry.
     attempt_layers: Vec<Arc<dyn Layer>>,
     service: Arc<dyn CallService>,
+    /// Which calls ask or are refused before they run (this clone's; none: all run).
+    approvals: Option<Arc<Approvals>>,
 }
 
 /// What every clone of an executor shares.
@@ -111,6 +115,7 @@ impl ParallelExecutor {
             layers: Vec::new(),
             service: layer::stack_with(&[], &attempt_layers),
             attempt_layers,
+            approvals: None,
         })
     }
 
@@ -129,6 +134,20 @@ impl ParallelExecutor {
     pub fn with_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
         self.sink = Some(sink);
         self
+    }
+
+    /// This executor, asking or refusing calls under `approvals` before they run (see
+    /// [`crate::approval`]); its clones share the "always" answers. A call waiting for a
+    /// decision holds no slot of any limit. The returned clone shares the tools, limits and
+    /// history.
+    pub fn with_approvals(mut self, approvals: Arc<Approvals>) -> Self {
+        self.approvals = Some(approvals);
+        self
+    }
+
+    /// The approvals in force, if any.
+    pub fn approvals(&self) -> Option<&Arc<Approvals>> {
+        self.approvals.as_ref()
     }
 
     /// The registered tools.
@@ -305,7 +324,8 @@ impl ParallelExecutor {
             &options.preset,
             |i| estimates[plan.calls()[i].tool],
         )
-        .traced(traced);
+        .traced(traced)
+        .with_approvals(self.approvals.clone(), options.execution_id.clone());
         (scheduler.run(&options.cancel).await, planned_at)
     }
 

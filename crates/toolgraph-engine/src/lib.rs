@@ -7,6 +7,7 @@
 //!
 //! Invariant: no database, network or file I/O here; tools do I/O, sinks record.
 
+pub mod approval;
 pub mod executor;
 pub mod layer;
 pub mod limiter;
@@ -17,6 +18,7 @@ pub mod stats;
 mod trace;
 pub mod workload;
 
+pub use approval::Approvals;
 pub use executor::{ParallelExecutor, RunOptions};
 pub use limiter::{LimitUsage, Limiter, LimiterPeaks, Permit};
 pub use plan::{DependencyGraph, Edge, EdgeReason, GraphEdge, GraphNode, Hazard, Plan};

@@ -59,6 +59,7 @@ fn call_result_named(
         level,
         worker: r.worker.as_deref().map(str::to_owned),
         cached: r.cached,
+        edited_arguments: r.edited,
     }
 }
 
@@ -214,6 +215,7 @@ mod tests {
                 finished: now,
                 worker: (i % 2 == 0).then(|| Arc::from("w-0")),
                 cached: false,
+                edited: None,
             })
             .collect();
         let borrowed = results(&plan, records.clone(), now);

@@ -9,7 +9,9 @@
 //! `blocking` and run on tokio's blocking pool, awaited here. The loop wakes only when a
 //! call ends, then releases its dependants and admits whatever now fits. A call blocked by one limit waits
 //! in a queue of that limit and returns to the ready queue when the limit frees a slot, so
-//! no scan is ever repeated over waiting calls.
+//! no scan is ever repeated over waiting calls. Under an approval policy (`approval`), a call
+//! that must be asked about waits for the decision outside every queue and limit, as one more
+//! future the loop polls, and joins the ready queue once approved.
 //!
 //! Invariants: no limit is ever exceeded; a call starts only after every call it depends on
 //! ended; every call ends exactly once; dropping the scheduler aborts every task it started.
@@ -29,11 +31,12 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use toolgraph_core::reference::{RenderError, json_size};
 use toolgraph_core::{
-    CallContext, CallError, CallOutcome, CallStatus, CancelFlag, ErrorKind, Event, EventSink,
-    ParallelExecutorConfig, ToolSet,
+    ApprovalDecision, ApprovalRequest, CallContext, CallError, CallOutcome, CallStatus, CancelFlag,
+    ErrorKind, Event, EventSink, ParallelExecutorConfig, ToolSet,
 };
 use tracing::Instrument;
 
+use crate::approval::{Approvals, Verdict};
 use crate::layer::{CallPolicy, CallRequest, CallService, Meter};
 use crate::limiter::{Acquire, InUse, Limiter, Limits, Misfit, Permit, Request};
 use crate::plan::Plan;
@@ -101,6 +104,8 @@ pub(crate) struct Record {
     pub worker: Option<Arc<str>>,
     /// The outcome came from a cache or a shared flight (`Meter::set_cached`): no tool ran.
     pub cached: bool,
+    /// The arguments the approver edited the call to run with.
+    pub edited: Option<Arc<Value>>,
 }
 
 /// Everything the scheduler measured.
@@ -213,6 +218,18 @@ pub(crate) struct Scheduler<'a> {
     cancelled: Option<String>,
     fail_fast_trigger: Option<String>,
     limit_trace: Option<LimitTrace>,
+    /// The executor's approvals, when some call may have to ask or be refused.
+    approvals: Option<Arc<Approvals>>,
+    /// The stored execution's id, told to the approver.
+    execution_id: Option<Arc<str>>,
+    /// Decisions awaited: ready calls that hold no slot until they are approved.
+    deciding: FuturesUnordered<BoxFuture<'static, (u32, ApprovalDecision)>>,
+    /// Per call awaiting a decision: its resolved arguments.
+    awaiting_approval: HashMap<u32, Value>,
+    /// Per approved call not yet started: the arguments it runs with (resolved once).
+    approved_args: HashMap<u32, Value>,
+    /// Per call running with arguments its approver edited: those arguments.
+    edited: HashMap<u32, Arc<Value>>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -279,6 +296,12 @@ impl<'a> Scheduler<'a> {
             cancelled: None,
             fail_fast_trigger: None,
             limit_trace: None,
+            approvals: None,
+            execution_id: None,
+            deciding: FuturesUnordered::new(),
+            awaiting_approval: HashMap::new(),
+            approved_args: HashMap::new(),
+            edited: HashMap::new(),
         }
     }
 
@@ -307,6 +330,18 @@ impl<'a> Scheduler<'a> {
         })
     }
 
+    /// Calls are asked about or refused under `approvals` (unless it lets everything run),
+    /// the approver told they belong to `execution_id`.
+    pub(crate) fn with_approvals(
+        mut self,
+        approvals: Option<Arc<Approvals>>,
+        execution_id: Option<Arc<str>>,
+    ) -> Self {
+        self.approvals = approvals.filter(|a| !a.is_auto());
+        self.execution_id = execution_id;
+        self
+    }
+
     /// Runs every call to its end (or until `cancel` fires) and reports what happened.
     pub(crate) async fn run(mut self, cancel: &CancellationToken) -> RunReport {
         let n = self.plan.len();
@@ -325,8 +360,12 @@ impl<'a> Scheduler<'a> {
                 Some(record) => self.finalize(i, record),
                 None => {
                     self.ready_at[i] = Some(now);
-                    sources.push(self.ready_entry(i));
                     self.emit(Event::CallReady { position: i });
+                    match self.approve(i, now) {
+                        Gate::Run => sources.push(self.ready_entry(i)),
+                        Gate::Asked => {}
+                        Gate::Ended(record) => self.finalize(i, record),
+                    }
                 }
             }
         }
@@ -344,7 +383,7 @@ impl<'a> Scheduler<'a> {
             if self.finished == n {
                 break;
             }
-            if self.in_flight == 0 {
+            if self.in_flight == 0 && self.deciding.is_empty() {
                 self.unstick();
                 continue;
             }
@@ -361,6 +400,9 @@ impl<'a> Scheduler<'a> {
                 }
                 Some((index, permit)) = self.waiting.next(), if !self.waiting.is_empty() => {
                     self.on_slots(index, permit);
+                }
+                Some((index, decision)) = self.deciding.next(), if !self.deciding.is_empty() => {
+                    self.on_decision(index, decision);
                 }
                 else => self.lose_in_flight(),
             }
@@ -382,6 +424,7 @@ impl<'a> Scheduler<'a> {
                     finished: Instant::now(),
                     worker: None,
                     cached: false,
+                    edited: None,
                 })
             })
             .collect();
@@ -420,14 +463,161 @@ impl<'a> Scheduler<'a> {
             finished: now,
             worker: None,
             cached: false,
+            edited: None,
         })
     }
 
-    fn make_ready(&mut self, i: usize, now: Instant) {
+    /// Call `i`'s dependencies are done: it joins the ready queue, or waits for a decision,
+    /// or ends at once (refused; the record is returned for the caller's work list).
+    fn make_ready(&mut self, i: usize, now: Instant) -> Option<Record> {
         self.ready_at[i] = Some(now);
+        self.emit(Event::CallReady { position: i });
+        match self.approve(i, now) {
+            Gate::Run => {
+                let entry = self.ready_entry(i);
+                self.ready.push(entry);
+                None
+            }
+            Gate::Asked => None,
+            Gate::Ended(record) => Some(record),
+        }
+    }
+
+    /// Whether ready call `i` may run now, must wait for a decision (the question is sent,
+    /// and the call holds nothing while it waits), or is refused.
+    fn approve(&mut self, i: usize, now: Instant) -> Gate {
+        let Some(approvals) = self.approvals.clone() else {
+            return Gate::Run;
+        };
+        let planned = &self.plan.calls()[i];
+        let tool = &self.tools.entry(planned.tool).tool;
+        let args = match self.resolve_args(i) {
+            Ok(args) => args,
+            Err((kind, message)) => return Gate::Ended(self.refused_record(i, kind, message, now)),
+        };
+        let request = ApprovalRequest {
+            execution_id: self.execution_id.as_deref().map(str::to_owned),
+            call_id: planned.call.id.clone(),
+            position: i,
+            tool: planned.call.name.clone(),
+            class: tool.approval_class(&args),
+            resources: tool.resources(&args),
+            arguments: args,
+        };
+        let index = i as u32;
+        match approvals.verdict(request.clone()) {
+            Verdict::Run => {
+                self.approved_args.insert(index, request.arguments);
+                Gate::Run
+            }
+            Verdict::Deny(message) => {
+                Gate::Ended(self.refused_record(i, ErrorKind::Denied, message, now))
+            }
+            Verdict::Ask(decision) => {
+                self.awaiting_approval.insert(index, request.arguments);
+                self.deciding
+                    .push(Box::pin(async move { (index, decision.await) }));
+                self.emit(Event::CallAwaitingApproval { position: i });
+                Gate::Asked
+            }
+        }
+    }
+
+    /// The approver decided about call `index`.
+    fn on_decision(&mut self, index: u32, decision: ApprovalDecision) {
+        let Some(args) = self.awaiting_approval.remove(&index) else {
+            return;
+        };
+        let i = index as usize;
+        let tool = &self.plan.calls()[i].call.name;
+        let args = match decision {
+            ApprovalDecision::Approve => args,
+            ApprovalDecision::ApproveAlways => {
+                if let Some(approvals) = &self.approvals {
+                    approvals.remember_always(tool);
+                }
+                args
+            }
+            ApprovalDecision::Deny { reason } => {
+                let why = reason
+                    .filter(|r| !r.trim().is_empty())
+                    .map(|r| format!(": {}", r.trim()))
+                    .unwrap_or_default();
+                let message = format!("denied by the user: {tool} was not allowed to run{why}");
+                self.fail_before_start(i, ErrorKind::Denied, message);
+                return;
+            }
+            ApprovalDecision::Edit { arguments } => {
+                let entry = self.tools.entry(self.plan.calls()[i].tool);
+                if let Some((path, message)) =
+                    entry.schema_violations(&arguments).into_iter().next()
+                {
+                    let at = if path.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" at {path}")
+                    };
+                    let message = format!("the edited arguments break the schema{at}: {message}");
+                    self.fail_before_start(i, ErrorKind::Schema, message);
+                    return;
+                }
+                self.edited.insert(index, Arc::new(arguments.clone()));
+                arguments
+            }
+        };
+        self.approved_args.insert(index, args);
         let entry = self.ready_entry(i);
         self.ready.push(entry);
-        self.emit(Event::CallReady { position: i });
+    }
+
+    /// Call `i` refused before it started.
+    fn refused_record(&self, i: usize, kind: ErrorKind, message: String, now: Instant) -> Record {
+        let mut record = cancelled_record(&message, self.ready_at[i], now);
+        record.status = CallStatus::Error;
+        record.error = Some(CallError { kind, message });
+        record
+    }
+
+    /// Call `i`'s arguments with its references resolved and checked against the schema.
+    fn resolve_args(&self, i: usize) -> Result<Value, (ErrorKind, String)> {
+        let planned = &self.plan.calls()[i];
+        if planned.template.is_empty() {
+            return Ok(planned.call.arguments.clone());
+        }
+        let entry = self.tools.entry(planned.tool);
+        let records = &self.records;
+        let limit = usize::try_from(self.limits.config.max_argument_bytes).unwrap_or(usize::MAX);
+        let rendered = planned.template.render(
+            &planned.call.arguments,
+            |p| records.get(p)?.as_ref()?.output.as_deref(),
+            limit,
+        );
+        match rendered {
+            Ok(args) => {
+                let violations = entry.schema_violations(&args);
+                if let Some((path, message)) = violations.into_iter().next() {
+                    let at = if path.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" at {path}")
+                    };
+                    return Err((
+                        ErrorKind::Schema,
+                        format!(
+                            "arguments (after references resolved) break the schema{at}: {message}"
+                        ),
+                    ));
+                }
+                Ok(args)
+            }
+            Err(e) => {
+                let kind = match e {
+                    RenderError::Unresolved(_) => ErrorKind::Reference,
+                    RenderError::TooLarge { .. } => ErrorKind::TooLarge,
+                };
+                Err((kind, e.to_string()))
+            }
+        }
     }
 
     fn ready_entry(&self, i: usize) -> Ready {
@@ -537,43 +727,20 @@ impl<'a> Scheduler<'a> {
     fn start(&mut self, i: usize) {
         let planned = &self.plan.calls()[i];
         let entry = self.tools.entry(planned.tool);
-        let args = if planned.template.is_empty() {
-            planned.call.arguments.clone()
+        let approved = if self.approved_args.is_empty() {
+            None
         } else {
-            let records = &self.records;
-            let limit =
-                usize::try_from(self.limits.config.max_argument_bytes).unwrap_or(usize::MAX);
-            let rendered = planned.template.render(
-                &planned.call.arguments,
-                |p| records.get(p)?.as_ref()?.output.as_deref(),
-                limit,
-            );
-            match rendered {
-                Ok(args) => {
-                    let violations = entry.schema_violations(&args);
-                    if let Some((path, message)) = violations.into_iter().next() {
-                        let at = if path.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" at {path}")
-                        };
-                        let message = format!(
-                            "arguments (after references resolved) break the schema{at}: {message}"
-                        );
-                        self.fail_before_start(i, ErrorKind::Schema, message);
-                        return;
-                    }
-                    args
-                }
-                Err(e) => {
-                    let kind = match e {
-                        RenderError::Unresolved(_) => ErrorKind::Reference,
-                        RenderError::TooLarge { .. } => ErrorKind::TooLarge,
-                    };
-                    self.fail_before_start(i, kind, e.to_string());
+            self.approved_args.remove(&(i as u32))
+        };
+        let args = match approved {
+            Some(args) => args,
+            None => match self.resolve_args(i) {
+                Ok(args) => args,
+                Err((kind, message)) => {
+                    self.fail_before_start(i, kind, message);
                     return;
                 }
-            }
+            },
         };
 
         let spec = entry.tool.spec();
@@ -801,6 +968,12 @@ impl<'a> Scheduler<'a> {
             finished: done.finished,
             worker: done.worker,
             cached: done.cached,
+            // Empty unless an approver edited a call: no hashing on the hot path then.
+            edited: if self.edited.is_empty() {
+                None
+            } else {
+                self.edited.remove(&done.index)
+            },
         };
         trace::record_call_end(&done.span, call_end(&record));
         self.finalize(i, record);
@@ -842,6 +1015,7 @@ impl<'a> Scheduler<'a> {
             finished: Instant::now(),
             worker: None,
             cached: false,
+            edited: None,
         };
         self.finalize(i, record);
     }
@@ -970,8 +1144,8 @@ impl<'a> Scheduler<'a> {
         } else if let Some((dep, root)) = self.doomed_by[to] {
             let record = self.skipped_record(to, dep as usize, root as usize, now);
             work.push((to, record));
-        } else {
-            self.make_ready(to, now);
+        } else if let Some(record) = self.make_ready(to, now) {
+            work.push((to, record));
         }
     }
 
@@ -1007,6 +1181,7 @@ impl<'a> Scheduler<'a> {
             finished: now,
             worker: None,
             cached: false,
+            edited: None,
         }
     }
 
@@ -1028,6 +1203,13 @@ impl<'a> Scheduler<'a> {
             self.on_done(done);
         }
         self.tasks = FuturesUnordered::new();
+        // Calls waiting for a decision never started: the questions are withdrawn.
+        self.deciding = FuturesUnordered::new();
+        let undecided: Vec<u32> = self.awaiting_approval.drain().map(|(i, _)| i).collect();
+        for i in undecided {
+            let i = i as usize;
+            self.finalize(i, cancelled_record(&why, self.ready_at[i], Instant::now()));
+        }
         // Calls still waiting for shared slots never started: they withdraw from the queue.
         self.waiting = FuturesUnordered::new();
         let never_started: Vec<u32> = self.waiting_for_slots.drain().map(|(i, _)| i).collect();
@@ -1109,6 +1291,13 @@ impl<'a> Scheduler<'a> {
     }
 }
 
+/// Whether a ready call may run (see `Scheduler::approve`).
+enum Gate {
+    Run,
+    Asked,
+    Ended(Record),
+}
+
 /// `text` cut to at most `max` characters, marked when cut.
 fn shorten(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     match text.char_indices().nth(max) {
@@ -1145,6 +1334,7 @@ fn cancelled_record(why: &str, ready_at: Option<Instant>, now: Instant) -> Recor
         finished: now,
         worker: None,
         cached: false,
+        edited: None,
     }
 }
 

@@ -19,6 +19,9 @@
 //! operator says `idempotent = true`. `openWorldHint` is only recorded in `why`. Every field
 //! of the override wins over the hints.
 //!
+//! For approvals the class maps to an `ApprovalClass`: Reader → `read_only`, Writer →
+//! `write`, Exclusive → `destructive` (`SafetyClass::approval_class`).
+//!
 //! Invariant: pure — no I/O, no clock, no runtime.
 
 use crate::config::{McpToolOverride, ResourceMapping, SafetyClass};

@@ -215,6 +215,16 @@ pub enum SafetyClass {
 }
 
 impl SafetyClass {
+    /// What its calls may do, for approvals: a reader is `read_only`, a writer `write`, and
+    /// an exclusive tool (destructive, or a server that says nothing) `destructive`.
+    pub fn approval_class(self) -> toolgraph_core::ApprovalClass {
+        match self {
+            SafetyClass::Reader => toolgraph_core::ApprovalClass::ReadOnly,
+            SafetyClass::Writer => toolgraph_core::ApprovalClass::Write,
+            SafetyClass::Exclusive => toolgraph_core::ApprovalClass::Destructive,
+        }
+    }
+
     /// `reader`, `writer` or `exclusive`, as in configuration.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -63,6 +63,7 @@ impl McpTool {
             .description(description)
             .parameters(Value::Object((*tool.input_schema).clone()));
         spec.traits.parallel_safe = class != SafetyClass::Exclusive;
+        spec.traits.approval_class = Some(class.approval_class());
         spec.traits.idempotent = idempotent;
         spec.traits.max_concurrency = max_concurrency;
         let server_key = server_resource(server.name());

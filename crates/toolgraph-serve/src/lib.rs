@@ -3,7 +3,8 @@
 //! an OpenAPI document generated from the handlers, and the web dashboard — one binary,
 //! assets embedded.
 //!
-//! Modules: `api` (the `/v1` handlers and the problem+json errors), `live` (executions in
+//! Modules: `api` (the `/v1` handlers and the problem+json errors; `api::approvals`, the
+//! calls waiting for a person), `live` (executions in
 //! flight and their replayable event logs), `metrics` (`/metrics`, `/healthz`, `/readyz`),
 //! `dashboard` (the embedded web pages), `server` (binding, auth, the tower-http layers,
 //! graceful shutdown).
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use axum::Router;
 use toolgraph::Runtime;
 
+pub use api::approvals::PendingApprovals;
 pub use problem::Problem;
 pub use server::{ServeError, ServeOptions, Server, Shutdown, layered, serve};
 
@@ -33,6 +35,8 @@ pub struct AppState {
     pub live: Arc<live::Registry>,
     /// Counters and histograms `/metrics` renders.
     pub metrics: Arc<metrics::Metrics>,
+    /// Calls waiting for a person's answer (`/v1/approvals`), when the runtime asks.
+    pub approvals: PendingApprovals,
 }
 
 impl AppState {
@@ -44,7 +48,18 @@ impl AppState {
             runtime,
             live: Arc::new(live::Registry::new()),
             metrics,
+            approvals: PendingApprovals::default(),
         }
+    }
+
+    /// This state with its runtime asking or refusing calls under `policy`; the calls it
+    /// asks about wait at `GET /v1/approvals` for an answer at `POST /v1/approvals/{id}`.
+    pub fn with_approvals(mut self, policy: toolgraph_core::ApprovalPolicy) -> AppState {
+        if !policy.is_auto() {
+            let approver = Arc::new(self.approvals.clone());
+            self.runtime = self.runtime.with_approvals(policy, Some(approver));
+        }
+        self
     }
 }
 

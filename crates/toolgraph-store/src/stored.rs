@@ -391,6 +391,7 @@ pub(crate) fn rebuild(
             level: r.level,
             worker: r.worker,
             cached: r.cached,
+            edited_arguments: None,
         });
         calls.push(r.call);
         states.push(r.state);

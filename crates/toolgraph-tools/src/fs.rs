@@ -31,8 +31,8 @@ use cap_std::fs::Dir;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use toolgraph_core::{
-    CallContext, CancelFlag, ResourceAccess, Tool, ToolError, ToolFuture, ToolSet, ToolSetError,
-    ToolSpec,
+    ApprovalClass, CallContext, CancelFlag, ResourceAccess, Tool, ToolError, ToolFuture, ToolSet,
+    ToolSetError, ToolSpec,
 };
 
 pub use sandbox::Sandbox;
@@ -42,6 +42,9 @@ use sandbox::{FileMode, io_error, read_options};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilesConfig {
+    /// Offer the file tools (and `shell`, which runs in the root) at all (default: yes;
+    /// `chat` turns them off when no root was given).
+    pub enabled: bool,
     /// The directory the tools are confined to (default: the current directory).
     pub root: PathBuf,
     /// Most bytes `file_read` returns (the rest is reported as truncated).
@@ -55,6 +58,7 @@ pub struct FilesConfig {
 impl Default for FilesConfig {
     fn default() -> Self {
         FilesConfig {
+            enabled: true,
             root: PathBuf::from("."),
             max_read_bytes: 1 << 20,
             max_search_results: 200,
@@ -158,6 +162,10 @@ fn spec(kind: Kind) -> ToolSpec {
             }))
             .idempotent(),
     }
+    .approval_class(match kind {
+        Kind::Write => ApprovalClass::Write,
+        Kind::Read | Kind::List | Kind::Search => ApprovalClass::ReadOnly,
+    })
     .blocking()
 }
 

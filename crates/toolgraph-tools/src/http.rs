@@ -35,7 +35,7 @@ use reqwest::{Method, Response, StatusCode, Url, redirect};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use toolgraph_core::{
-    CallContext, ResourceAccess, Tool, ToolError, ToolFuture, ToolSpec, error_chain,
+    ApprovalClass, CallContext, ResourceAccess, Tool, ToolError, ToolFuture, ToolSpec, error_chain,
 };
 
 use address::{AddressPolicy, AddressRefused, GuardedResolver, Network};
@@ -388,6 +388,15 @@ impl Tool for HttpFetch {
             vec![ResourceAccess::read(key)]
         } else {
             vec![ResourceAccess::write(key)]
+        }
+    }
+
+    /// `GET`, `HEAD` and `OPTIONS` only read; any other method may change state elsewhere.
+    fn approval_class(&self, args: &Value) -> ApprovalClass {
+        if is_safe(&method_of(args)) {
+            ApprovalClass::ReadOnly
+        } else {
+            ApprovalClass::NetworkWrite
         }
     }
 

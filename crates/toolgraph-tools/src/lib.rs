@@ -4,7 +4,8 @@
 //! Each declares a JSON schema and honest scheduling traits: `sleep` and `echo` are
 //! idempotent, `fail` is not, `burn` is CPU-bound (blocking pool, one CPU unit). `sleep` and
 //! `fail`'s `after_ms` wait on the precise shared timer in `timer` (≈ 0.1 ms, not tokio's
-//! 1 ms tick).
+//! 1 ms tick). All four touch nothing outside the process: they declare the `read_only`
+//! approval class.
 
 pub mod fs;
 pub mod http;
@@ -14,7 +15,9 @@ pub mod timer;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use toolgraph_core::{CallContext, FnTool, ToolError, ToolSet, ToolSetError, ToolSpec};
+use toolgraph_core::{
+    ApprovalClass, CallContext, FnTool, ToolError, ToolSet, ToolSetError, ToolSpec,
+};
 
 /// A tool set holding every built-in tool.
 pub fn builtins() -> ToolSet {
@@ -51,6 +54,7 @@ fn sleep_spec() -> ToolSpec {
             "additionalProperties": false
         }))
         .idempotent()
+        .approval_class(ApprovalClass::ReadOnly)
 }
 
 async fn sleep(args: Value, _ctx: CallContext) -> Result<Value, ToolError> {
@@ -63,6 +67,7 @@ fn echo_spec() -> ToolSpec {
     ToolSpec::new("echo")
         .description("Returns its arguments unchanged.")
         .idempotent()
+        .approval_class(ApprovalClass::ReadOnly)
 }
 
 fn fail_spec() -> ToolSpec {
@@ -77,6 +82,7 @@ fn fail_spec() -> ToolSpec {
             },
             "additionalProperties": false
         }))
+        .approval_class(ApprovalClass::ReadOnly)
 }
 
 async fn fail(args: Value, _ctx: CallContext) -> Result<Value, ToolError> {
@@ -106,6 +112,7 @@ fn burn_spec() -> ToolSpec {
         .blocking()
         .idempotent()
         .cost(1.0, 0)
+        .approval_class(ApprovalClass::ReadOnly)
 }
 
 async fn burn(args: Value, ctx: CallContext) -> Result<Value, ToolError> {

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Notify;
-use toolgraph_core::{CallContext, Tool, ToolError, ToolFuture, ToolSpec};
+use toolgraph_core::{ApprovalClass, CallContext, Tool, ToolError, ToolFuture, ToolSpec};
 
 use crate::fs::Sandbox;
 
@@ -58,6 +58,7 @@ impl Shell {
             return None;
         }
         let spec = ToolSpec::new("shell")
+            .approval_class(ApprovalClass::Shell)
             .description(format!(
                 "Runs one program (allowed: {}) with arguments, without a shell, in the file root or a directory inside it.",
                 if config.allow.is_empty() { "none".to_owned() } else { config.allow.join(", ") }

@@ -25,6 +25,12 @@
 //! [cache]                 # idempotent calls (off by default; `--cache`)
 //! enabled = true
 //! backend = "store"       # or "memory", "redis" (with redis_url)
+//! [approvals]             # auto | ask-writes | ask-all | deny-writes
+//! default = "ask-writes"
+//! [approvals.classes]     # read_only | write | network_write | shell | destructive
+//! network_write = "deny"
+//! [approvals.tools]       # a tool by name wins over its class
+//! file_write = "auto"
 //! ```
 //!
 //! The file is `path` when the caller gives one (the CLI's `--config`), else the one
@@ -93,6 +99,9 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// The cache of idempotent calls (`[cache]`, `--cache`; off by default).
     pub cache: CacheConfig,
+    /// Which calls run, ask a person, or are refused (`[approvals]`): `chat` defaults to
+    /// `ask-writes`; `run` and `serve`, which have no person by default, to `auto`.
+    pub approvals: toolgraph_core::ApprovalPolicy,
 }
 
 /// Where a cache keeps its entries (`[cache] backend`).
@@ -424,6 +433,7 @@ fn full_config() -> Config {
     full.serve.token = Some(String::new());
     full.cluster.nats_url = Some(String::new());
     full.cache.redis_url = Some(String::new());
+    full.approvals.preset = Some(toolgraph_core::ApprovalPreset::AskWrites);
     full
 }
 

@@ -88,15 +88,19 @@ pub async fn build_tools_with(
     extra: Vec<Arc<dyn Tool>>,
 ) -> Result<(ToolSet, Vec<Arc<McpServer>>), SetupError> {
     let mut set = toolgraph_tools::builtins();
-    fs::register_file_tools(&mut set, &config.files).map_err(SetupError::Tools)?;
+    if config.files.enabled {
+        fs::register_file_tools(&mut set, &config.files).map_err(SetupError::Tools)?;
+    }
     let fetch = http::HttpFetch::new(config.http.clone())
         .map_err(|e| SetupError::Tools(format!("http_fetch: {e}")))?;
     set.register(fetch)
         .map_err(|e| SetupError::Tools(e.to_string()))?;
-    let sandbox = Arc::new(fs::Sandbox::new(&config.files.root).map_err(SetupError::Tools)?);
-    if let Some(tool) = shell::Shell::new(&config.shell, sandbox) {
-        set.register(tool)
-            .map_err(|e| SetupError::Tools(e.to_string()))?;
+    if config.files.enabled && config.shell.enabled {
+        let sandbox = Arc::new(fs::Sandbox::new(&config.files.root).map_err(SetupError::Tools)?);
+        if let Some(tool) = shell::Shell::new(&config.shell, sandbox) {
+            set.register(tool)
+                .map_err(|e| SetupError::Tools(e.to_string()))?;
+        }
     }
     for tool in extra {
         let name = tool.spec().name.clone();

@@ -343,6 +343,21 @@ impl Runtime {
         }
     }
 
+    /// This runtime, asking or refusing calls before they run: `policy`, answered by
+    /// `approver` where it says `ask` (none: such calls are denied, saying nothing can ask).
+    /// Clones of the returned runtime share the "always" answers.
+    pub fn with_approvals(
+        &self,
+        policy: toolgraph_core::ApprovalPolicy,
+        approver: Option<toolgraph_core::SharedApprover>,
+    ) -> Runtime {
+        let approvals = Arc::new(toolgraph_engine::Approvals::new(policy, approver));
+        Runtime {
+            executor: self.executor.clone().with_approvals(approvals),
+            ..self.clone()
+        }
+    }
+
     /// The executor: tools, configuration, shared limiter, history.
     pub fn executor(&self) -> &ParallelExecutor {
         &self.executor
@@ -493,8 +508,8 @@ impl Runtime {
                     sink,
                     preset,
                     config: options.config,
-                    // The engine's `execution` span carries them.
-                    execution_id: execution_id.map(str::to_owned),
+                    // The engine's `execution` span carries them; the approver is told the id.
+                    execution_id: execution_id.map(Arc::from),
                     session_id: options.session,
                 },
             )

@@ -2,6 +2,7 @@
 //! document, collected here; and what the handlers share — reading a batch from a request
 //! body, finding an execution by id or prefix, problem+json for malformed queries.
 
+pub(crate) mod approvals;
 mod events;
 mod executions;
 mod plan;
@@ -56,6 +57,8 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(tools::list_tools))
         .routes(routes!(stats::get_stats))
         .routes(routes!(tool_messages::tool_messages))
+        .routes(routes!(approvals::list_approvals))
+        .routes(routes!(approvals::answer_approval))
 }
 
 /// The largest integer every JSON reader keeps exact (2^53 - 1).

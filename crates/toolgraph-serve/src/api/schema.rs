@@ -55,6 +55,8 @@ pub enum ErrorKind {
     Interrupted,
     /// A size limit would be passed.
     TooLarge,
+    /// The approval policy or the person asked refused the call.
+    Denied,
 }
 
 /// A call's error.
@@ -332,6 +334,10 @@ pub struct ToolTraits {
     cost: ResourceCost,
     /// Default timeout, ms.
     timeout_ms: Option<u64>,
+    /// What its calls may do, for approvals (`read_only`, `write`, `network_write`, `shell`,
+    /// `destructive`); absent: derived per call from the resources it touches.
+    #[schema(value_type = Option<String>)]
+    approval_class: Option<String>,
 }
 
 /// A registered tool (`toolgraph tools --json`).

@@ -227,6 +227,7 @@ impl LiveExecution {
                     level: 0,
                     worker: None,
                     cached: false,
+                    edited_arguments: None,
                 },
             })
             .collect();
@@ -377,6 +378,7 @@ impl EventSink for LiveSink {
         let (kind, position) = match event {
             Event::CallReady { position } => ("queued", *position),
             Event::CallStarted { position } => ("started", *position),
+            Event::CallAwaitingApproval { position } => ("awaiting_approval", *position),
             Event::CallFinished {
                 position,
                 duration_ms,
@@ -435,6 +437,7 @@ impl EventSink for LiveSink {
                 level: 0,
                 worker: outcome.worker.map(str::to_owned),
                 cached: outcome.cached,
+                edited_arguments: None,
             });
         }
     }

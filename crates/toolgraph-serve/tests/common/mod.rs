@@ -111,6 +111,18 @@ pub async fn start_with_layers(
     dir: tempfile::TempDir,
     layers: Vec<Arc<dyn Layer>>,
 ) -> Server {
+    start_asking(max_parallel, store, dir, layers, None).await
+}
+
+/// [`start_with_layers`] whose runtime asks or refuses calls under `policy` (its questions
+/// wait at `/v1/approvals`).
+pub async fn start_asking(
+    max_parallel: usize,
+    store: Option<Arc<dyn ExecutionStore>>,
+    dir: tempfile::TempDir,
+    layers: Vec<Arc<dyn Layer>>,
+    policy: Option<toolgraph_core::ApprovalPolicy>,
+) -> Server {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let probe = Probe::new();
     let mut tools = ToolSet::new();
@@ -141,7 +153,10 @@ pub async fn start_with_layers(
         executor = executor.layer(layer);
     }
     let runtime = Runtime::new(executor, store.clone());
-    let state = AppState::new(runtime);
+    let mut state = AppState::new(runtime);
+    if let Some(policy) = policy {
+        state = state.with_approvals(policy);
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
