@@ -5,7 +5,7 @@
 //! maps outcomes to exit codes (0 every call succeeded, 1 some call did not, 2 the input or
 //! the flags were rejected and nothing ran, 130 / 143 a run stopped by Ctrl-C / SIGTERM, 141
 //! standard output was closed by its reader; `serve`: 0 after a graceful shutdown at the
-//! first signal, 130 / 143 at a second; `history`, `show`, `stats` and `prune`: 0 when
+//! first signal, 130 / 143 at a second — `mcp-serve` likewise; `history`, `show`, `stats` and `prune`: 0 when
 //! they did what was asked, 2 when they could not). It is the only crate that prints,
 //! through `out`.
 
@@ -17,6 +17,7 @@ mod history_cmd;
 mod input;
 mod interrupt;
 mod logging;
+mod mcp_serve_cmd;
 mod out;
 mod plan_cmd;
 mod progress;
@@ -75,6 +76,8 @@ enum Command {
     Worker(worker_cmd::WorkerArgs),
     /// The live workers of a cluster namespace: tools, load, last heartbeat.
     Workers(worker_cmd::WorkersArgs),
+    /// Serve the tools and `run_batch` (a batch run as a graph) to MCP clients, over stdio or HTTP.
+    McpServe(mcp_serve_cmd::McpServeArgs),
 }
 
 /// How a command ended.
@@ -93,7 +96,10 @@ async fn main() -> ExitCode {
     logging::init(cli.verbose);
     // The commands that run calls stop gracefully at Ctrl-C; the others keep the default.
     // `serve` too, and a server that shut down as asked exits 0 (`serve_cmd`).
-    let serving = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
+    let serving = matches!(
+        cli.command,
+        Command::Serve(_) | Command::Worker(_) | Command::McpServe(_)
+    );
     let interrupt = if let Command::Serve(_) = cli.command {
         Some(Interrupt::listen_saying(
             "toolgraph serve: shutting down: no new executions, the running ones get the grace period (press Ctrl-C again to exit at once)",
@@ -101,6 +107,10 @@ async fn main() -> ExitCode {
     } else if let Command::Worker(_) = cli.command {
         Some(Interrupt::listen_saying(
             "toolgraph worker: stopping: no new calls, the running ones get the drain time (press Ctrl-C again to exit at once)",
+        ))
+    } else if let Command::McpServe(_) = cli.command {
+        Some(Interrupt::listen_saying(
+            "toolgraph mcp-serve: stopping: the running calls are cancelled and recorded (press Ctrl-C again to exit at once)",
         ))
     } else {
         matches!(
@@ -125,6 +135,7 @@ async fn main() -> ExitCode {
             Command::Serve(args) => serve_cmd::run(args, stop).await,
             Command::Worker(args) => worker_cmd::worker(args, stop).await,
             Command::Workers(args) => worker_cmd::workers(args).await,
+            Command::McpServe(args) => mcp_serve_cmd::run(args, stop).await,
         }
     });
     let outcome = match &interrupt {
