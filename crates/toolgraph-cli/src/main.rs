@@ -4,10 +4,10 @@
 //! `TOOLGRAPH_LOG`, `RUST_LOG`: to standard error, never mixed into standard output) and
 //! maps outcomes to exit codes (0 every call succeeded, 1 some call did not, 2 the input or
 //! the flags were rejected and nothing ran, 130 / 143 a run stopped by Ctrl-C / SIGTERM, 141
-//! standard output was closed by its reader; `serve`: 0 after a graceful shutdown at the
-//! first signal, 130 / 143 at a second — `mcp-serve` likewise; `history`, `show`, `stats` and `prune`: 0 when
-//! they did what was asked, 2 when they could not). It is the only crate that prints,
-//! through `out`.
+//! standard output was closed by its reader; `serve` and `mcp-serve`: 0 after a graceful
+//! shutdown at the first signal, 130 / 143 at a second; `history`, `show`, `stats` and
+//! `prune`: 0 when they did what was asked, 2 when they could not). It is the only crate
+//! that prints, through `out`.
 
 mod bench;
 mod bench_concurrent;
