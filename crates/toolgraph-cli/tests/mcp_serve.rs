@@ -351,6 +351,75 @@ async fn streamable_http_clients_run_batches_and_sigint_stops_the_server_cleanly
     assert_eq!(status.code(), Some(0), "a server stopped as asked exits 0");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_cancels_a_running_batch_and_records_it_cancelled() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = sqlite_url(dir.path());
+    let (mut child, url) = spawn_http(&db);
+    let client: Client =
+        ().serve(StreamableHttpClientTransport::from_uri(url.as_str()))
+            .await
+            .expect("handshake");
+    let running = tokio::spawn(async move {
+        let request = CallToolRequestParams::new("run_batch").with_arguments(
+            json!({"tool_calls": [
+                {"id": "quick", "name": "echo", "arguments": {}},
+                {"id": "long", "name": "sleep", "arguments": {"ms": 60_000}}
+            ]})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        );
+        let answer = client.call_tool(request).await;
+        (client, answer)
+    });
+    // The batch is written ahead before it runs: wait until the store holds it.
+    let history = || {
+        isolated(BIN)
+            .args(["history", "--db", &db, "--json"])
+            .output()
+            .expect("history runs")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&history().stdout).contains("running") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = wait_for(&mut child, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+    // The client was answered: the batch, its long call cancelled.
+    let (_client, answer) = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the call was answered")
+        .expect("the client task");
+    let answer = answer.expect("a tools/call answer");
+    assert_eq!(answer.is_error, Some(true));
+    let structured = answer.structured_content.clone().expect("structured");
+    assert_eq!(structured["results"][0]["status"], "ok", "{structured}");
+    assert_eq!(
+        structured["results"][1]["status"], "cancelled",
+        "{structured}"
+    );
+    let listed: Value = serde_json::from_slice(&history().stdout).expect("history JSON");
+    let statuses: Vec<&str> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|e| e["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["cancelled"], "{listed}");
+}
+
 #[test]
 fn non_loopback_addresses_are_refused_before_anything_starts() {
     let out = isolated(BIN)

@@ -17,7 +17,10 @@ fn the_typescript_sdk_client_lists_tools_and_runs_batches_over_stdio() {
     if Command::new("node").arg("--version").output().is_err() {
         return skip("node is not installed");
     }
-    if !project.join("node_modules/@modelcontextprotocol/sdk").is_dir() {
+    if !project
+        .join("node_modules/@modelcontextprotocol/sdk")
+        .is_dir()
+    {
         return skip(
             "the MCP TypeScript SDK is not installed: run npm ci --prefix crates/toolgraph-cli/tests/mcp_client",
         );
@@ -60,7 +63,10 @@ fn the_typescript_sdk_client_lists_tools_and_runs_batches_over_stdio() {
     let (s1, e1) = (&results[2]["started_ms"], &results[2]["finished_ms"]);
     let (s2, e2) = (&results[3]["started_ms"], &results[3]["finished_ms"]);
     let f = |v: &Value| v.as_f64().expect("a time");
-    assert!(f(s1) < f(e2) && f(s2) < f(e1), "the sleeps overlap: {results:?}");
+    assert!(
+        f(s1) < f(e2) && f(s2) < f(e1),
+        "the sleeps overlap: {results:?}"
+    );
     assert!(answer["execution_id"].is_string(), "recorded: {answer}");
     assert!(answer["speedup"].as_f64().is_some());
     let text = batch["content"][0]["text"].as_str().expect("text content");
@@ -69,5 +75,8 @@ fn the_typescript_sdk_client_lists_tools_and_runs_batches_over_stdio() {
     let malformed = &seen["malformed"];
     assert_eq!(malformed["isError"], json!(true), "{malformed}");
     let text = malformed["content"][0]["text"].as_str().expect("text");
-    assert!(text.contains("call y") && text.contains("no_such_tool"), "{text}");
+    assert!(
+        text.contains("call y") && text.contains("no_such_tool"),
+        "{text}"
+    );
 }

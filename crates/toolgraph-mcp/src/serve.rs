@@ -29,6 +29,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::classify::Hints;
 
@@ -37,6 +38,10 @@ pub const RUN_BATCH: &str = "run_batch";
 
 /// The path the streamable-HTTP endpoint answers on.
 pub const HTTP_PATH: &str = "/mcp";
+
+/// How long a stopping HTTP server waits for the calls it cancelled to answer before it
+/// closes the sessions.
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One tool the host offers, as MCP clients see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,12 +135,18 @@ pub struct McpService {
     host: Arc<dyn ToolHost>,
     /// Ends every call of every session (the server's shutdown).
     stop: CancellationToken,
+    /// The `tools/call` requests being answered, across sessions.
+    in_flight: TaskTracker,
 }
 
 impl McpService {
     /// A handler serving `host`; firing `stop` cancels every call in progress.
     pub fn new(host: Arc<dyn ToolHost>, stop: CancellationToken) -> McpService {
-        McpService { host, stop }
+        McpService {
+            host,
+            stop,
+            in_flight: TaskTracker::new(),
+        }
     }
 
     /// The tools as MCP describes them: [`RUN_BATCH`] first, then the host's (a host tool
@@ -168,6 +179,7 @@ impl McpService {
     }
 
     async fn answer(&self, request: CallToolRequestParams, ct: CancellationToken) -> HostAnswer {
+        let _in_flight = self.in_flight.token();
         // Fires at the request's own cancellation or at the server's shutdown.
         let cancel = self.stop.child_token();
         let arguments = Value::Object(request.arguments.unwrap_or_default());
@@ -329,23 +341,34 @@ impl HttpServer {
         format!("http://{}{HTTP_PATH}", self.addr)
     }
 
-    /// Serves `host` until `stop` fires: then every session ends (its calls cancelled)
-    /// and the listener closes.
+    /// Serves `host` until `stop` fires: then the calls in progress are cancelled, their
+    /// answers (saying so) given a moment to leave, every session ends and the listener
+    /// closes.
     pub async fn run(
         self,
         host: Arc<dyn ToolHost>,
         stop: CancellationToken,
     ) -> Result<(), ServeError> {
         let handler = McpService::new(host, stop.clone());
+        let in_flight = handler.in_flight.clone();
+        let sessions = CancellationToken::new();
         let service: StreamableHttpService<McpService, LocalSessionManager> =
             StreamableHttpService::new(
                 move || Ok(handler.clone()),
                 Default::default(),
-                StreamableHttpServerConfig::default().with_cancellation_token(stop.child_token()),
+                StreamableHttpServerConfig::default().with_cancellation_token(sessions.clone()),
             );
         let router = axum::Router::new().nest_service(HTTP_PATH, service);
+        let shutdown = async move {
+            stop.cancelled().await;
+            in_flight.close();
+            let _ = tokio::time::timeout(ANSWER_WAIT, in_flight.wait()).await;
+            // Let the last answers reach their streams before those close.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            sessions.cancel();
+        };
         axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled_owned().await })
+            .with_graceful_shutdown(shutdown)
             .await
             .map_err(ServeError::Http)
     }
