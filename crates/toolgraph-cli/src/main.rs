@@ -119,6 +119,7 @@ async fn main() -> ExitCode {
         )
         .then(Interrupt::listen)
     };
+    let reads_stdin_to_the_end = matches!(cli.command, Command::McpServe(_));
     let stop = interrupt.as_ref().map(Interrupt::token).unwrap_or_default();
     let mut command = Box::pin(async move {
         match cli.command {
@@ -163,11 +164,17 @@ async fn main() -> ExitCode {
     };
     // A server stopping at a signal did what it was asked: its own code stands.
     let signalled = signalled.filter(|_| !serving);
-    ExitCode::from(signalled.unwrap_or(if out::stdout_closed() {
+    let code = signalled.unwrap_or(if out::stdout_closed() {
         out::CLOSED_PIPE_EXIT
     } else {
         code
-    }))
+    });
+    if reads_stdin_to_the_end {
+        // A read of a terminal's standard input cannot be cancelled, and the runtime would
+        // wait for it: the server has stopped and said so, so exit now.
+        std::process::exit(i32::from(code));
+    }
+    ExitCode::from(code)
 }
 
 /// An error and its causes on one line, each cause said once: many errors already include

@@ -285,8 +285,18 @@ async fn tools_of_a_configured_mcp_server_are_proxied_with_their_annotations() {
     client.cancel().await.expect("closes");
 }
 
+/// A server process, killed if the test ends before it stopped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `toolgraph mcp-serve --bind 127.0.0.1:0` and the URL its start line gives.
-fn spawn_http(db: &str) -> (Child, String) {
+fn spawn_http(db: &str) -> (Server, String) {
     let mut child = isolated(BIN)
         .args(["mcp-serve", "--bind", "127.0.0.1:0", "--db", db])
         .stdin(Stdio::null())
@@ -307,7 +317,7 @@ fn spawn_http(db: &str) -> (Child, String) {
         .to_owned();
     // Keep reading so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    (Server(child), url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,13 +351,13 @@ async fn streamable_http_clients_run_batches_and_sigint_stops_the_server_cleanly
     check_dependent_answer(&result);
     client.cancel().await.expect("closes");
 
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-INT", &pid])
         .status()
         .expect("kill runs");
     assert!(killed.success());
-    let status = wait_for(&mut child, Duration::from_secs(20));
+    let status = wait_for(&mut child.0, Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "a server stopped as asked exits 0");
 }
 
@@ -389,13 +399,13 @@ async fn sigint_cancels_a_running_batch_and_records_it_cancelled() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-INT", &pid])
         .status()
         .expect("kill runs");
     assert!(killed.success());
-    let status = wait_for(&mut child, Duration::from_secs(20));
+    let status = wait_for(&mut child.0, Duration::from_secs(20));
     assert_eq!(status.code(), Some(0));
     // The client was answered: the batch, its long call cancelled.
     let (_client, answer) = tokio::time::timeout(Duration::from_secs(10), running)

@@ -299,10 +299,15 @@ pub async fn serve_stdio(
     stop: CancellationToken,
 ) -> Result<(), ServeError> {
     let service = McpService::new(host, stop.clone());
-    let running = service
+    let running = match service
         .serve_with_ct(rmcp::transport::stdio_pipes(), stop.child_token())
         .await
-        .map_err(|e| ServeError::Handshake(e.to_string()))?;
+    {
+        Ok(running) => running,
+        // Stopped before a client said hello: nothing to report.
+        Err(_) if stop.is_cancelled() => return Ok(()),
+        Err(e) => return Err(ServeError::Handshake(e.to_string())),
+    };
     let reason = running.waiting().await;
     tracing::info!(?reason, "MCP session on standard input/output ended");
     // The client went away: what still runs is cancelled.
