@@ -3,7 +3,8 @@
 //! the tools (run_batch first, annotations as the tools' traits say), run a dependent batch
 //! whose independent calls overlap, a malformed batch answered as an error result naming the
 //! call, a direct call, the proxied tools of a configured MCP server with their annotations,
-//! the record in the store, and a clean stop at SIGINT. The official TypeScript SDK client
+//! the record in the store, a clean stop at SIGINT (a running batch cancelled and recorded
+//! so) and at Ctrl-C in a terminal. The official TypeScript SDK client
 //! has its own test (`mcp_serve_typescript.rs`).
 
 use std::io::{BufRead, BufReader};
@@ -455,4 +456,23 @@ fn wait_for(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn ctrl_c_at_a_terminal_stops_the_stdio_server_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut terminal) = toolgraph_test_support::Terminal::start(
+        BIN,
+        &["mcp-serve", "--no-record"],
+        dir.path(),
+        &[],
+    ) else {
+        return;
+    };
+    terminal.wait_for("standard input/output", Duration::from_secs(20));
+    terminal.send_keys(&["C-c"]);
+    // Stdin is a terminal whose read cannot be cancelled: the process must not wait for it.
+    assert_eq!(terminal.wait_exit(Duration::from_secs(20)), 0);
+    let screen = terminal.screen();
+    assert!(screen.contains("toolgraph mcp-serve: stopped"), "{screen}");
 }
