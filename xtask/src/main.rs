@@ -60,11 +60,16 @@ const SERVICES: [(&str, u16, &str, &str); 3] = [
 
 /// The tests' npm projects, from the workspace root: folder, what it holds, which checks
 /// skip without it.
-const NPM_PROJECTS: [(&str, &str, &str); 2] = [
+const NPM_PROJECTS: [(&str, &str, &str); 3] = [
     (
         "crates/toolgraph-mcp/tests/servers",
         "the MCP test servers",
         "the MCP checks",
+    ),
+    (
+        "crates/toolgraph-cli/tests/mcp_client",
+        "the MCP TypeScript SDK client",
+        "the mcp-serve TypeScript check",
     ),
     (
         "crates/toolgraph-serve/tests/browser",

@@ -25,7 +25,7 @@ use crate::out::errln;
 // | `RecordFlags` | --db, --no-record                      | yes       | --db   |             |
 // | `ClusterFlags`| --nats, --namespace                    | yes       | yes    |             |
 //
-// (`serve` takes what `run` takes; `worker` takes --config, --root, --mcp and its own.)
+// (`serve` and `mcp-serve` take what `run` takes; `worker` takes --config, --root, --mcp and its own.)
 //
 // (`resume` runs with the timeouts, mode and fail-fast it was recorded with; the shared
 // limits of this process still apply.)

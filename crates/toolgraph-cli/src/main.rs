@@ -5,10 +5,10 @@
 //! standard output) and trace export (`OTEL_EXPORTER_OTLP_ENDPOINT`, flushed before exit), and
 //! maps outcomes to exit codes (0 every call succeeded, 1 some call did not, 2 the input or
 //! the flags were rejected and nothing ran, 130 / 143 a run stopped by Ctrl-C / SIGTERM, 141
-//! standard output was closed by its reader; `serve`: 0 after a graceful shutdown at the
-//! first signal, 130 / 143 at a second; `history`, `sessions`, `show`, `stats` and `prune`: 0 when
-//! they did what was asked, 2 when they could not). It is the only crate that prints,
-//! through `out`.
+//! standard output was closed by its reader; `serve` and `mcp-serve`: 0 after a graceful
+//! shutdown at the first signal, 130 / 143 at a second; `history`, `sessions`, `show`,
+//! `stats` and `prune`: 0 when they did what was asked, 2 when they could not). It is the
+//! only crate that prints, through `out`.
 
 mod approve_prompt;
 mod bench;
@@ -21,6 +21,7 @@ mod history_cmd;
 mod input;
 mod interrupt;
 mod logging;
+mod mcp_serve_cmd;
 mod out;
 mod plan_cmd;
 mod progress;
@@ -86,6 +87,8 @@ enum Command {
     Worker(worker_cmd::WorkerArgs),
     /// The live workers of a cluster namespace: tools, load, last heartbeat.
     Workers(worker_cmd::WorkersArgs),
+    /// Serve the tools and `run_batch` (a batch run as a graph) to MCP clients, over stdio or HTTP.
+    McpServe(mcp_serve_cmd::McpServeArgs),
 }
 
 /// How a command ended.
@@ -104,7 +107,10 @@ async fn main() -> ExitCode {
     let logging = logging::init(cli.verbose, cli.log_format);
     // The commands that run calls stop gracefully at Ctrl-C; the others keep the default.
     // `serve` too, and a server that shut down as asked exits 0 (`serve_cmd`).
-    let serving = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
+    let serving = matches!(
+        cli.command,
+        Command::Serve(_) | Command::Worker(_) | Command::McpServe(_)
+    );
     let interrupt = if let Command::Serve(_) = cli.command {
         Some(Interrupt::listen_saying(
             "toolgraph serve: shutting down: no new executions, the running ones get the grace period (press Ctrl-C again to exit at once)",
@@ -113,12 +119,17 @@ async fn main() -> ExitCode {
         Some(Interrupt::listen_saying(
             "toolgraph worker: stopping: no new calls, the running ones get the drain time (press Ctrl-C again to exit at once)",
         ))
+    } else if let Command::McpServe(_) = cli.command {
+        Some(Interrupt::listen_saying(
+            "toolgraph mcp-serve: stopping: the running calls are cancelled and recorded (press Ctrl-C again to exit at once)",
+        ))
     } else {
         // A conversation handles Ctrl-C itself: per turn (`chat_repl`).
         let chat_one_turn = matches!(&cli.command, Command::Chat(a) if !a.interactive());
         (chat_one_turn || matches!(cli.command, Command::Run(_) | Command::Resume(_)))
             .then(Interrupt::listen)
     };
+    let reads_stdin_to_the_end = matches!(cli.command, Command::McpServe(_));
     let stop = interrupt.as_ref().map(Interrupt::token).unwrap_or_default();
     let mut command = Box::pin(async move {
         match cli.command {
@@ -136,6 +147,7 @@ async fn main() -> ExitCode {
             Command::Serve(args) => serve_cmd::run(args, stop).await,
             Command::Worker(args) => worker_cmd::worker(args, stop).await,
             Command::Workers(args) => worker_cmd::workers(args).await,
+            Command::McpServe(args) => mcp_serve_cmd::run(args, stop).await,
         }
     });
     let outcome = match &interrupt {
@@ -167,11 +179,17 @@ async fn main() -> ExitCode {
     logging.shutdown();
     // A server stopping at a signal did what it was asked: its own code stands.
     let signalled = signalled.filter(|_| !serving);
-    ExitCode::from(signalled.unwrap_or(if out::stdout_closed() {
+    let code = signalled.unwrap_or(if out::stdout_closed() {
         out::CLOSED_PIPE_EXIT
     } else {
         code
-    }))
+    });
+    if reads_stdin_to_the_end {
+        // A read of a terminal's standard input cannot be cancelled, and the runtime would
+        // wait for it: the server has stopped and said so, so exit now.
+        std::process::exit(i32::from(code));
+    }
+    ExitCode::from(code)
 }
 
 /// An error and its causes on one line, each cause said once: many errors already include

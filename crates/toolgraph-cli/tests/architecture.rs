@@ -137,7 +137,9 @@ fn outside_worlds() -> BTreeMap<&'static str, (Vec<&'static str>, Vec<&'static s
                 vec!["toolgraph-serve"],
             ),
         ),
-        ("rmcp", (vec!["toolgraph-mcp"], vec![])),
+        // MCP: the bridge (client and `mcp-serve`'s server); the binary's tests drive
+        // `toolgraph mcp-serve` with rmcp's client.
+        ("rmcp", (vec!["toolgraph-mcp"], vec!["toolgraph-cli"])),
         ("async-nats", (vec!["toolgraph-cluster"], vec![])),
         ("pyo3", (vec!["toolgraph-python"], vec![])),
         // The cache's backends: an in-process cache and Redis.

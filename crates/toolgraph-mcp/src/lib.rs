@@ -31,6 +31,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The other direction lives here too: [`serve`] makes toolgraph itself an MCP server
+//! (`toolgraph mcp-serve`) over any [`serve::ToolHost`] — the runtime, in the facade.
+//!
 //! Invariant: this crate is the only one that speaks MCP (it alone depends on rmcp); it
 //! never decides scheduling itself — it only describes tools to the engine.
 
@@ -41,6 +44,7 @@ mod frame;
 mod process;
 mod restart;
 mod rmcp_error;
+pub mod serve;
 mod server;
 mod stderr;
 mod tool;

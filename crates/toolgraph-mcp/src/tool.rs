@@ -27,6 +27,7 @@ pub struct McpTool {
     spec: ToolSpec,
     class: SafetyClass,
     why: String,
+    hints: Hints,
     mappings: Vec<ResourceMapping>,
     server_key: String,
 }
@@ -47,13 +48,14 @@ impl McpTool {
         tool: &rmcp::model::Tool,
         overrides: Option<&McpToolOverride>,
     ) -> McpTool {
+        let hints = Hints::of(tool.annotations.as_ref());
         let Classification {
             class,
             idempotent,
             max_concurrency,
             resources,
             why,
-        } = classify(Hints::of(tool.annotations.as_ref()), overrides);
+        } = classify(hints, overrides);
         let description = tool
             .description
             .as_deref()
@@ -73,6 +75,7 @@ impl McpTool {
             spec,
             class,
             why,
+            hints: hints.unwrap_or_default(),
             mappings: resources,
             server_key,
         }
@@ -87,6 +90,11 @@ impl McpTool {
     /// `no hints: conservative`, `operator override: class=writer`.
     pub fn why(&self) -> &str {
         &self.why
+    }
+
+    /// The annotation hints its server sent, as sent (each `None` when absent).
+    pub fn hints(&self) -> Hints {
+        self.hints
     }
 
     /// The tool's name on its server (without the namespace).

@@ -10,6 +10,7 @@
 mod cache;
 mod config;
 mod describe;
+mod mcp_host;
 mod runtime;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub use config::{
     ENV_PREFIX, ServeConfig, StoreConfig, default_store_url,
 };
 pub use describe::{ToolDescription, describe_tools};
+pub use mcp_host::{FINISH_WAIT, RuntimeHost, batch_answer, builtin_hints};
 pub use runtime::{
     ExecuteOptions, Execution, LEASE_RENEW, LEASE_TIMEOUT, OnBegin, ResumeCounts, Resumed, Runtime,
     RuntimeError, SinkFactory, classify_resume,
