@@ -3,6 +3,11 @@
 //! or streamable HTTP (`--bind`), through toolgraph-mcp's `serve` over the runtime's
 //! [`toolgraph::RuntimeHost`].
 //!
+//! Approvals: the MCP client asks its user before each tool call (`run_batch` shows the
+//! whole batch); `[approvals]` / `--approval` apply on top as for `run` (`auto` without
+//! them), with no person to ask: a call the policy says to ask about is denied, its result
+//! saying how to allow it.
+//!
 //! On stdio, standard output carries JSON-RPC only: the start line and every log go to
 //! standard error. The server ends when the client closes standard input, and — HTTP and
 //! stdio alike — at the first Ctrl-C / SIGTERM: running calls are cancelled and recorded
@@ -29,6 +34,8 @@ pub struct McpServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<SocketAddr>,
     #[command(flatten)]
+    pub approval: crate::input::ApprovalFlag,
+    #[command(flatten)]
     pub flags: ExecutorFlags,
 }
 
@@ -39,7 +46,16 @@ pub async fn run(args: McpServeArgs, stop: CancellationToken) -> Result<Outcome>
         Some(addr) => Some(HttpServer::bind(addr).await?),
         None => None,
     };
-    let runtime = toolgraph::Runtime::start(&config).await?;
+    let mut runtime = toolgraph::Runtime::start(&config).await?;
+    // The client asks its user before each tool call (run_batch with the whole batch in its
+    // arguments); toolgraph's own policy applies on top, with no person to ask: `ask` is
+    // refused, saying how to allow it.
+    let policy = args
+        .approval
+        .policy(&config, toolgraph_core::ApprovalPreset::Auto);
+    if !policy.is_auto() {
+        runtime = runtime.with_approvals(policy, None);
+    }
     let host = RuntimeHost::new(runtime.clone());
     let store = runtime.store().map_or_else(
         || "no store: recording is off".to_owned(),

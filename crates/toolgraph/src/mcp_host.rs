@@ -17,7 +17,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
-use toolgraph_core::{CallStatus, InputError, ParallelExecutionResult, ToolCall, ToolTraits};
+use toolgraph_core::{
+    ApprovalClass, CallStatus, InputError, ParallelExecutionResult, ToolCall, ToolTraits,
+};
 use toolgraph_engine::CancellationToken;
 use toolgraph_mcp::Hints;
 use toolgraph_mcp::serve::{HostAnswer, RUN_BATCH, ServedTool, ToolHost};
@@ -230,7 +232,7 @@ fn served_tools(runtime: &Runtime) -> Vec<ServedTool> {
 
 /// The annotation hints of a tool that is not an MCP server's: `idempotentHint` from its
 /// traits; read-only, destructive and open-world from what the built-in tools do (an
-/// embedder's tool of another name says only what its traits say).
+/// embedder's tool of another name says what its declared approval class says).
 pub fn builtin_hints(name: &str, traits: &ToolTraits) -> Hints {
     let (read_only, destructive, open_world) = match name {
         // Compute or read inside the file root: change nothing, reach nothing outside.
@@ -241,7 +243,14 @@ pub fn builtin_hints(name: &str, traits: &ToolTraits) -> Hints {
         "file_write" => (Some(false), Some(true), Some(false)),
         // Any URL (a POST may change something) / any program.
         "http_fetch" | "shell" => (Some(false), Some(true), Some(true)),
-        _ => (None, None, None),
+        _ => match traits.approval_class {
+            Some(ApprovalClass::ReadOnly) => (Some(true), Some(false), None),
+            Some(ApprovalClass::Destructive) => (Some(false), Some(true), None),
+            Some(ApprovalClass::Write | ApprovalClass::NetworkWrite | ApprovalClass::Shell) => {
+                (Some(false), None, None)
+            }
+            None => (None, None, None),
+        },
     };
     Hints {
         read_only,
