@@ -9,8 +9,10 @@
 //! them against the tool's schema).
 //!
 //! Each answer is one line read by a line editor (`rustyline`) of its own, on a thread of
-//! its own, only while a question is open — never a reader left behind that would take the
-//! next line meant for the conversation's prompt (`chat_repl`). The editor reads keys in
+//! its own, only while a question is open: no reader stays behind to take the next line
+//! meant for the conversation's prompt (`chat_repl`). A question the engine withdraws while
+//! its editor reads (fail-fast, a discarded early call) cannot stop that read: the
+//! conversation then waits for it before its own prompt ([`wait_for_withdrawn_question`]). The editor reads keys in
 //! raw mode, so Ctrl-C at a question is a key: it denies the call and cancels the turn
 //! ([`TerminalApprover::begin_turn`] says which), as Ctrl-C does elsewhere in a turn.
 //!
@@ -270,14 +272,51 @@ enum Answer {
     Ended,
 }
 
+/// The last question's reader: disconnected once it returned.
+static OPEN_READER: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>> =
+    std::sync::Mutex::new(None);
+
+fn set_open_reader(reader: Option<std::sync::mpsc::Receiver<()>>) {
+    match OPEN_READER.lock() {
+        Ok(mut held) => *held = reader,
+        Err(poisoned) => *poisoned.into_inner() = reader,
+    }
+}
+
+/// Before the conversation reads its next line: when a question was withdrawn while its
+/// editor still read the terminal (the engine cancelled the call — fail-fast, a discarded
+/// early call), that editor would take the line. Says so and waits for it to return (the
+/// line typed there is not an answer anymore, and is dropped).
+pub fn wait_for_withdrawn_question() {
+    let reader = match OPEN_READER.lock() {
+        Ok(mut held) => held.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
+    };
+    let Some(reader) = reader else {
+        return;
+    };
+    if matches!(
+        reader.try_recv(),
+        Err(std::sync::mpsc::TryRecvError::Disconnected)
+    ) {
+        return;
+    }
+    errln!("\ntoolgraph: the question above was withdrawn; press Enter to go on");
+    // Returns when the editor's thread ends (its sender is dropped).
+    let _ = reader.recv();
+}
+
 /// One line, read by a line editor of its own on a thread of its own (not tokio's blocking
 /// pool, which a runtime waits for on exit), showing `prompt`.
 async fn read_line(prompt: &str) -> Answer {
     let (tx, rx) = oneshot::channel();
     let prompt = prompt.to_owned();
+    let (done, reading) = std::sync::mpsc::channel::<()>();
+    set_open_reader(Some(reading));
     let spawned = std::thread::Builder::new()
         .name("toolgraph-approve".into())
         .spawn(move || {
+            let _done = done;
             let answer = match DefaultEditor::new() {
                 Ok(mut editor) => match editor.readline(&prompt) {
                     Ok(line) => Answer::Line(line),

@@ -51,6 +51,8 @@ fn history_path() -> Option<std::path::PathBuf> {
 /// Reads one line on a blocking thread (the editor owns the terminal meanwhile).
 async fn read_line(mut editor: DefaultEditor) -> Result<(DefaultEditor, Line)> {
     tokio::task::spawn_blocking(move || {
+        // Two editors must not read the terminal at once.
+        crate::approve_prompt::wait_for_withdrawn_question();
         let read = editor.readline(PROMPT);
         let line = match read {
             Ok(text) => {

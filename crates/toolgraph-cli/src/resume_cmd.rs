@@ -5,7 +5,8 @@
 //! is idempotent, and are otherwise reported `interrupted` (what they did is unknown).
 //! The runtime does all of that ([`toolgraph::Runtime::resume`]); this file finds the
 //! execution (by id or unique prefix, in a store it never creates) and renders the result.
-//! An execution Ctrl-C cancelled resumes the same way (its cancelled calls count as
+//! `[approvals]` / `--approval` apply to the calls that run, as for `run` (`auto` without
+//! them). An execution Ctrl-C cancelled resumes the same way (its cancelled calls count as
 //! interrupted ones), and Ctrl-C during a resume cancels it again.
 
 use anyhow::{Result, anyhow};
@@ -28,6 +29,8 @@ pub struct ResumeArgs {
     #[command(flatten)]
     pub output: OutputFlags,
     #[command(flatten)]
+    pub approval: crate::input::ApprovalFlag,
+    #[command(flatten)]
     pub flags: ResumeFlags,
 }
 
@@ -43,6 +46,15 @@ pub async fn run(args: ResumeArgs, stop: CancellationToken) -> Result<Outcome> {
     let mut runtime = toolgraph::Runtime::start(&config)
         .await?
         .with_store(Some(store));
+    // As `run`: no person watches, `ask` is refused saying how to allow it. A chat's
+    // execution resumed under `--approval ask-writes` (or `deny-writes`) runs no write
+    // nobody approved.
+    let policy = args
+        .approval
+        .policy(&config, toolgraph_core::ApprovalPreset::Auto);
+    if !policy.is_auto() {
+        runtime = runtime.with_approvals(policy, None);
+    }
     let progress = (!args.output.quiet).then(Progress::for_run);
     if let Some(p) = &progress {
         runtime = runtime.with_sink_per_execution(p.sink_factory());

@@ -561,6 +561,39 @@ impl<'a> Scheduler<'a> {
                     self.fail_before_start(i, ErrorKind::Schema, message);
                     return;
                 }
+                // The plan ordered and limits the call by what its arguments touch, and the
+                // person approved a call of its class: an edit may change neither.
+                let tool = &entry.tool;
+                let (was, now) = (tool.resources(&args), tool.resources(&arguments));
+                if was != now {
+                    let shown = |r: &[toolgraph_core::ResourceAccess]| {
+                        let keys: Vec<&str> = r.iter().map(|a| a.key.as_str()).collect();
+                        if keys.is_empty() {
+                            "nothing".to_owned()
+                        } else {
+                            keys.join(", ")
+                        }
+                    };
+                    let message = format!(
+                        "denied: the edited arguments change what {name} touches (was {}, now {}); \
+                         an edit may not, as the call was ordered and limited by what it touched",
+                        shown(&was),
+                        shown(&now),
+                        name = self.plan.calls()[i].call.name,
+                    );
+                    self.fail_before_start(i, ErrorKind::Denied, message);
+                    return;
+                }
+                let (was, now) = (tool.approval_class(&args), tool.approval_class(&arguments));
+                if was != now {
+                    let message = format!(
+                        "denied: the edited arguments make the {} call {now} instead of {was}; \
+                         an edit may not change what was approved",
+                        self.plan.calls()[i].call.name,
+                    );
+                    self.fail_before_start(i, ErrorKind::Denied, message);
+                    return;
+                }
                 self.edited.insert(index, Arc::new(arguments.clone()));
                 arguments
             }

@@ -172,7 +172,12 @@ pub(crate) fn record_call_end(span: &Span, end: CallEnd<'_>) {
     if end.status != CallStatus::Ok {
         span.record("otel.status_code", "ERROR");
         if let Some(e) = end.error {
-            span.record("error.type", tracing::field::debug(e.kind));
+            // The kind's wire name (`timeout`, `denied`), as results and the API spell it.
+            let kind = serde_json::to_value(e.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| format!("{:?}", e.kind));
+            span.record("error.type", kind.as_str());
             span.record("otel.status_description", e.message.as_str());
         }
     }

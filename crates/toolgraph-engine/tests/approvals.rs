@@ -379,3 +379,59 @@ async fn cancelling_an_execution_withdraws_its_questions() {
     assert_eq!(by_id(&r, "w").status, CallStatus::Cancelled);
     assert!(answer.is_closed(), "the question was withdrawn");
 }
+
+#[tokio::test]
+async fn an_edit_that_changes_what_the_call_touches_or_its_class_is_refused() {
+    let probe = Probe::new();
+    let (executor, mut rx) = executor(
+        &probe,
+        ParallelExecutorConfig::default(),
+        ApprovalPolicy::preset(ApprovalPreset::AskAll),
+        true,
+    );
+    let run = tokio::spawn(async move {
+        executor
+            .execute_parallel(vec![
+                ToolCall::new("moved", "writer", json!({"writes": ["file:a"]})),
+                ToolCall::new("reclassed", "writer", json!({"reads": ["file:a"]})),
+                ToolCall::new("same", "writer", json!({"writes": ["file:b"], "text": "x"})),
+            ])
+            .await
+    });
+    for _ in 0..3 {
+        let (request, answer) = next_question(&mut rx).await;
+        let arguments = match request.call_id.as_str() {
+            // Another resource: the plan ordered and limited the call by file:a.
+            "moved" => json!({"writes": ["file:c"]}),
+            // The same key, written instead of read: another class than was approved.
+            "reclassed" => json!({"writes": ["file:a"]}),
+            _ => json!({"writes": ["file:b"], "text": "y"}),
+        };
+        answer
+            .send(ApprovalDecision::Edit { arguments })
+            .expect("waiting");
+    }
+    let r = run.await.expect("joined").expect("valid");
+    let moved = by_id(&r, "moved").error.clone().expect("refused");
+    assert_eq!(moved.kind, ErrorKind::Denied);
+    assert!(
+        moved.message.contains("was file:a, now file:c"),
+        "{}",
+        moved.message
+    );
+    let reclassed = by_id(&r, "reclassed").error.clone().expect("refused");
+    assert_eq!(reclassed.kind, ErrorKind::Denied);
+    assert!(
+        reclassed.message.contains("touches"),
+        "{}",
+        reclassed.message
+    );
+    assert_eq!(probe.started_at("moved"), None);
+    assert_eq!(probe.started_at("reclassed"), None);
+    let same = by_id(&r, "same");
+    assert_eq!(same.status, CallStatus::Ok, "{:?}", same.error);
+    assert_eq!(
+        same.edited_arguments.as_deref(),
+        Some(&json!({"writes": ["file:b"], "text": "y"}))
+    );
+}

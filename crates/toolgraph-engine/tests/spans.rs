@@ -144,7 +144,7 @@ async fn every_call_has_a_span_under_the_execution_and_every_attempt_one_under_i
     let (_, broken) = call("broken");
     assert_eq!(broken.fields["status"], "error");
     assert_eq!(broken.fields["otel.status_code"], "ERROR");
-    assert_eq!(broken.fields["error.type"], "Permanent");
+    assert_eq!(broken.fields["error.type"], "permanent");
     assert_eq!(broken.fields["otel.status_description"], "no such thing");
 
     let (flaky, flaky_span) = call("flaky");

@@ -322,11 +322,17 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Binds `addr` (port 0 picks a free one). Only loopback addresses are accepted.
+    /// Binds `addr` (port 0 picks a free one). Only 127.0.0.1 and ::1 are accepted (an
+    /// IPv4-mapped `::ffff:127.0.0.1` binds 127.0.0.1): the endpoint has no authentication,
+    /// and rmcp answers only requests whose `Host` is `localhost`, 127.0.0.1 or ::1 (no DNS
+    /// rebinding), so another loopback address could not be served.
     pub async fn bind(addr: SocketAddr) -> Result<HttpServer, ServeError> {
-        if !addr.ip().is_loopback() {
+        let ip = addr.ip().to_canonical();
+        let served = ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST;
+        if !served {
             return Err(ServeError::NotLoopback(addr));
         }
+        let addr = SocketAddr::new(ip, addr.port());
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;

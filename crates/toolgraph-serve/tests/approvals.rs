@@ -88,6 +88,16 @@ async fn calls_wait_at_the_approvals_endpoint_without_a_slot_until_answered() {
         )
         .await;
     assert_eq!(status, 400, "{problem}");
+    // A cross-site form or text/plain POST (no CORS preflight) cannot answer.
+    let forged = server
+        .http
+        .post(server.url(&format!("/v1/approvals/{}", id(&w1))))
+        .header("content-type", "text/plain")
+        .body(json!({"decision": "approve"}).to_string())
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(forged.status().as_u16(), 415);
     let (status, answered) = server
         .post(
             &format!("/v1/approvals/{}", id(&w1)),

@@ -137,14 +137,29 @@ pub struct Answered {
     responses(
         (status = 200, body = Answered),
         (status = 400, description = "Not a decision"),
-        (status = 404, description = "No call waits under this id")
+        (status = 404, description = "No call waits under this id"),
+        (status = 415, description = "Not sent as application/json")
     )
 )]
 pub async fn answer_approval(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Json<Answered>, Problem> {
+    // Only JSON: a web page can send a form or `text/plain` to a loopback service without
+    // the browser asking first (no CORS preflight), and must not answer a question.
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(Problem::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "an answer is sent as application/json (Content-Type: application/json)",
+        ));
+    }
     let decision = read_decision(&body)?;
     let not_waiting = || {
         Problem::not_found(format!(
