@@ -137,7 +137,9 @@ pub async fn run(mut session: ChatSession, shown_store: &str) -> Result<Outcome>
                             if cancel.is_cancelled() {
                                 errln!("\ntoolgraph: interrupted twice: exiting now");
                                 save_history(&mut editor, history.as_deref());
-                                std::process::exit(130);
+                                // `main` drops the turn (its calls, and the process groups
+                                // they started), sends the spans, and exits 130.
+                                return Ok(Outcome::Interrupted);
                             }
                             errln!("\ntoolgraph: cancelling this turn (Ctrl-C again exits at once)");
                             cancel.cancel();

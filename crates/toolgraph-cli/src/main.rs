@@ -99,6 +99,9 @@ pub enum Outcome {
     CallsFailed,
     /// Nothing ran: bad input or flags.
     Rejected,
+    /// Stopped at once by a second Ctrl-C (a conversation's turn): exit 130 without
+    /// waiting for threads still running.
+    Interrupted,
 }
 
 #[tokio::main]
@@ -165,7 +168,9 @@ async fn main() -> ExitCode {
         logging.shutdown();
         std::process::exit(i32::from(signalled.unwrap_or(130)));
     };
+    let interrupted = matches!(outcome, Ok(Outcome::Interrupted));
     let code = match outcome {
+        Ok(Outcome::Interrupted) => 130,
         Ok(Outcome::Success) => 0,
         Ok(Outcome::CallsFailed) => 1,
         Ok(Outcome::Rejected) => 2,
@@ -184,9 +189,10 @@ async fn main() -> ExitCode {
     } else {
         code
     });
-    if reads_stdin_to_the_end {
+    if reads_stdin_to_the_end || interrupted {
         // A read of a terminal's standard input cannot be cancelled, and the runtime would
-        // wait for it: the server has stopped and said so, so exit now.
+        // wait for it (and for a blocking tool's thread after a second Ctrl-C): the command
+        // has stopped and said so, so exit now.
         std::process::exit(i32::from(code));
     }
     ExitCode::from(code)
