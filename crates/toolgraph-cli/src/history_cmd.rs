@@ -94,18 +94,31 @@ pub async fn resolve(store: &dyn ExecutionStore, given: &str) -> Result<Executio
     }
 }
 
-/// The shortest prefix of `id`, at least [`SHOWN_ID`] characters, that no other execution's
-/// id in `store` starts with.
-async fn shown_id(store: &dyn ExecutionStore, id: &str) -> Result<String> {
+/// The shortest prefix of `id`, at least [`SHOWN_ID`] characters, that no other id of its
+/// kind (`ids`) in `store` starts with.
+pub async fn shown_id(store: &dyn ExecutionStore, ids: IdKind, id: &str) -> Result<String> {
     let mut len = SHOWN_ID.min(id.len());
     while len < id.len() {
         let prefix = &id[..len];
-        if store.executions_by_prefix(prefix, 2).await?.len() <= 1 {
+        let sharing = match ids {
+            IdKind::Execution => store.executions_by_prefix(prefix, 2).await?.len(),
+            IdKind::Session => store.sessions_by_prefix(prefix, 2).await?.len(),
+        };
+        if sharing <= 1 {
             break;
         }
         len += 1;
     }
     Ok(id[..len].to_owned())
+}
+
+/// Which ids a shown prefix must tell apart.
+#[derive(Clone, Copy)]
+pub enum IdKind {
+    /// Executions' ids.
+    Execution,
+    /// Chat sessions' ids.
+    Session,
 }
 
 #[derive(Args)]
@@ -140,7 +153,7 @@ pub async fn history(args: HistoryArgs) -> Result<Outcome> {
     }
     let mut ids = Vec::with_capacity(rows.len());
     for r in &rows {
-        ids.push(shown_id(&*store, &r.id).await?);
+        ids.push(shown_id(&*store, IdKind::Execution, &r.id).await?);
     }
     let width = ids.iter().map(String::len).max().unwrap_or(SHOWN_ID);
     outln!(

@@ -11,7 +11,7 @@ use serde_json::Value;
 use toolgraph_store::{ExecutionStore, SessionSummary, StoreError, StoredSession};
 
 use crate::Outcome;
-use crate::history_cmd::{SHOWN_ID, nothing_yet, when};
+use crate::history_cmd::{IdKind, SHOWN_ID, nothing_yet, shown_id, when};
 use crate::input::StoreFlags;
 use crate::out::{errln, outln};
 use crate::render;
@@ -71,19 +71,6 @@ pub struct SessionsArgs {
     pub store: StoreFlags,
 }
 
-/// The shortest prefix of `id`, at least [`SHOWN_ID`] characters, that no other session's
-/// id starts with.
-async fn shown_id(store: &dyn ExecutionStore, id: &str) -> Result<String> {
-    let mut len = SHOWN_ID.min(id.len());
-    while len < id.len() {
-        if store.sessions_by_prefix(&id[..len], 2).await?.len() <= 1 {
-            break;
-        }
-        len += 1;
-    }
-    Ok(id[..len].to_owned())
-}
-
 pub async fn sessions(args: SessionsArgs) -> Result<Outcome> {
     let (store, name) = args.store.existing_store().await?;
     let rows = match &store {
@@ -107,7 +94,7 @@ pub async fn sessions(args: SessionsArgs) -> Result<Outcome> {
     }
     let mut ids = Vec::with_capacity(rows.len());
     for r in &rows {
-        ids.push(shown_id(&*store, &r.id).await?);
+        ids.push(shown_id(&*store, IdKind::Session, &r.id).await?);
     }
     let width = ids.iter().map(String::len).max().unwrap_or(SHOWN_ID);
     outln!(
